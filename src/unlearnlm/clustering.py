@@ -1,0 +1,94 @@
+"""Cluster the expected outputs in the frozen original's representation space.
+
+The paper's positive loss pulls each forget prompt's output toward "the cluster mean of expected
+outputs". Here: represent every expected answer by the original model's mean response-position hidden
+state, k-means them, and assign each forget prompt to the cluster of its nearest expected prompt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.cluster import KMeans
+
+from unlearnlm.data.formatting import collate, render_prompt, tokenize_dialogue
+from unlearnlm.data.records import Dialogue
+from unlearnlm.losses import pooled_states
+from unlearnlm.models import Reference
+
+
+@torch.no_grad()
+def response_states(
+    reference: Reference, tokenizer, dialogues: Sequence[Dialogue], *, layer: int, max_prompt_tokens: int,
+    max_response_tokens: int, batch_size: int, device: torch.device,
+) -> torch.Tensor:
+    """Mean hidden state over each dialogue's response positions, by the original model: (N, H)."""
+    out = []
+    for start in range(0, len(dialogues), batch_size):
+        examples = [
+            tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
+            for d in dialogues[start : start + batch_size]
+        ]
+        batch = {k: v.to(device) for k, v in collate(examples, tokenizer.pad_token_id).items()}
+        _, hidden = reference(batch["input_ids"], batch["attention_mask"], hidden_layer=layer)  # (B, T, H)
+        out.append(pooled_states(hidden.float(), batch["labels"]))  # (B, H)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def prompt_states(
+    reference: Reference, tokenizer, dialogues: Sequence[Dialogue], *, layer: int, max_prompt_tokens: int,
+    batch_size: int, device: torch.device,
+) -> torch.Tensor:
+    """Hidden state at the last prompt token (the one that decides the answer's first token): (N, H)."""
+    out = []
+    for start in range(0, len(dialogues), batch_size):
+        chunk = dialogues[start : start + batch_size]
+        ids = [tokenizer(render_prompt(tokenizer, d), add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
+               for d in chunk]
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
+        mask = torch.zeros_like(input_ids)
+        for row, x in enumerate(ids):  # right padding: the last real token sits at len - 1
+            input_ids[row, : len(x)] = torch.tensor(x)
+            mask[row, : len(x)] = 1
+        _, hidden = reference(input_ids.to(device), mask.to(device), hidden_layer=layer)  # (B, T, H)
+        last = torch.tensor([len(x) - 1 for x in ids], device=device)
+        out.append(hidden[torch.arange(len(ids), device=device), last].float())  # (B, H)
+    return torch.cat(out)
+
+
+@dataclass
+class Clusters:
+    """k-means result on expected outputs."""
+
+    labels: np.ndarray  # (N_expected,) cluster of each expected output
+    centroids: torch.Tensor  # (K, H) cluster means (of unit-normalised states)
+    medoids: list[int]  # index of the expected output nearest each centroid
+
+
+def cluster_outputs(states: torch.Tensor, k: int, seed: int) -> Clusters:
+    """k-means (cosine geometry: states are unit-normalised first), K clamped to the distinct sample count."""
+    if len(states) == 0:
+        raise ValueError("cannot cluster zero expected outputs")
+    unit = F.normalize(states.float(), dim=-1).cpu().numpy()  # (N, H)
+    distinct = len(np.unique(unit.round(6), axis=0))  # duplicates cannot seed separate clusters
+    k = max(1, min(k, distinct))
+    km = KMeans(n_clusters=k, n_init=10, random_state=seed).fit(unit)
+    centroids = torch.from_numpy(km.cluster_centers_).float()  # (K, H)
+    medoids = []
+    for c in range(k):
+        members = np.flatnonzero(km.labels_ == c)
+        distances = np.linalg.norm(unit[members] - km.cluster_centers_[c], axis=1)
+        medoids.append(int(members[np.argmin(distances)]))
+    return Clusters(labels=km.labels_, centroids=centroids, medoids=medoids)
+
+
+def assign_nearest(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """For each query row, the index of the key row with the highest cosine similarity: (N_q,)."""
+    sims = F.normalize(queries.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T  # (N_q, N_k)
+    return sims.argmax(dim=-1)

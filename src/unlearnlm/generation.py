@@ -1,0 +1,55 @@
+"""Batched greedy generation with left padding and the KV cache."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from unlearnlm.data.formatting import render_prompt
+from unlearnlm.data.records import Dialogue
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    dialogues: Sequence[Dialogue],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    max_prompt_tokens: int = 256,
+    desc: str | None = None,
+) -> list[str]:
+    """Greedy answers to each dialogue's prompt (its system turn included), in input order.
+
+    Prompts are sorted by length so each batch pads little, then answers are put back in order.
+    The model's train/eval mode is restored afterwards.
+    """
+    if not dialogues:
+        return []
+    was_training = model.training
+    model.eval()
+    texts = [render_prompt(tokenizer, d) for d in dialogues]
+    lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    answers: list[str] = [""] * len(texts)
+    device = next(model.parameters()).device
+    batches = range(0, len(order), batch_size)
+    for start in tqdm(batches, desc=desc, disable=desc is None, leave=False):
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+            max_length=max_prompt_tokens, add_special_tokens=False,
+        ).to(device)
+        out = model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+        )  # (b, T_prompt + T_new)
+        decoded = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        for i, text in zip(idx, decoded, strict=True):
+            answers[i] = text.strip()
+    model.train(was_training)
+    return answers

@@ -1,0 +1,143 @@
+"""Loss functions: pure tensor math, no model calls.
+
+Conventions: ``logits`` are (B, T, V) as returned by a causal LM for ``input_ids`` (B, T); ``labels``
+are (B, T) with ``IGNORE_INDEX`` on prompt and padding. Position t predicts token t+1, so every
+function shifts once, here, and nowhere else. Hidden states are (B, T, H) and are read at the same
+positions as the logits (the states that *produce* response tokens), via ``response_mask``.
+Averages are over response tokens of the whole batch, so long answers are not under-weighted.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from unlearnlm.data.formatting import IGNORE_INDEX
+
+_EPS = 1e-6
+
+
+def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Align logits with the tokens they predict: (B, T-1, V), targets (B, T-1), mask (B, T-1)."""
+    logits = logits[:, :-1, :]  # (B, T-1, V)
+    targets = labels[:, 1:]  # (B, T-1)
+    mask = (targets != IGNORE_INDEX).to(logits.dtype)  # (B, T-1)
+    return logits, targets.clamp_min(0), mask
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over positions where ``mask`` is 1 (0 when the mask is empty)."""
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probability of each response token: ((B, T-1) log p, (B, T-1) mask)."""
+    logits, targets, mask = _shift(logits, labels)
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T-1, V)
+    picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+    return picked * mask, mask
+
+
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of each response: (B,)."""
+    picked, _ = token_logprobs(logits, labels)
+    return picked.sum(dim=-1)
+
+
+def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Token-mean cross-entropy on response tokens (the usual SFT loss)."""
+    picked, mask = token_logprobs(logits, labels)
+    return -picked.sum() / mask.sum().clamp_min(1.0)
+
+
+def unlikelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Bounded probability-space push-away: mean of -log(1 - p(y_t)) over response tokens.
+
+    Unlike gradient ascent (-log p → ∞ as p → 0 never stops pulling), this goes to 0 as p(y_t) → 0,
+    so once a bad token is unlikely its gradient vanishes (Welleck et al., 2019, arXiv 1908.04319).
+    Example: p = 0.5 for every token gives log 2 ≈ 0.693.
+    """
+    picked, mask = token_logprobs(logits, labels)
+    p = picked.exp().clamp(max=1.0 - _EPS)  # (B, T-1); masked positions are exp(0) = 1 → clamped
+    return _masked_mean(-torch.log1p(-p), mask)
+
+
+def forward_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """KL(p_ref || p_θ) per response token, averaged: the normal loss that keeps standard abilities.
+
+    Yao et al. (arXiv 2310.10683) keep the unlearned model close to the original on normal data with
+    this forward KL. Identical distributions give exactly 0.
+    """
+    policy_logits, _, mask = _shift(policy_logits, labels)
+    ref_logits = ref_logits[:, :-1, :]  # (B, T-1, V)
+    logp = torch.log_softmax(policy_logits.float(), dim=-1)  # (B, T-1, V)
+    logq = torch.log_softmax(ref_logits.float(), dim=-1)  # (B, T-1, V)
+    kl = (logq.exp() * (logq - logp)).sum(dim=-1)  # (B, T-1)
+    return _masked_mean(kl, mask)
+
+
+def bounded_divergence(
+    policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Push the output distribution away from the original's, up to ``margin`` nats of KL per token.
+
+    mean_t relu(margin - KL(p_ref || p_θ)_t): equals ``margin`` at the start (θ = ref) and 0 once every
+    bad position has moved ``margin`` nats away, so it cannot diverge the way gradient ascent does.
+    """
+    policy_logits, _, mask = _shift(policy_logits, labels)
+    logp = torch.log_softmax(policy_logits.float(), dim=-1)  # (B, T-1, V)
+    logq = torch.log_softmax(ref_logits[:, :-1, :].float(), dim=-1)  # (B, T-1, V)
+    kl = (logq.exp() * (logq - logp)).sum(dim=-1)  # (B, T-1)
+    return _masked_mean(F.relu(margin - kl), mask)
+
+
+def _state_mask(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, T) mask of hidden-state positions that produce response tokens (labels shifted left)."""
+    mask = torch.zeros(labels.shape, dtype=dtype, device=labels.device)  # (B, T)
+    mask[:, :-1] = (labels[:, 1:] != IGNORE_INDEX).to(dtype)
+    return mask
+
+
+def representation_distance(
+    hidden: torch.Tensor, ref_hidden: torch.Tensor, labels: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Hinge on the cosine distance between the model's and the original's response states.
+
+    mean_t relu(margin - (1 - cos(h_t, h_ref_t))) over response positions. It is ``margin`` while the
+    representations agree and 0 once each has turned at least ``margin`` away (cosine distance lies in
+    [0, 2]), so the push is bounded: the paper's distance loss as a representation-space margin.
+    """
+    mask = _state_mask(labels, hidden.dtype)  # (B, T)
+    distance = 1.0 - F.cosine_similarity(hidden.float(), ref_hidden.float(), dim=-1, eps=_EPS)  # (B, T)
+    return _masked_mean(F.relu(margin - distance), mask)
+
+
+def pooled_states(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean response-position hidden state of each dialogue: (B, H)."""
+    mask = _state_mask(labels, hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)  # (B, H)
+
+
+def cluster_pull(hidden: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Pull each dialogue's pooled response state toward its assigned cluster mean.
+
+    Args:
+        hidden: (B, T, H) states of the model being unlearned.
+        labels: (B, T) response labels.
+        centroids: (B, H) the cluster mean of expected outputs assigned to each row.
+
+    Returns:
+        mean_b (1 - cos(pool(h_b), c_b)), in [0, 2]; 0 when every pooled state points at its mean.
+    """
+    pooled = pooled_states(hidden.float(), labels)  # (B, H)
+    return (1.0 - F.cosine_similarity(pooled, centroids.float(), dim=-1, eps=_EPS)).mean()
+
+
+def npo(policy_seq_logp: torch.Tensor, ref_seq_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Negative Preference Optimization (Zhang et al., arXiv 2404.05868).
+
+    -(2/β) · mean log σ(-β · (log π_θ(y|x) - log π_ref(y|x))). Equals (2/β)·log 2 at θ = ref and
+    decays to 0 as the forget answers become unlikely, a bounded form of gradient ascent.
+    """
+    log_ratio = policy_seq_logp - ref_seq_logp  # (B,)
+    return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()

