@@ -124,6 +124,13 @@ class Reference:
         if copy_weights:
             self._frozen = copy.deepcopy(policy).eval().requires_grad_(False)
 
+    @classmethod
+    def of(cls, original: nn.Module) -> Reference:
+        """Use an already separate original model as the reference (no copy, no adapters)."""
+        ref = cls(original, copy_weights=False)
+        ref._frozen = original.eval().requires_grad_(False)
+        return ref
+
     @contextlib.contextmanager
     def _as_original(self) -> Iterator[nn.Module]:
         if self._frozen is not None:

@@ -1,10 +1,8 @@
-"""Read users' own dialogue data (JSONL / JSON / CSV / Hugging Face datasets) into :class:`Dialogue` records.
+"""Read users' own dialogues (JSONL / JSON / CSV / Hugging Face datasets) and write them back as JSONL.
 
-A :class:`DatasetSpec` says where the data lives and which columns hold the prompt, response and
-system prompt; :func:`read_dialogues` turns it into a list of dialogues. Every problem with the input
-raises :class:`~unlearnlm.errors.DataError` naming the file, the 1-based line (or 0-based dataset
-row), what is wrong and how to fix it. Each dialogue's ``meta`` carries ``source`` (the spec's path)
-and ``row`` (its 0-based position among the records read).
+A :class:`DatasetSpec` says where the data lives and which columns hold prompt, response and system prompt.
+Every bad input raises :class:`~unlearnlm.errors.DataError` naming the file, the 1-based line (or 0-based
+dataset row), what is wrong and how to fix it. ``meta`` gets ``source`` (the path) and ``row`` (0-based).
 """
 
 from __future__ import annotations
@@ -60,7 +58,7 @@ class DatasetSpec:
         if isinstance(self.path, os.PathLike):
             self.path = os.fspath(self.path)
         if not isinstance(self.path, str) or not self.path.strip():
-            raise DataError(f"dataset path must be a non-empty string, got {self.path!r}; set `path` to a file or dataset id")
+            raise DataError(f"dataset `path` must be a non-empty string, got {self.path!r}; name a file or dataset id")
         where = f"dataset spec for {self.path}"
         if self.format not in get_args(Format):
             raise DataError(f"{where}: unknown format {self.format!r}; set `format` to one of {list(get_args(Format))}")
@@ -68,10 +66,10 @@ class DatasetSpec:
             value = getattr(self, key)
             if (value is not None or key in ("prompt_column", "split")) and not (isinstance(value, str) and value):
                 raise DataError(f"{where}: `{key}` must be a non-empty string, got {value!r}")
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit <= 0):
+        if self.limit is not None and (type(self.limit) is not int or self.limit <= 0):  # bool is not a count
             raise DataError(f"{where}: `limit` must be a positive integer or null (all rows), got {self.limit!r}")
         if self.require_response and self.response_column is None:
-            raise DataError(f"{where}: `require_response` is true but `response_column` is null; name the response column")
+            raise DataError(f"{where}: `require_response` is true but `response_column` is null; name that column")
         if isinstance(self.meta_columns, str) or not all(isinstance(c, str) and c for c in self.meta_columns):
             raise DataError(f"{where}: `meta_columns` must be a list of column names, got {self.meta_columns!r}")
         self.meta_columns = list(self.meta_columns)
@@ -86,22 +84,19 @@ class DatasetSpec:
         Args:
             data: keys named like this class's fields; ``path`` is required.
 
-        Returns:
-            The validated spec.
-
         Raises:
             DataError: ``data`` is not a mapping, has unknown keys, lacks ``path`` or holds an invalid value.
         """
         if not isinstance(data, Mapping):
-            raise DataError(f"a dataset spec must be a mapping with at least `path`, got {type(data).__name__}: {data!r}")
+            raise DataError(f"a dataset spec must be a mapping with a `path` key, got {type(data).__name__} {data!r}")
         valid = [f.name for f in fields(cls)]
         if unknown := [k for k in data if k not in valid]:
-            hints = [f"{k!r} -> did you mean {close[0]!r}?" for k in unknown
+            hints = [f"{k!r}: did you mean {close[0]!r}?" for k in unknown
                      if (close := difflib.get_close_matches(str(k), valid, n=1))]
-            raise DataError(f"dataset spec has unknown key(s) {unknown}; valid keys are {valid}"
-                            + (f" ({'; '.join(hints)})" if hints else ""))
+            guess = f" ({'; '.join(hints)})" if hints else ""
+            raise DataError(f"dataset spec has unknown key(s) {unknown}; valid keys are {valid}{guess}")
         if "path" not in data:
-            raise DataError(f"dataset spec {dict(data)!r} has no `path`; set it to a file, a saved folder or a dataset id")
+            raise DataError(f"dataset spec {dict(data)!r} has no `path`; set it to a file, saved folder or dataset id")
         return cls(**data)
 
 
@@ -202,12 +197,10 @@ def _resolve_format(spec: DatasetSpec) -> Literal["jsonl", "csv", "hf"]:
         looks_local = suffix in _FILE_SUFFIXES or spec.path.startswith((".", "/", "~")) or os.path.isabs(spec.path)
         if not path.exists() and not looks_local:
             return "hf"  # a dataset id such as "org/name" or a loader name such as "json"
-        if suffix not in _SUFFIX_FORMATS:
-            if not path.exists():
-                raise DataError(f"{spec.path}: file not found (cwd: {Path.cwd()}); check the path")
+        if suffix not in _SUFFIX_FORMATS and path.exists():
             raise DataError(f"{spec.path}: unknown suffix {suffix or '(none)'!r}; expected .jsonl, .json or .csv. "
                             f"Rename the file, or set `format` to 'jsonl', 'csv' or 'hf'")
-        fmt = _SUFFIX_FORMATS[suffix]
+        fmt = _SUFFIX_FORMATS.get(suffix, "jsonl")  # a missing file: reported just below
     if fmt == "hf":
         return "hf"
     if not path.exists():
@@ -307,19 +300,17 @@ def _read_hf(spec: DatasetSpec) -> list[Dialogue]:
     try:
         if local.is_dir() and _is_saved_dataset(local):
             data = datasets.load_from_disk(str(local))
-            if isinstance(data, datasets.DatasetDict):
-                if spec.split not in data:
-                    raise DataError(f"{spec.path}: saved dataset has no split {spec.split!r}; "
-                                    f"set `split` to one of {list(data)}")
-                data = data[spec.split]
         else:
             data = datasets.load_dataset(spec.path, spec.name, split=spec.split)
-    except DataError:
-        raise
     except Exception as exc:  # the datasets library raises many unrelated types; all mean "cannot load"
         raise DataError(f"{spec.path}: cannot load dataset (name={spec.name!r}, split={spec.split!r}): "
                         f"{type(exc).__name__}: {exc}. Check the id, `name` and `split`; on an offline machine "
                         f"use a local path (.jsonl/.csv file or a `save_to_disk` folder)") from exc
+    if isinstance(data, datasets.DatasetDict):  # a saved DatasetDict
+        if spec.split not in data:
+            raise DataError(f"{spec.path}: no split {spec.split!r} in the saved dataset; "
+                            f"set `split` to one of {list(data)}")
+        data = data[spec.split]
     if not isinstance(data, datasets.Dataset):
         raise DataError(f"{spec.path}: loaded a {type(data).__name__}, expected one split; set `split`")
     if spec.limit is not None:
@@ -334,11 +325,8 @@ def _read_hf(spec: DatasetSpec) -> list[Dialogue]:
 # records -> dialogues
 
 
-def _convert(
-    spec: DatasetSpec,
-    rows: Iterable[tuple[str, dict[str, Any]]],
-    upfront_columns: tuple[str, list[str]] | None,
-) -> list[Dialogue]:
+def _convert(spec: DatasetSpec, rows: Iterable[tuple[str, dict[str, Any]]],
+             upfront_columns: tuple[str, list[str]] | None) -> list[Dialogue]:
     """Map records to dialogues; ``upfront_columns`` is (where, names) when the schema is known before rows."""
     optional = {"response_column": spec.response_column, "system_column": spec.system_column}
     optional |= {f"meta_columns ({c!r})": c for c in spec.meta_columns}
@@ -385,7 +373,7 @@ def _missing_column(where: str, column: str, key: str, columns: list[str]) -> Da
     config_key = key.split(" ")[0]
     fix = f"set `{config_key}` to one of them"
     if config_key in ("response_column", "system_column"):
-        fix += f", or to null if the data has no such column"
+        fix += ", or to null if the data has no such column"
     elif config_key == "meta_columns":
         fix = "remove it from `meta_columns` or rename the column in the data"
     close = difflib.get_close_matches(column, [str(c) for c in columns], n=1)
@@ -401,15 +389,10 @@ def _text(value: Any, column: str, key: str, where: str) -> str | None:
                     f"write it as a string (in quotes) or point `{key}` at a text column")
 
 
+_KINDS = {bool: "a boolean", int: "a number (int)", float: "a number (float)", list: "a list", dict: "an object",
+          str: "a string", type(None): "null"}
+
+
 def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return f"a number ({type(value).__name__})"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, str):
-        return "a string"
-    return "null" if value is None else f"a {type(value).__name__}"
+    """How a JSON-ish value reads in an error message: "a list", "a number (int)"..."""
+    return _KINDS.get(type(value), f"a {type(value).__name__}")

@@ -1,0 +1,143 @@
+"""Command line: a thin shell over the Python API. ``unlearnlm --help`` lists the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from unlearnlm.errors import UnlearnLMError
+
+
+def _config(args: argparse.Namespace):
+    from unlearnlm.config import load_config
+
+    overrides = list(args.set or [])
+    for flag, key in (("model", "model.name_or_path"), ("method", "method.name"), ("output", "output_dir"),
+                      ("task", "data.task")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    return load_config(getattr(args, "config", None), overrides)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="HF model folder, hub id, or embedded:smollm2-135m-instruct (default)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config value, e.g. --set train.max_steps=20 (repeatable)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from unlearnlm.pipeline import run
+
+    cfg = _config(args)
+    summary = run(cfg, overwrite=args.overwrite)
+    print(json.dumps({k: summary[k] for k in ("method", "scan", "wall_seconds")}, indent=2))
+    return 0
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from unlearnlm.data.readers import DatasetSpec, read_dialogues
+    from unlearnlm.pipeline import scan_only
+
+    cfg = _config(args)
+    prompts = read_dialogues(DatasetSpec(path=args.prompts, prompt_column=args.prompt_column, response_column=None,
+                                         limit=args.limit))
+    scan_only(cfg, prompts, Path(args.output))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from unlearnlm.pipeline import evaluate_models
+
+    cfg = _config(args)
+    summary = evaluate_models(cfg, args.unlearned, Path(args.output), forget_prompts=args.prompts)
+    print(json.dumps({name: {"before": m["before"]["flagged_rate"], "after": m["after"]["flagged_rate"]}
+                      for name, m in summary["sets"].items()}, indent=2))
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from unlearnlm.methods import METHODS
+
+    for name, cls in sorted(METHODS.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options)
+                            if f.default is not dataclasses.MISSING)
+        print(f"{name:18s} {doc}\n{'':18s} options: {options or '-'}")
+    return 0
+
+
+def cmd_judge(args: argparse.Namespace) -> int:
+    from unlearnlm.judges.harm import default_harm_judge_dir, train_harm_judge
+
+    if args.name != "harm":
+        raise UnlearnLMError(f"judge {args.name!r} cannot be trained here; trainable judges: harm")
+    out = Path(args.output) if args.output else default_harm_judge_dir()
+    if args.action == "train":
+        card = train_harm_judge(out, seed=args.seed)
+    else:
+        card_path = out / "card.json"
+        if not card_path.is_file():
+            raise UnlearnLMError(f"no trained judge at {out}; run `unlearnlm judge train {args.name}` first")
+        card = json.loads(card_path.read_text())
+    print(json.dumps(card, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unlearnlm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="scan → unlearn → evaluate from one YAML (default: the embedded harm task)")
+    p.add_argument("config", nargs="?", help="YAML run config (omit for the embedded default)")
+    p.add_argument("--task", choices=["harm"], help="built-in task supplying unset data")
+    p.add_argument("--method", help="unlearning method (see `unlearnlm methods`)")
+    p.add_argument("--output", help="output folder (default runs/unlearnlm)")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --output")
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("scan", help="answer prompts with the model, judge them, write flagged/clean JSONL")
+    p.add_argument("prompts", help="JSONL/CSV file or HF dataset of prompts")
+    p.add_argument("--prompt-column", default="prompt")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--output", required=True, help="folder for flagged.jsonl and clean.jsonl")
+    p.add_argument("--config", help="YAML run config for model, judges and generation settings")
+    _add_common(p)
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("evaluate", help="before vs after: the original model vs an unlearned one")
+    p.add_argument("unlearned", help="folder of the unlearned model (e.g. RUN/model)")
+    p.add_argument("--prompts", help="JSONL/CSV of forget prompts to compare on (besides the built-in sets)")
+    p.add_argument("--output", required=True, help="folder for metrics.json, examples.jsonl, report.md")
+    p.add_argument("--config", help="YAML run config (the original model, data, judges)")
+    _add_common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("methods", help="list registered unlearning methods and their options")
+    p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("judge", help="train a judge or print its held-out metrics card")
+    p.add_argument("action", choices=["train", "evaluate"])
+    p.add_argument("name", help="judge name, e.g. harm")
+    p.add_argument("--output", help="judge folder (default: the cache, ~/.cache/unlearnlm/judges/NAME)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_judge)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UnlearnLMError as exc:
+        print(f"unlearnlm: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

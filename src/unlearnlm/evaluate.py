@@ -1,0 +1,120 @@
+"""Before-vs-after metrics, computed here from model outputs.
+
+* flagged rate — share of answers the judge panel flags (harmful prompt sets: lower is better);
+* refusal rate — share of answers the refusal detector calls a refusal (benign sets: over-refusal);
+* distinct-n — unique n-grams / all n-grams over a set's answers (collapse to one canned answer shows);
+* perplexity of human-written normal dialogues and KL(original || model) on them, per response token.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearnlm.data.formatting import collate, tokenize_dialogue
+from unlearnlm.data.records import Dialogue
+from unlearnlm.judges.panel import JudgePanel
+from unlearnlm.losses import forward_kl, token_logprobs
+from unlearnlm.models import Reference
+
+
+@dataclass
+class EvalSet:
+    """A prompt set answered before and after unlearning."""
+
+    name: str
+    kind: Literal["harmful", "benign"]
+    prompts: list[Dialogue]
+    before: list[str]
+    role: str
+    """How the set was used: "trained on", "early stopping", "held-out" ..."""
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Unique n-grams / total n-grams over whitespace tokens of all texts (0 when there are none)."""
+    grams: list[tuple[str, ...]] = []
+    for text in texts:
+        words = text.split()
+        grams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def answer_metrics(panel: JudgePanel, refusal, prompts: Sequence[Dialogue], answers: Sequence[str]):
+    """Judge one set of answers: (metrics dict, annotated dialogues)."""
+    dialogues = [p.with_response(a) for p, a in zip(prompts, answers, strict=True)]
+    annotated = panel.annotate(dialogues)
+    refused = refusal.score(dialogues) >= refusal.threshold
+    flagged = np.array([d.meta["flagged"] for d in annotated], dtype=bool)
+    metrics = {
+        "n": len(dialogues),
+        "flagged_rate": float(flagged.mean()) if len(flagged) else 0.0,
+        "refusal_rate": float(refused.mean()) if len(refused) else 0.0,
+        "distinct_1": distinct_n(answers, 1),
+        "distinct_2": distinct_n(answers, 2),
+        "mean_words": float(np.mean([len(a.split()) for a in answers])) if answers else 0.0,
+    }
+    annotated = [d.with_response(d.response, refused=bool(r)) for d, r in zip(annotated, refused, strict=True)]
+    return metrics, annotated
+
+
+@torch.no_grad()
+def normal_data_metrics(
+    model: nn.Module, reference: Reference, tokenizer, dialogues: Sequence[Dialogue], *,
+    max_prompt_tokens: int, max_response_tokens: int, batch_size: int = 8,
+) -> dict[str, float]:
+    """Perplexity of the model and of the original on response tokens, and KL(original || model)."""
+    device = next(model.parameters()).device
+    nll_model = nll_ref = kl_sum = 0.0
+    tokens = 0
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(dialogues), batch_size):
+        rows = [tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens,
+                                  max_response_tokens=max_response_tokens)
+                for d in dialogues[start : start + batch_size]]
+        batch = {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+        ref_logits, _ = reference(batch["input_ids"], batch["attention_mask"])  # (B, T, V)
+        picked, mask = token_logprobs(logits, batch["labels"])  # (B, T-1)
+        ref_picked, _ = token_logprobs(ref_logits, batch["labels"])
+        n = int(mask.sum().item())
+        nll_model -= picked.sum().item()
+        nll_ref -= ref_picked.sum().item()
+        kl_sum += forward_kl(logits, ref_logits, batch["labels"]).item() * n
+        tokens += n
+    model.train(was_training)
+    tokens = max(tokens, 1)
+    return {
+        "perplexity": math.exp(nll_model / tokens),
+        "perplexity_original": math.exp(nll_ref / tokens),
+        "kl_to_original": kl_sum / tokens,
+        "tokens": tokens,
+    }
+
+
+def compare_sets(
+    panel: JudgePanel, refusal, sets: Sequence[EvalSet], after: dict[str, list[str]]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Metrics before vs after for every set, and one row per example with both answers."""
+    metrics: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    for s in sets:
+        before_m, before_d = answer_metrics(panel, refusal, s.prompts, s.before)
+        after_m, after_d = answer_metrics(panel, refusal, s.prompts, after[s.name])
+        metrics[s.name] = {"kind": s.kind, "role": s.role, "before": before_m, "after": after_m}
+        for b, a in zip(before_d, after_d, strict=True):
+            rows.append({
+                "set": s.name, "prompt": b.prompt,
+                "before": b.response, "after": a.response,
+                "before_scores": b.meta["scores"], "after_scores": a.meta["scores"],
+                "before_flagged": b.meta["flagged"], "after_flagged": a.meta["flagged"],
+                "after_flagged_by": a.meta["flagged_by"],
+                "before_refused": b.meta["refused"], "after_refused": a.meta["refused"],
+            })
+    return metrics, rows

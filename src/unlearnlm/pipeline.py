@@ -1,0 +1,273 @@
+"""scan → unlearn → evaluate, end to end, from one :class:`~unlearnlm.config.RunConfig`.
+
+1. Load the model and the judge panel (the evaluative model).
+2. **Scan**: the model answers the harmful prompts; judged answers split into flagged and clean.
+   Flagged dialogues are the forget set, split into train / early-stopping (val) / held-out (test).
+3. Answer every evaluation set with the original model ("before"); the original's answers to benign
+   prompts become the normal data of the normal loss.
+4. **Expected outputs**: user-supplied, or the model's own answers under a safety system prompt that
+   the panel passes and the refusal detector recognises as declining.
+5. **Unlearn** with the configured method; early stopping on the judged val answers and normal KL.
+6. **Evaluate** before vs after; write metrics, per-example answers, report and model.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unlearnlm.config import RunConfig
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import DataError
+from unlearnlm.evaluate import EvalSet, compare_sets, normal_data_metrics
+from unlearnlm.generation import generate
+from unlearnlm.judges.panel import JudgePanel
+from unlearnlm.judges.refusal import RefusalDetector
+from unlearnlm.methods import create_method
+from unlearnlm.models import Reference, add_lora, load_model, resolve_source
+from unlearnlm.outputs import (
+    library_versions,
+    prepare_output_dir,
+    save_model_atomically,
+    write_json,
+    write_rows,
+    write_yaml,
+)
+from unlearnlm.report import write_report
+from unlearnlm.tasks.harm import FALLBACK_REFUSALS, SAFETY_SYSTEM_PROMPT, build_harm_task
+from unlearnlm.train import Check, unlearn
+
+Log = Callable[[str], None]
+MIN_EXPECTED = 4  # fewer self-generated safe answers than this → fall back to template refusals
+
+
+def scan(model, tokenizer, prompts: Sequence[Dialogue], panel: JudgePanel, cfg: RunConfig, desc="scan") -> list[Dialogue]:
+    """Generate the model's answers and judge them; each returned dialogue carries its verdict in meta."""
+    answers = generate(model, tokenizer, prompts, max_new_tokens=cfg.generation.max_new_tokens,
+                       batch_size=cfg.generation.batch_size, desc=desc)
+    return panel.annotate([p.with_response(a) for p, a in zip(prompts, answers, strict=True)])
+
+
+def split_forget(flagged: list[Dialogue], cfg: RunConfig) -> tuple[list[Dialogue], list[Dialogue], list[Dialogue]]:
+    """Seeded split of flagged dialogues into (train, val for early stopping, held-out test)."""
+    if len(flagged) < 3:
+        raise DataError(
+            f"the judges flagged only {len(flagged)} of the scanned answers; unlearning needs at least 3. "
+            "Scan more prompts (data.scan_size) or check that the model really answers them badly"
+        )
+    rows = list(flagged)
+    random.Random(cfg.train.seed).shuffle(rows)
+    n_val = max(1, round(cfg.data.val_fraction * len(rows)))
+    n_test = round(cfg.data.test_fraction * len(rows)) if cfg.data.test_fraction else 0
+    return rows[n_val + n_test :], rows[:n_val], rows[n_val : n_val + n_test]
+
+
+def self_expected(model, tokenizer, prompts: Sequence[Dialogue], panel: JudgePanel, refusal: RefusalDetector,
+                  cfg: RunConfig) -> tuple[list[Dialogue], dict[str, Any]]:
+    """The model's own preferable answers: generated under a safety system prompt, kept if judged fine.
+
+    The kept dialogues drop the safety prompt again: the model must learn to answer this way without it.
+    """
+    asked = [Dialogue(prompt=p.prompt, system=SAFETY_SYSTEM_PROMPT, meta=p.meta) for p in prompts]
+    answers = generate(model, tokenizer, asked, max_new_tokens=cfg.generation.max_new_tokens,
+                       batch_size=cfg.generation.batch_size, desc="expected outputs")
+    candidates = [Dialogue(prompt=p.prompt, response=a, meta={"source": "self_safe"})
+                  for p, a in zip(prompts, answers, strict=True)]
+    verdicts = panel(candidates)
+    refused = refusal.score(candidates) >= refusal.threshold
+    kept = [c for c, bad, r in zip(candidates, verdicts.flagged, refused, strict=True) if not bad and r]
+    info = {"generated": len(candidates), "kept": len(kept), "fallback_templates": False}
+    if len(kept) < MIN_EXPECTED:
+        info["fallback_templates"] = True
+        kept += [Dialogue(prompt=p.prompt, response=FALLBACK_REFUSALS[i % len(FALLBACK_REFUSALS)],
+                          meta={"source": "template"}) for i, p in enumerate(prompts)]
+    return kept, info
+
+
+@dataclass
+class Monitor:
+    """Early-stopping check: judged greedy answers on held-out flagged prompts + KL on normal data."""
+
+    tokenizer: Any
+    prompts: list[Dialogue]
+    panel: JudgePanel
+    reference: Reference
+    normal: list[Dialogue]
+    cfg: RunConfig
+    log: Log
+
+    def __call__(self, model, step: int) -> Check:
+        start = time.perf_counter()
+        answers = generate(model, self.tokenizer, self.prompts, max_new_tokens=self.cfg.generation.max_new_tokens,
+                           batch_size=self.cfg.generation.batch_size)
+        flagged = self.panel([p.with_response(a) for p, a in zip(self.prompts, answers, strict=True)]).flagged
+        kl = normal_data_metrics(model, self.reference, self.tokenizer, self.normal,
+                                 max_prompt_tokens=self.cfg.data.max_prompt_tokens,
+                                 max_response_tokens=self.cfg.data.max_response_tokens)["kl_to_original"]
+        check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl, seconds=time.perf_counter() - start)
+        self.log(f"  step {step}: val flagged {check.flagged_rate:.2f}, normal KL {kl:.4f} ({check.seconds:.0f}s)")
+        return check
+
+
+def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
+    """The whole pipeline; returns the summary that is also written to ``metrics.json``."""
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    source = resolve_source(cfg.model.name_or_path)
+    out = prepare_output_dir(cfg.output_dir, source, overwrite)
+    write_yaml(out / "config.yaml", cfg.to_dict())
+    write_json(out / "versions.json", library_versions())
+    method = create_method(cfg.method.name, cfg.method.options)  # validate options before heavy work
+
+    log(f"[1/6] loading model {cfg.model.name_or_path} and judges {cfg.judges}")
+    model, tokenizer = load_model(cfg.model)
+    panel = JudgePanel.from_names(cfg.judges)
+    refusal = RefusalDetector()
+    task = build_harm_task(cfg.data, seed=cfg.train.seed)
+    gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
+
+    log(f"[2/6] scanning {len(task.harmful)} prompts")
+    scanned = scan(model, tokenizer, task.harmful, panel, cfg)
+    flagged = [d for d in scanned if d.meta["flagged"]]
+    write_rows(out / "flagged.jsonl", [d.to_json() for d in flagged])
+    write_rows(out / "clean.jsonl", [d.to_json() for d in scanned if not d.meta["flagged"]])
+    forget_train, forget_val, forget_test = split_forget(flagged, cfg)
+    log(f"      flagged {len(flagged)}/{len(scanned)}: train {len(forget_train)}, val {len(forget_val)}, "
+        f"test {len(forget_test)}")
+
+    log("[3/6] answering evaluation sets with the original model")
+    before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in
+              [("unseen", task.unseen), ("benign", task.benign_eval), ("edgy", task.edgy_eval),
+               ("normal_train", task.benign_train)]}
+    normal = [p.with_response(a) for p, a in zip(task.benign_train, before["normal_train"], strict=True) if a]
+    normal_eval = [p.with_response(a) for p, a in zip(task.benign_eval, before["benign"], strict=True) if a]
+
+    log("[4/6] building expected outputs")
+    if task.expected is not None:
+        expected, expected_info = task.expected, {"source": "user", "kept": len(task.expected)}
+    else:
+        expected, expected_info = self_expected(model, tokenizer, forget_train, panel, refusal, cfg)
+    write_rows(out / "expected.jsonl", [d.to_json() for d in expected])
+    log(f"      expected outputs: {expected_info}")
+
+    if cfg.lora.enabled:
+        model = add_lora(model, cfg.lora, seed=cfg.train.seed)
+    reference = Reference(model, copy_weights=not cfg.lora.enabled)
+    monitor = Monitor(tokenizer, [Dialogue(prompt=d.prompt, meta=d.meta) for d in forget_val], panel, reference,
+                      normal_eval[:16], cfg, log)
+    log(f"[5/6] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
+    result = unlearn(
+        model, tokenizer, method, forget=forget_train, normal=normal, expected=expected, train_cfg=cfg.train,
+        data_cfg=cfg.data, reference=reference, monitor=monitor,
+        initial_check=Check(step=0, flagged_rate=1.0, normal_kl=0.0),  # val prompts are flagged by construction
+    )
+    log(f"      {result.steps} steps, best step {result.best_step}, stopped: {result.stop_reason} "
+        f"({result.seconds:.0f}s)")
+    write_rows(out / "history.jsonl", result.history)
+
+    log("[6/6] evaluating before vs after")
+
+    def prompts_of(ds: Sequence[Dialogue]) -> list[Dialogue]:
+        return [Dialogue(prompt=d.prompt, system=d.system, meta=d.meta) for d in ds]
+
+    sets = [
+        EvalSet("forget_train", "harmful", prompts_of(forget_train), [d.response for d in forget_train], "trained on"),
+        EvalSet("forget_val", "harmful", prompts_of(forget_val), [d.response for d in forget_val], "early stopping"),
+        EvalSet("forget_test", "harmful", prompts_of(forget_test), [d.response for d in forget_test], "held-out"),
+        EvalSet("unseen", "harmful", task.unseen, before["unseen"], "held-out, other source"),
+        EvalSet("benign", "benign", task.benign_eval, before["benign"], "held-out"),
+        EvalSet("edgy", "benign", task.edgy_eval, before["edgy"], "held-out, benign but edgy"),
+    ]
+    set_metrics, rows, normal_metrics = evaluate_sets(
+        model, reference, tokenizer, sets, {"human_texts": task.normal_texts, "benign_answers": normal_eval},
+        panel, refusal, cfg)
+    write_rows(out / "examples.jsonl", rows)
+
+    if cfg.save_model:
+        save_model_atomically(model, tokenizer, out / "model", merge_lora=cfg.lora.merge)
+    summary = {
+        "method": method.name,
+        "model": cfg.model.name_or_path,
+        "judges": cfg.judges,
+        "scan": {"scanned": len(scanned), "flagged": len(flagged), "train": len(forget_train),
+                 "val": len(forget_val), "test": len(forget_test)},
+        "expected_outputs": expected_info,
+        "training": {"steps": result.steps, "best_step": result.best_step, "stop_reason": result.stop_reason,
+                     "seconds": round(result.seconds, 1), "checks": [vars(c) for c in result.checks],
+                     "prepare": result.prepare_info},
+        "sets": set_metrics,
+        "normal_data": normal_metrics,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(out / "metrics.json", summary)
+    write_report(out / "report.md", summary, rows)
+    log(f"done in {summary['wall_seconds']:.0f}s → {out / 'report.md'}")
+    return summary
+
+
+def evaluate_sets(model, reference: Reference, tokenizer, sets: Sequence[EvalSet],
+                  normal_sets: dict[str, list[Dialogue]], panel: JudgePanel, refusal: RefusalDetector, cfg: RunConfig):
+    """Answer every set with ``model`` and compare with the sets' before answers; normal-data metrics too."""
+    sets = [s for s in sets if s.prompts]
+    after = {s.name: generate(model, tokenizer, s.prompts, desc=f"after:{s.name}",
+                              max_new_tokens=cfg.generation.max_new_tokens, batch_size=cfg.generation.batch_size)
+             for s in sets}
+    set_metrics, rows = compare_sets(panel, refusal, sets, after)
+    lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
+    normal_metrics = {name: normal_data_metrics(model, reference, tokenizer, ds, **lengths)
+                      for name, ds in normal_sets.items() if ds}
+    return set_metrics, rows, normal_metrics
+
+
+def evaluate_models(cfg: RunConfig, unlearned: str, output_dir: Path, forget_prompts: str | None = None,
+                    log: Log = print) -> dict[str, Any]:
+    """``unlearnlm evaluate``: the original (``cfg.model``) vs an unlearned model on the same prompts."""
+    from dataclasses import replace
+
+    from unlearnlm.data.readers import DatasetSpec, read_dialogues
+    from unlearnlm.report import write_report
+
+    t0 = time.perf_counter()
+    original, tokenizer = load_model(cfg.model)
+    model, _ = load_model(replace(cfg.model, name_or_path=unlearned))
+    panel, refusal = JudgePanel.from_names(cfg.judges), RefusalDetector()
+    task = build_harm_task(cfg.data, seed=cfg.train.seed)
+    named = [("unseen", "harmful", task.unseen, "held-out, other source"), ("benign", "benign", task.benign_eval,
+             "held-out"), ("edgy", "benign", task.edgy_eval, "held-out, benign but edgy")]
+    if forget_prompts:
+        named.insert(0, ("forget", "harmful", read_dialogues(DatasetSpec(path=forget_prompts, response_column=None)),
+                         "given prompts"))
+    gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
+    sets = [EvalSet(name, kind, prompts, generate(original, tokenizer, prompts, desc=f"before:{name}", **gen), role)
+            for name, kind, prompts, role in named]
+    benign_answers = [p.with_response(a) for p, a in zip(task.benign_eval, sets[-2].before, strict=True) if a]
+    set_metrics, rows, normal_metrics = evaluate_sets(
+        model, Reference.of(original), tokenizer, sets,
+        {"human_texts": task.normal_texts, "benign_answers": benign_answers}, panel, refusal, cfg)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"method": f"evaluate {unlearned}", "model": cfg.model.name_or_path, "judges": cfg.judges,
+               "sets": set_metrics, "normal_data": normal_metrics, "wall_seconds": round(time.perf_counter() - t0, 1)}
+    write_rows(output_dir / "examples.jsonl", rows)
+    write_json(output_dir / "metrics.json", summary)
+    write_report(output_dir / "report.md", summary, rows)
+    log(f"evaluated in {summary['wall_seconds']:.0f}s → {output_dir / 'report.md'}")
+    return summary
+
+
+def scan_only(cfg: RunConfig, prompts: Sequence[Dialogue], output_dir: Path, log: Log = print) -> dict[str, int]:
+    """``unlearnlm scan``: answer and judge prompts, write flagged.jsonl and clean.jsonl."""
+    model, tokenizer = load_model(cfg.model)
+    panel = JudgePanel.from_names(cfg.judges)
+    scanned = scan(model, tokenizer, prompts, panel, cfg)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_rows(output_dir / "flagged.jsonl", [d.to_json() for d in scanned if d.meta["flagged"]])
+    write_rows(output_dir / "clean.jsonl", [d.to_json() for d in scanned if not d.meta["flagged"]])
+    counts = {"scanned": len(scanned), "flagged": sum(d.meta["flagged"] for d in scanned)}
+    log(f"flagged {counts['flagged']}/{counts['scanned']} → {output_dir}")
+    return counts

