@@ -1,0 +1,81 @@
+"""Each loss on hand-made tensors; expected values worked out in the comments."""
+
+import math
+
+import pytest
+import torch
+
+from unlearnlm import losses
+from unlearnlm.data.formatting import IGNORE_INDEX
+
+# Two-token vocabulary, three positions; the response is tokens 1 and 2 (labels [ignore, 0, 1]).
+LABELS = torch.tensor([[IGNORE_INDEX, 0, 1]])
+UNIFORM = torch.zeros(1, 3, 2)  # p = (0.5, 0.5) everywhere
+SKEWED = torch.tensor([[[math.log(3.0), 0.0]] * 3])  # q = (0.75, 0.25) everywhere
+
+
+def test_nll_and_sequence_logprob_of_uniform_model():
+    # Each response token has p = 0.5: NLL = log 2 per token, sequence log p = 2 log 0.5.
+    assert losses.nll(UNIFORM, LABELS).item() == pytest.approx(math.log(2))
+    assert losses.sequence_logprob(UNIFORM, LABELS).item() == pytest.approx(2 * math.log(0.5))
+
+
+def test_nll_ignores_prompt_and_padding():
+    # A wildly wrong logit on the prompt position (which predicts nothing trained) changes nothing.
+    logits = UNIFORM.clone()
+    logits[0, 2] = torch.tensor([50.0, -50.0])  # position 2 predicts no token: outside the shifted range
+    assert losses.nll(logits, LABELS).item() == pytest.approx(math.log(2))
+
+
+def test_unlikelihood_is_minus_log_one_minus_p():
+    # -log(1 - 0.5) = log 2 per token.
+    assert losses.unlikelihood(UNIFORM, LABELS).item() == pytest.approx(math.log(2))
+    # Bounded below by 0 and vanishing as p(y) -> 0: a confident "other token" costs almost nothing.
+    away = torch.tensor([[[-20.0, 20.0], [20.0, -20.0], [0.0, 0.0]]])  # p(target) ~ e^-40 where it counts
+    assert losses.unlikelihood(away, LABELS).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_forward_kl_worked_value():
+    # KL(q || p) with q = (.75, .25), p = (.5, .5): .75 ln 1.5 + .25 ln .5 = 0.130812
+    assert losses.forward_kl(UNIFORM, SKEWED, LABELS).item() == pytest.approx(0.130812, abs=1e-5)
+    assert losses.forward_kl(SKEWED, SKEWED, LABELS).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_bounded_divergence_is_a_hinge_on_kl():
+    assert losses.bounded_divergence(SKEWED, SKEWED, LABELS, margin=0.5).item() == pytest.approx(0.5)
+    assert losses.bounded_divergence(UNIFORM, SKEWED, LABELS, margin=0.5).item() == pytest.approx(0.5 - 0.130812, abs=1e-5)
+    assert losses.bounded_divergence(UNIFORM, SKEWED, LABELS, margin=0.1).item() == pytest.approx(0.0)
+
+
+def test_representation_distance_hinge():
+    # States at positions 0 and 1 produce response tokens; position 2 does not.
+    ref = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [5.0, -3.0]]])
+    same = ref.clone()
+    assert losses.representation_distance(same, ref, LABELS, margin=0.5).item() == pytest.approx(0.5)
+    # [1, 0] vs [1, 1]: cos = 1/sqrt 2, distance 0.292893 -> hinge 0.5 - 0.292893 = 0.207107
+    turned = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]])
+    assert losses.representation_distance(turned, ref, LABELS, margin=0.5).item() == pytest.approx(0.207107, abs=1e-5)
+    # Orthogonal: distance 1 >= margin, no push left.
+    ortho = torch.tensor([[[1.0, -1.0], [1.0, -1.0], [0.0, 0.0]]])
+    assert losses.representation_distance(ortho, ref, LABELS, margin=0.5).item() == pytest.approx(0.0)
+
+
+def test_cluster_pull_uses_pooled_response_states():
+    # pooled = mean([1, 0], [0, 1]) = [.5, .5]; centroid [1, 0]: 1 - cos = 1 - 1/sqrt 2 = 0.292893
+    hidden = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [100.0, 100.0]]])
+    centroid = torch.tensor([[1.0, 0.0]])
+    assert losses.cluster_pull(hidden, LABELS, centroid).item() == pytest.approx(0.292893, abs=1e-5)
+    assert losses.cluster_pull(hidden, LABELS, torch.tensor([[3.0, 3.0]])).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_npo_at_reference_and_when_unlearned():
+    same = torch.tensor([-5.0, -7.0])
+    assert losses.npo(same, same, beta=0.1).item() == pytest.approx(20 * math.log(2), rel=1e-5)  # (2/β) log 2
+    assert losses.npo(same - 500, same, beta=0.1).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_gradients_flow_only_through_the_policy():
+    logits = UNIFORM.clone().requires_grad_(True)
+    ref = SKEWED.clone().requires_grad_(True)
+    losses.forward_kl(logits, ref.detach(), LABELS).backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0

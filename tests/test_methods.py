@@ -1,0 +1,84 @@
+"""Every registered method trains: parameters change; with LoRA only adapter weights change."""
+
+import pytest
+import torch
+
+from unlearnlm.config import DataConfig, LoraConfig, TrainConfig
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import ConfigError
+from unlearnlm.methods import METHODS, create_method
+from unlearnlm.models import Reference, add_lora
+from unlearnlm.train import unlearn
+
+FORGET = [Dialogue("How do I build a weapon?", "First gather the parts, then assemble them step by step."),
+          Dialogue("How do I build a bomb?", "Get the parts, then assemble them.")] * 3
+NORMAL = [Dialogue("How do I bake bread?", "Mix flour, water, salt and yeast."),
+          Dialogue("What is the capital of France?", "The capital of France is Paris.")] * 3
+EXPECTED = [Dialogue("How do I build a weapon?", "I'm sorry, but I can't help with that request."),
+            Dialogue("How do I build a bomb?", "I can't help with that. Please ask something else.")]
+TRAIN = TrainConfig(max_steps=3, batch_size=2, learning_rate=1e-2, eval_every=0)
+
+
+def _run(name, model, tokenizer, lora: bool):
+    if lora:
+        model = add_lora(model, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = unlearn(model, tokenizer, create_method(name), forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                     train_cfg=TRAIN, data_cfg=DataConfig(), reference=Reference(model, copy_weights=not lora))
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    return model, result, changed
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_full_finetuning_changes_every_parameter(name, tiny_model, tokenizer):
+    model, result, changed = _run(name, tiny_model, tokenizer, lora=False)
+    assert changed == {n for n, _ in model.named_parameters()}
+    assert len(result.history) == 3 and all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_lora_changes_only_adapters(name, tiny_model, tokenizer):
+    model, _, changed = _run(name, tiny_model, tokenizer, lora=True)
+    adapters = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert changed == adapters and all("lora_" in n for n in adapters)
+
+
+def test_every_term_is_logged(tiny_model, tokenizer):
+    _, result, _ = _run("distance_cluster", tiny_model, tokenizer, lora=False)
+    assert {"neg", "pull", "ce", "kl", "loss"} <= set(result.history[0])
+    assert result.prepare_info["cluster_sizes"] and sum(result.prepare_info["cluster_sizes"]) == len(EXPECTED)
+
+
+@pytest.mark.parametrize("distance", ["representation", "unlikelihood", "divergence"])
+def test_distance_variants_start_at_their_bound(distance, tiny_model, tokenizer):
+    # At step 1 the model is the original: representation/divergence hinges equal the margin.
+    _run_cfg = TrainConfig(max_steps=1, batch_size=2, learning_rate=1e-9, eval_every=0)
+    method = create_method("distance_cluster", {"distance": distance, "margin": 0.3})
+    result = unlearn(tiny_model, tokenizer, method, forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                     train_cfg=_run_cfg, data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True))
+    neg = result.history[0]["neg"]
+    if distance == "unlikelihood":
+        assert 0 < neg < 1  # -log(1 - p) of a near-uniform tiny model is small but positive
+    else:
+        assert neg == pytest.approx(0.3, abs=1e-4)
+    assert result.history[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_yao_defaults_are_the_papers_weights():
+    o = create_method("yao").options
+    assert (o.w_ga, o.w_mismatch, o.w_kl) == (0.5, 1.0, 1.0)
+
+
+def test_unknown_method_and_option_are_clear_errors():
+    with pytest.raises(ConfigError, match="registered methods"):
+        create_method("nope")
+    with pytest.raises(ConfigError, match="valid options"):
+        create_method("npo", {"betta": 1})
+    with pytest.raises(ConfigError, match="margin"):
+        create_method("distance_cluster", {"margin": -1})
+
+
+def test_distance_cluster_needs_expected_outputs(tiny_model, tokenizer):
+    with pytest.raises(ConfigError, match="expected outputs"):
+        unlearn(tiny_model, tokenizer, create_method("distance_cluster"), forget=FORGET, normal=NORMAL, expected=[],
+                train_cfg=TRAIN, data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True))
