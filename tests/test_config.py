@@ -1,0 +1,54 @@
+import pytest
+
+from unlearnlm.config import RunConfig, build, load_config
+from unlearnlm.errors import ConfigError, DataError
+
+
+def test_defaults_are_valid_and_round_trip():
+    cfg = load_config()
+    assert isinstance(cfg, RunConfig) and cfg.method.name == "distance_cluster"
+    assert build(RunConfig, cfg.to_dict()) == cfg
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  max_steps: 7\nmethod:\n  name: yao\ndata:\n  harmful_prompts: {path: p.jsonl}\n")
+    cfg = load_config(path, ["train.learning_rate=1e-3", "lora.enabled=false"])
+    assert cfg.train.max_steps == 7 and cfg.train.learning_rate == 1e-3 and not cfg.lora.enabled
+    assert cfg.method.name == "yao" and cfg.data.harmful_prompts.path == "p.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.max_stepz=3"], r"train: unknown key\(s\) \['max_stepz'\]"),
+        (["train.max_steps=0"], "train.max_steps: must be positive"),
+        (["train.max_steps=lots"], "train.max_steps: expected int"),
+        (["model.dtype=float8"], "model.dtype: 'float8' is not one of"),
+        (["lora.r=0"], "lora.r: must be a positive integer"),
+        (["data.val_fraction=0.9"], "data.val_fraction"),
+        (["train=3"], "train: expected a mapping"),
+        (["nonsense"], "must look like section.key=value"),
+    ],
+)
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_bad_dataset_spec_is_reported():
+    with pytest.raises((ConfigError, DataError), match="limit"):
+        load_config(None, ["data.harmful_prompts={path: x.jsonl, limit: -1}"])
+
+
+def test_missing_or_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(listy)
