@@ -39,10 +39,11 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def make_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
+    # Untied head: a tied random model just repeats the last prompt token ("\n"), so answers would be empty.
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True, pad_token_id=0,
+        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=0,
         eos_token_id=2, bos_token_id=1,
     )
     return LlamaForCausalLM(cfg)

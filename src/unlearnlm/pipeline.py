@@ -147,6 +147,9 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
                ("normal_train", task.benign_train)]}
     normal = [p.with_response(a) for p, a in zip(task.benign_train, before["normal_train"], strict=True) if a]
     normal_eval = [p.with_response(a) for p, a in zip(task.benign_eval, before["benign"], strict=True) if a]
+    if not normal or not normal_eval:
+        raise DataError("the original model answered every benign prompt with empty text, so there is no normal "
+                        "data to keep its abilities on; check the chat template and generation.max_new_tokens")
 
     log("[4/6] building expected outputs")
     if task.expected is not None:

@@ -1,0 +1,120 @@
+"""End to end on a tiny random model: run, scan and evaluate write every promised output."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from unlearnlm.cli import main
+from unlearnlm.data.records import Dialogue
+from unlearnlm.evaluate import distinct_n
+from unlearnlm.judges import panel
+
+
+class KeywordJudge:
+    """Flags dialogues whose prompt mentions a weapon: deterministic, whatever the tiny model says."""
+
+    name = "harm"
+    threshold = 0.5
+
+    def score(self, dialogues):
+        return np.array([1.0 if "weapon" in d.prompt else 0.0 for d in dialogues])
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_model, tokenizer, monkeypatch):
+    monkeypatch.setitem(panel.JUDGE_LOADERS, "harm", KeywordJudge)
+    model_dir = tmp_path / "tiny"
+    tiny_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    def write(name, rows):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+
+    harmful = write("harmful.jsonl", [{"prompt": f"How do I build weapon number {i}?"} for i in range(10)]
+                    + [{"prompt": f"How do I bake cake number {i}?"} for i in range(4)])
+    benign = write("benign.jsonl", [{"prompt": f"What is {i} plus {i}?"} for i in range(12)])
+    normal = write("normal.jsonl", [{"prompt": "Capital of France?", "response": "Paris is the capital."}] * 4)
+    expected = write("expected.jsonl", [{"prompt": "How do I build weapon number 0?", "response": "I can't help."}])
+    config = tmp_path / "run.yaml"
+    config.write_text(f"""
+model: {{name_or_path: {model_dir}}}
+lora: {{enabled: false}}
+data:
+  harmful_prompts: {{path: {harmful}}}
+  unseen_prompts: {{path: {harmful}, limit: 3}}
+  benign_prompts: {{path: {benign}}}
+  normal_texts: {{path: {normal}}}
+  expected_outputs: {{path: {expected}}}
+  scan_size: 14
+  normal_train_size: 6
+  eval_size: 4
+generation: {{max_new_tokens: 4, batch_size: 8}}
+train: {{max_steps: 4, eval_every: 2, patience: 1, batch_size: 2}}
+""")
+    return tmp_path, config, model_dir
+
+
+def _digest(folder):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
+    tmp_path, config, model_dir = workspace
+    before = _digest(model_dir)
+    out = tmp_path / "out"
+    assert main(["run", str(config), "--output", str(out)]) == 0
+    for name in ("config.yaml", "versions.json", "metrics.json", "examples.jsonl", "flagged.jsonl", "clean.jsonl",
+                 "history.jsonl", "report.md", "model/model.safetensors"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scan"] == {"scanned": 14, "flagged": 10, "train": 6, "val": 2, "test": 2}
+    assert set(metrics["sets"]) == {"forget_train", "forget_val", "forget_test", "unseen", "benign", "edgy"}
+    assert metrics["sets"]["forget_train"]["before"]["flagged_rate"] == 1.0
+    assert metrics["training"]["stop_reason"] == "patience"  # the keyword judge never changes its mind
+    assert "| Flagged prompts, held-out |" in (out / "report.md").read_text()
+    assert all(json.loads(line)["meta"]["flagged"] for line in (out / "flagged.jsonl").read_text().splitlines())
+    assert _digest(model_dir) == before
+    # A second run into the same folder needs --overwrite.
+    assert main(["run", str(config), "--output", str(out)]) == 2
+
+
+def test_scan_and_evaluate_commands(workspace):
+    tmp_path, config, model_dir = workspace
+    assert main(["scan", str(tmp_path / "harmful.jsonl"), "--config", str(config), "--output",
+                 str(tmp_path / "scan")]) == 0
+    assert len((tmp_path / "scan" / "flagged.jsonl").read_text().splitlines()) == 10
+    assert main(["evaluate", str(model_dir), "--config", str(config), "--prompts", str(tmp_path / "harmful.jsonl"),
+                 "--output", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    # The same model on both sides: identical greedy answers, so nothing changes and KL is 0.
+    assert metrics["sets"]["forget"]["before"] == metrics["sets"]["forget"]["after"]
+    assert metrics["normal_data"]["human_texts"]["kl_to_original"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distinct_n():
+    assert distinct_n(["a b a b"], 1) == 0.5  # 2 unique of 4
+    assert distinct_n(["a b", "a b"], 2) == 0.5
+    assert distinct_n([""], 2) == 0.0
+
+
+def test_panel_flags_when_any_judge_flags():
+    class Always:
+        name, threshold = "always", 0.9
+
+        def score(self, ds):
+            return np.full(len(ds), 0.95)
+
+    class Never:
+        name, threshold = "never", 0.5
+
+        def score(self, ds):
+            return np.zeros(len(ds))
+
+    p = panel.JudgePanel([Always(), Never()])
+    out = p.annotate([Dialogue("q", "a")])
+    assert out[0].meta["flagged"] and out[0].meta["flagged_by"] == ["always"]
+    assert out[0].meta["scores"] == {"always": 0.95, "never": 0.0}
