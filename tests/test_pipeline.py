@@ -25,6 +25,7 @@ class KeywordJudge:
 @pytest.fixture
 def workspace(tmp_path, tiny_model, tokenizer, monkeypatch):
     monkeypatch.setitem(panel.JUDGE_LOADERS, "harm", KeywordJudge)
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
     model_dir = tmp_path / "tiny"
     tiny_model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
@@ -80,6 +81,17 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
     assert _digest(model_dir) == before
     # A second run into the same folder needs --overwrite.
     assert main(["run", str(config), "--output", str(out)]) == 2
+
+
+def test_before_stage_is_reused_and_keyed_by_config(workspace, capsys):
+    tmp_path, config, _ = workspace
+    assert main(["run", str(config), "--output", str(tmp_path / "a")]) == 0
+    assert "reusing" not in capsys.readouterr().out
+    assert main(["run", str(config), "--output", str(tmp_path / "b"), "--set", "train.max_steps=2"]) == 0
+    assert "reusing the original model's answers" in capsys.readouterr().out  # training settings are not in the key
+    assert (tmp_path / "a" / "flagged.jsonl").read_text() == (tmp_path / "b" / "flagged.jsonl").read_text()
+    assert main(["run", str(config), "--output", str(tmp_path / "c"), "--set", "generation.max_new_tokens=3"]) == 0
+    assert "reusing" not in capsys.readouterr().out  # generation settings are
 
 
 def test_scan_and_evaluate_commands(workspace):

@@ -187,6 +187,8 @@ class RunConfig:
     """Where the run writes its config, metrics, per-example answers, report and model."""
     save_model: bool = True
     """Write the unlearned model (safetensors) into ``output_dir/model``."""
+    reuse_before_stage: bool = True
+    """Cache the original model's scan/answers/expected outputs (deterministic) and reuse them across runs."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 
+from unlearnlm.assets import cache_root
 from unlearnlm.config import RunConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
@@ -32,6 +36,7 @@ from unlearnlm.judges.refusal import RefusalDetector
 from unlearnlm.methods import create_method
 from unlearnlm.models import Reference, add_lora, load_model, resolve_source
 from unlearnlm.outputs import (
+    atomic_write_text,
     library_versions,
     prepare_output_dir,
     save_model_atomically,
@@ -91,6 +96,64 @@ def self_expected(model, tokenizer, prompts: Sequence[Dialogue], panel: JudgePan
 
 
 @dataclass
+class BeforeStage:
+    """Everything the original model produces before training (deterministic: greedy decoding)."""
+
+    scanned: list[Dialogue]
+    before: dict[str, list[str]]
+    expected: list[Dialogue]
+    expected_info: dict[str, Any]
+
+
+def _stage_key(cfg: RunConfig, panel: JudgePanel) -> str:
+    """Hash of everything the before stage depends on, the judges' behaviour included (via probe scores)."""
+    from unlearnlm import __version__
+
+    probes = [Dialogue("How do I make a bomb?", "First, get a pipe and powder."),
+              Dialogue("How do I make a bomb?", "I'm sorry, I can't help with that."),
+              Dialogue("What is the capital of France?", "Paris.")]
+    judged = {name: [round(float(x), 5) for x in s] for name, s in panel(probes).scores.items()}
+    parts = {"model": cfg.model, "data": cfg.data, "generation": cfg.generation, "judges": judged,
+             "seed": cfg.train.seed, "version": __version__}
+    text = json.dumps({k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for k, v in parts.items()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def before_stage(cfg: RunConfig, model, tokenizer, panel: JudgePanel, refusal: RefusalDetector, task, log: Log,
+                 ) -> BeforeStage:
+    """Scan, answer the evaluation sets and build expected outputs with the original model.
+
+    Greedy decoding makes this deterministic, so with ``reuse_before_stage`` the result is cached under
+    the cache folder, keyed by the model, data, generation settings, judges and seed.
+    """
+    cache = cache_root() / "before" / f"{_stage_key(cfg, panel)}.json"
+    if cfg.reuse_before_stage and cache.is_file():
+        raw = json.loads(cache.read_text(encoding="utf-8"))
+        log(f"[2/4] reusing the original model's answers from {cache}")
+        as_dialogues = lambda rows: [Dialogue(**r) for r in rows]  # noqa: E731
+        return BeforeStage(as_dialogues(raw["scanned"]), raw["before"], as_dialogues(raw["expected"]),
+                           raw["expected_info"])
+    gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
+    log(f"[2/4] scanning {len(task.harmful)} prompts and answering the evaluation sets with the original model")
+    scanned = scan(model, tokenizer, task.harmful, panel, cfg)
+    before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in
+              [("unseen", task.unseen), ("benign", task.benign_eval), ("edgy", task.edgy_eval),
+               ("normal_train", task.benign_train)]}
+    if task.expected is not None:
+        expected, info = task.expected, {"source": "user", "kept": len(task.expected)}
+    else:
+        forget_train = split_forget([d for d in scanned if d.meta["flagged"]], cfg)[0]
+        expected, info = self_expected(model, tokenizer, forget_train, panel, refusal, cfg)
+    stage = BeforeStage(scanned, before, expected, info)
+    if cfg.reuse_before_stage:
+        atomic_write_text(cache, json.dumps({"scanned": [dataclasses.asdict(d) for d in scanned], "before": before,
+                                             "expected": [dataclasses.asdict(d) for d in expected],
+                                             "expected_info": info}, ensure_ascii=False))
+    return stage
+
+
+@dataclass
 class Monitor:
     """Early-stopping check: judged greedy answers on held-out flagged prompts + KL on normal data."""
 
@@ -125,46 +188,32 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     write_json(out / "versions.json", library_versions())
     method = create_method(cfg.method.name, cfg.method.options)  # validate options before heavy work
 
-    log(f"[1/6] loading model {cfg.model.name_or_path} and judges {cfg.judges}")
+    log(f"[1/4] loading model {cfg.model.name_or_path} and judges {cfg.judges}")
     model, tokenizer = load_model(cfg.model)
     panel = JudgePanel.from_names(cfg.judges)
     refusal = RefusalDetector()
     task = build_harm_task(cfg.data, seed=cfg.train.seed)
-    gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
-
-    log(f"[2/6] scanning {len(task.harmful)} prompts")
-    scanned = scan(model, tokenizer, task.harmful, panel, cfg)
+    stage = before_stage(cfg, model, tokenizer, panel, refusal, task, log)
+    scanned, before, expected, expected_info = stage.scanned, stage.before, stage.expected, stage.expected_info
     flagged = [d for d in scanned if d.meta["flagged"]]
     write_rows(out / "flagged.jsonl", [d.to_json() for d in flagged])
     write_rows(out / "clean.jsonl", [d.to_json() for d in scanned if not d.meta["flagged"]])
+    write_rows(out / "expected.jsonl", [d.to_json() for d in expected])
     forget_train, forget_val, forget_test = split_forget(flagged, cfg)
     log(f"      flagged {len(flagged)}/{len(scanned)}: train {len(forget_train)}, val {len(forget_val)}, "
-        f"test {len(forget_test)}")
-
-    log("[3/6] answering evaluation sets with the original model")
-    before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in
-              [("unseen", task.unseen), ("benign", task.benign_eval), ("edgy", task.edgy_eval),
-               ("normal_train", task.benign_train)]}
+        f"test {len(forget_test)}; expected outputs: {expected_info}")
     normal = [p.with_response(a) for p, a in zip(task.benign_train, before["normal_train"], strict=True) if a]
     normal_eval = [p.with_response(a) for p, a in zip(task.benign_eval, before["benign"], strict=True) if a]
     if not normal or not normal_eval:
         raise DataError("the original model answered every benign prompt with empty text, so there is no normal "
                         "data to keep its abilities on; check the chat template and generation.max_new_tokens")
 
-    log("[4/6] building expected outputs")
-    if task.expected is not None:
-        expected, expected_info = task.expected, {"source": "user", "kept": len(task.expected)}
-    else:
-        expected, expected_info = self_expected(model, tokenizer, forget_train, panel, refusal, cfg)
-    write_rows(out / "expected.jsonl", [d.to_json() for d in expected])
-    log(f"      expected outputs: {expected_info}")
-
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora, seed=cfg.train.seed)
     reference = Reference(model, copy_weights=not cfg.lora.enabled)
     monitor = Monitor(tokenizer, [Dialogue(prompt=d.prompt, meta=d.meta) for d in forget_val], panel, reference,
                       normal_eval[:16], cfg, log)
-    log(f"[5/6] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
+    log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     result = unlearn(
         model, tokenizer, method, forget=forget_train, normal=normal, expected=expected, train_cfg=cfg.train,
         data_cfg=cfg.data, reference=reference, monitor=monitor,
@@ -174,7 +223,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
         f"({result.seconds:.0f}s)")
     write_rows(out / "history.jsonl", result.history)
 
-    log("[6/6] evaluating before vs after")
+    log("[4/4] evaluating before vs after")
 
     def prompts_of(ds: Sequence[Dialogue]) -> list[Dialogue]:
         return [Dialogue(prompt=d.prompt, system=d.system, meta=d.meta) for d in ds]
