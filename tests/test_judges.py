@@ -14,7 +14,8 @@ import pytest
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.judges import HarmJudge, HashingEncoder, Judge, MiniLMEncoder, RefusalDetector, flag
-from unlearnlm.judges.harm import default_harm_judge_dir, degeneracy, load_harm_judge, train_harm_judge
+from unlearnlm.judges.harm import default_harm_judge_dir, degeneracy, load_harm_judge
+from unlearnlm.judges.harm_train import train_harm_judge
 from unlearnlm.judges.harm_data import build_harm_training_set, truncate_words
 from unlearnlm.judges.harm_train import expected_calibration_error, pick_threshold, summarise_card
 

@@ -72,7 +72,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from unlearnlm.judges.harm import default_harm_judge_dir, train_harm_judge
+    from unlearnlm.judges.harm import default_harm_judge_dir
+    from unlearnlm.judges.harm_train import train_harm_judge
 
     if args.name != "harm":
         raise UnlearnLMError(f"judge {args.name!r} cannot be trained here; trainable judges: harm")

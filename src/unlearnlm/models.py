@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from unlearnlm.assets import SMOLLM2_GGUF, asset_path, cache_root
 from unlearnlm.config import EMBEDDED_MODEL, LoraConfig, ModelConfig
 from unlearnlm.errors import ConfigError
+from unlearnlm.outputs import atomic_dir
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -34,9 +33,7 @@ def embedded_model_dir() -> Path:
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
     gguf = asset_path(*SMOLLM2_GGUF)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
+    with atomic_dir(target, replace=False) as tmp:  # a concurrent conversion that won the race is kept
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # The weights are plain fp32 after dequantisation; drop the GGUF marker so they can be saved.
@@ -45,13 +42,6 @@ def embedded_model_dir() -> Path:
             del model.config.quantization_config
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if target.exists():  # a concurrent conversion won the race; keep its result
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
+from peft import PeftModel
 from torch import nn
 
 from unlearnlm.errors import ConfigError
@@ -76,27 +78,42 @@ def prepare_output_dir(output_dir: str | Path, model_source: str, overwrite: boo
     return out
 
 
-def save_model_atomically(model: nn.Module, tokenizer, target: Path, merge_lora: bool) -> Path:
-    """Save (merged) weights as safetensors into a temp folder, then swap it into place.
+@contextlib.contextmanager
+def atomic_dir(target: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside ``target`` that becomes ``target`` when the block succeeds.
 
-    A failure mid-way leaves the previous ``target`` (if any) untouched and no half-written folder.
+    On failure the temporary folder is removed and any existing ``target`` is untouched. If ``target``
+    exists on success it is swapped out (``replace``) or kept, discarding the new folder (a concurrent
+    writer already produced it).
     """
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        to_save = model
-        if merge_lora and hasattr(model, "merge_and_unload"):
-            to_save = model.merge_and_unload()  # folds adapters into the base weights
-        to_save.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if target.exists():
+        yield tmp
+        if not target.exists():
+            tmp.rename(target)
+        elif replace:
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             target.rename(old)
             tmp.rename(target)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            tmp.rename(target)
+            shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_model_atomically(model: nn.Module, tokenizer, target: Path, merge_lora: bool) -> Path:
+    """Save (merged) weights as safetensors into a temp folder, then swap it into place.
+
+    A failure mid-way leaves the previous ``target`` (if any) untouched and no half-written folder.
+    """
+    with atomic_dir(target) as tmp:
+        to_save = model
+        if merge_lora and isinstance(model, PeftModel):
+            to_save = model.merge_and_unload()  # folds adapters into the base weights
+        to_save.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
     return target

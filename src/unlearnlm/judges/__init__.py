@@ -8,8 +8,8 @@ from unlearnlm.judges.harm import (
     default_harm_judge_dir,
     get_harm_judge,
     load_harm_judge,
-    train_harm_judge,
 )
+from unlearnlm.judges.harm_train import train_harm_judge
 from unlearnlm.judges.refusal import RefusalDetector
 
 __all__ = [

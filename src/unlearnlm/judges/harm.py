@@ -45,7 +45,6 @@ __all__ = [
     "get_harm_judge",
     "harm_features",
     "load_harm_judge",
-    "train_harm_judge",
 ]
 
 
@@ -274,24 +273,9 @@ def get_harm_judge(train_if_missing: bool = True) -> HarmJudge:
     if not (path / CONFIG_FILE).is_file():
         if not train_if_missing:
             raise ConfigError(f"no harm judge at {path}; call get_harm_judge(train_if_missing=True) to train it")
-        from unlearnlm.judges.harm_train import summarise_card
+        from unlearnlm.judges.harm_train import summarise_card, train_harm_judge  # it imports this module
 
         card = train_harm_judge(path)
         print(summarise_card(card))
     return load_harm_judge(path)
 
-
-def train_harm_judge(
-    output_dir: Path,
-    *,
-    encoder: TextEncoder | None = None,
-    seed: int = 0,
-    data: tuple[Sequence[Dialogue], Sequence[Dialogue]] | None = None,
-) -> dict:
-    """Fit the harm judge, evaluate it on held-out data, write it atomically; return the card.
-
-    See :func:`unlearnlm.judges.harm_train.train_harm_judge` for details.
-    """
-    from unlearnlm.judges import harm_train
-
-    return harm_train.train_harm_judge(output_dir, encoder=encoder, seed=seed, data=data)
