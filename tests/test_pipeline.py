@@ -53,6 +53,7 @@ data:
   scan_size: 14
   normal_train_size: 6
   eval_size: 4
+  benign_val_size: 2
 generation: {{max_new_tokens: 4, batch_size: 8}}
 train: {{max_steps: 4, eval_every: 2, patience: 1, batch_size: 2}}
 """)

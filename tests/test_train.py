@@ -60,3 +60,17 @@ def test_same_seed_same_result(tokenizer):
         _train(model, tokenizer, None, max_steps=3, eval_every=0)
         runs.append(next(model.parameters()).detach().clone())
     assert torch.equal(runs[0], runs[1])
+
+
+def test_over_refusing_checkpoint_is_never_best(tiny_model, tokenizer):
+    snaps = {}
+
+    def monitor(model, step):
+        snaps[step] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        # step 2: some unlearning; step 4: all unlearned but refuses half of the benign prompts
+        return {2: Check(2, 0.5, 0.01, over_refusal=0.0), 4: Check(4, 0.0, 0.01, over_refusal=0.5)}[step]
+
+    result = _train(tiny_model, tokenizer, monitor, max_steps=4, eval_every=2, target_flagged_rate=0.05,
+                    max_normal_kl=0.1, max_over_refusal=0.1)
+    assert result.best_step == 2 and result.stop_reason == "max_steps"
+    assert all(torch.equal(p, snaps[2][n]) for n, p in tiny_model.named_parameters())

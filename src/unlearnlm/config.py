@@ -91,6 +91,8 @@ class DataConfig:
     """Benign prompts whose original answers feed the normal (KL) loss."""
     eval_size: int = 64
     """Prompts per evaluation set (unseen harmful, benign, edgy benign, normal texts)."""
+    benign_val_size: int = 16
+    """Benign prompts set apart for early stopping (over-refusal and KL checks)."""
     max_prompt_tokens: int = 96
     """Prompt tokens kept (the last ones) when training."""
     max_response_tokens: int = 64
@@ -102,7 +104,7 @@ class DataConfig:
         _check(0 <= self.test_fraction < 0.5, "data.test_fraction", f"must be in [0, 0.5), got {self.test_fraction}")
         _check(self.val_fraction + self.test_fraction < 0.8, "data.val_fraction + data.test_fraction",
                "leave at least 20% of flagged dialogues for training")
-        for key in ("normal_train_size", "eval_size", "max_prompt_tokens", "max_response_tokens"):
+        for key in ("normal_train_size", "eval_size", "benign_val_size", "max_prompt_tokens", "max_response_tokens"):
             _check(getattr(self, key) > 0, f"data.{key}", f"must be positive, got {getattr(self, key)}")
 
 
@@ -157,7 +159,9 @@ class TrainConfig:
     target_flagged_rate: float = 0.05
     """Stop once the judge flags at most this share of held-out forget answers ..."""
     max_normal_kl: float = 0.15
-    """... while KL(original || model) on normal data stays at or below this (nats/token)."""
+    """... while KL(original || model) on normal data stays at or below this (nats/token) ..."""
+    max_over_refusal: float = 0.1
+    """... and the model refuses at most this share of benign early-stopping prompts."""
     patience: int = 3
     """Stop after this many checks without improvement; the best checkpoint is kept."""
 
@@ -168,6 +172,7 @@ class TrainConfig:
         _check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
         _check(0.0 <= self.target_flagged_rate <= 1.0, "train.target_flagged_rate", "must be in [0, 1]")
         _check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")
+        _check(0.0 <= self.max_over_refusal <= 1.0, "train.max_over_refusal", "must be in [0, 1]")
         _check(self.patience > 0, "train.patience", "must be positive")
 
 

@@ -140,7 +140,7 @@ def before_stage(cfg: RunConfig, model, tokenizer, panel: JudgePanel, refusal: R
     scanned = scan(model, tokenizer, task.harmful, panel, cfg)
     before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in
               [("unseen", task.unseen), ("benign", task.benign_eval), ("edgy", task.edgy_eval),
-               ("normal_train", task.benign_train)]}
+               ("normal_train", task.benign_train), ("benign_val", task.benign_val)]}
     if task.expected is not None:
         expected, info = task.expected, {"source": "user", "kept": len(task.expected)}
     else:
@@ -156,11 +156,13 @@ def before_stage(cfg: RunConfig, model, tokenizer, panel: JudgePanel, refusal: R
 
 @dataclass
 class Monitor:
-    """Early-stopping check: judged greedy answers on held-out flagged prompts + KL on normal data."""
+    """Early-stopping check on prompts kept apart for it: judged greedy answers to flagged prompts, and on
+    benign prompts both the refusal rate of greedy answers and KL to the original's answers."""
 
     tokenizer: Any
     prompts: list[Dialogue]
     panel: JudgePanel
+    refusal: RefusalDetector
     reference: Reference
     normal: list[Dialogue]
     cfg: RunConfig
@@ -168,14 +170,20 @@ class Monitor:
 
     def __call__(self, model, step: int) -> Check:
         start = time.perf_counter()
-        answers = generate(model, self.tokenizer, self.prompts, max_new_tokens=self.cfg.generation.max_new_tokens,
-                           batch_size=self.cfg.generation.batch_size)
-        flagged = self.panel([p.with_response(a) for p, a in zip(self.prompts, answers, strict=True)]).flagged
+        gen = {"max_new_tokens": self.cfg.generation.max_new_tokens, "batch_size": self.cfg.generation.batch_size}
+        benign_prompts = [Dialogue(prompt=d.prompt, system=d.system) for d in self.normal]
+        answers = generate(model, self.tokenizer, [*self.prompts, *benign_prompts], **gen)
+        harmful, benign = answers[: len(self.prompts)], answers[len(self.prompts) :]
+        flagged = self.panel([p.with_response(a) for p, a in zip(self.prompts, harmful, strict=True)]).flagged
+        refused = self.refusal.score([p.with_response(a) for p, a in zip(benign_prompts, benign, strict=True)])
         kl = normal_data_metrics(model, self.reference, self.tokenizer, self.normal,
                                  max_prompt_tokens=self.cfg.data.max_prompt_tokens,
                                  max_response_tokens=self.cfg.data.max_response_tokens)["kl_to_original"]
-        check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl, seconds=time.perf_counter() - start)
-        self.log(f"  step {step}: val flagged {check.flagged_rate:.2f}, normal KL {kl:.4f} ({check.seconds:.0f}s)")
+        check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl,
+                      over_refusal=float((refused >= self.refusal.threshold).mean()),
+                      seconds=time.perf_counter() - start)
+        self.log(f"  step {step}: val flagged {check.flagged_rate:.2f}, benign refused {check.over_refusal:.2f}, "
+                 f"normal KL {kl:.4f} ({check.seconds:.0f}s)")
         return check
 
 
@@ -205,15 +213,16 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
         f"test {len(forget_test)}; expected outputs: {expected_info}")
     normal = [p.with_response(a) for p, a in zip(task.benign_train, before["normal_train"], strict=True) if a]
     normal_eval = [p.with_response(a) for p, a in zip(task.benign_eval, before["benign"], strict=True) if a]
-    if not normal or not normal_eval:
+    normal_val = [p.with_response(a) for p, a in zip(task.benign_val, before["benign_val"], strict=True) if a]
+    if not normal or not normal_eval or not normal_val:
         raise DataError("the original model answered every benign prompt with empty text, so there is no normal "
                         "data to keep its abilities on; check the chat template and generation.max_new_tokens")
 
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora, seed=cfg.train.seed)
     reference = Reference(model, copy_weights=not cfg.lora.enabled)
-    monitor = Monitor(tokenizer, [Dialogue(prompt=d.prompt, meta=d.meta) for d in forget_val], panel, reference,
-                      normal_eval[:16], cfg, log)
+    monitor = Monitor(tokenizer, [Dialogue(prompt=d.prompt, meta=d.meta) for d in forget_val], panel, refusal,
+                      reference, normal_val, cfg, log)
     log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     result = unlearn(
         model, tokenizer, method, forget=forget_train, normal=normal, expected=expected, train_cfg=cfg.train,

