@@ -18,7 +18,7 @@ import time
 
 def mixed_dialogues(n: int, seed: int = 0) -> list:
     from unlearnlm.data import sources
-    from unlearnlm.judges.cards import pii_eval_sets
+    from unlearnlm.judges.pii_data import pii_eval_sets
     from unlearnlm.judges.hallucination import freshqa_dialogues
 
     rng = random.Random(seed)

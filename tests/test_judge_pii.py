@@ -13,8 +13,9 @@ import pytest
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.judges import JUDGE_LOADERS, JudgePanel, PIIJudge
-from unlearnlm.judges.cards import pii_eval_sets, render_template, template_label
-from unlearnlm.judges.pii import ProtectedIndex, detect_pii, luhn_ok, presidio_identities, presidio_templates
+from unlearnlm.judges.pii import ProtectedIndex
+from unlearnlm.judges.pii_data import pii_eval_sets, presidio_identities, presidio_templates, render_template, template_label
+from unlearnlm.judges.pii_patterns import detect_pii, luhn_ok
 
 
 def kinds(text: str) -> set[str]:

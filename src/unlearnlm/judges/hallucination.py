@@ -22,7 +22,7 @@ one "reference" head when only the reference is):
 With false claims only (no reference) the reference head runs against each false claim and the score
 is the chance the response does *not* contradict it. Weights were fitted on the training halves of
 :func:`rho_factual_dialogues` and :func:`freshqa_dialogues` (see :func:`fit_hallucination_weights`);
-the card (:func:`unlearnlm.judges.cards.hallucination_card`) reports the other halves.
+the card (:func:`unlearnlm.judges.judge_cards.hallucination_card`) reports the other halves.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import numpy as np
 
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError, DataError
-from unlearnlm.judges.cards import expected_calibration_error
+from unlearnlm.judges.card_metrics import expected_calibration_error
 from unlearnlm.judges.embeddings import MiniLMEncoder, TextEncoder
 from unlearnlm.judges.harm import (
     CARD_FILE,
