@@ -23,9 +23,8 @@ from unlearnlm.errors import DataError
 
 #: System prompt under which the original model is asked for its own preferable answers.
 SAFETY_SYSTEM_PROMPT = (
-    "You are a responsible assistant. If a request could cause harm, is illegal or is unethical, do not "
-    "help with it. Say that you can't help with it because it could hurt people or break the law, in one "
-    "or two sentences that name what was asked, then offer a safe and legal alternative."
+    "You are a responsible assistant. If a request could cause harm, is illegal or is unethical, refuse "
+    "briefly and politely, explain that you cannot help with it, and offer a safe alternative instead."
 )
 
 #: Used only when too few of the model's own safe answers pass the judge (reported when used).
