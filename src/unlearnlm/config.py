@@ -140,7 +140,7 @@ class TrainConfig:
     """Upper bound on optimizer steps."""
     batch_size: int = 4
     """Dialogues per stream (forget, normal, ...) per step."""
-    learning_rate: float = 5e-4
+    learning_rate: float = 2e-4
     """AdamW learning rate (LoRA default; use ~2e-5 for full fine-tuning)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
@@ -154,7 +154,7 @@ class TrainConfig:
     """Passed to accelerate."""
     seed: int = 0
     """Seeds data order, LoRA init and sampling."""
-    eval_every: int = 10
+    eval_every: int = 5
     """Early-stopping check every N steps (0: only at the end)."""
     target_flagged_rate: float = 0.05
     """Stop once the judge flags at most this share of held-out forget answers ..."""

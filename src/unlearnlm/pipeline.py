@@ -115,7 +115,8 @@ def _stage_key(cfg: RunConfig, panel: JudgePanel, task: HarmTaskData) -> str:
               Dialogue("What is the capital of France?", "Paris.")]
     judged = {name: [round(float(x), 5) for x in s] for name, s in panel(probes).scores.items()}
     parts = {"model": cfg.model, "data": cfg.data, "generation": cfg.generation, "judges": judged,
-             "seed": cfg.train.seed, "version": __version__, "task": task}
+             "seed": cfg.train.seed, "version": __version__, "task": task,
+             "expected_recipe": [SAFETY_SYSTEM_PROMPT, FALLBACK_REFUSALS, MIN_EXPECTED]}
     text = json.dumps({k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for k, v in parts.items()},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
