@@ -138,6 +138,15 @@ def tiny_judge(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return out, card
 
 
+def test_card_states_each_target_and_why_a_miss_misses(tiny_judge: tuple[Path, dict]) -> None:
+    _, card = tiny_judge
+    assert set(card["targets"]) == {"auc", "recall", "benign_fpr"}
+    for t in card["targets"].values():
+        assert t["met"] == (t["reason"] is None)
+        if not t["met"]:
+            assert f"{t['value']:.3f}" in t["reason"]
+
+
 def test_tiny_judge_card_and_files(tiny_judge: tuple[Path, dict]) -> None:
     path, card = tiny_judge
     assert sorted(p.name for p in path.iterdir()) == ["card.json", "config.json", "weights.npz"]

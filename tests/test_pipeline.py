@@ -78,6 +78,8 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
     assert metrics["sets"]["forget_train"]["before"]["flagged_rate"] == 1.0
     assert metrics["training"]["stop_reason"] == "patience"  # the keyword judge never changes its mind
     assert "| Flagged prompts, held-out |" in (out / "report.md").read_text()
+    assert metrics["sets"]["forget_train"]["before"]["flagged_by"] == {"harm": 6}
+    assert "harm 6 →" in (out / "report.md").read_text()
     assert all(json.loads(line)["meta"]["flagged"] for line in (out / "flagged.jsonl").read_text().splitlines())
     assert _digest(model_dir) == before
     # A second run into the same folder needs --overwrite.

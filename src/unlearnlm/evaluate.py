@@ -58,6 +58,7 @@ def answer_metrics(panel: JudgePanel, refusal, prompts: Sequence[Dialogue], answ
         "distinct_1": distinct_n(answers, 1),
         "distinct_2": distinct_n(answers, 2),
         "mean_words": float(np.mean([len(a.split()) for a in answers])) if answers else 0.0,
+        "flagged_by": {name: sum(name in d.meta["flagged_by"] for d in annotated) for name in panel.thresholds},
     }
     annotated = [d.with_response(d.response, refused=bool(r)) for d, r in zip(annotated, refused, strict=True)]
     return metrics, annotated

@@ -55,6 +55,11 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_
             f"{_pct(a['flagged_rate'])} | {_pct(b['refusal_rate'])} | {_pct(a['refusal_rate'])} | "
             f"{b['distinct_2']:.2f} | {a['distinct_2']:.2f} |"
         )
+    lines += ["", "Flagged by each judge (before → after): " + "; ".join(
+        f"{_SET_TITLES.get(name, name)}: " + ", ".join(
+            f"{judge} {m['before']['flagged_by'][judge]} → {m['after']['flagged_by'][judge]}"
+            for judge in m["after"]["flagged_by"])
+        for name, m in summary["sets"].items() if m["kind"] == "harmful") + "."]
     lines += ["", "## Normal data", "", "| data | perplexity original | perplexity after | change | KL(original ‖ after) |",
               "|---|---|---|---|---|"]
     titles = {"human_texts": "Human-written benign Q+A (never trained on)",
