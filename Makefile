@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 demo: install
-	$(VENV)/bin/unlearnlm run --output runs/demo
+	$(VENV)/bin/unlearnlm run --output runs/demo --overwrite
 
 test: install
 	$(VENV)/bin/pytest -q
