@@ -46,3 +46,8 @@ def test_collate_right_pads_and_masks(tokenizer):
     assert (batch["labels"][0, len(a.input_ids) :] == IGNORE_INDEX).all()
     mask = response_mask(batch["labels"])
     assert torch.equal(mask[:, :-1], (batch["labels"][:, 1:] != IGNORE_INDEX).float())
+
+
+def test_prompt_only_drops_just_the_response():
+    d = Dialogue("q", "bad answer", system="sys", meta={"id": 1})
+    assert d.prompt_only() == Dialogue("q", "", system="sys", meta={"id": 1})

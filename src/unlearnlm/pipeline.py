@@ -172,7 +172,7 @@ class Monitor:
     def __call__(self, model, step: int) -> Check:
         start = time.perf_counter()
         gen = {"max_new_tokens": self.cfg.generation.max_new_tokens, "batch_size": self.cfg.generation.batch_size}
-        benign_prompts = [Dialogue(prompt=d.prompt, system=d.system) for d in self.normal]
+        benign_prompts = [d.prompt_only() for d in self.normal]
         answers = generate(model, self.tokenizer, [*self.prompts, *benign_prompts], **gen)
         harmful, benign = answers[: len(self.prompts)], answers[len(self.prompts) :]
         flagged = self.panel([p.with_response(a) for p, a in zip(self.prompts, harmful, strict=True)]).flagged
@@ -222,7 +222,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora, seed=cfg.train.seed)
     reference = Reference(model, copy_weights=not cfg.lora.enabled)
-    monitor = Monitor(tokenizer, [Dialogue(prompt=d.prompt, meta=d.meta) for d in forget_val], panel, refusal,
+    monitor = Monitor(tokenizer, [d.prompt_only() for d in forget_val], panel, refusal,
                       reference, normal_val, cfg, log)
     log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     result = unlearn(
@@ -237,7 +237,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     log("[4/4] evaluating before vs after")
 
     def prompts_of(ds: Sequence[Dialogue]) -> list[Dialogue]:
-        return [Dialogue(prompt=d.prompt, system=d.system, meta=d.meta) for d in ds]
+        return [d.prompt_only() for d in ds]
 
     sets = [
         EvalSet("forget_train", "harmful", prompts_of(forget_train), [d.response for d in forget_train], "trained on"),

@@ -26,6 +26,10 @@ class Dialogue:
         """A copy with a new response and extra metadata merged in."""
         return replace(self, response=response, meta={**self.meta, **meta})
 
+    def prompt_only(self) -> Dialogue:
+        """A copy without the response (system turn and metadata kept), ready to be answered again."""
+        return replace(self, response="")
+
     def to_json(self) -> dict[str, Any]:
         """A plain dict for JSONL output (``system`` omitted when unset)."""
         out: dict[str, Any] = {"prompt": self.prompt, "response": self.response}

@@ -60,7 +60,7 @@ def _shuffled(items: list[Dialogue], seed: int) -> list[Dialogue]:
 
 
 def _prompts_only(dialogues: list[Dialogue]) -> list[Dialogue]:
-    return [Dialogue(prompt=d.prompt, system=d.system, meta=d.meta) for d in dialogues]
+    return [d.prompt_only() for d in dialogues]
 
 
 def _read_prompts(spec: DatasetSpec) -> list[Dialogue]:
