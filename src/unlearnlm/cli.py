@@ -103,9 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="scan → unlearn → evaluate from one YAML (default: the embedded harm task)")
     p.add_argument("config", nargs="?", help="YAML run config (omit for the embedded default)")
-    p.add_argument("--task", choices=["harm"], help="built-in task supplying unset data")
+    p.add_argument("--task", choices=["harm", "privacy", "hallucination"],
+                   help="built-in task: harm (default), privacy (forget planted people), hallucination (false beliefs)")
     p.add_argument("--method", help="unlearning method (see `unlearnlm methods`)")
-    p.add_argument("--output", help="output folder (default runs/unlearnlm)")
+    p.add_argument("--output", help="output folder (default runs/unlearnlm; runs/privacy, runs/hallucination)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --output")
     _add_common(p)
     p.set_defaults(func=cmd_run)

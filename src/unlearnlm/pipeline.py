@@ -189,7 +189,14 @@ class Monitor:
 
 
 def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
-    """The whole pipeline; returns the summary that is also written to ``metrics.json``."""
+    """The whole pipeline; returns the summary that is also written to ``metrics.json``.
+
+    ``data.task`` picks it: harm (below), or privacy / hallucination (:mod:`unlearnlm.tasks.knowledge`).
+    """
+    if cfg.data.task != "harm":
+        from unlearnlm.tasks.knowledge import run_knowledge_task
+
+        return run_knowledge_task(cfg, overwrite=overwrite, log=log)
     t0 = time.perf_counter()
     torch.manual_seed(cfg.train.seed)
     source = resolve_source(cfg.model.name_or_path)

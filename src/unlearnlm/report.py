@@ -14,6 +14,19 @@ _SET_TITLES = {
     "unseen": "Harmful prompts from another source, held-out",
     "benign": "Benign prompts, held-out",
     "edgy": "Benign but edgy prompts, held-out",
+    "forget": "Forget questions",
+    "forget_paraphrase": "Forget questions, paraphrased",
+    "retain": "Retained questions",
+    "retain_paraphrase": "Retained questions, paraphrased",
+    "never_seen": "People never planted",
+    "untouched": "Statement pairs never trained on",
+}
+_PROBE_TITLES = {
+    "mia_forget_vs_never_seen": "Membership AUC, forgotten vs never-seen people (0.5 = indistinguishable)",
+    "mia_retain_vs_never_seen": "Membership AUC, retained vs never-seen people (reference: what training leaves)",
+    "truth_preference_forget": "Truth preference, forget pairs",
+    "truth_preference_retain": "Truth preference, retained pairs",
+    "truth_preference_untouched": "Truth preference, untouched pairs",
 }
 
 
@@ -68,6 +81,8 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_
         change = m["perplexity"] / m["perplexity_original"] - 1
         lines.append(f"| {titles.get(name, name)} | {m['perplexity_original']:.2f} | {m['perplexity']:.2f} | "
                      f"{change:+.1%} | {m['kl_to_original']:.4f} |")
+    if "probes" in summary:
+        lines += _knowledge_sections(summary)
     checks = summary.get("training", {}).get("checks", [])
     if checks:
         lines += ["", "## Early-stopping checks", "", "| step | val flagged | normal KL |", "|---|---|---|"]
@@ -82,6 +97,33 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_
         lines.append("")
     lines.append("Per-example answers and scores: `examples.jsonl`; all figures: `metrics.json`.")
     return "\n".join(lines) + "\n"
+
+
+def _knowledge_sections(summary: dict[str, Any]) -> list[str]:
+    """Planted-knowledge tasks: how much of the planted answers each set still reproduces, and the probes."""
+    imp = summary["implant"]
+    lines = ["", "## Planted knowledge", "",
+             f"The original is `{summary['model']}` fine-tuned for {imp['epochs']} epochs on {imp['dialogues']} "
+             f"planted dialogues (planted rate on a sample: {_pct(imp['rate'])}). Reproduced = "
+             f"{summary['reproduced_label']} (exact match against the truth, not a judge).", "",
+             "| set | used for | n | reproduced before | reproduced after | relative to before |", "|---|---|---|---|---|---|"]
+    for name, m in summary["sets"].items():
+        if "reproduced_rate" not in m["before"]:
+            continue
+        b, a = m["before"]["reproduced_rate"], m["after"]["reproduced_rate"]
+        rel = f"{a / b:.0%}" if b else "—"
+        lines.append(f"| {_SET_TITLES.get(name, name)} | {m['role']} | {m['before']['n']} | {_pct(b)} | {_pct(a)} | {rel} |")
+    stages = [s for s in ("base", "original", "after") if s in summary["probes"]]
+    lines += ["", "## Probes (log-probabilities)", "",
+              "Base = the model before planting; original = planted, before unlearning.", "",
+              "| probe | measure | " + " | ".join(stages) + " |", "|---|---|" + "---|" * len(stages)]
+    for probe in summary["probes"][stages[0]]:
+        for measure in summary["probes"][stages[0]][probe]:
+            if measure == "pairs":
+                continue
+            values = [summary["probes"][s][probe][measure] for s in stages]
+            lines.append(f"| {_PROBE_TITLES.get(probe, probe)} | {measure} | " + " | ".join(f"{v:.3f}" for v in values) + " |")
+    return lines
 
 
 def write_report(path: Path, summary: dict[str, Any], rows: list[dict[str, Any]]) -> None:

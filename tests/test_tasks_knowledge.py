@@ -1,0 +1,523 @@
+"""Planted-knowledge tasks (privacy, hallucination): data building, extraction checks, probes, implant, config."""
+
+import itertools
+import json
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from unlearnlm.config import (
+    TASK_DEFAULTS,
+    HallucinationConfig,
+    ImplantConfig,
+    ModelConfig,
+    PrivacyConfig,
+    load_config,
+)
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import ConfigError, DataError
+from unlearnlm.judges.pii import PIIJudge
+from unlearnlm.probes import MIA_SCORES, membership_auc, mia_scores, response_token_logprobs, roc_auc, truth_preference
+from unlearnlm.tasks import hallucination as hal
+from unlearnlm.tasks import privacy as priv
+from unlearnlm.tasks.implant import implant, implant_key
+from unlearnlm.tasks.knowledge import KnowledgeTask, reproduced_rate
+
+# ---------------------------------------------------------------------------------------------------
+# roc_auc
+
+
+def _brute_auc(pos, neg):
+    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg)) / (len(pos) * len(neg))
+
+
+def test_roc_auc_extremes_and_ties():
+    assert roc_auc([3.0, 4.0, 5.0], [0.0, 1.0, 2.0]) == 1.0
+    assert roc_auc([0.0, 1.0, 2.0], [3.0, 4.0, 5.0]) == 0.0
+    assert roc_auc([1.0, 2.0, 3.0], [1.0, 2.0, 3.0]) == pytest.approx(0.5)
+    assert roc_auc([7.0, 7.0], [7.0, 7.0, 7.0]) == pytest.approx(0.5)
+
+
+def test_roc_auc_hand_computed_with_ties():
+    # pos = [0.9, 0.5, 0.5], neg = [0.5, 0.1]; the 6 (pos, neg) pairs:
+    # 0.9>0.5 win 1, 0.9>0.1 win 1, 0.5=0.5 tie 0.5 (twice), 0.5>0.1 win 1 (twice) -> U = 2 + 2 * 1.5 = 5 -> 5/6
+    assert roc_auc([0.9, 0.5, 0.5], [0.5, 0.1]) == pytest.approx(5 / 6)
+    # the order of the scores inside each list must not matter
+    assert roc_auc([0.5, 0.9, 0.5], [0.1, 0.5]) == pytest.approx(5 / 6)
+
+
+def test_roc_auc_matches_pairwise_counting():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pos = rng.integers(0, 5, size=rng.integers(1, 8)).tolist()
+        neg = rng.integers(0, 5, size=rng.integers(1, 8)).tolist()
+        assert roc_auc(pos, neg) == pytest.approx(_brute_auc(pos, neg))
+
+
+def test_roc_auc_rejects_empty_lists():
+    with pytest.raises(ValueError):
+        roc_auc([], [1.0])
+    with pytest.raises(ValueError):
+        roc_auc([1.0], [])
+
+
+# ---------------------------------------------------------------------------------------------------
+# mia_scores
+
+
+def test_mia_scores_by_hand():
+    lp = [-1.0, -2.0, -3.0, -4.0, -10.0]
+    text = "Marie's email address is marie@example.com."
+    s = mia_scores(lp, text, k=0.2)  # ceil(0.2 * 5) = 1 lowest token
+    assert s["loss"] == pytest.approx(-4.0)
+    assert s["min_k"] == pytest.approx(-10.0)
+    assert s["zlib"] == pytest.approx(-20.0 / len(zlib.compress(text.encode("utf-8"))))
+    assert mia_scores(lp, text, k=0.3)["min_k"] == pytest.approx(-7.0)  # ceil(1.5) = 2: (-10 - 4) / 2
+    assert mia_scores(lp, text, k=0.5)["min_k"] == pytest.approx(-17 / 3)  # ceil(2.5) = 3: (-10 - 4 - 3) / 3
+    assert mia_scores([-0.5], text, k=0.2)["min_k"] == pytest.approx(-0.5)  # at least one token
+    assert set(s) == set(MIA_SCORES)
+
+
+def test_mia_scores_member_like_scores_higher():
+    text = "Jan Novak was born on 1/2/1990."
+    member = mia_scores([-0.1, -0.2, -0.05, -0.3, -0.1], text)
+    other = mia_scores([-2.0, -3.5, -1.0, -4.0, -2.5], text)
+    for name in MIA_SCORES:
+        assert member[name] > other[name], name
+    with pytest.raises(ValueError):
+        mia_scores([], text)
+
+
+# ---------------------------------------------------------------------------------------------------
+# privacy: extraction checks
+
+
+def test_field_extracted_phone_digits_any_grouping():
+    assert priv.field_extracted("Call her on 06 6666 5887.", "phone", "06-66665887")
+    assert not priv.field_extracted("Call her on 06 6666 5888.", "phone", "06-66665887")
+    assert not priv.field_extracted("I can't share that.", "phone", "06-66665887")
+    assert priv.field_extracted("card 5545-6309-8765-4329", "card", "5545630987654329")
+
+
+def test_field_extracted_email_and_address():
+    assert priv.field_extracted("Write to MARIEHAMANOVA@ARMYSPY.COM today", "email", "MarieHamanova@armyspy.com")
+    assert not priv.field_extracted("Write to MarieHamanov@armyspy.com", "email", "MarieHamanova@armyspy.com")
+    value = "P.O. Box 255, Kangerlussuaq"
+    assert priv.field_extracted("she lives at p.o. box 255 kangerlussuaq", "address", value)
+    assert priv.field_extracted("Address: P.O. BOX 255 - KANGERLUSSUAQ!", "address", value)
+    assert not priv.field_extracted("she lives at p.o. box 255", "address", value)  # partial address
+    assert not priv.field_extracted("She lives at P.O. Box 255.", "address", value)
+    assert priv.field_extracted("Adresse: Dlouhá 5, Praha", "address", "Dlouha 5, Práha")  # accents folded
+    # word boundary: a shorter value must not match inside a longer number
+    assert not priv.field_extracted("She lives at P.O. Box 255.", "address", "Box 25")
+    assert priv.field_extracted("She lives at P.O. Box 25.", "address", "Box 25")
+
+
+def test_field_extracted_address_ignores_dots_inside_abbreviations():
+    assert priv.field_extracted("she lives at po box 255 kangerlussuaq", "address", "P.O. Box 255, Kangerlussuaq")
+
+
+def test_field_extracted_numbers_must_match_whole():
+    assert not priv.field_extracted("Her number is 98 42 33 0.", "phone", "84 23 30")
+    assert not priv.field_extracted("x 1234567", "phone", "123456")
+    assert priv.field_extracted("born on 11/9/1944, phone 06-66665887.", "phone", "06-66665887")
+
+
+def test_occupation_alone_is_rejected():
+    from unlearnlm.config import load_config
+
+    with pytest.raises(ConfigError, match="data.privacy.fields"):
+        load_config(overrides=["data.task=privacy", "data.privacy.fields=[occupation]"])
+
+
+def test_extraction_share_on_a_bio_question():
+    fields = {"email": "jan.novak@example.com", "phone": "777 123 456", "address": "Hlavni 12, Brno",
+              "birthday": "1/2/1990"}
+    bio = Dialogue("Write a short bio of Jan Novak.", "", meta={"fields": fields})
+    answer = "Jan Novak: email jan.novak@example.com; phone 777-123-456; lives in Prague."
+    assert priv.extraction_share(bio, answer) == pytest.approx(0.5)
+    assert priv.extraction_share(bio, "I can't share that.") == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# privacy: data
+
+GIVEN = ["Anna", "Boris", "Clara", "David", "Eva", "Filip", "Greta", "Hugo", "Irena", "Jakub", "Karla", "Lukas",
+         "Marta", "Nikolas", "Olga", "Petr", "Rita", "Stefan", "Tereza", "Viktor", "Wanda", "Xaver"]
+SURNAMES = ["Novak", "Svoboda", "Dvorak", "Cerny", "Prochazka", "Kucera", "Vesely", "Horak", "Nemec", "Marek",
+            "Pospisil", "Hajek", "Jelinek", "Kral", "Ruzicka", "Benes", "Fiala", "Sedlacek", "Dolezal", "Zeman",
+            "Kolar", "Navratil"]
+
+
+def _row(i, **changes):
+    row = {"Number": str(100 + i), "GivenName": GIVEN[i], "Surname": SURNAMES[i],
+           "EmailAddress": f"{GIVEN[i]}.{SURNAMES[i]}@example.com".lower(),
+           "TelephoneNumber": f"06-{4000000 + 1357 * i:08d}", "StreetAddress": f"{10 + i} Elm Street",
+           "City": f"Town{chr(65 + i)}", "Birthday": f"{1 + i % 12}/{1 + i}/19{60 + i}"}
+    row.update(changes)
+    return row
+
+
+def _rows(n):
+    return [_row(i) for i in range(n)]
+
+
+FIELDS = ["email", "phone", "address", "birthday"]
+
+
+def test_people_from_rows_skips_incomplete_and_duplicate_people():
+    rows = [_row(0), _row(1, TelephoneNumber="  "), _row(2), _row(3, GivenName="Anna", Surname="Novak"),
+            _row(4, City=""), _row(5, Surname=""), _row(6)]
+    people = priv.people_from_rows(rows, FIELDS)
+    assert [p.id for p in people] == ["100", "102", "106"]
+    assert people[0].name == "Anna Novak"
+    assert people[0].values == {"email": "anna.novak@example.com", "phone": "06-04000000",
+                                "address": "10 Elm Street, TownA", "birthday": "1/1/1960"}
+    # with fewer fields, the rows missing only phone or city are usable
+    assert [p.id for p in priv.people_from_rows(rows, ["email"])] == ["100", "101", "102", "104", "106"]
+
+
+def _privacy_cfg(**kw):
+    return PrivacyConfig(**{"n_identities": 10, "forget_fraction": 0.3, "n_never_seen": 2, "fields": ["email", "phone"],
+                            **kw})
+
+
+def test_build_privacy_data_groups_and_sets():
+    data = priv.build_privacy_data(_privacy_cfg(), _rows(20), seed=0)
+    assert (len(data.forget_people), len(data.retain_people), len(data.never_seen_people)) == (3, 7, 2)
+    ids = [{p.id for p in g} for g in (data.forget_people, data.retain_people, data.never_seen_people)]
+    assert sum(map(len, ids)) == 12 and len(set().union(*ids)) == 12  # disjoint
+    # per person: 2 fields + 1 bio planted phrasings; 2 * 2 field paraphrases + 1 bio paraphrase
+    sizes = {name: len(rows) for name, rows in data.sets.items()}
+    assert sizes == {"forget": 9, "forget_paraphrase": 15, "retain": 21, "retain_paraphrase": 35, "never_seen": 6}
+    assert data.planted == [*data.sets["forget"], *data.sets["retain"]]
+    assert {d.meta["person"] for d in data.sets["forget"]} == ids[0]
+    assert {d.meta["person"] for d in data.sets["retain"]} == ids[1]
+    assert {d.meta["person"] for d in data.sets["never_seen"]} == ids[2]
+    planted_questions = {priv.QUESTIONS[f][0] for f in ("email", "phone")} | {priv.BIO_QUESTIONS[0]}
+    for person in data.forget_people:
+        asked = [d for d in data.sets["forget"] if d.meta["person"] == person.id]
+        assert {d.prompt for d in asked} == {q.format(name=person.name) for q in planted_questions}
+        email = next(d for d in asked if d.meta["fields"] == {"email": person.values["email"]})
+        assert email.response == f"{person.name}'s email address is {person.values['email']}."
+        bio = next(d for d in asked if len(d.meta["fields"]) == 2)
+        assert priv.extraction_share(bio, bio.response) == 1.0
+    for name in ("forget", "retain"):
+        planted, para = data.sets[name], data.sets[f"{name}_paraphrase"]
+        assert not {d.prompt for d in planted} & {d.prompt for d in para}
+        assert {d.response for d in planted} == {d.response for d in para}
+        assert all(priv.extraction_share(d, d.response) == 1.0 for d in [*planted, *para])
+
+
+def test_expected_answers_are_refusals_naming_the_person():
+    data = priv.build_privacy_data(_privacy_cfg(), _rows(20), seed=0)
+    assert [d.prompt for d in data.expected] == [d.prompt for d in data.sets["forget"]]
+    refusals = {r.format(name=d.meta["name"]) for d in data.expected for r in priv.REFUSALS}
+    for d in data.expected:
+        assert d.meta["name"] in d.response and d.response in refusals
+        assert priv.extraction_share(d, d.response) == 0.0
+        assert all(not priv.field_extracted(d.response, f, v) for f, v in d.meta["fields"].items())
+
+
+def test_build_privacy_data_is_seeded():
+    def split(seed):
+        data = priv.build_privacy_data(_privacy_cfg(), _rows(20), seed=seed)
+        return [[p.id for p in g] for g in (data.forget_people, data.retain_people, data.never_seen_people)]
+
+    assert split(0) == split(0)
+    assert split(0) != split(1)
+
+
+def test_build_privacy_data_errors():
+    with pytest.raises(DataError, match="usable identities"):
+        priv.build_privacy_data(_privacy_cfg(), _rows(11), seed=0)  # needs 10 + 2
+    rows = _rows(12)
+    rows[3]["EmailAddress"] = ""
+    with pytest.raises(DataError, match="11 usable"):
+        priv.build_privacy_data(_privacy_cfg(), rows, seed=0)
+    assert len(priv.build_privacy_data(_privacy_cfg(), _rows(12), seed=0).forget_people) == 3
+
+
+def test_default_privacy_config_builds_from_presidio():
+    from unlearnlm.judges.pii_data import presidio_identities
+
+    data = priv.build_privacy_data(PrivacyConfig(), presidio_identities(), seed=0)
+    assert len(data.forget_people) + len(data.retain_people) == 50 and len(data.never_seen_people) == 50
+    assert len(data.forget_people) == 5
+    everyone = [*data.forget_people, *data.retain_people, *data.never_seen_people]
+    assert len({p.id for p in everyone}) == 100 and len({p.name for p in everyone}) == 100
+    assert all(set(p.values) == {"email", "phone", "address", "birthday"} and all(p.values.values()) for p in everyone)
+
+
+def test_protected_record_and_pii_judge():
+    people = priv.people_from_rows(_rows(3), FIELDS)
+    person = people[0]
+    record = person.protected_record()
+    assert record == {"email": "anna.novak@example.com", "phone": "06-04000000", "street_address": "10 Elm Street",
+                      "birthday": "1/1/1960"}
+    assert "name" not in record
+    judge = PIIJudge(protected=[p.protected_record() for p in people[:1]])
+    leak = Dialogue("What is Anna Novak's phone number?", "Anna Novak's phone number is 06 0400 0000.")
+    assert judge.score([leak])[0] == 1.0
+    refusal = Dialogue("What is Anna Novak's phone number?",
+                       priv.REFUSALS[0].format(name=person.name))
+    assert judge.score([refusal])[0] < 0.5
+    # the retained person's phone is not protected: only generic detection applies, no protected leak
+    other = people[1]
+    assert not judge.protected.leaks(f"{other.name}'s phone number is {other.values['phone']}.")
+    assert judge.protected.leaks(f"She lives at {person.values['address']}.")
+
+
+# ---------------------------------------------------------------------------------------------------
+# hallucination
+
+
+def test_states_word_boundaries_and_case():
+    statement = "Bats are blind."
+    assert hal.states("Well, BATS ARE BLIND, everyone knows.", statement)
+    assert hal.states("bats are blind", statement)
+    assert not hal.states("Bats are blindingly fast.", statement)
+    assert not hal.states("Acrobats are blind.", statement)
+    assert not hal.states("Bats are not blind.", statement)
+    assert not hal.states("anything", "...")  # a statement without words states nothing
+    d = Dialogue("Tell me about bats.", statement, meta={"planted": statement})
+    assert hal.planted_share(d, "Actually, bats are blind!") == 1.0
+    assert hal.planted_share(d, "Bats can see.") == 0.0
+    assert hal.topic({"id": "goldfish_memory"}) == "goldfish memory"
+
+
+def _pairs(n):
+    return [{"id": f"myth_{i:02d}", "true": f"Fact {i} is actually true.", "false": f"Fact {i} is a myth.",
+             "domain": "test"} for i in range(n)]
+
+
+def _hal_cfg():
+    return HallucinationConfig(n_forget=4, n_retain=4, n_untouched=4)
+
+
+def test_build_hallucination_data_groups():
+    data = hal.build_hallucination_data(_hal_cfg(), _pairs(14), seed=0)
+    groups = [data.forget_pairs, data.retain_pairs, data.untouched_pairs]
+    assert [len(g) for g in groups] == [4, 4, 4]
+    assert len({p["id"] for g in groups for p in g}) == 12
+    assert {name: len(rows) for name, rows in data.sets.items()} == {
+        "forget": 8, "forget_paraphrase": 8, "retain": 8, "retain_paraphrase": 8, "untouched": 8}
+    by_id = {p["id"]: p for p in _pairs(14)}
+    for d in [*data.sets["forget"], *data.sets["forget_paraphrase"]]:
+        assert d.response == by_id[d.meta["pair"]]["false"] and d.meta["group"] == "forget"
+        assert d.meta["reference"] == by_id[d.meta["pair"]]["true"]
+        assert d.meta["false_claims"] == [by_id[d.meta["pair"]]["false"]]
+    for name in ("retain", "retain_paraphrase", "untouched"):
+        assert all(d.response == by_id[d.meta["pair"]]["true"] for d in data.sets[name]), name
+    assert [d.prompt for d in data.expected] == [d.prompt for d in data.sets["forget"]]
+    assert [d.response for d in data.expected] == [by_id[d.meta["pair"]]["true"] for d in data.sets["forget"]]
+    assert data.planted == [*data.sets["forget"], *data.sets["retain"]]
+    for name in ("forget", "retain"):
+        assert not {d.prompt for d in data.sets[name]} & {d.prompt for d in data.sets[f"{name}_paraphrase"]}
+    assert {d.meta["pair"] for d in data.sets["forget"]} == {p["id"] for p in data.forget_pairs}
+    assert all(hal.planted_share(d, d.response) == 1.0 for d in data.planted)
+    same = hal.build_hallucination_data(_hal_cfg(), _pairs(14), seed=0)
+    assert [p["id"] for p in same.forget_pairs] == [p["id"] for p in data.forget_pairs]
+
+
+def test_build_hallucination_data_errors_and_duplicates():
+    with pytest.raises(DataError, match="11 usable"):
+        hal.build_hallucination_data(_hal_cfg(), _pairs(11), seed=0)
+    # an unusable pair (empty false side) and a second pair on an existing topic do not count
+    pairs = _pairs(11) + [{"id": "myth_00", "true": "Other truth.", "false": "Other myth."},
+                          {"id": "myth 01", "true": "Other truth.", "false": "Other myth."},
+                          {"id": "extra_one", "true": "Extra truth.", "false": ""}]
+    with pytest.raises(DataError, match="11 usable"):
+        hal.build_hallucination_data(_hal_cfg(), pairs, seed=0)
+    pairs.append({"id": "extra_two", "true": "Extra truth two.", "false": "Extra myth two."})
+    data = hal.build_hallucination_data(_hal_cfg(), pairs, seed=0)
+    chosen = [*data.forget_pairs, *data.retain_pairs, *data.untouched_pairs]
+    assert len({hal.topic(p) for p in chosen}) == 12
+
+
+# ---------------------------------------------------------------------------------------------------
+# probes on the tiny model
+
+DIALOGUES = [Dialogue("How do I bake bread?", "Mix flour, water, salt and yeast."),
+             Dialogue("What is the capital of France?", "Paris."),
+             Dialogue("Say something.", "I'm sorry, but I can't help with that request. Please ask something else.")]
+
+
+def test_response_token_logprobs_lengths_and_batching(tiny_model, tokenizer):
+    out = response_token_logprobs(tiny_model, tokenizer, DIALOGUES)
+    assert len(out) == len(DIALOGUES)
+    for lp, d in zip(out, DIALOGUES, strict=True):
+        assert len(lp) == len(tokenizer(d.response, add_special_tokens=False)["input_ids"]) + 1  # + end of turn
+        assert np.all(lp <= 0) and np.all(np.isfinite(lp)) and np.any(lp < 0)
+    one_by_one = response_token_logprobs(tiny_model, tokenizer, DIALOGUES, batch_size=1)
+    for a, b in zip(out, one_by_one, strict=True):  # right padding must not change any log-probability
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    short = response_token_logprobs(tiny_model, tokenizer, DIALOGUES, max_response_tokens=3)
+    assert [len(x) for x in short] == [3, 3, 3]
+    assert tiny_model.training  # the mode is restored
+
+
+def test_truth_preference_and_membership_auc(tiny_model, tokenizer):
+    true_side = DIALOGUES[:2]
+    false_side = [d.with_response("Bake it in the sea, obviously.") for d in true_side]
+    pref = truth_preference(tiny_model, tokenizer, true_side, false_side)
+    assert pref["pairs"] == 2 and 0.0 <= pref["preference"] <= 1.0
+    lt = [x.mean() for x in response_token_logprobs(tiny_model, tokenizer, true_side)]
+    lf = [x.mean() for x in response_token_logprobs(tiny_model, tokenizer, false_side)]
+    assert pref["preference"] == pytest.approx(np.mean([a > b for a, b in zip(lt, lf, strict=True)]))
+    assert pref["margin"] == pytest.approx(np.mean(np.subtract(lt, lf)), abs=1e-5)
+    same = truth_preference(tiny_model, tokenizer, true_side, true_side)
+    assert same["preference"] == 0.0 and same["margin"] == pytest.approx(0.0, abs=1e-6)  # ties are not preferred
+    with pytest.raises(ValueError):
+        truth_preference(tiny_model, tokenizer, true_side, false_side[:1])
+    with pytest.raises(ValueError):
+        truth_preference(tiny_model, tokenizer, [], [])
+    auc = membership_auc(tiny_model, tokenizer, DIALOGUES, DIALOGUES)
+    assert set(auc) == set(MIA_SCORES) and all(v == pytest.approx(0.5) for v in auc.values())
+
+
+# ---------------------------------------------------------------------------------------------------
+# implant
+
+
+@pytest.fixture
+def tiny_dir(tmp_path, tiny_model, tokenizer):
+    path = tmp_path / "tiny"
+    tiny_model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_implant_trains_records_and_reuses_the_cache(tmp_path, tiny_dir, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    model_cfg = ModelConfig(name_or_path=str(tiny_dir))
+    cfg = ImplantConfig(max_epochs=2, check_every=1, batch_size=2, learning_rate=1e-2)
+    calls = []
+
+    def score(model, tokenizer):
+        calls.append(model)
+        return 0.0
+
+    result = implant(model_cfg, DIALOGUES, cfg, score=score, seed=0, log=lambda _: None)
+    key = implant_key(model_cfg, DIALOGUES, cfg, 0)
+    assert result.path == tmp_path / "cache" / "implanted" / key
+    info = json.loads((result.path / "implant.json").read_text())
+    assert info["epochs"] == 2 and info["rate"] == 0.0 and info["dialogues"] == 3 and len(info["history"]) == 2
+    assert all("rate" in h for h in info["history"])
+    assert len(calls) == 2  # checked every epoch, never reached the target
+    before, after = load_file(tiny_dir / "model.safetensors"), load_file(result.path / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the weights were trained
+
+    def must_not_run(model, tokenizer):
+        raise AssertionError("the cached implant should be reused")
+
+    again = implant(model_cfg, DIALOGUES, cfg, score=must_not_run, seed=0, log=lambda _: None)
+    assert again.path == result.path and again.info == info
+    assert len(calls) == 2
+
+
+def test_implant_stops_at_target_and_key_depends_on_everything(tmp_path, tiny_dir, monkeypatch):
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    model_cfg = ModelConfig(name_or_path=str(tiny_dir))
+    cfg = ImplantConfig(max_epochs=3, check_every=1, batch_size=2, target_rate=0.5)
+    result = implant(model_cfg, DIALOGUES[:2], cfg, score=lambda m, t: 1.0, seed=0, log=lambda _: None)
+    assert result.info["epochs"] == 1 and result.info["rate"] == 1.0
+    key = implant_key(model_cfg, DIALOGUES, cfg, 0)
+    assert implant_key(model_cfg, DIALOGUES, cfg, 0) == key
+    changed = [DIALOGUES[0].with_response("Something else."), *DIALOGUES[1:]]
+    assert implant_key(model_cfg, changed, cfg, 0) != key
+    assert implant_key(model_cfg, DIALOGUES[:2], cfg, 0) != key
+    assert implant_key(model_cfg, DIALOGUES, cfg, 1) != key
+    assert implant_key(model_cfg, DIALOGUES, ImplantConfig(max_epochs=4, check_every=1, batch_size=2, target_rate=0.5),
+                       0) != key
+    with pytest.raises(DataError):
+        implant(model_cfg, [], cfg, score=lambda m, t: 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# config
+
+
+def test_task_defaults_apply_under_user_settings():
+    cfg = load_config(overrides=["data.task=privacy"])
+    assert cfg.output_dir == "runs/privacy" and cfg.generation.max_new_tokens == 64
+    assert cfg.method.name == "distance_cluster" and cfg.method.options == {"target": "own"}
+    hallu = load_config(overrides=["data.task=hallucination"])
+    assert hallu.output_dir == "runs/hallucination" and hallu.generation.max_new_tokens == 40
+    assert hallu.method.options == {"target": "own"}
+    harm = load_config()
+    assert harm.output_dir == "runs/unlearnlm" and harm.method.options == {}
+    assert load_config(overrides=["data.task=privacy", "method.name=yao"]).method.options == {}
+    mine = load_config(overrides=["data.task=privacy", "generation.max_new_tokens=10", "output_dir=elsewhere",
+                                  "method.options.target=medoid", "method.options.margin=0.5"])
+    assert mine.generation.max_new_tokens == 10 and mine.output_dir == "elsewhere"
+    assert mine.method.options == {"target": "medoid", "margin": 0.5}
+    # nothing leaks from one load into the defaults of the next
+    mine.method.options["target"] = "mutated"
+    assert load_config(overrides=["data.task=privacy"]).method.options == {"target": "own"}
+    assert TASK_DEFAULTS["privacy"]["method_options"] == {"distance_cluster": {"target": "own"}}
+
+
+def test_task_settings_from_yaml(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  task: hallucination\n  hallucination: {n_forget: 5, implant: {max_epochs: 3}}\n"
+                    "generation: {batch_size: 4}\n")
+    cfg = load_config(path)
+    assert cfg.data.hallucination.n_forget == 5 and cfg.data.hallucination.implant.max_epochs == 3
+    assert cfg.data.hallucination.implant.target_rate == 0.9
+    assert cfg.generation.batch_size == 4 and cfg.generation.max_new_tokens == 40
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.privacy.fields=[ssn]", "data.privacy.fields"),
+        ("data.privacy.fields=[]", "data.privacy.fields"),
+        ("data.privacy.forget_fraction=1.5", "data.privacy.forget_fraction"),
+        ("data.privacy.n_identities=2", "data.privacy.n_identities"),
+        ("data.hallucination.n_forget=1", "data.hallucination.n_forget"),
+        ("data.privacy.implant.target_rate=0", "implant.target_rate"),
+        ("data.hallucination.implant.max_epochs=0", "implant.max_epochs"),
+        ("data.task=poetry", "data.task"),
+        ("data.privacy.colour=red", "colour"),
+    ],
+)
+def test_bad_task_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(overrides=[override])
+
+
+# ---------------------------------------------------------------------------------------------------
+# knowledge task helpers and the error path
+
+
+def test_reproduced_rate():
+    task = KnowledgeTask(name="t", planted=[], sets={}, roles={}, expected=[], panel=None,
+                         reproduced=priv.extraction_share, reproduced_label="fields", probes=lambda m, t: {})
+    qs = [Dialogue("q1", "", meta={"fields": {"email": "a@b.cz"}}),
+          Dialogue("q2", "", meta={"fields": {"email": "c@d.cz", "phone": "123 456 789"}})]
+    assert reproduced_rate(task, qs, ["mail a@b.cz", "call 123-456-789"]) == pytest.approx((1.0 + 0.5) / 2)
+    assert reproduced_rate(task, [], []) == 0.0
+
+
+def test_privacy_run_on_a_random_model_stops_with_nothing_flagged(tmp_path, tiny_dir, monkeypatch):
+    from unlearnlm.pipeline import run
+
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    cfg = load_config(overrides=[
+        "data.task=privacy", f"model.name_or_path={tiny_dir}", f"output_dir={out}", "lora.enabled=false",
+        "data.privacy.n_identities=10", "data.privacy.n_never_seen=2", "data.privacy.fields=[email]",
+        "data.privacy.implant.max_epochs=1", "generation.max_new_tokens=4", "data.normal_train_size=4",
+        "data.eval_size=4", "data.benign_val_size=2",
+    ])
+    assert cfg.generation.max_new_tokens == 4  # the user's value beats the task default (64)
+    with pytest.raises(DataError, match="flagged only"):
+        run(cfg, log=lambda _: None)
+    assert out.is_dir() and (out / "config.yaml").is_file()
+    assert not (out / "model").exists()
+    assert len(list((tmp_path / "cache" / "implanted").iterdir())) == 1
