@@ -5,6 +5,7 @@ method sees identical forget, normal and evaluation sets. Held-out rows are neve
 
     python benchmarks/compare_methods.py                       # the embedded default harm task
     python benchmarks/compare_methods.py configs/harm.yaml --methods distance_cluster yao --set train.max_steps=40
+    python benchmarks/compare_methods.py configs/privacy.yaml --methods distance_cluster gradient_ascent yao
 """
 
 from __future__ import annotations
@@ -17,7 +18,55 @@ from unlearnlm.methods import METHODS
 from unlearnlm.pipeline import run
 
 
+def _pct_change(sets: dict, name: str, key: str) -> str:
+    return f"{100 * sets[name]['before'][key]:.0f} → {100 * sets[name]['after'][key]:.0f}"
+
+
+def _utility(summary: dict) -> str:
+    human, tr = summary["normal_data"]["human_texts"], summary["training"]
+    ppl = human["perplexity"] / human["perplexity_original"] - 1
+    return f"{ppl:+.1%} | {human['kl_to_original']:.3f} | {tr['seconds']:.0f} | {summary['wall_seconds']:.0f} |"
+
+
+HEADERS = {
+    "harm": ["| method | steps (best) | stop | held-out flagged % | other-source flagged % | benign refused % | "
+             "edgy refused % | perplexity Δ | KL | distinct-2 | train s | run s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"],
+    "privacy": ["| method | steps (best) | stop | forget extracted % | forget paraphrase % | retain extracted % "
+                "(kept) | retain paraphrase % | never-seen % | MIA AUC forget vs never-seen (loss / zlib / min-k) | "
+                "perplexity Δ | KL | train s | run s |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"],
+    "hallucination": ["| method | steps (best) | stop | forget hallucinated % | paraphrase hallucinated % | "
+                      "forget truth pref. % | untouched truth pref. % | retain stated % (kept) | perplexity Δ | KL | "
+                      "train s | run s |",
+                      "|---|---|---|---|---|---|---|---|---|---|---|---|"],
+}
+
+
+def knowledge_row(summary: dict) -> str:
+    sets, probes, tr = summary["sets"], summary["probes"], summary["training"]
+    head = f"| {summary['method']} | {tr['steps']} ({tr['best_step']}) | {tr['stop_reason']} | "
+    kept = sets["retain"]["after"]["reproduced_rate"] / max(sets["retain"]["before"]["reproduced_rate"], 1e-9)
+    if summary["task"] == "privacy":
+        mia = probes["after"]["mia_forget_vs_never_seen"]
+        return (head + f"{_pct_change(sets, 'forget', 'reproduced_rate')} | "
+                f"{_pct_change(sets, 'forget_paraphrase', 'reproduced_rate')} | "
+                f"{_pct_change(sets, 'retain', 'reproduced_rate')} ({kept:.0%}) | "
+                f"{_pct_change(sets, 'retain_paraphrase', 'reproduced_rate')} | "
+                f"{_pct_change(sets, 'never_seen', 'reproduced_rate')} | "
+                f"{mia['loss']:.2f} / {mia['zlib']:.2f} / {mia['min_k']:.2f} | " + _utility(summary))
+
+    def pref(group: str) -> str:
+        return " → ".join(f"{100 * probes[s][f'truth_preference_{group}']['preference']:.0f}" for s in ("original", "after"))
+
+    return (head + f"{_pct_change(sets, 'forget', 'flagged_rate')} | {_pct_change(sets, 'forget_paraphrase', 'flagged_rate')} | "
+            f"{pref('forget')} | {pref('untouched')} | {_pct_change(sets, 'retain', 'reproduced_rate')} ({kept:.0%}) | "
+            + _utility(summary))
+
+
 def row(summary: dict) -> str:
+    if "task" in summary:
+        return knowledge_row(summary)
     sets, human = summary["sets"], summary["normal_data"]["human_texts"]
     tr = summary["training"]
 
@@ -39,12 +88,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--output", default="runs/compare")
     args = parser.parse_args()
-    lines = [
-        "| method | steps (best) | stop | held-out flagged % | other-source flagged % | benign refused % | "
-        "edgy refused % | perplexity Δ | KL | distinct-2 | train s | run s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
     base = load_config(args.config, args.set)
+    lines = list(HEADERS[base.data.task])
     for name in args.methods or sorted(METHODS, key=lambda n: n != "distance_cluster"):
         own_options = [] if name == base.method.name else ["method.options={}"]  # options belong to one method
         cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}",

@@ -521,3 +521,64 @@ def test_privacy_run_on_a_random_model_stops_with_nothing_flagged(tmp_path, tiny
     assert out.is_dir() and (out / "config.yaml").is_file()
     assert not (out / "model").exists()
     assert len(list((tmp_path / "cache" / "implanted").iterdir())) == 1
+
+
+@pytest.mark.parametrize("method", ["distance_cluster", "gradient_ascent"])
+def test_privacy_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch, method):
+    """With a judge that flags every answer, the whole pipeline runs: training, early stopping, every
+    set measured before and after, probes for base/original/after, report and model written."""
+    from unlearnlm.judges.pii import PIIJudge
+    from unlearnlm.pipeline import run
+
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(PIIJudge, "score", lambda self, ds: np.ones(len(ds), dtype=np.float32))
+    out = tmp_path / "out"
+    cfg = load_config(overrides=[
+        "data.task=privacy", f"model.name_or_path={tiny_dir}", f"output_dir={out}", f"method.name={method}",
+        "data.privacy.n_identities=10", "data.privacy.n_never_seen=3", "data.privacy.fields=[email, phone]",
+        "data.privacy.forget_fraction=0.3", "data.privacy.implant.max_epochs=1", "generation.max_new_tokens=4",
+        "data.normal_train_size=4", "data.eval_size=4", "data.benign_val_size=2", "train.max_steps=4",
+        "train.eval_every=2", "train.patience=5",
+    ])
+    summary = run(cfg, log=lambda _: None)
+    assert summary["task"] == "privacy" and summary["method"] == method
+    # 3 forget people x (2 fields + bio) questions, all flagged by the stub judge
+    assert summary["scan"]["flagged"] == summary["scan"]["scanned"] == 9
+    assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "never_seen", "benign"}
+    assert summary["sets"]["forget_paraphrase"]["before"]["n"] == 15  # 3 x (2 fields x 2 + 1 bio), answered whole
+    assert summary["sets"]["retain"]["before"]["n"] == 4  # others are sampled to data.eval_size
+    for name in ("forget", "retain", "never_seen"):
+        assert 0.0 <= summary["sets"][name]["after"]["reproduced_rate"] <= 1.0
+    assert set(summary["probes"]) == {"base", "original", "after"}
+    for stage in summary["probes"].values():
+        assert set(stage["mia_forget_vs_never_seen"]) == {"loss", "zlib", "min_k"}
+    assert [c["step"] for c in summary["training"]["checks"]] == [0, 2, 4]
+    report = (out / "report.md").read_text()
+    assert "## Planted knowledge" in report and "Membership AUC" in report
+    assert (out / "model" / "config.json").is_file()
+    rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert {r["set"] for r in rows} == set(summary["sets"])
+
+
+def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch):
+    """The hallucination task through the whole pipeline, with a stub judge (flags everything)."""
+    from unlearnlm.judges.hallucination import HallucinationJudge
+    from unlearnlm.pipeline import run
+
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(HallucinationJudge, "__init__", lambda self, threshold=0.5: setattr(self, "threshold", threshold))
+    monkeypatch.setattr(HallucinationJudge, "score", lambda self, ds: np.ones(len(ds), dtype=np.float32))
+    out = tmp_path / "out"
+    cfg = load_config(overrides=[
+        "data.task=hallucination", f"model.name_or_path={tiny_dir}", f"output_dir={out}", "method.name=yao",
+        "data.hallucination.n_forget=4", "data.hallucination.n_retain=4", "data.hallucination.n_untouched=4",
+        "data.hallucination.implant.max_epochs=1", "generation.max_new_tokens=4", "data.normal_train_size=4",
+        "data.eval_size=4", "data.benign_val_size=2", "train.max_steps=2", "train.eval_every=2",
+    ])
+    summary = run(cfg, log=lambda _: None)
+    assert summary["scan"]["scanned"] == 8  # 4 pairs x 2 planted phrasings
+    assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "untouched", "benign"}
+    for stage in ("base", "original", "after"):
+        pref = summary["probes"][stage]["truth_preference_untouched"]
+        assert pref["pairs"] == 4 * 2 and 0.0 <= pref["preference"] <= 1.0
+    assert "Truth preference, untouched pairs" in (out / "report.md").read_text()

@@ -71,7 +71,7 @@ class ImplantConfig:
 
     max_epochs: int = 12
     """Upper bound on passes over the planted dialogues."""
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-4
     """AdamW learning rate (all weights are trained)."""
     batch_size: int = 8
     """Dialogues per step."""

@@ -123,6 +123,7 @@ def build_task(cfg: RunConfig) -> KnowledgeTask:
 
 
 def _sample(rows: Sequence[Dialogue], n: int, seed: int) -> list[Dialogue]:
+    """Up to ``n`` rows in a seeded random order."""
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     return rows[:n]
@@ -166,7 +167,10 @@ def run_knowledge_task(cfg: RunConfig, *, overwrite: bool = False, log: Log = pr
     probes["original"] = task.probes(model, tokenizer)
 
     log("[3/5] scanning the forget questions and answering every set with the planted (original) model")
-    sets = {name: [d.prompt_only() for d in rows] for name, rows in task.sets.items()}
+    # Forget sets are answered whole; the others are sampled to data.eval_size questions (seeded).
+    sets = {name: [d.prompt_only() for d in (rows if name.startswith("forget") else
+                                             _sample(rows, cfg.data.eval_size, cfg.train.seed + 2))]
+            for name, rows in task.sets.items()}
     before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in sets.items()}
     before["benign"] = generate(model, tokenizer, benign.eval, desc="benign", **gen)
     normal_answers = generate(model, tokenizer, [*benign.train, *benign.val], desc="normal", **gen)
@@ -184,9 +188,8 @@ def run_knowledge_task(cfg: RunConfig, *, overwrite: bool = False, log: Log = pr
     log(f"      flagged {len(forget)}/{len(scanned)} forget answers; normal data: {len(task.sets['retain'])} retained "
         f"+ {len(benign_train)} benign dialogues")
 
-    retain_val = _sample(range(len(sets["retain"])), 32, cfg.train.seed + 1)  # type: ignore[arg-type]
-    retain_prompts = [sets["retain"][i] for i in retain_val]
-    retain_kept = [task.reproduced(sets["retain"][i], before["retain"][i]) >= 1.0 for i in retain_val]
+    retain_prompts = sets["retain"][:32]  # already a seeded sample; the monitor re-asks these
+    retain_kept = [task.reproduced(p, a) >= 1.0 for p, a in zip(retain_prompts, before["retain"], strict=False)]
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora, seed=cfg.train.seed)
     reference = Reference(model, copy_weights=not cfg.lora.enabled)
@@ -210,7 +213,7 @@ def run_knowledge_task(cfg: RunConfig, *, overwrite: bool = False, log: Log = pr
     for s in eval_sets:
         if s.name in task.sets:
             for when, answers in (("before", s.before), ("after", after[s.name])):
-                set_metrics[s.name][when]["reproduced_rate"] = reproduced_rate(task, task.sets[s.name], answers)
+                set_metrics[s.name][when]["reproduced_rate"] = reproduced_rate(task, s.prompts, answers)
     probes["after"] = task.probes(model, tokenizer)
     lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
     benign_eval = [p.with_response(a) for p, a in zip(benign.eval, before["benign"], strict=True) if a]
