@@ -87,15 +87,23 @@ def response_token_logprobs(model: nn.Module, tokenizer, dialogues: Sequence[Dia
     return out
 
 
+def membership_scores(model: nn.Module, tokenizer, dialogues: Sequence[Dialogue], k: float = 0.2,
+                      **lengths: int) -> list[dict[str, float]]:
+    """The three membership scores of each dialogue's response."""
+    logps = response_token_logprobs(model, tokenizer, dialogues, **lengths)
+    return [mia_scores(lp, d.response, k) for lp, d in zip(logps, dialogues, strict=True)]
+
+
+def scores_auc(members: Sequence[dict[str, float]], nonmembers: Sequence[dict[str, float]]) -> dict[str, float]:
+    """ROC AUC of each membership score from :func:`membership_scores` outputs."""
+    return {name: roc_auc([s[name] for s in members], [s[name] for s in nonmembers]) for name in MIA_SCORES}
+
+
 def membership_auc(model: nn.Module, tokenizer, members: Sequence[Dialogue], nonmembers: Sequence[Dialogue],
                    k: float = 0.2, **lengths: int) -> dict[str, float]:
     """ROC AUC of each membership score, ``members`` against ``nonmembers`` (0.5 = indistinguishable)."""
-    def scored(dialogues: Sequence[Dialogue]) -> list[dict[str, float]]:
-        logps = response_token_logprobs(model, tokenizer, dialogues, **lengths)
-        return [mia_scores(lp, d.response, k) for lp, d in zip(logps, dialogues, strict=True)]
-
-    pos, neg = scored(members), scored(nonmembers)
-    return {name: roc_auc([s[name] for s in pos], [s[name] for s in neg]) for name in MIA_SCORES}
+    return scores_auc(membership_scores(model, tokenizer, members, k, **lengths),
+                      membership_scores(model, tokenizer, nonmembers, k, **lengths))
 
 
 def truth_preference(model: nn.Module, tokenizer, true_side: Sequence[Dialogue], false_side: Sequence[Dialogue],

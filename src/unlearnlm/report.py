@@ -41,9 +41,14 @@ def _short(text: str, n: int = 160) -> str:
 
 def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_per_set: int = 3) -> str:
     """The report as Markdown text (pure function of the summary and per-example rows)."""
-    lines = [f"# Unlearning report: `{summary['method']}` on `{summary['model']}`", ""]
+    task = f" ({summary['task']} task)" if "task" in summary else ""
+    lines = [f"# Unlearning report: `{summary['method']}` on `{summary['model']}`{task}", ""]
     overview = f"Judges: {', '.join(summary['judges'])}."
-    if "scan" in summary:
+    if "scan" in summary and "task" in summary:
+        sc = summary["scan"]
+        overview += (f" The planted model answered {sc['scanned']} forget questions; the judges flagged {sc['flagged']} "
+                     "(the forget set). Early stopping re-asks every forget question; paraphrases are held out.")
+    elif "scan" in summary:
         sc = summary["scan"]
         overview += (f" Scanned {sc['scanned']} prompts, flagged {sc['flagged']} (train {sc['train']}, "
                      f"early-stopping {sc['val']}, held-out {sc['test']}).")

@@ -177,7 +177,7 @@ def privacy_task(cfg):
     from unlearnlm.judges.panel import JudgePanel
     from unlearnlm.judges.pii import PIIJudge
     from unlearnlm.judges.pii_data import presidio_identities
-    from unlearnlm.probes import membership_auc
+    from unlearnlm.probes import membership_scores, scores_auc
     from unlearnlm.tasks.knowledge import KnowledgeTask
 
     data = build_privacy_data(cfg.data.privacy, presidio_identities(), seed=cfg.train.seed)
@@ -185,9 +185,9 @@ def privacy_task(cfg):
 
     def probes(model, tokenizer) -> dict:
         """Membership-inference AUC of forgotten (and, for scale, retained) people against never-seen ones."""
-        never = data.sets["never_seen"]
-        return {"mia_forget_vs_never_seen": membership_auc(model, tokenizer, data.sets["forget"], never, **lengths),
-                "mia_retain_vs_never_seen": membership_auc(model, tokenizer, data.sets["retain"], never, **lengths)}
+        never = membership_scores(model, tokenizer, data.sets["never_seen"], **lengths)
+        return {f"mia_{group}_vs_never_seen": scores_auc(membership_scores(model, tokenizer, data.sets[group], **lengths), never)
+                for group in ("forget", "retain")}
 
     roles = {"forget": "trained on (forget)", "forget_paraphrase": "held-out phrasing",
              "retain": "normal data (retain)", "retain_paraphrase": "held-out phrasing",
