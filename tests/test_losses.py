@@ -79,3 +79,12 @@ def test_gradients_flow_only_through_the_policy():
     ref = SKEWED.clone().requires_grad_(True)
     losses.forward_kl(logits, ref.detach(), LABELS).backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_bounded_nll_stops_at_the_margin():
+    # Uniform model: NLL = log 2 ≈ 0.693 per token. Below the bound the loss is the gap, above it is 0.
+    assert losses.bounded_nll(UNIFORM, LABELS, 1.0).item() == pytest.approx(1.0 - math.log(2))
+    assert losses.bounded_nll(UNIFORM, LABELS, 0.5).item() == 0.0
+    # SKEWED: targets 0 then 1 have p = 0.75 and 0.25: NLL = (log(4/3) + log 4) / 2 per token.
+    expected = 2.0 - (math.log(4 / 3) + math.log(4)) / 2
+    assert losses.bounded_nll(SKEWED, LABELS, 2.0).item() == pytest.approx(expected)

@@ -49,7 +49,7 @@ def test_every_term_is_logged(tiny_model, tokenizer):
     assert result.prepare_info["cluster_sizes"] and sum(result.prepare_info["cluster_sizes"]) == len(EXPECTED)
 
 
-@pytest.mark.parametrize("distance", ["representation", "unlikelihood", "divergence"])
+@pytest.mark.parametrize("distance", ["representation", "unlikelihood", "divergence", "likelihood"])
 def test_distance_variants_start_at_their_bound(distance, tiny_model, tokenizer):
     # At step 1 the model is the original: representation/divergence hinges equal the margin.
     _run_cfg = TrainConfig(max_steps=1, batch_size=2, learning_rate=1e-9, eval_every=0)
@@ -59,6 +59,8 @@ def test_distance_variants_start_at_their_bound(distance, tiny_model, tokenizer)
     neg = result.history[0]["neg"]
     if distance == "unlikelihood":
         assert 0 < neg < 1  # -log(1 - p) of a near-uniform tiny model is small but positive
+    elif distance == "likelihood":
+        assert neg == 0.0  # a random model's NLL (~log V) is far above a 0.3 nat bound: nothing to push
     else:
         assert neg == pytest.approx(0.3, abs=1e-4)
     assert result.history[0]["kl"] == pytest.approx(0.0, abs=1e-6)

@@ -91,6 +91,18 @@ def bounded_divergence(
     return _masked_mean(F.relu(margin - kl), mask)
 
 
+def bounded_nll(logits: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """Gradient ascent that stops at ``margin``: mean over sequences of relu(margin - NLL per token).
+
+    Each old answer's mean negative log-likelihood rises until it reaches ``margin`` nats, then its
+    gradient is 0. Set the bound near the NLL the model gives answers it never saw, and what membership
+    inference reads (the answer's loss) ends up where never-trained data sits, neither above nor below.
+    """
+    picked, mask = token_logprobs(logits, labels)  # (B, T-1)
+    per_sequence = -picked.sum(dim=-1) / mask.sum(dim=-1).clamp_min(1.0)  # (B,)
+    return F.relu(margin - per_sequence).mean()
+
+
 def _state_mask(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, T) mask of hidden-state positions that produce response tokens (labels shifted left)."""
     mask = torch.zeros(labels.shape, dtype=dtype, device=labels.device)  # (B, T)

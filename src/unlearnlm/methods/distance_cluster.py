@@ -8,7 +8,8 @@ from its abstract (the full text and code are not public):
 * ``neg``  — the distance (negative) loss on flagged dialogues (x, y_bad), *bounded* so it stops
   pushing once the model has moved far enough (unlike gradient ascent). Variants (``distance``):
   ``representation``: hinge on the cosine distance between the model's and the original's response
-  hidden states; ``unlikelihood``: -log(1 - p(y_t)); ``divergence``: hinge on per-token KL.
+  hidden states; ``unlikelihood``: -log(1 - p(y_t)); ``divergence``: hinge on per-token KL;
+  ``likelihood``: hinge on the old answer's NLL per token (gradient ascent that stops at ``margin``).
 * ``pull`` — the positive loss: the model's pooled response state on (x, y_bad) is pulled toward the
   mean of the cluster of expected (preferable) outputs assigned to x.
 * ``ce``   — token cross-entropy to the assigned cluster's medoid answer, so generated text changes,
@@ -35,10 +36,11 @@ from unlearnlm.models import Reference
 class DistanceClusterOptions:
     """Options of the paper's method; defaults come from the measurements in benchmarks/."""
 
-    distance: Literal["representation", "unlikelihood", "divergence"] = "representation"
+    distance: Literal["representation", "unlikelihood", "divergence", "likelihood"] = "representation"
     """Which bounded distance diverts the model from its old answers."""
     margin: float = 0.5
-    """Bound of the distance: cosine distance (representation) or nats of KL (divergence)."""
+    """Bound of the distance: cosine distance (representation), nats of KL per token (divergence) or nats of
+    NLL per token (likelihood)."""
     layer: int = -1
     """Hidden-state layer for representations (-1: last; HF index into ``hidden_states``)."""
     n_clusters: int = 4
@@ -111,6 +113,8 @@ class DistanceCluster(UnlearningMethod):
         elif o.distance == "divergence":
             ref_logits, _ = reference(forget["input_ids"], forget["attention_mask"])
             neg = losses.bounded_divergence(logits, ref_logits, forget["labels"], o.margin)
+        elif o.distance == "likelihood":
+            neg = losses.bounded_nll(logits, forget["labels"], o.margin)
         else:
             neg = losses.unlikelihood(logits, forget["labels"])
         pull = losses.cluster_pull(hidden, forget["labels"], batch["centroids"])
