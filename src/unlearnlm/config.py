@@ -356,6 +356,9 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "hallucination": {
         "output_dir": "runs/hallucination",
         "generation": {"max_new_tokens": 40},
+        # Planted beliefs are memorised hard (full fine-tuning to loss 0.03): at 2e-4 no method moved the
+        # flagged rate within 15 steps, so patience ran out before unlearning began.
+        "train": {"learning_rate": 5e-4, "patience": 4},
         "method_options": {"distance_cluster": {"target": "own"}},  # each question's own true statement
     },
 }

@@ -1,0 +1,48 @@
+"""The NLL per token a planted model gives true answers about people it never saw: a bound for the
+``likelihood`` distance (forgotten answers pushed up to it look never-seen to membership inference).
+
+Uses people that none of the privacy sets contain (drawn after the planted and never-seen ones), so the
+membership-inference evaluation set is not used to pick the bound.
+
+    python benchmarks/privacy_margin.py RUN_DIR        # RUN_DIR: a privacy run (reads its config and implant path)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from unlearnlm.config import load_config
+from unlearnlm.judges.pii_data import presidio_identities
+from unlearnlm.models import load_model
+from unlearnlm.probes import response_token_logprobs
+from unlearnlm.tasks.privacy import people_from_rows, questions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir")
+    parser.add_argument("--people", type=int, default=50)
+    args = parser.parse_args()
+    run = Path(args.run_dir)
+    cfg = load_config(run / "config.yaml")
+    implant_path = json.loads((run / "metrics.json").read_text())["implant"]["path"]
+    p = cfg.data.privacy
+    people = people_from_rows(presidio_identities(), p.fields)
+    random.Random(cfg.train.seed).shuffle(people)  # the same order build_privacy_data uses
+    extra = people[p.n_identities + p.n_never_seen : p.n_identities + p.n_never_seen + args.people]
+    asked = [q for person in extra for q in questions(person, paraphrase=False, bios=p.bios, group="calibration")]
+    model, tokenizer = load_model(replace(cfg.model, name_or_path=implant_path))
+    nll = [-float(lp.mean()) for lp in response_token_logprobs(model, tokenizer, asked, max_prompt_tokens=cfg.data.max_prompt_tokens,
+                                                               max_response_tokens=cfg.data.max_response_tokens)]
+    print(json.dumps({"people": len(extra), "answers": len(asked), "mean_nll_per_token": round(float(np.mean(nll)), 4),
+                      "median": round(float(np.median(nll)), 4)}))
+
+
+if __name__ == "__main__":
+    main()
