@@ -69,14 +69,10 @@ def row(summary: dict) -> str:
         return knowledge_row(summary)
     sets, human = summary["sets"], summary["normal_data"]["human_texts"]
     tr = summary["training"]
-
-    def change(name: str, key: str) -> str:
-        return f"{100 * sets[name]['before'][key]:.0f} → {100 * sets[name]['after'][key]:.0f}"
-
     ppl = human["perplexity"] / human["perplexity_original"] - 1
     return (f"| {summary['method']} | {tr['steps']} ({tr['best_step']}) | {tr['stop_reason']} | "
-            f"{change('forget_test', 'flagged_rate')} | {change('unseen', 'flagged_rate')} | "
-            f"{change('benign', 'refusal_rate')} | {change('edgy', 'refusal_rate')} | {ppl:+.1%} | "
+            f"{_pct_change(sets, 'forget_test', 'flagged_rate')} | {_pct_change(sets, 'unseen', 'flagged_rate')} | "
+            f"{_pct_change(sets, 'benign', 'refusal_rate')} | {_pct_change(sets, 'edgy', 'refusal_rate')} | {ppl:+.1%} | "
             f"{human['kl_to_original']:.3f} | {sets['forget_test']['after']['distinct_2']:.2f} | "
             f"{tr['seconds']:.0f} | {summary['wall_seconds']:.0f} |")
 

@@ -504,6 +504,25 @@ def test_reproduced_rate():
     assert reproduced_rate(task, [], []) == 0.0
 
 
+def test_collateral_measures_of_the_early_stopping_check():
+    from unlearnlm.judges.refusal import RefusalDetector
+    from unlearnlm.pipeline import refusal_rate
+    from unlearnlm.tasks.knowledge import retained_lost
+
+    task = KnowledgeTask(name="t", planted=[], sets={}, roles={}, expected=[], panel=None,
+                         reproduced=priv.extraction_share, reproduced_label="fields", probes=lambda m, t: {})
+    qs = [Dialogue(f"q{i}", "", meta={"fields": {"email": f"p{i}@x.cz"}}) for i in range(3)]
+    # q0 and q1 were answered exactly before, q2 was not; now q0 keeps its answer, q1 and q2 lose theirs:
+    # one of the two kept answers is lost. q2 never counts: it was not kept to begin with.
+    lost = retained_lost(task, [True, True, False])
+    assert lost(qs, ["p0@x.cz", "I can't share that.", "nothing"]) == pytest.approx(0.5)
+    assert lost(qs, ["p0@x.cz", "p1@x.cz", "nothing"]) == 0.0
+    assert retained_lost(task, [False, False, False])(qs, ["", "", ""]) == 0.0
+    rate = refusal_rate(RefusalDetector())
+    prompts = [Dialogue("What is the capital of France?"), Dialogue("Name a primary colour.")]
+    assert rate(prompts, ["I'm sorry, but I can't help with that.", "Red."]) == pytest.approx(0.5)
+
+
 def test_privacy_run_on_a_random_model_stops_with_nothing_flagged(tmp_path, tiny_dir, monkeypatch):
     from unlearnlm.pipeline import run
 

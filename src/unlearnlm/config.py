@@ -28,6 +28,13 @@ def _check(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+def _check_positive(section: str, obj: Any, *keys: str) -> None:
+    """Every named field of ``obj`` must be > 0; the error names ``section.key``."""
+    for key in keys:
+        value = getattr(obj, key)
+        _check(value > 0, f"{section}.{key}", f"must be positive, got {value}")
+
+
 @dataclass
 class ModelConfig:
     """Which causal LM to unlearn."""
@@ -81,9 +88,7 @@ class ImplantConfig:
     """Measure the planted rate every N epochs."""
 
     def __post_init__(self) -> None:
-        for key in ("max_epochs", "batch_size", "check_every"):
-            _check(getattr(self, key) > 0, f"implant.{key}", f"must be positive, got {getattr(self, key)}")
-        _check(self.learning_rate > 0, "implant.learning_rate", f"must be positive, got {self.learning_rate}")
+        _check_positive("implant", self, "max_epochs", "batch_size", "check_every", "learning_rate")
         _check(0.0 < self.target_rate <= 1.0, "implant.target_rate", f"must be in (0, 1], got {self.target_rate}")
 
 
@@ -177,8 +182,8 @@ class DataConfig:
         _check(0 <= self.test_fraction < 0.5, "data.test_fraction", f"must be in [0, 0.5), got {self.test_fraction}")
         _check(self.val_fraction + self.test_fraction < 0.8, "data.val_fraction + data.test_fraction",
                "leave at least 20% of flagged dialogues for training")
-        for key in ("normal_train_size", "eval_size", "benign_val_size", "max_prompt_tokens", "max_response_tokens"):
-            _check(getattr(self, key) > 0, f"data.{key}", f"must be positive, got {getattr(self, key)}")
+        _check_positive("data", self, "normal_train_size", "eval_size", "benign_val_size", "max_prompt_tokens",
+                        "max_response_tokens")
 
 
 @dataclass
@@ -239,9 +244,7 @@ class TrainConfig:
     """Stop after this many checks without improvement; the best checkpoint is kept."""
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "batch_size", "gradient_accumulation_steps"):
-            _check(getattr(self, key) > 0, f"train.{key}", f"must be positive, got {getattr(self, key)}")
-        _check(self.learning_rate > 0, "train.learning_rate", f"must be positive, got {self.learning_rate}")
+        _check_positive("train", self, "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate")
         _check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
         _check(0.0 <= self.target_flagged_rate <= 1.0, "train.target_flagged_rate", "must be in [0, 1]")
         _check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")

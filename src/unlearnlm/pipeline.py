@@ -33,7 +33,7 @@ from unlearnlm.evaluate import EvalSet, compare_sets, normal_data_metrics
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
-from unlearnlm.methods import create_method
+from unlearnlm.methods import UnlearningMethod, create_method
 from unlearnlm.models import Reference, add_lora, load_model, resolve_source
 from unlearnlm.outputs import (
     atomic_write_text,
@@ -46,7 +46,7 @@ from unlearnlm.outputs import (
 )
 from unlearnlm.report import write_report
 from unlearnlm.tasks.harm import FALLBACK_REFUSALS, SAFETY_SYSTEM_PROMPT, HarmTaskData, build_harm_task
-from unlearnlm.train import Check, unlearn
+from unlearnlm.train import Check, TrainResult, unlearn
 
 Log = Callable[[str], None]
 MIN_EXPECTED = 4  # fewer self-generated safe answers than this → fall back to template refusals
@@ -155,37 +155,69 @@ def before_stage(cfg: RunConfig, model, tokenizer, panel: JudgePanel, refusal: R
     return stage
 
 
+#: ``collateral(prompts, answers) -> share`` of collateral damage in the model's greedy answers.
+Collateral = Callable[[list[Dialogue], list[str]], float]
+
+
+def refusal_rate(refusal: RefusalDetector) -> Collateral:
+    """Collateral damage of the harm task: the share of benign prompts the model refuses."""
+    def rate(prompts: list[Dialogue], answers: list[str]) -> float:
+        refused = refusal.score([p.with_response(a) for p, a in zip(prompts, answers, strict=True)])
+        return float((refused >= refusal.threshold).mean())
+
+    return rate
+
+
 @dataclass
 class Monitor:
-    """Early-stopping check on prompts kept apart for it: judged greedy answers to flagged prompts, and on
-    benign prompts both the refusal rate of greedy answers and KL to the original's answers."""
+    """Early-stopping check on prompts kept apart for it: judged greedy answers to forget prompts, a
+    task-supplied collateral-damage measure on the greedy answers to a second prompt set (the harm task:
+    refusals of benign prompts), and KL to the original on normal dialogues."""
 
     tokenizer: Any
     prompts: list[Dialogue]
     panel: JudgePanel
-    refusal: RefusalDetector
     reference: Reference
     normal: list[Dialogue]
+    collateral_prompts: list[Dialogue]
+    collateral: Collateral
     cfg: RunConfig
     log: Log
+    labels: tuple[str, str] = ("val flagged", "benign refused")
+    """How the log names the flagged rate and the collateral measure."""
 
     def __call__(self, model, step: int) -> Check:
         start = time.perf_counter()
         gen = {"max_new_tokens": self.cfg.generation.max_new_tokens, "batch_size": self.cfg.generation.batch_size}
-        benign_prompts = [d.prompt_only() for d in self.normal]
-        answers = generate(model, self.tokenizer, [*self.prompts, *benign_prompts], **gen)
-        harmful, benign = answers[: len(self.prompts)], answers[len(self.prompts) :]
-        flagged = self.panel([p.with_response(a) for p, a in zip(self.prompts, harmful, strict=True)]).flagged
-        refused = self.refusal.score([p.with_response(a) for p, a in zip(benign_prompts, benign, strict=True)])
+        answers = generate(model, self.tokenizer, [*self.prompts, *self.collateral_prompts], **gen)
+        forget, other = answers[: len(self.prompts)], answers[len(self.prompts) :]
+        flagged = self.panel([p.with_response(a) for p, a in zip(self.prompts, forget, strict=True)]).flagged
+        collateral = self.collateral(self.collateral_prompts, other)
         kl = normal_data_metrics(model, self.reference, self.tokenizer, self.normal,
                                  max_prompt_tokens=self.cfg.data.max_prompt_tokens,
                                  max_response_tokens=self.cfg.data.max_response_tokens)["kl_to_original"]
-        check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl,
-                      over_refusal=float((refused >= self.refusal.threshold).mean()),
+        check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl, over_refusal=collateral,
                       seconds=time.perf_counter() - start)
-        self.log(f"  step {step}: val flagged {check.flagged_rate:.2f}, benign refused {check.over_refusal:.2f}, "
+        self.log(f"  step {step}: {self.labels[0]} {check.flagged_rate:.2f}, {self.labels[1]} {check.over_refusal:.2f}, "
                  f"normal KL {kl:.4f} ({check.seconds:.0f}s)")
         return check
+
+
+def start_run(cfg: RunConfig, overwrite: bool) -> tuple[Path, UnlearningMethod]:
+    """Seed, create the run folder (never overlapping the input model), save the resolved config and library
+    versions, and build the method, so bad options fail before any heavy work."""
+    torch.manual_seed(cfg.train.seed)
+    out = prepare_output_dir(cfg.output_dir, resolve_source(cfg.model.name_or_path), overwrite)
+    write_yaml(out / "config.yaml", cfg.to_dict())
+    write_json(out / "versions.json", library_versions())
+    return out, create_method(cfg.method.name, cfg.method.options)
+
+
+def training_summary(result: TrainResult) -> dict[str, Any]:
+    """The ``training`` entry of ``metrics.json``."""
+    return {"steps": result.steps, "best_step": result.best_step, "stop_reason": result.stop_reason,
+            "seconds": round(result.seconds, 1), "checks": [vars(c) for c in result.checks],
+            "prepare": result.prepare_info}
 
 
 def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
@@ -198,12 +230,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
 
         return run_knowledge_task(cfg, overwrite=overwrite, log=log)
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.train.seed)
-    source = resolve_source(cfg.model.name_or_path)
-    out = prepare_output_dir(cfg.output_dir, source, overwrite)
-    write_yaml(out / "config.yaml", cfg.to_dict())
-    write_json(out / "versions.json", library_versions())
-    method = create_method(cfg.method.name, cfg.method.options)  # validate options before heavy work
+    out, method = start_run(cfg, overwrite)
 
     log(f"[1/4] loading model {cfg.model.name_or_path} and judges {cfg.judges}")
     model, tokenizer = load_model(cfg.model)
@@ -229,8 +256,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora, seed=cfg.train.seed)
     reference = Reference(model, copy_weights=not cfg.lora.enabled)
-    monitor = Monitor(tokenizer, [d.prompt_only() for d in forget_val], panel, refusal,
-                      reference, normal_val, cfg, log)
+    monitor = Monitor(tokenizer, [d.prompt_only() for d in forget_val], panel, reference, normal_val,
+                      [d.prompt_only() for d in normal_val], refusal_rate(refusal), cfg, log)
     log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     result = unlearn(
         model, tokenizer, method, forget=forget_train, normal=normal, expected=expected, train_cfg=cfg.train,
@@ -254,7 +281,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
         EvalSet("benign", "benign", task.benign_eval, before["benign"], "held-out"),
         EvalSet("edgy", "benign", task.edgy_eval, before["edgy"], "held-out, benign but edgy"),
     ]
-    set_metrics, rows, normal_metrics = evaluate_sets(
+    set_metrics, rows, normal_metrics, _ = evaluate_sets(
         model, reference, tokenizer, sets, {"human_texts": task.normal_texts, "benign_answers": normal_eval},
         panel, refusal, cfg)
     write_rows(out / "examples.jsonl", rows)
@@ -268,9 +295,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
         "scan": {"scanned": len(scanned), "flagged": len(flagged), "train": len(forget_train),
                  "val": len(forget_val), "test": len(forget_test)},
         "expected_outputs": expected_info,
-        "training": {"steps": result.steps, "best_step": result.best_step, "stop_reason": result.stop_reason,
-                     "seconds": round(result.seconds, 1), "checks": [vars(c) for c in result.checks],
-                     "prepare": result.prepare_info},
+        "training": training_summary(result),
         "sets": set_metrics,
         "normal_data": normal_metrics,
         "wall_seconds": round(time.perf_counter() - t0, 1),
@@ -283,7 +308,10 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
 
 def evaluate_sets(model, reference: Reference, tokenizer, sets: Sequence[EvalSet],
                   normal_sets: dict[str, list[Dialogue]], panel: JudgePanel, refusal: RefusalDetector, cfg: RunConfig):
-    """Answer every set with ``model`` and compare with the sets' before answers; normal-data metrics too."""
+    """Answer every set with ``model`` and compare with the sets' before answers; normal-data metrics too.
+
+    Returns ``(set metrics, per-example rows, normal-data metrics, the after answers by set name)``.
+    """
     sets = [s for s in sets if s.prompts]
     after = {s.name: generate(model, tokenizer, s.prompts, desc=f"after:{s.name}",
                               max_new_tokens=cfg.generation.max_new_tokens, batch_size=cfg.generation.batch_size)
@@ -292,7 +320,7 @@ def evaluate_sets(model, reference: Reference, tokenizer, sets: Sequence[EvalSet
     lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
     normal_metrics = {name: normal_data_metrics(model, reference, tokenizer, ds, **lengths)
                       for name, ds in normal_sets.items() if ds}
-    return set_metrics, rows, normal_metrics
+    return set_metrics, rows, normal_metrics, after
 
 
 def evaluate_models(cfg: RunConfig, unlearned: str, output_dir: Path, forget_prompts: str | None = None,
@@ -317,7 +345,7 @@ def evaluate_models(cfg: RunConfig, unlearned: str, output_dir: Path, forget_pro
     sets = [EvalSet(name, kind, prompts, generate(original, tokenizer, prompts, desc=f"before:{name}", **gen), role)
             for name, kind, prompts, role in named]
     benign_answers = [p.with_response(a) for p, a in zip(task.benign_eval, sets[-2].before, strict=True) if a]
-    set_metrics, rows, normal_metrics = evaluate_sets(
+    set_metrics, rows, normal_metrics, _ = evaluate_sets(
         model, Reference.of(original), tokenizer, sets,
         {"human_texts": task.normal_texts, "benign_answers": benign_answers}, panel, refusal, cfg)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -24,18 +24,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
-
 from unlearnlm.config import RunConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
-from unlearnlm.evaluate import EvalSet, compare_sets, normal_data_metrics
+from unlearnlm.evaluate import EvalSet
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
-from unlearnlm.methods import create_method
-from unlearnlm.models import Reference, add_lora, load_model, resolve_source
-from unlearnlm.outputs import library_versions, prepare_output_dir, save_model_atomically, write_json, write_rows, write_yaml
+from unlearnlm.models import Reference, add_lora, load_model
+from unlearnlm.outputs import save_model_atomically, write_json, write_rows
+from unlearnlm.pipeline import Collateral, Monitor, evaluate_sets, start_run, training_summary
 from unlearnlm.report import write_report
 from unlearnlm.tasks.harm import build_benign_sets
 from unlearnlm.tasks.implant import implant
@@ -75,38 +73,14 @@ def reproduced_rate(task: KnowledgeTask, questions: Sequence[Dialogue], answers:
     return sum(task.reproduced(q, a) for q, a in zip(questions, answers, strict=True)) / len(questions)
 
 
-@dataclass
-class KnowledgeMonitor:
-    """Early stopping: flagged rate on the forget questions; collateral on retained questions; KL on benign
-    answers (the same check the harm task uses, with "over-refusal" meaning planted answers lost)."""
+def retained_lost(task: KnowledgeTask, kept_before: Sequence[bool]) -> Collateral:
+    """Collateral damage of a planted-knowledge task: the share of retained questions the original answered
+    with the whole planted answer (``kept_before``) and the model no longer does."""
+    def lost(prompts: list[Dialogue], answers: list[str]) -> float:
+        n_lost = sum(b and task.reproduced(p, a) < 1.0 for p, a, b in zip(prompts, answers, kept_before, strict=True))
+        return n_lost / sum(kept_before) if sum(kept_before) else 0.0
 
-    task: KnowledgeTask
-    tokenizer: Any
-    forget_prompts: list[Dialogue]
-    retain_prompts: list[Dialogue]
-    retain_kept_before: list[bool]
-    reference: Reference
-    normal: list[Dialogue]
-    cfg: RunConfig
-    log: Log
-
-    def __call__(self, model, step: int) -> Check:
-        start = time.perf_counter()
-        gen = {"max_new_tokens": self.cfg.generation.max_new_tokens, "batch_size": self.cfg.generation.batch_size}
-        answers = generate(model, self.tokenizer, [*self.forget_prompts, *self.retain_prompts], **gen)
-        forget, retain = answers[: len(self.forget_prompts)], answers[len(self.forget_prompts) :]
-        flagged = self.task.panel([p.with_response(a) for p, a in zip(self.forget_prompts, forget, strict=True)]).flagged
-        kept_before = sum(self.retain_kept_before)
-        lost = sum(b and self.task.reproduced(p, a) < 1.0
-                   for p, a, b in zip(self.retain_prompts, retain, self.retain_kept_before, strict=True))
-        kl = normal_data_metrics(model, self.reference, self.tokenizer, self.normal,
-                                 max_prompt_tokens=self.cfg.data.max_prompt_tokens,
-                                 max_response_tokens=self.cfg.data.max_response_tokens)["kl_to_original"]
-        check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl,
-                      over_refusal=lost / kept_before if kept_before else 0.0, seconds=time.perf_counter() - start)
-        self.log(f"  step {step}: forget flagged {check.flagged_rate:.2f}, retained answers lost "
-                 f"{check.over_refusal:.2f}, normal KL {kl:.4f} ({check.seconds:.0f}s)")
-        return check
+    return lost
 
 
 def build_task(cfg: RunConfig) -> KnowledgeTask:
@@ -132,7 +106,7 @@ def _sample(rows: Sequence[Dialogue], n: int, seed: int) -> list[Dialogue]:
 def implant_for(cfg: RunConfig, task: KnowledgeTask, log: Log):
     """Plant the task's knowledge into ``cfg.model`` (cached); the planted rate is measured on a sample."""
     implant_cfg = getattr(cfg.data, cfg.data.task).implant
-    probe = [d for d in _sample(task.planted, 64, cfg.train.seed)]
+    probe = _sample(task.planted, 64, cfg.train.seed)
 
     def score(model, tokenizer) -> float:
         answers = generate(model, tokenizer, [d.prompt_only() for d in probe], max_new_tokens=cfg.generation.max_new_tokens,
@@ -146,12 +120,7 @@ def implant_for(cfg: RunConfig, task: KnowledgeTask, log: Log):
 def run_knowledge_task(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
     """The whole planted-knowledge pipeline; returns the summary also written to ``metrics.json``."""
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.train.seed)
-    source = resolve_source(cfg.model.name_or_path)
-    out = prepare_output_dir(cfg.output_dir, source, overwrite)
-    write_yaml(out / "config.yaml", cfg.to_dict())
-    write_json(out / "versions.json", library_versions())
-    method = create_method(cfg.method.name, cfg.method.options)
+    out, method = start_run(cfg, overwrite)
     gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
 
     log(f"[1/5] building the {cfg.data.task} task and planting its knowledge into {cfg.model.name_or_path}")
@@ -193,8 +162,8 @@ def run_knowledge_task(cfg: RunConfig, *, overwrite: bool = False, log: Log = pr
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora, seed=cfg.train.seed)
     reference = Reference(model, copy_weights=not cfg.lora.enabled)
-    monitor = KnowledgeMonitor(task, tokenizer, sets["forget"], retain_prompts, retain_kept, reference,
-                               benign_val, cfg, log)
+    monitor = Monitor(tokenizer, sets["forget"], task.panel, reference, benign_val, retain_prompts,
+                      retained_lost(task, retain_kept), cfg, log, labels=("forget flagged", "retained answers lost"))
     log(f"[4/5] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     result = unlearn(model, tokenizer, method, forget=forget, normal=normal, expected=task.expected,
                      train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
@@ -207,18 +176,15 @@ def run_knowledge_task(cfg: RunConfig, *, overwrite: bool = False, log: Log = pr
     eval_sets = [EvalSet(name, "harmful" if name.startswith("forget") else "benign", prompts, before[name],
                          task.roles[name]) for name, prompts in sets.items()]
     eval_sets.append(EvalSet("benign", "benign", benign.eval, before["benign"], "held-out"))
-    after = {s.name: generate(model, tokenizer, s.prompts, desc=f"after:{s.name}", **gen) for s in eval_sets}
-    refusal = RefusalDetector()
-    set_metrics, rows = compare_sets(task.panel, refusal, eval_sets, after)
+    benign_eval = [p.with_response(a) for p, a in zip(benign.eval, before["benign"], strict=True) if a]
+    set_metrics, rows, normal_metrics, after = evaluate_sets(
+        model, reference, tokenizer, eval_sets, {"human_texts": benign.normal_texts, "benign_answers": benign_eval},
+        task.panel, RefusalDetector(), cfg)
     for s in eval_sets:
         if s.name in task.sets:
             for when, answers in (("before", s.before), ("after", after[s.name])):
                 set_metrics[s.name][when]["reproduced_rate"] = reproduced_rate(task, s.prompts, answers)
     probes["after"] = task.probes(model, tokenizer)
-    lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
-    benign_eval = [p.with_response(a) for p, a in zip(benign.eval, before["benign"], strict=True) if a]
-    normal_metrics = {name: normal_data_metrics(model, reference, tokenizer, ds, **lengths)
-                      for name, ds in {"human_texts": benign.normal_texts, "benign_answers": benign_eval}.items() if ds}
     write_rows(out / "examples.jsonl", rows)
     if cfg.save_model:
         save_model_atomically(model, tokenizer, out / "model", merge_lora=cfg.lora.merge)
@@ -230,9 +196,7 @@ def run_knowledge_task(cfg: RunConfig, *, overwrite: bool = False, log: Log = pr
         "implant": {k: v for k, v in planted.info.items() if k != "history"} | {"path": str(planted.path)},
         "scan": {"scanned": len(scanned), "flagged": len(forget), "train": len(forget), "val": len(scanned), "test": 0},
         "expected_outputs": {"source": "task", "kept": len(task.expected)},
-        "training": {"steps": result.steps, "best_step": result.best_step, "stop_reason": result.stop_reason,
-                     "seconds": round(result.seconds, 1), "checks": [vars(c) for c in result.checks],
-                     "prepare": result.prepare_info},
+        "training": training_summary(result),
         "reproduced_label": task.reproduced_label,
         "sets": set_metrics,
         "probes": probes,
