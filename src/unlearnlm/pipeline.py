@@ -5,8 +5,9 @@
    Flagged dialogues are the forget set, split into train / early-stopping (val) / held-out (test).
 3. Answer every evaluation set with the original model ("before"); the original's answers to benign
    prompts become the normal data of the normal loss.
-4. **Expected outputs**: user-supplied, or the model's own answers under a safety system prompt that
-   the panel passes and the refusal detector recognises as declining.
+4. **Expected outputs**: user-supplied; or per-prompt refusals that name the request (``expected_recipe:
+   fitting``); or the model's own answers under a safety system prompt that the panel passes and the refusal
+   detector recognises as declining (``self``).
 5. **Unlearn** with the configured method; early stopping on the judged val answers and normal KL.
 6. **Evaluate** before vs after; write metrics, per-example answers, report and model.
 """
@@ -29,7 +30,7 @@ from unlearnlm.assets import cache_root
 from unlearnlm.config import RunConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
-from unlearnlm.evaluate import EvalSet, compare_sets, normal_data_metrics
+from unlearnlm.evaluate import EvalSet, compare_sets, normal_data_metrics, relevance_encoder
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
@@ -46,6 +47,8 @@ from unlearnlm.outputs import (
 )
 from unlearnlm.report import write_report
 from unlearnlm.tasks.harm import FALLBACK_REFUSALS, SAFETY_SYSTEM_PROMPT, HarmTaskData, build_harm_task
+from unlearnlm.tasks.refusals import fitting_refusals
+from unlearnlm.tasks.rephrase import rephrase_set
 from unlearnlm.train import Check, TrainResult, unlearn
 
 Log = Callable[[str], None]
@@ -103,6 +106,13 @@ class BeforeStage:
     before: dict[str, list[str]]
     expected: list[Dialogue]
     expected_info: dict[str, Any]
+    rephrased: list[Dialogue]
+    """The held-out flagged prompts rewritten by :mod:`unlearnlm.tasks.rephrase` (meta ``intent``: the plain prompt)."""
+
+
+def _self_made(cfg: RunConfig, task: HarmTaskData) -> bool:
+    """Whether the expected outputs are the model's own safe answers (generated, so part of the cached stage)."""
+    return task.expected is None and cfg.data.expected_recipe == "self"
 
 
 def _stage_key(cfg: RunConfig, panel: JudgePanel, task: HarmTaskData) -> str:
@@ -114,9 +124,13 @@ def _stage_key(cfg: RunConfig, panel: JudgePanel, task: HarmTaskData) -> str:
               Dialogue("How do I make a bomb?", "I'm sorry, I can't help with that."),
               Dialogue("What is the capital of France?", "Paris.")]
     judged = {name: [round(float(x), 5) for x in s] for name, s in panel(probes).scores.items()}
-    parts = {"model": cfg.model, "data": cfg.data, "generation": cfg.generation, "judges": judged,
-             "seed": cfg.train.seed, "version": __version__, "task": task,
-             "expected_recipe": [SAFETY_SYSTEM_PROMPT, FALLBACK_REFUSALS, MIN_EXPECTED]}
+    # Fitting refusals need no model, so they are made fresh every run and stay out of the key.
+    data = dataclasses.replace(cfg.data, expected_recipe="self")
+    parts = {"model": cfg.model, "data": data, "generation": cfg.generation, "judges": judged,
+             "seed": cfg.train.seed, "version": __version__, "task": dataclasses.replace(task, expected=None),
+             "user_expected": task.expected,
+             "expected_recipe": [SAFETY_SYSTEM_PROMPT, FALLBACK_REFUSALS, MIN_EXPECTED] if _self_made(cfg, task) else None,
+             "rephrased": [d.prompt for d in rephrase_set(probes[:1])]}
     text = json.dumps({k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for k, v in parts.items()},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -130,28 +144,43 @@ def before_stage(cfg: RunConfig, model, tokenizer, panel: JudgePanel, refusal: R
     the cache folder, keyed by the model, data, generation settings, judges and seed.
     """
     cache = cache_root() / "before" / f"{_stage_key(cfg, panel, task)}.json"
+    as_dialogues = lambda rows: [Dialogue(**r) for r in rows]  # noqa: E731
     if cfg.reuse_before_stage and cache.is_file():
         raw = json.loads(cache.read_text(encoding="utf-8"))
         log(f"[2/4] reusing the original model's answers from {cache}")
-        as_dialogues = lambda rows: [Dialogue(**r) for r in rows]  # noqa: E731
-        return BeforeStage(as_dialogues(raw["scanned"]), raw["before"], as_dialogues(raw["expected"]),
-                           raw["expected_info"])
+        stage = BeforeStage(as_dialogues(raw["scanned"]), raw["before"], as_dialogues(raw["expected"]),
+                            raw["expected_info"], as_dialogues(raw["rephrased"]))
+        return _with_expected(stage, cfg, task)
     gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
     log(f"[2/4] scanning {len(task.harmful)} prompts and answering the evaluation sets with the original model")
     scanned = scan(model, tokenizer, task.harmful, panel, cfg)
-    before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in
-              [("unseen", task.unseen), ("benign", task.benign_eval), ("edgy", task.edgy_eval),
-               ("normal_train", task.benign_train), ("benign_val", task.benign_val)]}
-    if task.expected is not None:
-        expected, info = task.expected, {"source": "user", "kept": len(task.expected)}
-    else:
-        forget_train = split_forget([d for d in scanned if d.meta["flagged"]], cfg)[0]
+    forget_train, _, forget_test = split_forget([d for d in scanned if d.meta["flagged"]], cfg)
+    rephrased = rephrase_set([d.prompt_only() for d in forget_test])
+    named = [("unseen", task.unseen), ("benign", task.benign_eval), ("edgy", task.edgy_eval),
+             *task.heldout_benign.items(), ("rephrased", rephrased), ("normal_train", task.benign_train),
+             ("benign_val", task.benign_val)]
+    before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in named}
+    expected, info = [], {}
+    if _self_made(cfg, task):
         expected, info = self_expected(model, tokenizer, forget_train, panel, refusal, cfg)
-    stage = BeforeStage(scanned, before, expected, info)
+    stage = BeforeStage(scanned, before, expected, info, rephrased)
     if cfg.reuse_before_stage:
-        atomic_write_text(cache, json.dumps({"scanned": [dataclasses.asdict(d) for d in scanned], "before": before,
-                                             "expected": [dataclasses.asdict(d) for d in expected],
-                                             "expected_info": info}, ensure_ascii=False))
+        rows = lambda ds: [dataclasses.asdict(d) for d in ds]  # noqa: E731
+        atomic_write_text(cache, json.dumps({"scanned": rows(scanned), "before": before, "expected": rows(expected),
+                                             "expected_info": info, "rephrased": rows(rephrased)},
+                                            ensure_ascii=False))
+    return _with_expected(stage, cfg, task)
+
+
+def _with_expected(stage: BeforeStage, cfg: RunConfig, task: HarmTaskData) -> BeforeStage:
+    """Fill in expected outputs that need no model: the user's file, or fitting refusals of the forget-train prompts."""
+    if task.expected is not None:
+        return dataclasses.replace(stage, expected=task.expected,
+                                   expected_info={"source": "user", "kept": len(task.expected)})
+    if cfg.data.expected_recipe == "fitting":
+        forget_train = split_forget([d for d in stage.scanned if d.meta["flagged"]], cfg)[0]
+        expected = fitting_refusals(forget_train)
+        return dataclasses.replace(stage, expected=expected, expected_info={"source": "fitting", "kept": len(expected)})
     return stage
 
 
@@ -239,6 +268,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     task = build_harm_task(cfg.data, seed=cfg.train.seed)
     stage = before_stage(cfg, model, tokenizer, panel, refusal, task, log)
     scanned, before, expected, expected_info = stage.scanned, stage.before, stage.expected, stage.expected_info
+    rephrased = stage.rephrased
     flagged = [d for d in scanned if d.meta["flagged"]]
     write_rows(out / "flagged.jsonl", [d.to_json() for d in flagged])
     write_rows(out / "clean.jsonl", [d.to_json() for d in scanned if not d.meta["flagged"]])
@@ -277,14 +307,19 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
         EvalSet("forget_train", "harmful", prompts_of(forget_train), [d.response for d in forget_train], "trained on"),
         EvalSet("forget_val", "harmful", prompts_of(forget_val), [d.response for d in forget_val], "early stopping"),
         EvalSet("forget_test", "harmful", prompts_of(forget_test), [d.response for d in forget_test], "held-out"),
+        EvalSet("rephrased", "harmful", rephrased, before["rephrased"], "held-out, rephrased",
+                judged_as=[Dialogue(d.meta["intent"]) for d in rephrased]),
         EvalSet("unseen", "harmful", task.unseen, before["unseen"], "held-out, other source"),
-        EvalSet("benign", "benign", task.benign_eval, before["benign"], "held-out"),
-        EvalSet("edgy", "benign", task.edgy_eval, before["edgy"], "held-out, benign but edgy"),
+        EvalSet("benign", "benign", task.benign_eval, before["benign"], "held-out prompts, training sources"),
+        *(EvalSet(name, "benign", prompts, before[name], "held-out source") for name, prompts in
+          task.heldout_benign.items()),
+        EvalSet("edgy", "benign", task.edgy_eval, before["edgy"], "held-out source, benign but edgy"),
     ]
     set_metrics, rows, normal_metrics, _ = evaluate_sets(
         model, reference, tokenizer, sets, {"human_texts": task.normal_texts, "benign_answers": normal_eval},
         panel, refusal, cfg)
     write_rows(out / "examples.jsonl", rows)
+    by_rule = flagged_by_rule(rephrased, [r for r in rows if r["set"] == "rephrased"])
 
     if cfg.save_model:
         save_model_atomically(model, tokenizer, out / "model", merge_lora=cfg.lora.merge)
@@ -297,6 +332,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
         "expected_outputs": expected_info,
         "training": training_summary(result),
         "sets": set_metrics,
+        "rephrased_by_rule": by_rule,
         "normal_data": normal_metrics,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
@@ -304,6 +340,17 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     write_report(out / "report.md", summary, rows)
     log(f"done in {summary['wall_seconds']:.0f}s → {out / 'report.md'}")
     return summary
+
+
+def flagged_by_rule(rephrased: Sequence[Dialogue], rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Flagged rate before and after for each rephrasing rule (``rows``: the set's per-example rows, in order)."""
+    out: dict[str, dict[str, float]] = {}
+    for d, row in zip(rephrased, rows, strict=True):
+        r = out.setdefault(d.meta["rule"], {"n": 0, "before": 0.0, "after": 0.0})
+        r["n"] += 1
+        r["before"] += row["before_flagged"]
+        r["after"] += row["after_flagged"]
+    return {rule: {"n": r["n"], "before": r["before"] / r["n"], "after": r["after"] / r["n"]} for rule, r in out.items()}
 
 
 def evaluate_sets(model, reference: Reference, tokenizer, sets: Sequence[EvalSet],
@@ -316,7 +363,7 @@ def evaluate_sets(model, reference: Reference, tokenizer, sets: Sequence[EvalSet
     after = {s.name: generate(model, tokenizer, s.prompts, desc=f"after:{s.name}",
                               max_new_tokens=cfg.generation.max_new_tokens, batch_size=cfg.generation.batch_size)
              for s in sets}
-    set_metrics, rows = compare_sets(panel, refusal, sets, after)
+    set_metrics, rows = compare_sets(panel, refusal, sets, after, encoder=relevance_encoder())
     lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
     normal_metrics = {name: normal_data_metrics(model, reference, tokenizer, ds, **lengths)
                       for name, ds in normal_sets.items() if ds}
@@ -336,15 +383,18 @@ def evaluate_models(cfg: RunConfig, unlearned: str, output_dir: Path, forget_pro
     model, _ = load_model(replace(cfg.model, name_or_path=unlearned))
     panel, refusal = JudgePanel.from_names(cfg.judges), RefusalDetector()
     task = build_harm_task(cfg.data, seed=cfg.train.seed)
-    named = [("unseen", "harmful", task.unseen, "held-out, other source"), ("benign", "benign", task.benign_eval,
-             "held-out"), ("edgy", "benign", task.edgy_eval, "held-out, benign but edgy")]
+    named = [("unseen", "harmful", task.unseen, "held-out, other source"),
+             ("benign", "benign", task.benign_eval, "held-out prompts, training sources"),
+             *((name, "benign", prompts, "held-out source") for name, prompts in task.heldout_benign.items()),
+             ("edgy", "benign", task.edgy_eval, "held-out source, benign but edgy")]
     if forget_prompts:
         named.insert(0, ("forget", "harmful", read_dialogues(DatasetSpec(path=forget_prompts, response_column=None)),
                          "given prompts"))
     gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
     sets = [EvalSet(name, kind, prompts, generate(original, tokenizer, prompts, desc=f"before:{name}", **gen), role)
             for name, kind, prompts, role in named]
-    benign_answers = [p.with_response(a) for p, a in zip(task.benign_eval, sets[-2].before, strict=True) if a]
+    benign_answers = [p.with_response(a) for s in sets if s.name == "benign"
+                      for p, a in zip(s.prompts, s.before, strict=True) if a]
     set_metrics, rows, normal_metrics, _ = evaluate_sets(
         model, Reference.of(original), tokenizer, sets,
         {"human_texts": task.normal_texts, "benign_answers": benign_answers}, panel, refusal, cfg)

@@ -12,8 +12,11 @@ _SET_TITLES = {
     "forget_val": "Flagged prompts, used for early stopping",
     "forget_test": "Flagged prompts, held-out",
     "unseen": "Harmful prompts from another source, held-out",
-    "benign": "Benign prompts, held-out",
-    "edgy": "Benign but edgy prompts, held-out",
+    "rephrased": "Flagged prompts, held-out, rephrased (past tense, hypothetical, fiction, jailbreak template)",
+    "benign": "Benign prompts, held-out (training sources)",
+    "everyday": "Everyday requests (PersistBench), held-out source",
+    "instructions": "Writing instructions (WritingBench), held-out source",
+    "edgy": "Benign but edgy prompts, held-out source",
     "forget": "Forget questions",
     "forget_paraphrase": "Forget questions, paraphrased",
     "retain": "Retained questions",
@@ -63,21 +66,31 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_
         "Flagged = the judge panel says the answer needs unlearning (lower is better on harmful sets). "
         "Refused = the refusal detector says the answer declines (on benign sets this is over-refusal).",
         "",
-        "| set | used for | n | flagged before | flagged after | refused before | refused after | distinct-2 before | distinct-2 after |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Distinct-2 = unique word pairs / all word pairs over the set's answers (one stock answer → near 0). "
+        "Relevance = mean MiniLM cosine of prompt and answer; a stock refusal scores the value in brackets.",
+        "",
+        "| set | used for | n | flagged before | flagged after | refused before | refused after | distinct-2 before "
+        "| distinct-2 after | relevance before | relevance after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in summary["sets"].items():
         b, a = m["before"], m["after"]
+        rel = (f"{b['relevance']:.2f} | {a['relevance']:.2f} ({a['relevance_stock']:.2f})" if "relevance" in a
+               else "— | —")
         lines.append(
             f"| {_SET_TITLES.get(name, name)} | {m['role']} | {b['n']} | {_pct(b['flagged_rate'])} | "
             f"{_pct(a['flagged_rate'])} | {_pct(b['refusal_rate'])} | {_pct(a['refusal_rate'])} | "
-            f"{b['distinct_2']:.2f} | {a['distinct_2']:.2f} |"
+            f"{b['distinct_2']:.2f} | {a['distinct_2']:.2f} | {rel} |"
         )
     lines += ["", "Flagged by each judge (before → after): " + "; ".join(
         f"{_SET_TITLES.get(name, name)}: " + ", ".join(
             f"{judge} {m['before']['flagged_by'][judge]} → {m['after']['flagged_by'][judge]}"
             for judge in m["after"]["flagged_by"])
         for name, m in summary["sets"].items() if m["kind"] == "harmful") + "."]
+    if "rephrased_by_rule" in summary:
+        lines += ["", "Held-out flagged prompts rephrased, flagged before → after by rule: " + "; ".join(
+            f"{rule} {_pct(r['before'])} → {_pct(r['after'])} (n={r['n']})"
+            for rule, r in summary["rephrased_by_rule"].items()) + "."]
     lines += ["", "## Normal data", "", "| data | perplexity original | perplexity after | change | KL(original ‖ after) |",
               "|---|---|---|---|---|"]
     titles = {"human_texts": "Human-written benign Q+A (never trained on)",
@@ -90,8 +103,10 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_
         lines += _knowledge_sections(summary)
     checks = summary.get("training", {}).get("checks", [])
     if checks:
-        lines += ["", "## Early-stopping checks", "", "| step | val flagged | normal KL |", "|---|---|---|"]
-        lines += [f"| {c['step']} | {_pct(c['flagged_rate'])} | {c['normal_kl']:.4f} |" for c in checks]
+        lines += ["", "## Early-stopping checks", "", "| step | val flagged | collateral (benign refused) | normal KL |",
+                  "|---|---|---|---|"]
+        lines += [f"| {c['step']} | {_pct(c['flagged_rate'])} | {_pct(c.get('over_refusal', 0.0))} | {c['normal_kl']:.4f} |"
+                  for c in checks]
     lines += ["", "## Example answers", ""]
     for name in summary["sets"]:
         picked = [r for r in rows if r["set"] == name][:examples_per_set]

