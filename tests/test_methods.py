@@ -84,3 +84,38 @@ def test_distance_cluster_needs_expected_outputs(tiny_model, tokenizer):
     with pytest.raises(ConfigError, match="expected outputs"):
         unlearn(tiny_model, tokenizer, create_method("distance_cluster"), forget=FORGET, normal=NORMAL, expected=[],
                 train_cfg=TRAIN, data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True))
+
+
+def test_contrast_rows_pair_normal_prompts_with_refusal_openings():
+    from unlearnlm.methods.distance_cluster import contrast_rows, first_sentence
+
+    assert first_sentence("I can't help you build a bomb. Bombs hurt people.") == "I can't help you build a bomb."
+    assert first_sentence("No sentence end") == "No sentence end"
+    rows = contrast_rows(FORGET, NORMAL[:2], EXPECTED)
+    assert len(rows) == len(FORGET)
+    assert {r.prompt for r in rows} == {d.prompt for d in NORMAL[:2]}  # only normal prompts are asked
+    assert {r.response for r in rows} == {"I'm sorry, but I can't help with that request.", "I can't help with that."}
+    with pytest.raises(ConfigError, match="w_contrast"):
+        contrast_rows(FORGET, [], EXPECTED)
+
+
+def test_contrast_term_makes_refusing_a_normal_prompt_less_likely(tiny_model, tokenizer):
+    from unlearnlm.data.formatting import collate, tokenize_dialogue
+    from unlearnlm.losses import token_logprobs
+
+    refusal = NORMAL[0].with_response("I'm sorry, but I can't help with that request.")
+    row = collate([tokenize_dialogue(tokenizer, refusal, max_prompt_tokens=32, max_response_tokens=32)],
+                  tokenizer.pad_token_id)
+
+    def refusal_logprob(model) -> float:
+        with torch.no_grad():
+            picked, mask = token_logprobs(model(input_ids=row["input_ids"]).logits, row["labels"])
+        return float((picked * mask).sum())
+
+    start = refusal_logprob(tiny_model)
+    method = create_method("distance_cluster", {"w_contrast": 5.0, "w_neg": 0.0, "w_pos": 0.0, "w_ce": 0.0,
+                                                "w_nor": 0.0})
+    result = unlearn(tiny_model, tokenizer, method, forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                     train_cfg=TRAIN, data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True))
+    assert "contrast" in result.history[0]
+    assert refusal_logprob(tiny_model) < start - 1.0

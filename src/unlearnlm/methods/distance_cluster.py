@@ -16,16 +16,23 @@ from its abstract (the full text and code are not public):
   answer where it has none, or always with ``target: medoid``), so generated text changes, not only hidden
   states, and each refusal fits its request while the cluster mean acts in representation space.
 * ``kl``   — the normal loss, KL(p_original || p_θ) on normal dialogues, keeping standard abilities.
+* ``contrast`` (``w_contrast``, an addition of ours) — unlikelihood of a refusal opening (the first sentence of
+  an expected output) as the answer to a normal prompt. The KL term averages over every response token, so a
+  refusal that changes only the first few tokens of a benign answer barely moves it; this term names that
+  failure directly: refusing is for flagged prompts only.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from torch import nn
 
 from unlearnlm import losses
+from unlearnlm.data.records import Dialogue
 from unlearnlm.clustering import assign_nearest, cluster_outputs, prompt_states, response_states
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods.base import PreparedData, PrepareContext, StepOutput, UnlearningMethod, forward, register
@@ -57,12 +64,35 @@ class DistanceClusterOptions:
     """Weight of the cross-entropy to the target answer."""
     w_nor: float = 3.0
     """Weight of the normal loss (KL to the original); 1 over-refused benign prompts in our runs."""
+    w_contrast: float = 0.0
+    """Weight of the unlikelihood of refusal openings as answers to normal prompts (0: off)."""
 
     def __post_init__(self) -> None:
         if self.margin <= 0:
             raise ConfigError(f"method.options.margin: must be positive, got {self.margin}")
+        if self.w_contrast < 0:
+            raise ConfigError(f"method.options.w_contrast: must be >= 0, got {self.w_contrast}")
         if self.n_clusters < 1:
             raise ConfigError(f"method.options.n_clusters: must be >= 1, got {self.n_clusters}")
+
+
+def first_sentence(text: str) -> str:
+    """Text up to and including its first sentence end (the whole text when there is none)."""
+    match = re.search(r"[.!?](?:\s|$)", text)
+    return text[: match.end()].strip() if match else text.strip()
+
+
+def contrast_rows(forget: Sequence[Dialogue], normal: Sequence[Dialogue], expected: Sequence[Dialogue]) -> list[Dialogue]:
+    """One row per forget example: a normal prompt answered with a refusal opening, to be made unlikely.
+
+    Row ``i`` pairs normal prompt ``i * 7 mod N`` (a stride spreads rows over the normal set) with the first sentence
+    of expected output ``i mod E``.
+    """
+    if not normal or not expected:
+        raise ConfigError("method.options.w_contrast > 0 needs normal dialogues and expected outputs")
+    return [normal[(7 * i) % len(normal)].prompt_only().with_response(
+                first_sentence(expected[i % len(expected)].response), source="contrast")
+            for i in range(len(forget))]
 
 
 @register
@@ -99,8 +129,11 @@ class DistanceCluster(UnlearningMethod):
             answer = own.get(f.prompt) if o.target == "own" else None
             targets.append(f.with_response(answer or ctx.expected[clusters.medoids[c]].response, cluster=c))
         sizes = [int((clusters.labels == c).sum()) for c in range(len(clusters.medoids))]
+        pairs = {"target": targets}
+        if o.w_contrast > 0:
+            pairs["contrast"] = contrast_rows(ctx.forget, ctx.normal, ctx.expected)
         return PreparedData(
-            pairs={"target": targets},
+            pairs=pairs,
             tensors={"centroids": clusters.centroids[cluster_of]},  # (N_f, H)
             info={"cluster_sizes": sizes, "medoids": [ctx.expected[m].response for m in clusters.medoids]},
         )
@@ -125,4 +158,9 @@ class DistanceCluster(UnlearningMethod):
         kl = normal_kl(model, reference, batch["normal"])
         loss = o.w_neg * neg + o.w_pos * pull + o.w_ce * ce + o.w_nor * kl
         terms = {"neg": neg.item(), "pull": pull.item(), "ce": ce.item(), "kl": kl.item()}
+        if "contrast" in batch:
+            contrast_logits, _ = forward(model, batch["contrast"])
+            contrast = losses.unlikelihood(contrast_logits, batch["contrast"]["labels"])
+            loss = loss + o.w_contrast * contrast
+            terms["contrast"] = contrast.item()
         return StepOutput(loss=loss, terms=terms)
