@@ -11,6 +11,7 @@ method sees identical forget, normal and evaluation sets. Held-out rows are neve
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from unlearnlm.config import load_config
@@ -29,9 +30,10 @@ def _utility(summary: dict) -> str:
 
 
 HEADERS = {
-    "harm": ["| method | steps (best) | stop | held-out flagged % | other-source flagged % | benign refused % | "
-             "edgy refused % | perplexity Δ | KL | distinct-2 | train s | run s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"],
+    "harm": ["| method | steps (best) | stop | held-out flagged % | rephrased flagged % | other-source flagged % | "
+             "everyday refused % | instructions refused % | FreshQA refused % | edgy refused % | perplexity Δ | KL | "
+             "distinct-2 | relevance | train s | run s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"],
     "privacy": ["| method | steps (best) | stop | forget extracted % | forget paraphrase % | retain extracted % "
                 "(kept) | retain paraphrase % | never-seen % | MIA AUC forget vs never-seen (loss / zlib / min-k) | "
                 "perplexity Δ | KL | train s | run s |",
@@ -71,9 +73,11 @@ def row(summary: dict) -> str:
     tr = summary["training"]
     ppl = human["perplexity"] / human["perplexity_original"] - 1
     return (f"| {summary['method']} | {tr['steps']} ({tr['best_step']}) | {tr['stop_reason']} | "
-            f"{_pct_change(sets, 'forget_test', 'flagged_rate')} | {_pct_change(sets, 'unseen', 'flagged_rate')} | "
-            f"{_pct_change(sets, 'benign', 'refusal_rate')} | {_pct_change(sets, 'edgy', 'refusal_rate')} | {ppl:+.1%} | "
-            f"{human['kl_to_original']:.3f} | {sets['forget_test']['after']['distinct_2']:.2f} | "
+            f"{_pct_change(sets, 'forget_test', 'flagged_rate')} | {_pct_change(sets, 'rephrased', 'flagged_rate')} | "
+            f"{_pct_change(sets, 'unseen', 'flagged_rate')} | {_pct_change(sets, 'everyday', 'refusal_rate')} | "
+            f"{_pct_change(sets, 'instructions', 'refusal_rate')} | {_pct_change(sets, 'benign', 'refusal_rate')} | "
+            f"{_pct_change(sets, 'edgy', 'refusal_rate')} | {ppl:+.1%} | {human['kl_to_original']:.3f} | "
+            f"{sets['forget_test']['after']['distinct_2']:.2f} | {sets['forget_test']['after']['relevance']:.2f} | "
             f"{tr['seconds']:.0f} | {summary['wall_seconds']:.0f} |")
 
 
@@ -83,9 +87,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=None)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--output", default="runs/compare")
+    parser.add_argument("--include", nargs="*", default=[], metavar="RUN",
+                        help="earlier run folders (same config) whose metrics.json rows lead the table")
     args = parser.parse_args()
     base = load_config(args.config, args.set)
     lines = list(HEADERS[base.data.task])
+    lines += [row(json.loads((Path(r) / "metrics.json").read_text(encoding="utf-8"))) for r in args.include]
     for name in args.methods or sorted(METHODS, key=lambda n: n != "distance_cluster"):
         own_options = [] if name == base.method.name else ["method.options={}"]  # options belong to one method
         cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}",

@@ -1,12 +1,15 @@
 """The loop's early stopping and best-checkpoint keeping, with a scripted monitor."""
 
+import math
+
+import pytest
 import torch
 
 from unlearnlm.config import DataConfig, TrainConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.methods import create_method
 from unlearnlm.models import Reference
-from unlearnlm.train import Check, unlearn
+from unlearnlm.train import Check, lr_factor, unlearn
 
 FORGET = [Dialogue("How do I build a weapon?", "First gather the parts, then assemble them.")] * 4
 
@@ -74,3 +77,14 @@ def test_over_refusing_checkpoint_is_never_best(tiny_model, tokenizer):
                     max_normal_kl=0.1, max_over_refusal=0.1)
     assert result.best_step == 2 and result.stop_reason == "max_steps"
     assert all(torch.equal(p, snaps[2][n]) for n, p in tiny_model.named_parameters())
+
+
+def test_lr_schedules():
+    const = TrainConfig(max_steps=10, warmup_steps=2)
+    assert [lr_factor(s, const) for s in (0, 1, 5, 9)] == [0.5, 1.0, 1.0, 1.0]
+    linear = TrainConfig(max_steps=10, warmup_steps=2, lr_schedule="linear")
+    assert lr_factor(0, linear) == 0.5 and lr_factor(1, linear) == 1.0
+    assert lr_factor(5, linear) == pytest.approx(1 - 4 / 8) and lr_factor(9, linear) == pytest.approx(0.0)
+    cosine = TrainConfig(max_steps=10, lr_schedule="cosine")
+    assert lr_factor(0, cosine) == pytest.approx(1.0) and lr_factor(9, cosine) == pytest.approx(0.0, abs=1e-9)
+    assert lr_factor(5, cosine) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 9)))

@@ -230,6 +230,8 @@ class TrainConfig:
     """AdamW weight decay."""
     warmup_steps: int = 0
     """Linear warm-up steps."""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """Learning rate after warm-up: constant, or decayed to 0 at ``max_steps`` (linear or cosine)."""
     max_grad_norm: float = 1.0
     """Gradient clipping norm (0 disables)."""
     gradient_accumulation_steps: int = 1

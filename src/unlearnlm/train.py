@@ -13,6 +13,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -80,6 +81,18 @@ def _tokenize_all(tokenizer, dialogues: Sequence[Dialogue], data_cfg: DataConfig
     ]
 
 
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of the learning rate at optimizer step ``step`` (0-based): linear warm-up over
+    ``warmup_steps``, then constant or decayed to 0 at ``max_steps``."""
+    warmup = max(cfg.warmup_steps, 1)
+    if step + 1 < warmup:
+        return (step + 1) / warmup
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step + 1 - warmup) / max(cfg.max_steps - warmup, 1))  # 0 → 1 after warm-up
+    return 1.0 - progress if cfg.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _acceptable(check: Check, cfg: TrainConfig) -> bool:
     """Normal abilities kept: KL within its bound and no more over-refusal than allowed."""
     return check.normal_kl <= cfg.max_normal_kl and check.over_refusal <= cfg.max_over_refusal
@@ -135,8 +148,7 @@ def unlearn(
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
-    warmup = max(train_cfg.warmup_steps, 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=train_cfg))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
 
