@@ -91,7 +91,7 @@ def test_mixed_pool_splits_share_no_prompt_and_keep_held_out_sources_out() -> No
     assert not train & val and not train & held and not val & held
     sources_of = lambda ds: Counter(d.meta["source"] for d in ds)  # noqa: E731
     for part in (task.benign_train, task.benign_val):  # every training source in both parts
-        assert set(sources_of(part)) == {"freshqa", "everyday_requests", "safe_homonyms", "gsm8k"}
+        assert set(sources_of(part)) == {"freshqa", *sources.CURATED_SETS, "gsm8k"}
     assert set(sources_of(task.benign_eval)) == {"freshqa"}
     assert sources_of(task.heldout_benign["everyday"]) == {"persistbench": cfg.eval_size}
     assert sources_of(task.heldout_benign["instructions"]) == {"writingbench": cfg.eval_size}

@@ -360,12 +360,15 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
 #: The planted-knowledge tasks keep the FreshQA-only benign data their published figures were measured with.
 _FRESHQA_BENIGN = {"benign_pool": "freshqa", "normal_train_size": 128, "benign_val_size": 16}
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "harm": {},
+    # Per-prompt refusals under the contrast term are learned more slowly than one stock refusal: 2e-4 left 39%
+    # of early-stopping prompts flagged at step 25; checks every 10 steps halve their cost.
+    "harm": {"train": {"learning_rate": 4e-4, "eval_every": 10}},
     "privacy": {
         "output_dir": "runs/privacy",
         "data": dict(_FRESHQA_BENIGN),
         "generation": {"max_new_tokens": 64},  # bios list every field
-        "method_options": {"distance_cluster": {"target": "own"}},  # the refusal that names the asked-about person
+        # The refusal that names the asked-about person; the contrast term is unmeasured on this task.
+        "method_options": {"distance_cluster": {"target": "own", "w_contrast": 0.0}},
     },
     "hallucination": {
         "output_dir": "runs/hallucination",
@@ -374,7 +377,8 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         # Planted beliefs are memorised hard (full fine-tuning to loss 0.03): at 2e-4 no method moved the
         # flagged rate within 15 steps, so patience ran out before unlearning began.
         "train": {"learning_rate": 5e-4, "patience": 4},
-        "method_options": {"distance_cluster": {"target": "own"}},  # each question's own true statement
+        # Each question's own true statement; no refusals are trained, so no contrast term.
+        "method_options": {"distance_cluster": {"target": "own", "w_contrast": 0.0}},
     },
 }
 

@@ -36,7 +36,7 @@ _FRESHQA = ("abstention_bench", "data", "freshqa", "FreshQA_v12182024.csv")
 _PERSISTBENCH = ("persistbench", "benchmark_samples", "beneficial_samples.jsonl")
 _WRITINGBENCH = ("writingbench", "benchmark_all.jsonl")
 CURATED_DIR = Path(__file__).parent / "curated"
-CURATED_SETS = ("everyday_requests", "safe_homonyms")
+CURATED_SETS = ("everyday_requests", "safe_homonyms", "work_instructions")
 
 
 def _pyrit(*parts: str) -> Path:
@@ -398,8 +398,10 @@ def curated_prompts(name: str) -> list[Dialogue]:
     """A hand-written prompt set shipped with this package (``data/curated/NAME.jsonl``).
 
     Args:
-        name: ``everyday_requests`` (how-to, advice, writing, coding, math... in imperative and question form)
-            or ``safe_homonyms`` (safe requests that share words with harmful ones: "kill a process").
+        name: ``everyday_requests`` (how-to, advice, writing, coding, math... in imperative and question form),
+            ``safe_homonyms`` (safe requests that share words with harmful ones: "kill a process") or
+            ``work_instructions`` (long-form work and writing instructions that open with the verbs harmful
+            requests use: "Write ...", "Develop ...", "Create ...").
 
     Returns:
         Prompt-only dialogues with meta ``source=name``, ``id``, ``category``, ``form``.

@@ -64,8 +64,9 @@ class DistanceClusterOptions:
     """Weight of the cross-entropy to the target answer."""
     w_nor: float = 3.0
     """Weight of the normal loss (KL to the original); 1 over-refused benign prompts in our runs."""
-    w_contrast: float = 0.0
-    """Weight of the unlikelihood of refusal openings as answers to normal prompts (0: off)."""
+    w_contrast: float = 1.0
+    """Weight of the unlikelihood of refusal openings as answers to normal prompts (0: off). Without it the
+    model refused 19% of benign early-stopping requests by the time it refused most harmful ones."""
 
     def __post_init__(self) -> None:
         if self.margin <= 0:
