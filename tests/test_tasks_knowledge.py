@@ -445,21 +445,23 @@ def test_implant_stops_at_target_and_key_depends_on_everything(tmp_path, tiny_di
 def test_task_defaults_apply_under_user_settings():
     cfg = load_config(overrides=["data.task=privacy"])
     assert cfg.output_dir == "runs/privacy" and cfg.generation.max_new_tokens == 64
-    assert cfg.method.name == "distance_cluster" and cfg.method.options == {"target": "own"}
+    assert cfg.method.name == "distance_cluster" and cfg.method.options == {"target": "own", "w_contrast": 0.0}
     hallu = load_config(overrides=["data.task=hallucination"])
     assert hallu.output_dir == "runs/hallucination" and hallu.generation.max_new_tokens == 40
-    assert hallu.method.options == {"target": "own"}
+    assert hallu.method.options == {"target": "own", "w_contrast": 0.0}
     harm = load_config()
     assert harm.output_dir == "runs/unlearnlm" and harm.method.options == {}
+    assert (harm.train.learning_rate, harm.train.eval_every, harm.data.benign_pool) == (4e-4, 10, "mixed")
+    assert (cfg.train.learning_rate, cfg.data.benign_pool, cfg.data.normal_train_size) == (2e-4, "freshqa", 128)
     assert load_config(overrides=["data.task=privacy", "method.name=yao"]).method.options == {}
     mine = load_config(overrides=["data.task=privacy", "generation.max_new_tokens=10", "output_dir=elsewhere",
                                   "method.options.target=medoid", "method.options.margin=0.5"])
     assert mine.generation.max_new_tokens == 10 and mine.output_dir == "elsewhere"
-    assert mine.method.options == {"target": "medoid", "margin": 0.5}
+    assert mine.method.options == {"target": "medoid", "margin": 0.5, "w_contrast": 0.0}
     # nothing leaks from one load into the defaults of the next
     mine.method.options["target"] = "mutated"
-    assert load_config(overrides=["data.task=privacy"]).method.options == {"target": "own"}
-    assert TASK_DEFAULTS["privacy"]["method_options"] == {"distance_cluster": {"target": "own"}}
+    assert load_config(overrides=["data.task=privacy"]).method.options == {"target": "own", "w_contrast": 0.0}
+    assert TASK_DEFAULTS["privacy"]["method_options"] == {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
 
 
 def test_task_settings_from_yaml(tmp_path):
