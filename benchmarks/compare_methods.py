@@ -84,7 +84,7 @@ def row(summary: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?")
-    parser.add_argument("--methods", nargs="*", default=None)
+    parser.add_argument("--methods", nargs="*", default=None, help="methods to run (default: all; none: only --include)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--output", default="runs/compare")
     parser.add_argument("--include", nargs="*", default=[], metavar="RUN",
@@ -93,7 +93,10 @@ def main() -> None:
     base = load_config(args.config, args.set)
     lines = list(HEADERS[base.data.task])
     lines += [row(json.loads((Path(r) / "metrics.json").read_text(encoding="utf-8"))) for r in args.include]
-    for name in args.methods or sorted(METHODS, key=lambda n: n != "distance_cluster"):
+    methods = sorted(METHODS, key=lambda n: n != "distance_cluster") if args.methods is None else args.methods
+    if not methods:  # `--methods` with no names: only the --include rows
+        print("\n".join(lines))
+    for name in methods:
         own_options = [] if name == base.method.name else ["method.options={}"]  # options belong to one method
         cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}",
                                         f"output_dir={Path(args.output) / name}"])
