@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -282,7 +281,5 @@ def test_real_minilm_judge_on_subset(tmp_path: Path) -> None:
     train_orig = [d for d in train if not d.meta.get("augmented")]
     heldout_orig = [d for d in heldout if not d.meta.get("augmented")]
     data = (rng.sample(train_orig, 700), rng.sample(heldout_orig, 250))
-    started = time.perf_counter()
     card = train_harm_judge(tmp_path / "harm", encoder=MiniLMEncoder(max_length=128), data=data)
-    assert card["auc"] >= REAL_SUBSET_AUC_BAR, summarise_card(card)
-    assert time.perf_counter() - started < 120
+    assert card["auc"] >= REAL_SUBSET_AUC_BAR, summarise_card(card)  # its speed is benchmarks/bench_judges.py's
