@@ -1,12 +1,20 @@
-"""Speed and memory of one training step of every registered method on the embedded SmolLM2-135M.
+"""Speed and memory of one training step of every registered method, against plain SFT on the same tokens.
 
-Each method runs in its own process (so peak RSS is its own), with every stream at batch 4 x 128
-tokens (32 prompt + 96 response tokens, real text from the embedded data). Prints a Markdown table:
-seconds per step, forget tokens per second, all policy tokens per second, and peak memory.
+Each method runs in its own process (so peak RSS is its own) on the embedded SmolLM2-135M, every stream at
+batch 4 with prompts up to 32 tokens and responses up to 96 (real text from the embedded data), batched exactly as
+the training loop batches them (left-padded). For each method the same process then times an **sft** step: plain
+next-token cross-entropy on the response tokens of *all the rows the method's step read*, stacked into one
+batch, so both see the same tokens. Printed per method:
 
-    python benchmarks/bench_methods.py                 # LoRA (the default)
+* s/step, policy tokens per step (non-padding tokens of every stream the method trains on);
+* ``cost_vs_sft``: the method's seconds per step over the sft step's on the same tokens (1.0 = as cheap as SFT);
+* achieved GFLOP/s, counting 4·N·tokens per step under LoRA (forward 2N, backward to the activations 2N) and
+  6·N·tokens with full fine-tuning, against the machine's fp32 matmul peak measured in the same run (2048² matmul).
+
+    python benchmarks/bench_methods.py                 # LoRA r=16 (the default)
     python benchmarks/bench_methods.py --full          # full fine-tuning
-    python benchmarks/bench_methods.py --run runs/demo # also: steps and wall time of a finished run
+    python benchmarks/bench_methods.py --json          # also the rows as one JSON list on the last line
+    python benchmarks/bench_methods.py --run RUN_DIR   # also: steps and wall time of a finished run
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ BATCH, PROMPT_TOKENS, RESPONSE_TOKENS = 4, 32, 96
 def _long_dialogues(n: int, offset: int):
     from unlearnlm.data import sources
 
-    texts = [d for d in sources.rho_refusal_pairs()]
+    texts = list(sources.rho_refusal_pairs())
     out = []
     for i in range(n):
         d = texts[(offset + i) % len(texts)]
@@ -34,88 +42,134 @@ def _long_dialogues(n: int, offset: int):
     return out
 
 
-def one(method_name: str, lora: bool, steps: int) -> dict:
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10, dtype=None) -> float:
+    """Best-of-``repeats`` GFLOP/s of one ``size``² matmul with the current torch threads."""
     import torch
 
-    from unlearnlm.config import DataConfig, LoraConfig, ModelConfig
+    a = torch.randn(size, size, dtype=dtype or torch.float32)
+    b = torch.randn(size, size, dtype=dtype or torch.float32)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def one(method_name: str, lora: bool, steps: int, kl_top_k: int) -> dict:
+    import torch
+
+    from unlearnlm import losses
+    from unlearnlm.config import LoraConfig, ModelConfig
     from unlearnlm.data.formatting import collate, tokenize_dialogue
     from unlearnlm.methods import create_method
-    from unlearnlm.methods.base import PrepareContext
+    from unlearnlm.methods.base import PrepareContext, forward_many, reference_top_k
     from unlearnlm.models import Reference, add_lora, load_model
 
     torch.manual_seed(0)
     model, tok = load_model(ModelConfig())
+    n_params = sum(p.numel() for p in model.parameters())
     if lora:
         model = add_lora(model, LoraConfig())
     reference = Reference(model, copy_weights=not lora)
     method = create_method(method_name)
     forget, normal = _long_dialogues(BATCH * 2, 0), _long_dialogues(BATCH * 2, 50)
     expected = [d.with_response("I'm sorry, but I can't help with that request. " * 8) for d in forget]
-    data = DataConfig(max_prompt_tokens=PROMPT_TOKENS, max_response_tokens=RESPONSE_TOKENS)
     prepared = method.prepare(PrepareContext(forget, normal, expected, reference, tok, PROMPT_TOKENS,
                                              RESPONSE_TOKENS, 8, 0, torch.device("cpu")))
 
     def batch_of(rows):
-        toks = [tokenize_dialogue(tok, d, max_prompt_tokens=data.max_prompt_tokens,
-                                  max_response_tokens=data.max_response_tokens) for d in rows[:BATCH]]
-        return collate(toks, tok.pad_token_id)
+        toks = [tokenize_dialogue(tok, d, max_prompt_tokens=PROMPT_TOKENS, max_response_tokens=RESPONSE_TOKENS)
+                for d in rows[:BATCH]]
+        return collate(toks, tok.pad_token_id, padding_side="left")
 
     batch = {"forget": batch_of(forget), "normal": batch_of(normal)}
+    if kl_top_k and "normal" in method.streams:  # as the loop does with train.kl_top_k
+        toks = [tokenize_dialogue(tok, d, max_prompt_tokens=PROMPT_TOKENS, max_response_tokens=RESPONSE_TOKENS)
+                for d in normal[:BATCH]]
+        batch["normal"].update(reference_top_k(reference, toks, kl_top_k, tok.pad_token_id, BATCH, torch.device("cpu")))
     batch.update({name: batch_of(rows) for name, rows in prepared.pairs.items()})
     batch.update({name: t[:BATCH] for name, t in prepared.tensors.items()})
-    widths = {name: b["input_ids"].shape for name, b in batch.items() if isinstance(b, dict)}
+    trained = [n for n in ("forget", *prepared.pairs, "normal") if n == "forget" or n in prepared.pairs
+               or n in method.streams]
+    tokens = sum(int(batch[n]["attention_mask"].sum()) for n in trained)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     model.train()
-    times = []
-    for i in range(steps + 1):  # the first step warms up allocators and kernels
-        start = time.perf_counter()
-        out = method.step(model, reference, batch)
-        out.loss.backward()
+
+    def method_step():
+        method.step(model, reference, batch).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if i:
-            times.append(time.perf_counter() - start)
-    per_step = sum(times) / len(times)
-    streams = [n for n in widths if n == "forget" or n in prepared.pairs or n in method.streams]
-    policy_tokens = sum(widths[n][0] * widths[n][1] for n in streams)
+
+    def sft_step():  # the same rows, one stacked batch, plain cross-entropy on response tokens
+        out = forward_many(model, {n: batch[n] for n in trained})
+        loss = sum(losses.nll(o.logits, o.labels) for o in out.values())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    timings = {}
+    for name, fn in (("method", method_step), ("sft", sft_step)):
+        fn()  # the first step warms up allocators and kernels
+        timings[name] = sum(_timed(fn) for _ in range(steps)) / steps
+    flops_per_token = (4 if lora else 6) * n_params
+    peak = matmul_peak_gflops()
     return {
-        "method": method_name, "lora": lora, "seconds_per_step": per_step,
-        "forget_tokens_per_s": widths["forget"][0] * widths["forget"][1] / per_step,
-        "policy_tokens_per_s": policy_tokens / per_step,
+        "method": method_name, "lora": lora, "s_per_step": timings["method"], "sft_s_per_step": timings["sft"],
+        "tokens_per_step": tokens, "cost_vs_sft": timings["method"] / timings["sft"],
+        "gflops": flops_per_token * tokens / timings["method"] / 1e9,
+        "sft_gflops": flops_per_token * tokens / timings["sft"] / 1e9, "peak_gflops": peak,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
-        "shapes": {k: list(v) for k, v in widths.items()},
+        "streams": {n: list(batch[n]["input_ids"].shape) for n in trained},
+        "threads": torch.get_num_threads(), "kl_top_k": kl_top_k,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--methods", nargs="*")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after one warm-up step)")
+    parser.add_argument("--methods", nargs="*", help="methods to time (default: every registered one)")
+    parser.add_argument("--json", action="store_true", help="print the rows as one JSON list on the last line")
+    parser.add_argument("--kl-top-k", type=int, default=None,
+                        help="normal-loss KL from cached top-k reference log-probs (default: train.kl_top_k's default;"
+                             " 0: a reference pass per step)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--run", help="a finished run folder: print its steps and wall time to the stop target")
     args = parser.parse_args()
+    if args.kl_top_k is None:
+        from unlearnlm.config import TrainConfig
+
+        args.kl_top_k = TrainConfig().kl_top_k
     if args.one:
-        print(json.dumps(one(args.one, lora=not args.full, steps=args.steps)))
+        print(json.dumps(one(args.one, lora=not args.full, steps=args.steps, kl_top_k=args.kl_top_k)))
         return
     from unlearnlm.methods import METHODS
 
-    import torch
-
-    print(f"SmolLM2-135M, batch {BATCH} x {PROMPT_TOKENS + RESPONSE_TOKENS} tokens per stream, "
-          f"{'full fine-tuning' if args.full else 'LoRA r=16'}, torch threads {torch.get_num_threads()}")
-    print("| method | s/step | forget tok/s | policy tok/s | peak RSS GB |\n|---|---|---|---|---|")
+    rows = []
+    print(f"SmolLM2-135M, batch {BATCH} per stream, prompts <= {PROMPT_TOKENS} + responses <= {RESPONSE_TOKENS} "
+          f"tokens, {'full fine-tuning' if args.full else 'LoRA r=16'}")
+    print("| method | s/step | tokens/step | sft s/step | cost vs sft | GFLOP/s | sft GFLOP/s | peak GFLOP/s "
+          "| peak RSS GB |\n|---|---|---|---|---|---|---|---|---|")
     for name in args.methods or sorted(METHODS):
-        cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps)] + (["--full"] if args.full else [])
+        cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--kl-top-k", str(args.kl_top_k)]
+        cmd += ["--full"] if args.full else []
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        print(f"| {name} | {res['seconds_per_step']:.2f} | {res['forget_tokens_per_s']:.0f} | "
-              f"{res['policy_tokens_per_s']:.0f} | {res['peak_rss_gb']:.2f} |", flush=True)
+        rows.append(res)
+        print(f"| {name} | {res['s_per_step']:.2f} | {res['tokens_per_step']} | {res['sft_s_per_step']:.2f} | "
+              f"{res['cost_vs_sft']:.2f} | {res['gflops']:.0f} | {res['sft_gflops']:.0f} | {res['peak_gflops']:.0f} | "
+              f"{res['peak_rss_gb']:.2f} |", flush=True)
     if args.run:
         m = json.loads((Path(args.run) / "metrics.json").read_text())
         t = m["training"]
         print(f"\nrun {args.run}: method {m['method']}, {t['steps']} steps (best {t['best_step']}), stop: "
               f"{t['stop_reason']}, training {t['seconds']:.0f} s, whole run {m['wall_seconds']:.0f} s")
+    if args.json:
+        print(json.dumps(rows))
 
 
 if __name__ == "__main__":

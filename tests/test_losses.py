@@ -88,3 +88,28 @@ def test_bounded_nll_stops_at_the_margin():
     # SKEWED: targets 0 then 1 have p = 0.75 and 0.25: NLL = (log(4/3) + log 4) / 2 per token.
     expected = 2.0 - (math.log(4 / 3) + math.log(4)) / 2
     assert losses.bounded_nll(SKEWED, LABELS, 2.0).item() == pytest.approx(expected)
+
+
+def test_forward_kl_topk_is_exact_with_every_token_and_a_lower_bound_with_fewer():
+    torch.manual_seed(0)
+    policy, ref = torch.randn(2, 5, 7), torch.randn(2, 5, 7)  # (B, T, V)
+    labels = torch.tensor([[-100, -100, 3, 4, 5], [-100, 1, 2, 3, -100]])
+    exact = losses.forward_kl(policy, ref, labels)
+    full = torch.log_softmax(ref, -1).topk(7, dim=-1)
+    torch.testing.assert_close(losses.forward_kl_topk(policy, full.values, full.indices, labels), exact)
+    top2 = torch.log_softmax(ref, -1).topk(2, dim=-1)
+    approx = losses.forward_kl_topk(policy, top2.values, top2.indices, labels)
+    assert 0 < approx < exact
+    same = losses.forward_kl_topk(ref, top2.values, top2.indices, labels)  # model == original
+    assert same == pytest.approx(0.0, abs=1e-5)
+
+
+def test_forward_kl_topk_worked_value():
+    # V = 3, one scored position. q = (0.5, 0.3, 0.2), p = (0.2, 0.2, 0.6); top-1 of q is token 0.
+    # head = 0.5·ln(0.5/0.2) = 0.458145; tail = 0.5·ln(0.5/0.8) = -0.235002; total 0.223143.
+    q, p = torch.tensor([0.5, 0.3, 0.2]).log(), torch.tensor([0.2, 0.2, 0.6]).log()
+    policy = torch.stack([p, p]).unsqueeze(0)  # (1, 2, 3): position 0 predicts token 1
+    ref_logp, ref_index = torch.stack([q[:1], q[:1]]).unsqueeze(0), torch.zeros(1, 2, 1, dtype=torch.long)
+    labels = torch.tensor([[-100, 2]])
+    value = losses.forward_kl_topk(policy, ref_logp, ref_index, labels)
+    assert value == pytest.approx(0.5 * math.log(0.5 / 0.2) + 0.5 * math.log(0.5 / 0.8), abs=1e-5)

@@ -119,3 +119,20 @@ def test_contrast_term_makes_refusing_a_normal_prompt_less_likely(tiny_model, to
                      train_cfg=TRAIN, data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True))
     assert "contrast" in result.history[0]
     assert refusal_logprob(tiny_model) < start - 1.0
+
+
+@pytest.mark.parametrize("name", ["distance_cluster", "npo", "yao"])
+def test_cached_top_k_kl_over_the_whole_vocabulary_equals_the_per_step_kl(name, tokenizer):
+    from conftest import make_model
+
+    def history(kl_top_k: int):
+        model = make_model(len(tokenizer))
+        cfg = TrainConfig(max_steps=3, batch_size=2, learning_rate=1e-2, eval_every=0, kl_top_k=kl_top_k)
+        return unlearn(model, tokenizer, create_method(name), forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                       train_cfg=cfg, data_cfg=DataConfig(), reference=Reference(model, copy_weights=True)).history
+
+    exact, cached = history(0), history(len(tokenizer))
+    assert exact[0]["kl"] == pytest.approx(0.0, abs=1e-6) and cached[0]["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert exact[-1]["kl"] > 1e-4  # the model moved, so the check below compares something
+    for a, b in zip(exact, cached, strict=True):
+        assert b["kl"] == pytest.approx(a["kl"], rel=1e-3, abs=1e-5)

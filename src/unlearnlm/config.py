@@ -239,6 +239,10 @@ class TrainConfig:
     """Micro-batches per optimizer step."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Passed to accelerate."""
+    kl_top_k: int = 0
+    """> 0: compute the original's top-k log-probabilities on the normal data once, before training, and take the
+    normal loss's KL from them (the rest of the vocabulary lumped into one bucket), instead of a reference
+    forward pass at every step. 0: the exact KL with a reference pass per step."""
     seed: int = 0
     """Seeds data order, LoRA init and sampling."""
     eval_every: int = 5
@@ -255,6 +259,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_positive("train", self, "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate")
         _check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
+        _check(self.kl_top_k >= 0, "train.kl_top_k", "must be >= 0 (0: exact KL)")
         _check(0.0 <= self.target_flagged_rate <= 1.0, "train.target_flagged_rate", "must be in [0, 1]")
         _check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")
         _check(0.0 <= self.max_over_refusal <= 1.0, "train.max_over_refusal", "must be in [0, 1]")

@@ -130,11 +130,24 @@ class Reference:
             yield self._policy
 
     @torch.no_grad()
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden_layer: int | None = None):
-        """Forward pass of the original: returns (logits (B,T,V), hidden states (B,T,H) or None)."""
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        hidden_layer: int | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+    ):
+        """Forward pass of the original: (logits (B, T, V), hidden states (B, T, H) or None).
+
+        ``logits_to_keep`` > 0 returns logits for the last that many positions only, (B, K, V).
+        """
+        extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}  # models without it still run
         with self._as_original() as model:
             out = model(
-                input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden_layer is not None
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                output_hidden_states=hidden_layer is not None, **extra,
             )
         hidden = out.hidden_states[hidden_layer] if hidden_layer is not None else None
         return out.logits, hidden

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from unlearnlm.config import DataConfig, TrainConfig
 from unlearnlm.data.formatting import TokenizedDialogue, collate, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
-from unlearnlm.methods.base import PrepareContext, UnlearningMethod
+from unlearnlm.methods.base import PrepareContext, UnlearningMethod, reference_top_k
 from unlearnlm.models import Reference, trainable_parameters
 
 
@@ -143,6 +143,10 @@ def unlearn(
         tokens["normal"] = _tokenize_all(tokenizer, normal, data_cfg)
     for name, rows in prepared.pairs.items():
         tokens[name] = _tokenize_all(tokenizer, rows, data_cfg)
+    normal_cache: dict[str, torch.Tensor] = {}
+    if train_cfg.kl_top_k and "normal" in tokens:  # the original's outputs on normal rows, once
+        normal_cache = reference_top_k(reference, tokens["normal"], train_cfg.kl_top_k, tokenizer.pad_token_id,
+                                       train_cfg.batch_size * 4, device)
     forget_stream = _Stream(len(forget), train_cfg.batch_size, rng)
     normal_stream = _Stream(len(normal), train_cfg.batch_size, rng) if "normal" in tokens else None
 
@@ -153,7 +157,8 @@ def unlearn(
     model.train()
 
     def to_batch(rows: list[TokenizedDialogue]) -> dict[str, torch.Tensor]:
-        return {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id).items()}
+        # Left padding: every response ends at the last column, so a step computes logits for a short window.
+        return {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id, padding_side="left").items()}
 
     best = initial_check or Check(step=0, flagged_rate=math.inf, normal_kl=0.0)
     best_state = trainable_parameters(accelerator.unwrap_model(model))
@@ -168,7 +173,9 @@ def unlearn(
             batch: dict[str, Any] = {name: to_batch([tokens[name][i] for i in idx]) for name in ["forget", *prepared.pairs]}
             batch.update({name: t[idx].to(device) for name, t in prepared.tensors.items()})
             if normal_stream is not None:
-                batch["normal"] = to_batch([tokens["normal"][i] for i in normal_stream.next_indices()])
+                n_idx = normal_stream.next_indices()
+                batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
+                batch["normal"].update({k: t[n_idx].to(device) for k, t in normal_cache.items()})
             out = method.step(model, reference, batch)
             accelerator.backward(out.loss)
             if train_cfg.max_grad_norm > 0 and accelerator.sync_gradients:

@@ -79,20 +79,40 @@ def tokenize_dialogue(
     return TokenizedDialogue(input_ids=input_ids, labels=labels, prompt_length=len(prompt_ids))
 
 
-def collate(examples: Sequence[TokenizedDialogue], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch: ``input_ids``, ``attention_mask`` and ``labels``, each (B, T)."""
+def collate(
+    examples: Sequence[TokenizedDialogue], pad_token_id: int, padding_side: str = "right"
+) -> dict[str, torch.Tensor]:
+    """Pad a batch: ``input_ids``, ``attention_mask``, ``labels`` and ``position_ids``, each (B, T).
+
+    ``padding_side="left"`` puts every row's last token at T - 1, so all responses end together and the
+    response window of a batch is its last few positions (what training computes logits for). Position ids count
+    real tokens only, so a left-padded row is numbered exactly as the same row right-padded.
+    """
     if not examples:
         raise ValueError("collate() needs at least one example")
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     width = max(len(e.input_ids) for e in examples)
     input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)  # (B, T)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)  # (B, T)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)  # (B, T)
     for row, example in enumerate(examples):
         n = len(example.input_ids)
-        input_ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        attention_mask[row, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        cols = slice(width - n, width) if padding_side == "left" else slice(0, n)
+        input_ids[row, cols] = torch.tensor(example.input_ids)
+        labels[row, cols] = torch.tensor(example.labels)
+        attention_mask[row, cols] = 1
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)  # (B, T)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "position_ids": position_ids}
+
+
+def left_pad_to(batch: dict[str, torch.Tensor], width: int, pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Widen a left-padded batch to ``width`` columns by adding padding on the left."""
+    extra = width - batch["input_ids"].shape[1]
+    if extra <= 0:
+        return batch
+    fill = {"input_ids": pad_token_id, "attention_mask": 0, "labels": IGNORE_INDEX, "position_ids": 0}
+    return {k: torch.nn.functional.pad(v, (extra, 0), value=fill[k]) for k, v in batch.items()}
 
 
 def response_mask(labels: torch.Tensor) -> torch.Tensor:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from unlearnlm.data.formatting import IGNORE_INDEX, TokenizedDialogue, collate, left_pad_to, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.models import Reference
@@ -111,11 +112,106 @@ def create_method(name: str, options: dict[str, Any] | None = None) -> Unlearnin
     return cls(build(cls.Options, options, where=f"method.options[{name}]"))
 
 
-def forward(model: nn.Module, batch: Batch, hidden_layer: int | None = None):
-    """Policy forward pass: (logits (B, T, V), hidden states (B, T, H) at ``hidden_layer`` or None)."""
+@dataclass
+class Outputs:
+    """A forward pass over a batch's *response window*: the last ``K`` positions, where K - 1 is the longest
+    response in the batch. Training batches are left-padded, so every response ends at the last column and the
+    window holds every position whose logits a loss reads; prompt positions get no logits (the LM head over a
+    large vocabulary is the costliest layer per position)."""
+
+    logits: torch.Tensor  # (B, K, V)
+    hidden: torch.Tensor | None  # (B, K, H) at the requested layer, or None
+    labels: torch.Tensor  # (B, K), the batch's labels over the same positions
+
+    def last(self, k: int) -> Outputs:
+        """The last ``k`` positions (k <= K): the window of one stream cut from a pass over several."""
+        return Outputs(self.logits[:, -k:], self.hidden[:, -k:] if self.hidden is not None else None,
+                       self.labels[:, -k:])
+
+
+def response_window(labels: torch.Tensor) -> int:
+    """Number of trailing positions that cover every response token and the position before each (K)."""
+    has_label = (labels != IGNORE_INDEX).any(dim=0)  # (T,)
+    if not bool(has_label.any()):
+        return labels.shape[1]
+    first = int(has_label.float().argmax())  # first column that holds a response token in any row
+    return labels.shape[1] - max(first - 1, 0)
+
+
+def forward(model: nn.Module, batch: Batch, hidden_layer: int | None = None) -> Outputs:
+    """Policy forward pass over the batch's response window (see :class:`Outputs`)."""
+    keep = response_window(batch["labels"])
     out = model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-        output_hidden_states=hidden_layer is not None,
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch.get("position_ids"),
+        output_hidden_states=hidden_layer is not None, logits_to_keep=keep,
     )
-    hidden = out.hidden_states[hidden_layer] if hidden_layer is not None else None
-    return out.logits, hidden
+    hidden = out.hidden_states[hidden_layer][:, -keep:] if hidden_layer is not None else None
+    return Outputs(out.logits, hidden, batch["labels"][:, -keep:])
+
+
+def forward_many(model: nn.Module, batches: dict[str, Batch], hidden_layer: int | None = None,
+                 pad_token_id: int = 0) -> dict[str, Outputs]:
+    """One policy forward pass for several left-padded streams: rows are stacked (widened on the left to a
+    common width), run once, and split back by stream. Fewer, larger matrix products than one pass per stream."""
+    width = max(b["input_ids"].shape[1] for b in batches.values())
+    keys = ("input_ids", "attention_mask", "labels", "position_ids")
+    padded = [left_pad_to({k: b[k] for k in keys}, width, pad_token_id) for b in batches.values()]
+    merged = {k: torch.cat([b[k] for b in padded]) for k in keys}
+    out = forward(model, merged, hidden_layer)
+    sizes = [b["input_ids"].shape[0] for b in padded]
+    parts = zip(out.logits.split(sizes), out.labels.split(sizes),
+                out.hidden.split(sizes) if out.hidden is not None else [None] * len(sizes), strict=True)
+    return {name: Outputs(logits, hidden, labels) for name, (logits, labels, hidden) in zip(batches, parts, strict=True)}
+
+
+def reference_forward(reference: Reference, batch: Batch, hidden_layer: int | None = None) -> Outputs:
+    """The original model's outputs over the batch's response window (no gradients)."""
+    keep = response_window(batch["labels"])
+    logits, hidden = reference(batch["input_ids"], batch["attention_mask"], hidden_layer,
+                               position_ids=batch.get("position_ids"), logits_to_keep=keep)
+    return Outputs(logits, hidden[:, -keep:] if hidden is not None else None, batch["labels"][:, -keep:])
+
+
+def right_aligned(windows: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack per-row windows (k_i, ...) into (N, W, ...), each row's window at the right end, zeros before it:
+    the layout of a left-padded batch, so a step slices the last K columns of the rows it draws."""
+    width = max(w.shape[0] for w in windows)
+    out = windows[0].new_zeros((len(windows), width, *windows[0].shape[1:]))  # (N, W, ...)
+    for i, w in enumerate(windows):
+        out[i, width - w.shape[0] :] = w
+    return out
+
+
+@torch.no_grad()
+def reference_passes(reference: Reference, rows: Sequence[TokenizedDialogue], pad_token_id: int, batch_size: int,
+                     device: torch.device, hidden_layer: int | None = None) -> Iterator[tuple[int, Outputs]]:
+    """The original's outputs over tokenised rows, left-padded batches of ``batch_size``: (row, one-row Outputs)."""
+    for start in range(0, len(rows), batch_size):
+        batch = collate(rows[start : start + batch_size], pad_token_id, padding_side="left")
+        out = reference_forward(reference, {k: v.to(device) for k, v in batch.items()}, hidden_layer)
+        for row in range(out.labels.shape[0]):
+            one = Outputs(out.logits[row : row + 1], None if out.hidden is None else out.hidden[row : row + 1],
+                          out.labels[row : row + 1])
+            yield start + row, one.last(response_window(one.labels))
+
+
+def reference_windows(ctx: PrepareContext, rows: Sequence[Dialogue], hidden_layer: int) -> torch.Tensor:
+    """The original's hidden states over each row's response window, computed once before training: (N, W, H),
+    right-aligned (see :func:`right_aligned`). Replaces a reference forward pass at every step."""
+    tokenized = [tokenize_dialogue(ctx.tokenizer, d, max_prompt_tokens=ctx.max_prompt_tokens,
+                                   max_response_tokens=ctx.max_response_tokens) for d in rows]
+    passes = reference_passes(ctx.reference, tokenized, ctx.tokenizer.pad_token_id, ctx.batch_size, ctx.device,
+                              hidden_layer)
+    return right_aligned([out.hidden[0].float().cpu() for _, out in passes])
+
+
+def reference_top_k(reference: Reference, rows: Sequence[TokenizedDialogue], k: int, pad_token_id: int,
+                    batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """The original's top-``k`` log-probabilities and their token ids over each row's response window, for
+    :func:`~unlearnlm.losses.forward_kl_topk`: ``ref_logp`` (N, W, k) float and ``ref_index`` (N, W, k) int32."""
+    values, indices = [], []
+    for _, out in reference_passes(reference, rows, pad_token_id, batch_size, device):
+        top = torch.log_softmax(out.logits[0].float(), dim=-1).topk(k, dim=-1)  # (k_i, k)
+        values.append(top.values.cpu())
+        indices.append(top.indices.to(torch.int32).cpu())
+    return {"ref_logp": right_aligned(values), "ref_index": right_aligned(indices)}

@@ -9,15 +9,33 @@ from typing import Any
 from torch import nn
 
 from unlearnlm import losses
-from unlearnlm.methods.base import PreparedData, PrepareContext, StepOutput, UnlearningMethod, forward, register
+from unlearnlm.methods.base import (
+    Outputs,
+    PreparedData,
+    PrepareContext,
+    StepOutput,
+    UnlearningMethod,
+    forward,
+    forward_many,
+    reference_forward,
+    register,
+    response_window,
+)
 from unlearnlm.models import Reference
 
 
-def normal_kl(model: nn.Module, reference: Reference, normal: dict[str, Any]) -> Any:
-    """Forward KL(original || model) on a normal batch: the shared utility-keeping term."""
-    logits, _ = forward(model, normal)
-    ref_logits, _ = reference(normal["input_ids"], normal["attention_mask"])
-    return losses.forward_kl(logits, ref_logits, normal["labels"])
+def normal_kl(policy: Outputs, reference: Reference, normal: dict[str, Any]) -> Any:
+    """Forward KL(original || model) on a normal batch: the shared utility-keeping term.
+
+    ``policy`` is the model's pass over the batch (alone or stacked with other streams). When the loop cached the
+    original's top-k log-probabilities for the normal rows (``train.kl_top_k``), no reference pass is run.
+    """
+    if "ref_logp" in normal:
+        k = response_window(normal["labels"])
+        p = policy.last(k)
+        return losses.forward_kl_topk(p.logits, normal["ref_logp"][:, -k:], normal["ref_index"][:, -k:], p.labels)
+    ref = reference_forward(reference, normal)  # (B, K, V)
+    return losses.forward_kl(policy.last(ref.labels.shape[1]).logits, ref.logits, ref.labels)
 
 
 @dataclass
@@ -38,8 +56,8 @@ class GradientAscent(UnlearningMethod):
     streams = ("forget",)
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
-        logits, _ = forward(model, batch["forget"])
-        ascent = -losses.nll(logits, batch["forget"]["labels"])
+        out = forward(model, batch["forget"])
+        ascent = -losses.nll(out.logits, out.labels)
         return StepOutput(loss=ascent, terms={"ga": ascent.item()})
 
 
@@ -74,11 +92,10 @@ class YaoGAMismatchKL(UnlearningMethod):
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options
-        forget_logits, _ = forward(model, batch["forget"])
-        ga = -losses.nll(forget_logits, batch["forget"]["labels"])
-        mismatch_logits, _ = forward(model, batch["mismatch"])
-        mismatch = losses.nll(mismatch_logits, batch["mismatch"]["labels"])
-        kl = normal_kl(model, reference, batch["normal"])
+        out = forward_many(model, {name: batch[name] for name in ("forget", "mismatch", "normal")})
+        ga = -losses.nll(out["forget"].logits, out["forget"].labels)
+        mismatch = losses.nll(out["mismatch"].logits, out["mismatch"].labels)
+        kl = normal_kl(out["normal"], reference, batch["normal"])
         loss = o.w_ga * ga + o.w_mismatch * mismatch + o.w_kl * kl
         return StepOutput(loss=loss, terms={"ga": ga.item(), "mismatch": mismatch.item(), "kl": kl.item()})
 
@@ -105,14 +122,15 @@ class NPO(UnlearningMethod):
     streams = ("forget", "normal")
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
-        forget = batch["forget"]
-        logits, _ = forward(model, forget)
-        ref_logits, _ = reference(forget["input_ids"], forget["attention_mask"])
+        streams = ("forget", "normal") if self.options.w_kl else ("forget",)
+        out = forward_many(model, {name: batch[name] for name in streams})
+        ref = reference_forward(reference, batch["forget"])  # (B, K, V)
+        policy = out["forget"].last(ref.labels.shape[1])
         npo = losses.npo(
-            losses.sequence_logprob(logits, forget["labels"]),
-            losses.sequence_logprob(ref_logits, forget["labels"]),
+            losses.sequence_logprob(policy.logits, policy.labels),
+            losses.sequence_logprob(ref.logits, ref.labels),
             self.options.beta,
         )
-        kl = normal_kl(model, reference, batch["normal"]) if self.options.w_kl else logits.new_zeros(())
+        kl = normal_kl(out["normal"], reference, batch["normal"]) if self.options.w_kl else policy.logits.new_zeros(())
         loss = npo + self.options.w_kl * kl
         return StepOutput(loss=loss, terms={"npo": npo.item(), "kl": kl.item()})

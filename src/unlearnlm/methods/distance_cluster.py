@@ -35,7 +35,17 @@ from unlearnlm import losses
 from unlearnlm.clustering import assign_nearest, cluster_outputs, prompt_states, response_states
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
-from unlearnlm.methods.base import PreparedData, PrepareContext, StepOutput, UnlearningMethod, forward, register
+from unlearnlm.methods.base import (
+    PreparedData,
+    PrepareContext,
+    StepOutput,
+    UnlearningMethod,
+    forward_many,
+    reference_forward,
+    reference_windows,
+    register,
+    response_window,
+)
 from unlearnlm.methods.baselines import normal_kl
 from unlearnlm.models import Reference
 
@@ -133,35 +143,37 @@ class DistanceCluster(UnlearningMethod):
         pairs = {"target": targets}
         if o.w_contrast > 0:
             pairs["contrast"] = contrast_rows(ctx.forget, ctx.normal, ctx.expected)
+        tensors = {"centroids": clusters.centroids[cluster_of]}  # (N_f, H)
+        if o.distance == "representation":
+            tensors["ref_hidden"] = reference_windows(ctx, ctx.forget, o.layer)  # (N_f, W, H)
         return PreparedData(
             pairs=pairs,
-            tensors={"centroids": clusters.centroids[cluster_of]},  # (N_f, H)
+            tensors=tensors,
             info={"cluster_sizes": sizes, "medoids": [ctx.expected[m].response for m in clusters.medoids]},
         )
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options
         forget = batch["forget"]
-        logits, hidden = forward(model, forget, o.layer)  # (B, T, V), (B, T, H)
+        streams = ["forget", "target", "normal", *(["contrast"] if "contrast" in batch else [])]
+        out = forward_many(model, {name: batch[name] for name in streams}, o.layer)  # one pass for every stream
+        f = out["forget"].last(response_window(forget["labels"]))  # (B, K, V), (B, K, H)
         if o.distance == "representation":
-            _, ref_hidden = reference(forget["input_ids"], forget["attention_mask"], hidden_layer=o.layer)
-            neg = losses.representation_distance(hidden, ref_hidden, forget["labels"], o.margin)
+            ref_hidden = batch["ref_hidden"][:, -f.labels.shape[1] :]  # (B, K, H), computed once in prepare
+            neg = losses.representation_distance(f.hidden, ref_hidden, f.labels, o.margin)
         elif o.distance == "divergence":
-            ref_logits, _ = reference(forget["input_ids"], forget["attention_mask"])
-            neg = losses.bounded_divergence(logits, ref_logits, forget["labels"], o.margin)
+            neg = losses.bounded_divergence(f.logits, reference_forward(reference, forget).logits, f.labels, o.margin)
         elif o.distance == "likelihood":
-            neg = losses.bounded_nll(logits, forget["labels"], o.margin)
+            neg = losses.bounded_nll(f.logits, f.labels, o.margin)
         else:
-            neg = losses.unlikelihood(logits, forget["labels"])
-        pull = losses.cluster_pull(hidden, forget["labels"], batch["centroids"])
-        target_logits, _ = forward(model, batch["target"])
-        ce = losses.nll(target_logits, batch["target"]["labels"])
-        kl = normal_kl(model, reference, batch["normal"])
+            neg = losses.unlikelihood(f.logits, f.labels)
+        pull = losses.cluster_pull(f.hidden, f.labels, batch["centroids"])
+        ce = losses.nll(out["target"].logits, out["target"].labels)
+        kl = normal_kl(out["normal"], reference, batch["normal"])
         loss = o.w_neg * neg + o.w_pos * pull + o.w_ce * ce + o.w_nor * kl
         terms = {"neg": neg.item(), "pull": pull.item(), "ce": ce.item(), "kl": kl.item()}
         if "contrast" in batch:
-            contrast_logits, _ = forward(model, batch["contrast"])
-            contrast = losses.unlikelihood(contrast_logits, batch["contrast"]["labels"])
+            contrast = losses.unlikelihood(out["contrast"].logits, out["contrast"].labels)
             loss = loss + o.w_contrast * contrast
             terms["contrast"] = contrast.item()
         return StepOutput(loss=loss, terms=terms)

@@ -1,0 +1,82 @@
+"""The response-window forward passes give the losses what full-width, right-padded passes gave them."""
+
+import pytest
+import torch
+
+from unlearnlm import losses
+from unlearnlm.data.formatting import IGNORE_INDEX, collate, left_pad_to, tokenize_dialogue
+from unlearnlm.data.records import Dialogue
+from unlearnlm.methods.base import (
+    PrepareContext,
+    forward,
+    forward_many,
+    reference_forward,
+    reference_windows,
+    response_window,
+)
+from unlearnlm.models import Reference
+
+ROWS = [Dialogue("How do I bake bread?", "Mix flour, water, salt and yeast, knead and bake."),
+        Dialogue("Hi", "Hello!"),
+        Dialogue("What is the capital of France and why is it famous?", "Paris.")]
+
+
+def _tokens(tokenizer, rows=ROWS):
+    return [tokenize_dialogue(tokenizer, d, max_prompt_tokens=64, max_response_tokens=32) for d in rows]
+
+
+def test_left_padding_puts_every_row_end_in_the_last_column(tokenizer):
+    toks = _tokens(tokenizer)
+    left = collate(toks, tokenizer.pad_token_id, padding_side="left")
+    assert (left["attention_mask"][:, -1] == 1).all()
+    assert (left["labels"][:, -1] != IGNORE_INDEX).all()
+    for row, t in enumerate(toks):  # positions count real tokens only, as in the right-padded row
+        n = len(t.input_ids)
+        assert left["position_ids"][row, -n:].tolist() == list(range(n))
+    # The window covers the longest response and the position before it, and nothing more.
+    longest = max(len(t.input_ids) - t.prompt_length for t in toks)
+    assert response_window(left["labels"]) == longest + 1
+    wide = left_pad_to(left, left["input_ids"].shape[1] + 3, tokenizer.pad_token_id)
+    assert torch.equal(wide["labels"][:, 3:], left["labels"]) and (wide["attention_mask"][:, :3] == 0).all()
+    with pytest.raises(ValueError, match="padding_side"):
+        collate(toks, 0, padding_side="middle")
+
+
+def test_window_losses_equal_full_right_padded_losses(tiny_model, tokenizer):
+    toks = _tokens(tokenizer)
+    right = collate(toks, tokenizer.pad_token_id)
+    left = collate(toks, tokenizer.pad_token_id, padding_side="left")
+    with torch.no_grad():
+        full = tiny_model(input_ids=right["input_ids"], attention_mask=right["attention_mask"]).logits  # (B, T, V)
+        window = forward(tiny_model, left)
+    assert window.logits.shape[1] == response_window(left["labels"]) < full.shape[1]
+    torch.testing.assert_close(losses.nll(window.logits, window.labels), losses.nll(full, right["labels"]))
+    torch.testing.assert_close(losses.sequence_logprob(window.logits, window.labels),
+                               losses.sequence_logprob(full, right["labels"]))
+
+
+def test_one_pass_for_several_streams_equals_one_pass_each(tiny_model, tokenizer):
+    a = collate(_tokens(tokenizer)[:2], tokenizer.pad_token_id, padding_side="left")
+    b = collate(_tokens(tokenizer)[2:], tokenizer.pad_token_id, padding_side="left")
+    with torch.no_grad():
+        merged = forward_many(tiny_model, {"a": a, "b": b}, hidden_layer=-1)
+        for name, batch in {"a": a, "b": b}.items():
+            alone = forward(tiny_model, batch, hidden_layer=-1)
+            k = alone.labels.shape[1]
+            torch.testing.assert_close(merged[name].last(k).logits, alone.logits, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(merged[name].last(k).hidden, alone.hidden, atol=1e-5, rtol=1e-4)
+            assert torch.equal(merged[name].last(k).labels, alone.labels)
+
+
+def test_cached_reference_windows_match_a_reference_pass(tiny_model, tokenizer):
+    reference = Reference(tiny_model, copy_weights=True)
+    ctx = PrepareContext(forget=ROWS, normal=[], expected=[], reference=reference, tokenizer=tokenizer,
+                         max_prompt_tokens=64, max_response_tokens=32, batch_size=2, seed=0,
+                         device=torch.device("cpu"))
+    cache = reference_windows(ctx, ROWS, hidden_layer=-1)  # (N, W, H)
+    batch = collate(_tokens(tokenizer)[1:], tokenizer.pad_token_id, padding_side="left")  # rows 1 and 2
+    ref = reference_forward(reference, batch, hidden_layer=-1)
+    k = ref.labels.shape[1]
+    state = (ref.labels != IGNORE_INDEX).roll(-1, dims=1)  # states that produce a response token
+    state[:, -1] = False
+    torch.testing.assert_close(cache[1:, -k:][state], ref.hidden[state], atol=1e-5, rtol=1e-4)
