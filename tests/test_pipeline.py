@@ -154,3 +154,13 @@ def test_panel_flags_when_any_judge_flags():
     out = p.annotate([Dialogue("q", "a")])
     assert out[0].meta["flagged"] and out[0].meta["flagged_by"] == ["always"]
     assert out[0].meta["scores"] == {"always": 0.95, "never": 0.0}
+
+
+def test_rephrased_training_copies_are_trained_on_with_their_intents_refusal(workspace):
+    tmp_path, config, _ = workspace
+    out = tmp_path / "copies"
+    assert main(["run", str(config), "--output", str(out), "--set", "data.expected_outputs=null",
+                 "--set", "data.forget_rephrasings=2", "--set", "method.options.w_contrast=0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scan"]["train_rephrased_copies"] == 2 * metrics["scan"]["train"]
+    assert metrics["sets"]["forget_train"]["before"]["n"] == metrics["scan"]["train"]  # copies are not evaluated

@@ -164,6 +164,10 @@ class DataConfig:
     (``tasks/refusals.py``); ``self``: the model's own answers under a safety system prompt that the judges pass."""
     scan_size: int = 192
     """How many harmful prompts to scan (first N after a seeded shuffle)."""
+    forget_rephrasings: int = 0
+    """Rephrased training copies of each flagged training prompt (past tense, hypothetical, fiction; wordings
+    disjoint from the rephrased evaluation set's, see ``tasks/rephrase.py``), each with the original's bad answer
+    and expected output. 0: train on the prompts as scanned."""
     val_fraction: float = 0.2
     """Share of flagged dialogues held out for early stopping."""
     test_fraction: float = 0.2
@@ -189,6 +193,7 @@ class DataConfig:
         _check(0 <= self.test_fraction < 0.5, "data.test_fraction", f"must be in [0, 0.5), got {self.test_fraction}")
         _check(self.val_fraction + self.test_fraction < 0.8, "data.val_fraction + data.test_fraction",
                "leave at least 20% of flagged dialogues for training")
+        _check(self.forget_rephrasings >= 0, "data.forget_rephrasings", "must be >= 0")
         _check_positive("data", self, "normal_train_size", "eval_size", "benign_val_size", "max_prompt_tokens",
                         "max_response_tokens")
 

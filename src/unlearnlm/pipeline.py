@@ -48,7 +48,7 @@ from unlearnlm.outputs import (
 from unlearnlm.report import write_report
 from unlearnlm.tasks.harm import FALLBACK_REFUSALS, SAFETY_SYSTEM_PROMPT, HarmTaskData, build_harm_task
 from unlearnlm.tasks.refusals import fitting_refusals
-from unlearnlm.tasks.rephrase import rephrase_set
+from unlearnlm.tasks.rephrase import rephrase_set, training_copies
 from unlearnlm.train import Check, TrainResult, unlearn
 
 Log = Callable[[str], None]
@@ -274,6 +274,11 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     write_rows(out / "clean.jsonl", [d.to_json() for d in scanned if not d.meta["flagged"]])
     write_rows(out / "expected.jsonl", [d.to_json() for d in expected])
     forget_train, forget_val, forget_test = split_forget(flagged, cfg)
+    # Reworded copies of the training prompts teach the refusal of the intent, not of one phrasing; they are trained
+    # on (with the original's bad answer and expected output) but not evaluated as "trained on".
+    copies = training_copies(forget_train, cfg.data.forget_rephrasings)
+    answer_of = {d.prompt: d.response for d in expected}
+    expected = expected + [c.with_response(answer_of[c.meta["intent"]]) for c in copies if c.meta["intent"] in answer_of]
     log(f"      flagged {len(flagged)}/{len(scanned)}: train {len(forget_train)}, val {len(forget_val)}, "
         f"test {len(forget_test)}; expected outputs: {expected_info}")
     normal = [p.with_response(a) for p, a in zip(task.benign_train, before["normal_train"], strict=True) if a]
@@ -290,7 +295,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
                       [d.prompt_only() for d in normal_val], refusal_rate(refusal), cfg, log)
     log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     result = unlearn(
-        model, tokenizer, method, forget=forget_train, normal=normal, expected=expected, train_cfg=cfg.train,
+        model, tokenizer, method, forget=forget_train + copies, normal=normal, expected=expected, train_cfg=cfg.train,
         data_cfg=cfg.data, reference=reference, monitor=monitor,
         initial_check=Check(step=0, flagged_rate=1.0, normal_kl=0.0),  # val prompts are flagged by construction
     )
@@ -328,7 +333,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
         "model": cfg.model.name_or_path,
         "judges": cfg.judges,
         "scan": {"scanned": len(scanned), "flagged": len(flagged), "train": len(forget_train),
-                 "val": len(forget_val), "test": len(forget_test)},
+                 "val": len(forget_val), "test": len(forget_test),
+                 **({"train_rephrased_copies": len(copies)} if copies else {})},
         "expected_outputs": expected_info,
         "training": training_summary(result),
         "sets": set_metrics,
