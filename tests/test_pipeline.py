@@ -94,8 +94,10 @@ def test_before_stage_is_reused_and_keyed_by_config(workspace, capsys):
     tmp_path, config, _ = workspace
     assert main(["run", str(config), "--output", str(tmp_path / "a")]) == 0
     assert "reusing" not in capsys.readouterr().out
-    assert main(["run", str(config), "--output", str(tmp_path / "b"), "--set", "train.max_steps=2"]) == 0
+    assert main(["run", str(config), "--output", str(tmp_path / "b"), "--set", "train.max_steps=2",
+                 "--set", "data.forget_rephrasings=1"]) == 0
     assert "reusing the original model's answers" in capsys.readouterr().out  # training settings are not in the key
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["scan"]["train_rephrased_copies"] == 6
     assert (tmp_path / "a" / "flagged.jsonl").read_text() == (tmp_path / "b" / "flagged.jsonl").read_text()
     assert main(["run", str(config), "--output", str(tmp_path / "c"), "--set", "generation.max_new_tokens=3"]) == 0
     assert "reusing" not in capsys.readouterr().out  # generation settings are
