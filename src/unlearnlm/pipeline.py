@@ -126,7 +126,8 @@ def _stage_key(cfg: RunConfig, panel: JudgePanel, task: HarmTaskData) -> str:
     judged = {name: [round(float(x), 5) for x in s] for name, s in panel(probes).scores.items()}
     # Fitting refusals need no model, so they are made fresh every run and stay out of the key; so do the
     # rephrased training copies, made after the stage from its flagged prompts.
-    data = dataclasses.replace(cfg.data, expected_recipe="self", forget_rephrasings=0)
+    data = dataclasses.asdict(dataclasses.replace(cfg.data, expected_recipe="self"))
+    data.pop("forget_rephrasings")
     parts = {"model": cfg.model, "data": data, "generation": cfg.generation, "judges": judged,
              "seed": cfg.train.seed, "version": __version__, "task": dataclasses.replace(task, expected=None),
              "user_expected": task.expected,
