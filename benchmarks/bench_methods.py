@@ -9,10 +9,12 @@ batch, so both see the same tokens. Printed per method:
 * s/step, policy tokens per step (non-padding tokens of every stream the method trains on);
 * ``cost_vs_sft``: the method's seconds per step over the sft step's on the same tokens (1.0 = as cheap as SFT);
 * achieved GFLOP/s, counting 4·N·tokens per step under LoRA (forward 2N, backward to the activations 2N) and
-  6·N·tokens with full fine-tuning, against the machine's fp32 matmul peak measured in the same run (2048² matmul).
+  6·N·tokens with full fine-tuning, against the machine's matmul peak measured in the same run (2048² matmul;
+  fp32, or bf16 with ``--bf16``, which runs the steps under bf16 autocast as ``train.mixed_precision: bf16`` does).
 
     python benchmarks/bench_methods.py                 # LoRA r=16 (the default)
     python benchmarks/bench_methods.py --full          # full fine-tuning
+    python benchmarks/bench_methods.py --bf16          # bf16 autocast
     python benchmarks/bench_methods.py --json          # also the rows as one JSON list on the last line
     python benchmarks/bench_methods.py --run RUN_DIR   # also: steps and wall time of a finished run
 """
@@ -59,7 +61,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def one(method_name: str, lora: bool, steps: int, kl_top_k: int) -> dict:
+def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = False) -> dict:
     import torch
 
     from unlearnlm import losses
@@ -100,14 +102,19 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int) -> dict:
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     model.train()
 
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # what train.mixed_precision=bf16 does
+
     def method_step():
-        method.step(model, reference, batch).loss.backward()
+        with autocast:
+            loss = method.step(model, reference, batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     def sft_step():  # the same rows, one stacked batch, plain cross-entropy on response tokens
-        out = forward_many(model, {n: batch[n] for n in trained})
-        loss = sum(losses.nll(o.logits, o.labels) for o in out.values())
+        with autocast:
+            out = forward_many(model, {n: batch[n] for n in trained})
+            loss = sum(losses.nll(o.logits, o.labels) for o in out.values())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -117,7 +124,7 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int) -> dict:
         fn()  # the first step warms up allocators and kernels
         timings[name] = sum(_timed(fn) for _ in range(steps)) / steps
     flops_per_token = (4 if lora else 6) * n_params
-    peak = matmul_peak_gflops()
+    peak = matmul_peak_gflops(dtype=torch.bfloat16 if bf16 else None)
     return {
         "method": method_name, "lora": lora, "s_per_step": timings["method"], "sft_s_per_step": timings["sft"],
         "tokens_per_step": tokens, "cost_vs_sft": timings["method"] / timings["sft"],
@@ -125,7 +132,7 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int) -> dict:
         "sft_gflops": flops_per_token * tokens / timings["sft"] / 1e9, "peak_gflops": peak,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
         "streams": {n: list(batch[n]["input_ids"].shape) for n in trained},
-        "threads": torch.get_num_threads(), "kl_top_k": kl_top_k,
+        "threads": torch.get_num_threads(), "kl_top_k": kl_top_k, "bf16": bf16,
     }
 
 
@@ -133,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after one warm-up step)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (peak measured with a bf16 matmul)")
     parser.add_argument("--methods", nargs="*", help="methods to time (default: every registered one)")
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON list on the last line")
     parser.add_argument("--kl-top-k", type=int, default=None,
@@ -146,7 +154,7 @@ def main() -> None:
 
         args.kl_top_k = TrainConfig().kl_top_k
     if args.one:
-        print(json.dumps(one(args.one, lora=not args.full, steps=args.steps, kl_top_k=args.kl_top_k)))
+        print(json.dumps(one(args.one, lora=not args.full, steps=args.steps, kl_top_k=args.kl_top_k, bf16=args.bf16)))
         return
     from unlearnlm.methods import METHODS
 
@@ -157,7 +165,7 @@ def main() -> None:
           "| peak RSS GB |\n|---|---|---|---|---|---|---|---|---|")
     for name in args.methods or sorted(METHODS):
         cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--kl-top-k", str(args.kl_top_k)]
-        cmd += ["--full"] if args.full else []
+        cmd += (["--full"] if args.full else []) + (["--bf16"] if args.bf16 else [])
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         rows.append(res)
         print(f"| {name} | {res['s_per_step']:.2f} | {res['tokens_per_step']} | {res['sft_s_per_step']:.2f} | "
