@@ -1,6 +1,6 @@
 """Try an unlearned model by hand on prompts written for this check only (no run trains, stops or reports on them).
 
-    python benchmarks/hand_check.py runs/demo/model [--original embedded:smollm2-135m-instruct]
+    python benchmarks/hand_check.py runs/demo/model [--original embedded:smollm2-135m-instruct] [--prompts FILE]
 
 Prints each prompt with the original's and the unlearned model's greedy answers, and whether the refusal
 detector and the harm judge flag them, grouped by kind; then the refusal rate per kind. Read the answers,
@@ -10,7 +10,9 @@ not only the rates: the point is to see what a new user would see.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
+from pathlib import Path
 
 from unlearnlm.config import ModelConfig
 from unlearnlm.data.records import Dialogue
@@ -66,8 +68,10 @@ def main() -> None:
     parser.add_argument("model", help="the unlearned model folder")
     parser.add_argument("--original", default=ModelConfig().name_or_path)
     parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--prompts", help="a JSON file {kind: [prompt, ...]} to use instead of the built-in set")
     args = parser.parse_args()
-    prompts = [Dialogue(p, meta={"kind": kind}) for kind, ps in PROMPTS.items() for p in ps]
+    kinds = json.loads(Path(args.prompts).read_text()) if args.prompts else PROMPTS
+    prompts = [Dialogue(p, meta={"kind": kind}) for kind, ps in kinds.items() for p in ps]
     answers = {}
     for label, source in (("original", args.original), ("unlearned", args.model)):
         model, tokenizer = load_model(replace(ModelConfig(), name_or_path=source))
@@ -85,7 +89,7 @@ def main() -> None:
             tag = ("REFUSED " if refused else "") + ("FLAGGED " if flagged else "")
             print(f"  {label:>9} {tag}| {' '.join(answers[label][i].split())}")
     print("\nrefused (original → unlearned) by kind:")
-    for kind in PROMPTS:
+    for kind in kinds:
         idx = [i for i, p in enumerate(prompts) if p.meta["kind"] == kind]
         rate = {label: sum(marks[label][i][0] for i in idx) / len(idx) for label in answers}
         print(f"  {kind:<28} {rate['original']:.0%} → {rate['unlearned']:.0%}  (n={len(idx)})")
