@@ -573,6 +573,15 @@ def test_privacy_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch,
     assert (out / "model" / "config.json").is_file()
     rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert {r["set"] for r in rows} == set(summary["sets"])
+    # `unlearnlm evaluate` through the same task: the planted model (cached) against the unlearned one
+    from unlearnlm.pipeline import evaluate_models
+
+    evaluated = evaluate_models(cfg, str(out / "model"), tmp_path / "eval", log=lambda _: None)
+    assert set(evaluated["sets"]) == set(summary["sets"]) and evaluated["task"] == "privacy"
+    assert evaluated["implant"]["path"] == summary["implant"]["path"]  # the same planted original, reused
+    assert evaluated["sets"]["forget"]["before"] == summary["sets"]["forget"]["before"]  # same original, same answers
+    assert set(evaluated["probes"]) == {"base", "original", "after"}
+    assert "## Planted knowledge" in (tmp_path / "eval" / "report.md").read_text()
 
 
 def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch):
