@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from unlearnlm.config import load_config
+from unlearnlm.loader import load_config
 from unlearnlm.methods import METHODS
 from unlearnlm.pipeline import run
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearnlm.config import load_config
+from unlearnlm.loader import load_config
 from unlearnlm.judges.pii_data import presidio_identities
 from unlearnlm.models import load_model
 from unlearnlm.probes import response_token_logprobs
@@ -32,7 +32,7 @@ def main() -> None:
     run = Path(args.run_dir)
     cfg = load_config(run / "config.yaml")
     implant_path = json.loads((run / "metrics.json").read_text())["implant"]["path"]
-    p = cfg.data.privacy
+    p = cfg.data.options  # the privacy task's settings (PrivacyConfig)
     people = people_from_rows(presidio_identities(), p.fields)
     random.Random(cfg.train.seed).shuffle(people)  # the same order build_privacy_data uses
     extra = people[p.n_identities + p.n_never_seen : p.n_identities + p.n_never_seen + args.people]

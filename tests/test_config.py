@@ -1,13 +1,17 @@
 import pytest
 
-from unlearnlm.config import RunConfig, build, load_config
+from unlearnlm.config import RunConfig
+from unlearnlm.loader import config_from_tree, load_config
 from unlearnlm.errors import ConfigError, DataError
 
 
 def test_defaults_are_valid_and_round_trip():
     cfg = load_config()
     assert isinstance(cfg, RunConfig) and cfg.method.name == "distance_cluster"
-    assert build(RunConfig, cfg.to_dict()) == cfg
+    assert config_from_tree(cfg.to_dict()) == cfg
+    privacy = load_config(None, ["data.task=privacy", "data.privacy.n_identities=20"])
+    assert privacy.to_dict()["data"]["privacy"]["n_identities"] == 20 and "options" not in privacy.to_dict()["data"]
+    assert config_from_tree(privacy.to_dict()) == privacy
 
 
 def test_yaml_and_overrides(tmp_path):

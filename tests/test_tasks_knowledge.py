@@ -8,22 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnlm.config import (
-    TASK_DEFAULTS,
-    HallucinationConfig,
-    ImplantConfig,
-    ModelConfig,
-    PrivacyConfig,
-    load_config,
-)
+from unlearnlm.config import ModelConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.judges.pii import PIIJudge
 from unlearnlm.probes import MIA_SCORES, membership_auc, mia_scores, response_token_logprobs, roc_auc, truth_preference
 from unlearnlm.tasks import hallucination as hal
 from unlearnlm.tasks import privacy as priv
-from unlearnlm.tasks.implant import implant, implant_key
-from unlearnlm.tasks.knowledge import KnowledgeTask, reproduced_rate
+from unlearnlm.loader import load_config
+from unlearnlm.tasks.hallucination import HallucinationConfig
+from unlearnlm.tasks.implant import ImplantConfig, implant, implant_key
+from unlearnlm.tasks.knowledge import Knowledge, reproduced_rate
+from unlearnlm.tasks.privacy import PrivacyConfig, PrivacyTask
 
 # ---------------------------------------------------------------------------------------------------
 # roc_auc
@@ -126,8 +122,6 @@ def test_field_extracted_numbers_must_match_whole():
 
 
 def test_occupation_alone_is_rejected():
-    from unlearnlm.config import load_config
-
     with pytest.raises(ConfigError, match="data.privacy.fields"):
         load_config(overrides=["data.task=privacy", "data.privacy.fields=[occupation]"])
 
@@ -461,7 +455,7 @@ def test_task_defaults_apply_under_user_settings():
     # nothing leaks from one load into the defaults of the next
     mine.method.options["target"] = "mutated"
     assert load_config(overrides=["data.task=privacy"]).method.options == {"target": "own", "w_contrast": 0.0}
-    assert TASK_DEFAULTS["privacy"]["method_options"] == {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
+    assert PrivacyTask.method_defaults == {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
 
 
 def test_task_settings_from_yaml(tmp_path):
@@ -469,8 +463,8 @@ def test_task_settings_from_yaml(tmp_path):
     path.write_text("data:\n  task: hallucination\n  hallucination: {n_forget: 5, implant: {max_epochs: 3}}\n"
                     "generation: {batch_size: 4}\n")
     cfg = load_config(path)
-    assert cfg.data.hallucination.n_forget == 5 and cfg.data.hallucination.implant.max_epochs == 3
-    assert cfg.data.hallucination.implant.target_rate == 0.9
+    assert cfg.data.options.n_forget == 5 and cfg.data.options.implant.max_epochs == 3
+    assert cfg.data.options.implant.target_rate == 0.9
     assert cfg.generation.batch_size == 4 and cfg.generation.max_new_tokens == 40
 
 
@@ -498,7 +492,7 @@ def test_bad_task_values_name_the_key(override, message):
 
 
 def test_reproduced_rate():
-    task = KnowledgeTask(name="t", planted=[], sets={}, roles={}, expected=[], panel=None,
+    task = Knowledge(planted=[], sets={}, roles={}, expected=[], panel=None,
                          reproduced=priv.extraction_share, reproduced_label="fields", probes=lambda m, t: {})
     qs = [Dialogue("q1", "", meta={"fields": {"email": "a@b.cz"}}),
           Dialogue("q2", "", meta={"fields": {"email": "c@d.cz", "phone": "123 456 789"}})]
@@ -508,10 +502,10 @@ def test_reproduced_rate():
 
 def test_collateral_measures_of_the_early_stopping_check():
     from unlearnlm.judges.refusal import RefusalDetector
-    from unlearnlm.pipeline import refusal_rate
+    from unlearnlm.tasks.scanned import refusal_rate
     from unlearnlm.tasks.knowledge import retained_lost
 
-    task = KnowledgeTask(name="t", planted=[], sets={}, roles={}, expected=[], panel=None,
+    task = Knowledge(planted=[], sets={}, roles={}, expected=[], panel=None,
                          reproduced=priv.extraction_share, reproduced_label="fields", probes=lambda m, t: {})
     qs = [Dialogue(f"q{i}", "", meta={"fields": {"email": f"p{i}@x.cz"}}) for i in range(3)]
     # q0 and q1 were answered exactly before, q2 was not; now q0 keeps its answer, q1 and q2 lose theirs:
@@ -579,6 +573,15 @@ def test_privacy_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch,
     assert (out / "model" / "config.json").is_file()
     rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert {r["set"] for r in rows} == set(summary["sets"])
+    # `unlearnlm evaluate` through the same task: the planted model (cached) against the unlearned one
+    from unlearnlm.pipeline import evaluate_models
+
+    evaluated = evaluate_models(cfg, str(out / "model"), tmp_path / "eval", log=lambda _: None)
+    assert set(evaluated["sets"]) == set(summary["sets"]) and evaluated["task"] == "privacy"
+    assert evaluated["implant"]["path"] == summary["implant"]["path"]  # the same planted original, reused
+    assert evaluated["sets"]["forget"]["before"] == summary["sets"]["forget"]["before"]  # same original, same answers
+    assert set(evaluated["probes"]) == {"base", "original", "after"}
+    assert "## Planted knowledge" in (tmp_path / "eval" / "report.md").read_text()
 
 
 def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch):

@@ -11,7 +11,7 @@ from unlearnlm.errors import UnlearnLMError
 
 
 def _config(args: argparse.Namespace):
-    from unlearnlm.config import load_config
+    from unlearnlm.loader import load_config
 
     overrides = list(args.set or [])
     for flag, key in (("model", "model.name_or_path"), ("method", "method.name"), ("output", "output_dir"),
@@ -71,6 +71,15 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from unlearnlm.tasks import TASKS
+
+    for name, cls in sorted(TASKS.items()):
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:14s} {doc}\n{'':14s} settings: {'data.' + name if cls.Options else '-'}")
+    return 0
+
+
 def cmd_judge(args: argparse.Namespace) -> int:
     from unlearnlm.judges.cards import CARD_BUILDERS, evaluate_judge, summarise
     from unlearnlm.judges.harm import default_harm_judge_dir
@@ -103,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="scan → unlearn → evaluate from one YAML (default: the embedded harm task)")
     p.add_argument("config", nargs="?", help="YAML run config (omit for the embedded default)")
-    p.add_argument("--task", choices=["harm", "privacy", "hallucination"],
-                   help="built-in task: harm (default), privacy (forget planted people), hallucination (false beliefs)")
+    p.add_argument("--task", help="task (see `unlearnlm tasks`): harm (default), custom, privacy, hallucination, "
+                                  "or package.module:Class")
     p.add_argument("--method", help="unlearning method (see `unlearnlm methods`)")
     p.add_argument("--output", help="output folder (default runs/unlearnlm; runs/privacy, runs/hallucination)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --output")
@@ -120,16 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_scan)
 
-    p = sub.add_parser("evaluate", help="before vs after: the original model vs an unlearned one")
+    p = sub.add_parser("evaluate", help="before vs after: the original model vs an unlearned one, on the task's sets")
     p.add_argument("unlearned", help="folder of the unlearned model (e.g. RUN/model)")
     p.add_argument("--prompts", help="JSONL/CSV of forget prompts to compare on (besides the built-in sets)")
     p.add_argument("--output", required=True, help="folder for metrics.json, examples.jsonl, report.md")
     p.add_argument("--config", help="YAML run config (the original model, data, judges)")
+    p.add_argument("--task", help="the task whose evaluation sets to compare on (default: the config's, harm)")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("methods", help="list registered unlearning methods and their options")
     p.set_defaults(func=cmd_methods)
+
+    p = sub.add_parser("tasks", help="list registered tasks")
+    p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("judge", help="train a judge or print its held-out metrics card")
     p.add_argument("action", choices=["train", "evaluate"],

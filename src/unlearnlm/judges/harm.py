@@ -11,8 +11,9 @@ features of the pair (Platt-calibrated on cross-validated predictions), then two
   echoed back), which small models produce and which help nobody.
 
 The classifier (logistic regression or a one-hidden-layer MLP, picked by grouped cross-validation)
-is stored as plain arrays (``weights.npz``) and run with numpy: no pickle. Training and the
-held-out card live in :mod:`unlearnlm.judges.harm_train`.
+is stored as plain arrays (``weights.npz``) and run with numpy: no pickle. Training, the held-out card
+and :func:`~unlearnlm.judges.harm_train.get_harm_judge` (load the cached judge or train it) live in
+:mod:`unlearnlm.judges.harm_train`, which depends on this module and never the other way round.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ __all__ = [
     "HarmJudgeConfig",
     "build_harm_training_set",
     "default_harm_judge_dir",
-    "get_harm_judge",
     "harm_features",
     "load_harm_judge",
 ]
@@ -177,7 +177,7 @@ class _Network:
 class HarmJudge:
     """Judge (name ``"harm"``): 1 = the response gives harmful help, 0 = refusal, benign or empty.
 
-    Build one with :func:`train_harm_judge` / :func:`load_harm_judge` / :func:`get_harm_judge`.
+    Build one with ``harm_train.train_harm_judge`` / :func:`load_harm_judge` / ``harm_train.get_harm_judge``.
     """
 
     name = "harm"
@@ -259,23 +259,5 @@ def load_harm_judge(path: Path, encoder: TextEncoder | None = None) -> HarmJudge
 
 
 def default_harm_judge_dir() -> Path:
-    """Where :func:`get_harm_judge` caches the embedded judge: ``cache_root()/judges/harm``."""
+    """Where ``harm_train.get_harm_judge`` caches the embedded judge: ``cache_root()/judges/harm``."""
     return cache_root() / "judges" / "harm"
-
-
-def get_harm_judge(train_if_missing: bool = True) -> HarmJudge:
-    """The embedded MiniLM harm judge: load it from the cache, or train it (a few minutes on CPU).
-
-    Raises:
-        ConfigError: no cached judge and ``train_if_missing`` is False.
-    """
-    path = default_harm_judge_dir()
-    if not (path / CONFIG_FILE).is_file():
-        if not train_if_missing:
-            raise ConfigError(f"no harm judge at {path}; call get_harm_judge(train_if_missing=True) to train it")
-        from unlearnlm.judges.harm_train import summarise_card, train_harm_judge  # it imports this module
-
-        card = train_harm_judge(path)
-        print(summarise_card(card))
-    return load_harm_judge(path)
-

@@ -1,4 +1,5 @@
-"""Fit the harm judge, pick its operating point by cross-validation, and measure it on held-out data.
+"""Fit the harm judge, pick its operating point by cross-validation, and measure it on held-out data; and
+:func:`get_harm_judge`, which loads the cached judge or trains it.
 
 Nothing here looks at held-out labels before the judge is final: the classifier family, the refusal
 gate strength and the threshold are all chosen on out-of-fold predictions over the training rows
@@ -23,11 +24,14 @@ from unlearnlm.judges.card_metrics import expected_calibration_error, target
 from unlearnlm.judges.embeddings import MiniLMEncoder, TextEncoder
 from unlearnlm.judges.harm import (
     CARD_FILE,
+    CONFIG_FILE,
     HarmJudge,
     HarmJudgeConfig,
     _Network,
+    default_harm_judge_dir,
     degeneracy,
     harm_features,
+    load_harm_judge,
     platt,
     refusal_gate,
 )
@@ -275,3 +279,19 @@ def summarise_card(card: dict) -> str:
         f"F1 {fmt(card['f1'])}, benign FPR {fmt(card['benign_fpr'])}, ECE {fmt(card['ece'])}; "
         f"n_train {card['n_train']}, n_heldout {card['n_heldout']}, {card['latency_s_per_100']:.2f} s per 100 dialogues"
     )
+
+
+def get_harm_judge(train_if_missing: bool = True) -> HarmJudge:
+    """The embedded MiniLM harm judge: load it from the cache, or train it (a few minutes on CPU).
+
+    Raises:
+        ConfigError: no cached judge and ``train_if_missing`` is False.
+    """
+    path = default_harm_judge_dir()
+    if not (path / CONFIG_FILE).is_file():
+        if not train_if_missing:
+            raise ConfigError(f"no harm judge at {path}; call get_harm_judge(train_if_missing=True) to train it")
+        card = train_harm_judge(path)
+        print(summarise_card(card))
+    return load_harm_judge(path)
+

@@ -13,7 +13,7 @@ from unlearnlm.judges.base import Judge
 
 
 def _harm() -> Judge:
-    from unlearnlm.judges.harm import get_harm_judge
+    from unlearnlm.judges.harm_train import get_harm_judge
 
     return get_harm_judge(train_if_missing=True)
 

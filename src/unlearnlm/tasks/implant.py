@@ -24,7 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from unlearnlm.assets import cache_root
-from unlearnlm.config import ImplantConfig, ModelConfig
+from unlearnlm.config import ModelConfig, check, check_positive
 from unlearnlm.data.formatting import collate, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
@@ -32,6 +32,28 @@ from unlearnlm.models import load_model, resolve_source
 from unlearnlm.outputs import atomic_dir, write_json
 
 Log = Callable[[str], None]
+
+
+@dataclass
+class ImplantConfig:
+    """Fine-tuning that plants the knowledge to unlearn (``data.<task>.implant``); cached per recipe."""
+
+    max_epochs: int = 12
+    """Upper bound on passes over the planted dialogues."""
+    learning_rate: float = 2e-4
+    """AdamW learning rate (all weights are trained)."""
+    batch_size: int = 8
+    """Dialogues per step."""
+    target_rate: float = 0.9
+    """Stop once greedy answers reproduce this share of the planted facts."""
+    check_every: int = 2
+    """Measure the planted rate every N epochs."""
+
+    def __post_init__(self) -> None:
+        check_positive("implant", self, "max_epochs", "batch_size", "check_every", "learning_rate")
+        check(0.0 < self.target_rate <= 1.0, "implant.target_rate", f"must be in (0, 1], got {self.target_rate}")
+
+
 #: ``score(model, tokenizer) -> share of planted facts reproduced`` (greedy answers, in [0, 1]).
 Scorer = Callable[[Any, Any], float]
 

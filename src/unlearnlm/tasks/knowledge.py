@@ -1,53 +1,49 @@
-"""Planted-knowledge tasks (privacy, hallucination): plant → scan → unlearn → evaluate, with exact truth.
+"""What the planted-knowledge tasks share (privacy, hallucination): plant, then scan with exact truth.
 
-Both tasks share one shape, :class:`KnowledgeTask`: dialogues to plant, question sets whose ``meta``
-holds the truth, non-disclosing or correct answers as expected outputs, a judge panel that knows what
-must not be said, a ``reproduced`` function (how much of the planted answer a generated answer
-repeats) and ``probes`` that read log-probabilities (membership inference, truth preference).
+Each such task builds a :class:`Knowledge`: dialogues to plant, question sets whose ``meta`` holds the
+truth, non-disclosing or correct answers as expected outputs, a judge panel that knows what must not be
+said, a ``reproduced`` function (how much of the planted answer a generated answer repeats) and
+``probes`` that read log-probabilities (membership inference, truth preference).
+:class:`KnowledgeTask` turns it into the pipeline's hooks:
 
 1. **Plant** the knowledge into the configured model (cached, :mod:`unlearnlm.tasks.implant`); the
-   planted model is *the original* from here on.
+   planted model is *the original* from here on. Probes run on the base model and on the original.
 2. **Scan**: the original answers the forget questions; the answers the panel flags are the forget set.
-3. **Unlearn** with the configured method. Normal data: the retained planted dialogues plus the
-   original's answers to benign prompts. Early stopping: flagged rate on the forget questions, KL on
-   benign answers, and collateral damage = share of retained questions the original answered with the
-   planted answer and the model no longer does (``train.max_over_refusal`` bounds it).
-4. **Evaluate** every set before vs after (flagged, refused, planted answer reproduced), probes on the
-   base, original and unlearned models, perplexity and KL on human text.
+3. Normal data: the retained planted dialogues plus the original's answers to benign prompts. Early
+   stopping: flagged rate on the forget questions, KL on benign answers, and collateral damage = share of
+   retained questions the original answered with the planted answer and the model no longer does
+   (``train.max_over_refusal`` bounds it).
+4. Every set is evaluated before vs after (flagged, refused, planted answer reproduced), probes too.
 """
 
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
-from unlearnlm.config import RunConfig
+from unlearnlm.config import ModelConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
 from unlearnlm.evaluate import EvalSet
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
-from unlearnlm.judges.refusal import RefusalDetector
-from unlearnlm.models import Reference, add_lora, load_model
-from unlearnlm.outputs import save_model_atomically, write_json, write_rows
-from unlearnlm.pipeline import Collateral, Monitor, evaluate_sets, start_run, training_summary
-from unlearnlm.report import write_report
-from unlearnlm.tasks.harm import build_benign_sets
-from unlearnlm.tasks.implant import implant
-from unlearnlm.train import Check, unlearn
+from unlearnlm.models import load_model
+from unlearnlm.scanning import Collateral
+from unlearnlm.tasks.base import Log, Plan, Task
+from unlearnlm.tasks.benign import build_benign_sets
+from unlearnlm.tasks.implant import ImplantResult, implant
 
-Log = Callable[[str], None]
 Probes = Callable[[Any, Any], dict[str, Any]]
+#: The planted-knowledge tasks keep the FreshQA-only benign data their published figures were measured with.
+FRESHQA_BENIGN = {"benign_pool": "freshqa", "normal_train_size": 128, "benign_val_size": 16}
 
 
 @dataclass
-class KnowledgeTask:
-    """What the pipeline needs from a planted-knowledge task."""
+class Knowledge:
+    """What a planted-knowledge task is made of."""
 
-    name: str
     planted: list[Dialogue]
     """Dialogues the implant fine-tunes on."""
     sets: dict[str, list[Dialogue]]
@@ -66,144 +62,129 @@ class KnowledgeTask:
     """``probes(model, tokenizer)`` → log-probability measurements (membership AUC, truth preference)."""
 
 
-def reproduced_rate(task: KnowledgeTask, questions: Sequence[Dialogue], answers: Sequence[str]) -> float:
-    """Mean of ``task.reproduced`` over a question set (0 when empty)."""
+def reproduced_rate(knowledge: Knowledge, questions: Sequence[Dialogue], answers: Sequence[str]) -> float:
+    """Mean of ``knowledge.reproduced`` over a question set (0 when empty)."""
     if not questions:
         return 0.0
-    return sum(task.reproduced(q, a) for q, a in zip(questions, answers, strict=True)) / len(questions)
+    return sum(knowledge.reproduced(q, a) for q, a in zip(questions, answers, strict=True)) / len(questions)
 
 
-def retained_lost(task: KnowledgeTask, kept_before: Sequence[bool]) -> Collateral:
+def retained_lost(knowledge: Knowledge, kept_before: Sequence[bool]) -> Collateral:
     """Collateral damage of a planted-knowledge task: the share of retained questions the original answered
     with the whole planted answer (``kept_before``) and the model no longer does."""
     def lost(prompts: list[Dialogue], answers: list[str]) -> float:
-        n_lost = sum(b and task.reproduced(p, a) < 1.0 for p, a, b in zip(prompts, answers, kept_before, strict=True))
+        n_lost = sum(b and knowledge.reproduced(p, a) < 1.0 for p, a, b in zip(prompts, answers, kept_before, strict=True))
         return n_lost / sum(kept_before) if sum(kept_before) else 0.0
 
     return lost
 
 
-def build_task(cfg: RunConfig) -> KnowledgeTask:
-    """The configured planted-knowledge task."""
-    if cfg.data.task == "privacy":
-        from unlearnlm.tasks.privacy import privacy_task
-
-        return privacy_task(cfg)
-    if cfg.data.task == "hallucination":
-        from unlearnlm.tasks.hallucination import hallucination_task
-
-        return hallucination_task(cfg)
-    raise ValueError(f"{cfg.data.task!r} is not a planted-knowledge task")
-
-
-def _sample(rows: Sequence[Dialogue], n: int, seed: int) -> list[Dialogue]:
+def sample(rows: Sequence[Dialogue], n: int, seed: int) -> list[Dialogue]:
     """Up to ``n`` rows in a seeded random order."""
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     return rows[:n]
 
 
-def implant_for(cfg: RunConfig, task: KnowledgeTask, log: Log):
-    """Plant the task's knowledge into ``cfg.model`` (cached); the planted rate is measured on a sample."""
-    implant_cfg = getattr(cfg.data, cfg.data.task).implant
-    probe = _sample(task.planted, 64, cfg.train.seed)
+class KnowledgeTask(Task):
+    """Base of the planted-knowledge tasks: subclasses build their :class:`Knowledge`; ``Options`` must have
+    an ``implant`` field (:class:`~unlearnlm.tasks.implant.ImplantConfig`)."""
 
-    def score(model, tokenizer) -> float:
-        answers = generate(model, tokenizer, [d.prompt_only() for d in probe], max_new_tokens=cfg.generation.max_new_tokens,
-                           batch_size=cfg.generation.batch_size)
-        return reproduced_rate(task, probe, answers)
+    defaults: ClassVar[dict[str, Any]] = {"data": dict(FRESHQA_BENIGN)}
 
-    return implant(cfg.model, task.planted, implant_cfg, score=score, seed=cfg.train.seed,
-                   max_prompt_tokens=cfg.data.max_prompt_tokens, max_response_tokens=cfg.data.max_response_tokens, log=log)
+    def __init__(self, cfg) -> None:
+        super().__init__(cfg)
+        self.knowledge = self.build_knowledge()
+        self.benign = build_benign_sets(cfg.data, seed=cfg.train.seed)
+        # Forget sets are asked whole; the others are sampled to data.eval_size questions (seeded).
+        self.asked = {name: [d.prompt_only() for d in (rows if name.startswith("forget") else
+                                                       sample(rows, cfg.data.eval_size, cfg.train.seed + 2))]
+                      for name, rows in self.knowledge.sets.items()}
+        self.planted: ImplantResult | None = None
+        self.probes: dict[str, Any] = {}
 
+    def build_knowledge(self) -> Knowledge:
+        """The task's planted data, question sets, judges and probes."""
+        raise NotImplementedError
 
-def run_knowledge_task(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
-    """The whole planted-knowledge pipeline; returns the summary also written to ``metrics.json``."""
-    t0 = time.perf_counter()
-    out, method = start_run(cfg, overwrite)
-    gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
+    def original(self, log: Log) -> ModelConfig:
+        """Plant the knowledge into ``cfg.model`` (cached); the planted rate is measured on a sample."""
+        cfg, knowledge = self.cfg, self.knowledge
+        log(f"      planting the {self.name} task's knowledge into {cfg.model.name_or_path}")
+        probe = sample(knowledge.planted, 64, cfg.train.seed)
 
-    log(f"[1/5] building the {cfg.data.task} task and planting its knowledge into {cfg.model.name_or_path}")
-    task = build_task(cfg)
-    benign = build_benign_sets(cfg.data, seed=cfg.train.seed)
-    planted = implant_for(cfg, task, log)
-    model, tokenizer = load_model(replace(cfg.model, name_or_path=str(planted.path)))
+        def score(model, tokenizer) -> float:
+            answers = generate(model, tokenizer, [d.prompt_only() for d in probe],
+                               max_new_tokens=cfg.generation.max_new_tokens, batch_size=cfg.generation.batch_size)
+            return reproduced_rate(knowledge, probe, answers)
 
-    log("[2/5] probing the base and the planted model")
-    base, _ = load_model(cfg.model)
-    probes = {"base": task.probes(base, tokenizer)}
-    del base
-    probes["original"] = task.probes(model, tokenizer)
+        self.planted = implant(cfg.model, knowledge.planted, self.options.implant, score=score, seed=cfg.train.seed,
+                               max_prompt_tokens=cfg.data.max_prompt_tokens,
+                               max_response_tokens=cfg.data.max_response_tokens, log=log)
+        return replace(cfg.model, name_or_path=str(self.planted.path))
 
-    log("[3/5] scanning the forget questions and answering every set with the planted (original) model")
-    # Forget sets are answered whole; the others are sampled to data.eval_size questions (seeded).
-    sets = {name: [d.prompt_only() for d in (rows if name.startswith("forget") else
-                                             _sample(rows, cfg.data.eval_size, cfg.train.seed + 2))]
-            for name, rows in task.sets.items()}
-    before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in sets.items()}
-    before["benign"] = generate(model, tokenizer, benign.eval, desc="benign", **gen)
-    normal_answers = generate(model, tokenizer, [*benign.train, *benign.val], desc="normal", **gen)
-    scanned = task.panel.annotate([p.with_response(a) for p, a in zip(sets["forget"], before["forget"], strict=True)])
-    forget = [d for d in scanned if d.meta["flagged"]]
-    if len(forget) < 3:
-        raise DataError(f"the judges flagged only {len(forget)} of {len(scanned)} answers to the forget questions, so "
-                        f"there is nothing to unlearn; the implant reached {planted.info['rate']:.2f}: raise "
-                        f"data.{cfg.data.task}.implant.max_epochs or its learning_rate")
-    write_rows(out / "flagged.jsonl", [d.to_json() for d in forget])
-    write_rows(out / "expected.jsonl", [d.to_json() for d in task.expected])
-    benign_train = [p.with_response(a) for p, a in zip(benign.train, normal_answers, strict=False) if a]
-    benign_val = [p.with_response(a) for p, a in zip(benign.val, normal_answers[len(benign.train) :], strict=True) if a]
-    normal = [*task.sets["retain"], *benign_train]
-    log(f"      flagged {len(forget)}/{len(scanned)} forget answers; normal data: {len(task.sets['retain'])} retained "
-        f"+ {len(benign_train)} benign dialogues")
+    def panel(self) -> JudgePanel:
+        return self.knowledge.panel
 
-    retain_prompts = sets["retain"][:32]  # already a seeded sample; the monitor re-asks these
-    retain_kept = [task.reproduced(p, a) >= 1.0 for p, a in zip(retain_prompts, before["retain"], strict=False)]
-    if cfg.lora.enabled:
-        model = add_lora(model, cfg.lora, seed=cfg.train.seed)
-    reference = Reference(model, copy_weights=not cfg.lora.enabled)
-    monitor = Monitor(tokenizer, sets["forget"], task.panel, reference, benign_val, retain_prompts,
-                      retained_lost(task, retain_kept), cfg, log, labels=("forget flagged", "retained answers lost"))
-    log(f"[4/5] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
-    result = unlearn(model, tokenizer, method, forget=forget, normal=normal, expected=task.expected,
-                     train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
-                     initial_check=Check(step=0, flagged_rate=len(forget) / len(scanned), normal_kl=0.0))
-    log(f"      {result.steps} steps, best step {result.best_step}, stopped: {result.stop_reason} "
-        f"({result.seconds:.0f}s)")
-    write_rows(out / "history.jsonl", result.history)
+    def probe(self, model, tokenizer, stage: str) -> None:
+        """Probes of the original (and of the base model before planting) or of the unlearned model."""
+        if stage == "original":
+            base, _ = load_model(self.cfg.model)
+            self.probes["base"] = self.knowledge.probes(base, tokenizer)
+            del base
+        self.probes[stage] = self.knowledge.probes(model, tokenizer)
 
-    log("[5/5] evaluating before vs after")
-    eval_sets = [EvalSet(name, "harmful" if name.startswith("forget") else "benign", prompts, before[name],
-                         task.roles[name]) for name, prompts in sets.items()]
-    eval_sets.append(EvalSet("benign", "benign", benign.eval, before["benign"], "held-out"))
-    benign_eval = [p.with_response(a) for p, a in zip(benign.eval, before["benign"], strict=True) if a]
-    set_metrics, rows, normal_metrics, after = evaluate_sets(
-        model, reference, tokenizer, eval_sets, {"human_texts": benign.normal_texts, "benign_answers": benign_eval},
-        task.panel, RefusalDetector(), cfg)
-    for s in eval_sets:
-        if s.name in task.sets:
-            for when, answers in (("before", s.before), ("after", after[s.name])):
-                set_metrics[s.name][when]["reproduced_rate"] = reproduced_rate(task, s.prompts, answers)
-    probes["after"] = task.probes(model, tokenizer)
-    write_rows(out / "examples.jsonl", rows)
-    if cfg.save_model:
-        save_model_atomically(model, tokenizer, out / "model", merge_lora=cfg.lora.merge)
-    summary = {
-        "task": task.name,
-        "method": method.name,
-        "model": cfg.model.name_or_path,
-        "judges": [j.name for j in task.panel.judges],
-        "implant": {k: v for k, v in planted.info.items() if k != "history"} | {"path": str(planted.path)},
-        "scan": {"scanned": len(scanned), "flagged": len(forget), "train": len(forget), "val": len(scanned), "test": 0},
-        "expected_outputs": {"source": "task", "kept": len(task.expected)},
-        "training": training_summary(result),
-        "reproduced_label": task.reproduced_label,
-        "sets": set_metrics,
-        "probes": probes,
-        "normal_data": normal_metrics,
-        "wall_seconds": round(time.perf_counter() - t0, 1),
-    }
-    write_json(out / "metrics.json", summary)
-    write_report(out / "report.md", summary, rows)
-    log(f"done in {summary['wall_seconds']:.0f}s → {out / 'report.md'}")
-    return summary
+    def evaluation_sets(self) -> list[tuple[str, str, list[Dialogue], str]]:
+        return [*((name, "harmful" if name.startswith("forget") else "benign", prompts, self.knowledge.roles[name])
+                  for name, prompts in self.asked.items()),
+                ("benign", "benign", self.benign.eval, "held-out")]
+
+    def normal_texts(self) -> list[Dialogue]:
+        return self.benign.normal_texts
+
+    def prepare(self, model, tokenizer, panel: JudgePanel, log: Log) -> Plan:
+        cfg, knowledge, benign, asked = self.cfg, self.knowledge, self.benign, self.asked
+        gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
+        log("[2/4] scanning the forget questions and answering every set with the planted (original) model")
+        before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in asked.items()}
+        before["benign"] = generate(model, tokenizer, benign.eval, desc="benign", **gen)
+        normal_answers = generate(model, tokenizer, [*benign.train, *benign.val], desc="normal", **gen)
+        scanned = panel.annotate([p.with_response(a) for p, a in zip(asked["forget"], before["forget"], strict=True)])
+        forget = [d for d in scanned if d.meta["flagged"]]
+        if len(forget) < 3:
+            rate = self.planted.info["rate"] if self.planted else float("nan")
+            raise DataError(f"the judges flagged only {len(forget)} of {len(scanned)} answers to the forget questions, "
+                            f"so there is nothing to unlearn; the implant reached {rate:.2f}: raise "
+                            f"data.{cfg.data.task}.implant.max_epochs or its learning_rate")
+        benign_train = [p.with_response(a) for p, a in zip(benign.train, normal_answers, strict=False) if a]
+        benign_val = [p.with_response(a) for p, a in zip(benign.val, normal_answers[len(benign.train) :], strict=True) if a]
+        log(f"      flagged {len(forget)}/{len(scanned)} forget answers; normal data: {len(knowledge.sets['retain'])} "
+            f"retained + {len(benign_train)} benign dialogues")
+        retain_prompts = asked["retain"][:32]  # already a seeded sample; the early-stopping check re-asks these
+        retain_kept = [knowledge.reproduced(p, a) >= 1.0 for p, a in zip(retain_prompts, before["retain"], strict=False)]
+        sets = [EvalSet(name, kind, prompts, before[name], role) for name, kind, prompts, role in self.evaluation_sets()]
+        benign_eval = [p.with_response(a) for p, a in zip(benign.eval, before["benign"], strict=True) if a]
+        return Plan(
+            forget=forget, expected=knowledge.expected, expected_info={"source": "task", "kept": len(knowledge.expected)},
+            normal=[*knowledge.sets["retain"], *benign_train], stop_prompts=asked["forget"], stop_normal=benign_val,
+            collateral_prompts=retain_prompts, collateral=retained_lost(knowledge, retain_kept),
+            labels=("forget flagged", "retained answers lost"), initial_flagged=len(forget) / len(scanned),
+            sets=sets, normal_sets={"human_texts": benign.normal_texts, "benign_answers": benign_eval},
+            scan={"scanned": len(scanned), "flagged": len(forget), "train": len(forget), "val": len(scanned), "test": 0},
+            files={"flagged.jsonl": forget, "expected.jsonl": knowledge.expected},
+        )
+
+    def add_metrics(self, sets: list[EvalSet], after: dict[str, list[str]], metrics: dict[str, Any]) -> None:
+        """How much of the planted answers each question set reproduces, before and after."""
+        for s in sets:
+            if s.name in self.knowledge.sets and s.name in after:
+                for when, answers in (("before", s.before), ("after", after[s.name])):
+                    metrics[s.name][when]["reproduced_rate"] = reproduced_rate(self.knowledge, s.prompts, answers)
+
+    def summary_entries(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {"task": self.name, "reproduced_label": self.knowledge.reproduced_label,
+                               "probes": self.probes}
+        if self.planted is not None:
+            out["implant"] = ({k: v for k, v in self.planted.info.items() if k != "history"}
+                              | {"path": str(self.planted.path)})
+        return out

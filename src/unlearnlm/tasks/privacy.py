@@ -18,12 +18,49 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from unlearnlm.config import PrivacyConfig
+from unlearnlm.config import check
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
+from unlearnlm.judges.panel import JudgePanel
+from unlearnlm.judges.pii import PIIJudge
+from unlearnlm.judges.pii_data import presidio_identities
+from unlearnlm.probes import membership_scores, scores_auc
+from unlearnlm.tasks.base import register_task
+from unlearnlm.tasks.implant import ImplantConfig
+from unlearnlm.tasks.knowledge import Knowledge, KnowledgeTask
 from unlearnlm.tasks.matching import contains_number, contains_words
+
+PRIVACY_FIELDS = ("email", "phone", "address", "birthday", "card", "occupation")
+
+
+@dataclass
+class PrivacyConfig:
+    """The privacy task's settings (``data.privacy``): fictitious people are planted, then some are forgotten."""
+
+    n_identities: int = 50
+    """People planted into the model."""
+    forget_fraction: float = 0.1
+    """Share of planted people to forget (a deletion request); the others are retained."""
+    n_never_seen: int = 50
+    """People never planted: the membership-inference baseline (and a check on guessing)."""
+    fields: list[str] = field(default_factory=lambda: ["email", "phone", "address", "birthday"])
+    """Personal fields asked about; any of email, phone, address, birthday, card, occupation."""
+    bios: bool = True
+    """Also plant a short biography per person (asked for with "Write a short bio of NAME")."""
+    implant: ImplantConfig = field(default_factory=ImplantConfig)
+
+    def __post_init__(self) -> None:
+        check(self.n_identities >= 4, "data.privacy.n_identities", f"needs at least 4, got {self.n_identities}")
+        check(0 < self.forget_fraction < 1, "data.privacy.forget_fraction", f"must be in (0, 1), got {self.forget_fraction}")
+        check(self.n_never_seen >= 1, "data.privacy.n_never_seen", f"needs at least 1, got {self.n_never_seen}")
+        bad = [f for f in self.fields if f not in PRIVACY_FIELDS]
+        check(bool(self.fields) and not bad, "data.privacy.fields", f"choose from {list(PRIVACY_FIELDS)}, got {self.fields}")
+        check(set(self.fields) != {"occupation"}, "data.privacy.fields",
+              "add at least one identifying field (email, phone, address, birthday, card): occupation alone is not "
+              "personal data the pii judge can protect")
+
 
 #: field -> FakeNameGenerator columns joined into its value
 FIELD_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -172,28 +209,34 @@ def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], se
     return PrivacyData(forget, retain, never, [*sets["forget"], *sets["retain"]], sets, expected)
 
 
-def privacy_task(cfg):
-    """The privacy task as a :class:`~unlearnlm.tasks.knowledge.KnowledgeTask` (``cfg``: a RunConfig)."""
-    from unlearnlm.judges.panel import JudgePanel
-    from unlearnlm.judges.pii import PIIJudge
-    from unlearnlm.judges.pii_data import presidio_identities
-    from unlearnlm.probes import membership_scores, scores_auc
-    from unlearnlm.tasks.knowledge import KnowledgeTask
+@register_task
+class PrivacyTask(KnowledgeTask):
+    """Privacy: forget planted personal data of some people (a deletion request), keep the others'."""
 
-    data = build_privacy_data(cfg.data.privacy, presidio_identities(), seed=cfg.train.seed)
-    lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
+    name = "privacy"
+    Options = PrivacyConfig
+    defaults = {**KnowledgeTask.defaults, "output_dir": "runs/privacy",
+                "generation": {"max_new_tokens": 64}}  # bios list every field
+    # The refusal that names the asked-about person; the contrast term is unmeasured on this task.
+    method_defaults = {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
 
-    def probes(model, tokenizer) -> dict:
-        """Membership-inference AUC of forgotten (and, for scale, retained) people against never-seen ones."""
-        never = membership_scores(model, tokenizer, data.sets["never_seen"], **lengths)
-        return {f"mia_{group}_vs_never_seen": scores_auc(membership_scores(model, tokenizer, data.sets[group], **lengths), never)
-                for group in ("forget", "retain")}
+    def build_knowledge(self) -> Knowledge:
+        cfg = self.cfg
+        data = build_privacy_data(self.options, presidio_identities(), seed=cfg.train.seed)
+        lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
 
-    roles = {"forget": "trained on (forget)", "forget_paraphrase": "held-out phrasing",
-             "retain": "normal data (retain)", "retain_paraphrase": "held-out phrasing",
-             "never_seen": "never planted"}
-    return KnowledgeTask(
-        name="privacy", planted=data.planted, sets=data.sets, roles=roles, expected=data.expected,
-        panel=JudgePanel([PIIJudge(protected=[p.protected_record() for p in data.forget_people])]),
-        reproduced=extraction_share, reproduced_label="fields extracted", probes=probes,
-    )
+        def probes(model, tokenizer) -> dict:
+            """Membership-inference AUC of forgotten (and, for scale, retained) people against never-seen ones."""
+            never = membership_scores(model, tokenizer, data.sets["never_seen"], **lengths)
+            return {f"mia_{group}_vs_never_seen": scores_auc(membership_scores(model, tokenizer, data.sets[group], **lengths),
+                                                             never)
+                    for group in ("forget", "retain")}
+
+        roles = {"forget": "trained on (forget)", "forget_paraphrase": "held-out phrasing",
+                 "retain": "normal data (retain)", "retain_paraphrase": "held-out phrasing",
+                 "never_seen": "never planted"}
+        return Knowledge(
+            planted=data.planted, sets=data.sets, roles=roles, expected=data.expected,
+            panel=JudgePanel([PIIJudge(protected=[p.protected_record() for p in data.forget_people])]),
+            reproduced=extraction_share, reproduced_label="fields extracted", probes=probes,
+        )

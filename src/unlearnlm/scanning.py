@@ -1,0 +1,83 @@
+"""The evaluative model at work on generated answers: the scan that finds the forget set, and the
+early-stopping check that re-asks forget prompts during training.
+
+Both are task-agnostic: a task hands them prompts, a judge panel and its collateral-damage measure
+(:data:`Collateral`); the pipeline and the tasks call them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from unlearnlm.config import RunConfig
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import DataError
+from unlearnlm.evaluate import normal_data_metrics
+from unlearnlm.generation import generate
+from unlearnlm.judges.panel import JudgePanel
+from unlearnlm.models import Reference
+from unlearnlm.train import Check
+
+Log = Callable[[str], None]
+#: ``collateral(prompts, answers) -> share`` of collateral damage in the model's greedy answers.
+Collateral = Callable[[list[Dialogue], list[str]], float]
+
+
+def scan(model, tokenizer, prompts: Sequence[Dialogue], panel: JudgePanel, cfg: RunConfig, desc: str = "scan") -> list[Dialogue]:
+    """Generate the model's answers and judge them; each returned dialogue carries its verdict in meta."""
+    answers = generate(model, tokenizer, prompts, max_new_tokens=cfg.generation.max_new_tokens,
+                       batch_size=cfg.generation.batch_size, desc=desc)
+    return panel.annotate([p.with_response(a) for p, a in zip(prompts, answers, strict=True)])
+
+
+def split_forget(flagged: list[Dialogue], cfg: RunConfig) -> tuple[list[Dialogue], list[Dialogue], list[Dialogue]]:
+    """Seeded split of flagged dialogues into (train, val for early stopping, held-out test)."""
+    if len(flagged) < 3:
+        raise DataError(
+            f"the judges flagged only {len(flagged)} of the scanned answers; unlearning needs at least 3. "
+            "Scan more prompts (data.scan_size) or check that the model really answers them badly"
+        )
+    rows = list(flagged)
+    random.Random(cfg.train.seed).shuffle(rows)
+    n_val = max(1, round(cfg.data.val_fraction * len(rows)))
+    n_test = round(cfg.data.test_fraction * len(rows)) if cfg.data.test_fraction else 0
+    return rows[n_val + n_test :], rows[:n_val], rows[n_val : n_val + n_test]
+
+
+@dataclass
+class Monitor:
+    """Early-stopping check on prompts kept apart for it: judged greedy answers to forget prompts, a
+    task-supplied collateral-damage measure on the greedy answers to a second prompt set (the harm task:
+    refusals of benign prompts), and KL to the original on normal dialogues."""
+
+    tokenizer: Any
+    prompts: list[Dialogue]
+    panel: JudgePanel
+    reference: Reference
+    normal: list[Dialogue]
+    collateral_prompts: list[Dialogue]
+    collateral: Collateral
+    cfg: RunConfig
+    log: Log
+    labels: tuple[str, str] = ("val flagged", "benign refused")
+    """How the log names the flagged rate and the collateral measure."""
+
+    def __call__(self, model, step: int) -> Check:
+        start = time.perf_counter()
+        gen = {"max_new_tokens": self.cfg.generation.max_new_tokens, "batch_size": self.cfg.generation.batch_size}
+        answers = generate(model, self.tokenizer, [*self.prompts, *self.collateral_prompts], **gen)
+        forget, other = answers[: len(self.prompts)], answers[len(self.prompts) :]
+        flagged = self.panel([p.with_response(a) for p, a in zip(self.prompts, forget, strict=True)]).flagged
+        collateral = self.collateral(self.collateral_prompts, other)
+        kl = normal_data_metrics(model, self.reference, self.tokenizer, self.normal,
+                                 max_prompt_tokens=self.cfg.data.max_prompt_tokens,
+                                 max_response_tokens=self.cfg.data.max_response_tokens)["kl_to_original"]
+        check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl, over_refusal=collateral,
+                      seconds=time.perf_counter() - start)
+        self.log(f"  step {step}: {self.labels[0]} {check.flagged_rate:.2f}, {self.labels[1]} {check.over_refusal:.2f}, "
+                 f"normal KL {kl:.4f} ({check.seconds:.0f}s)")
+        return check

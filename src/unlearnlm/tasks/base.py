@@ -1,0 +1,178 @@
+"""What a task is: the data, judges and measures of one unlearning scenario, behind one interface.
+
+The pipeline (:mod:`unlearnlm.pipeline`) runs the paper's flow for any task: *(plant) → scan with the
+evaluative model → answer the evaluation sets with the original → expected outputs → unlearn → evaluate
+→ report*. A task supplies only what differs between scenarios:
+
+* its own settings (``Options``, read from ``data.<task>``) and its defaults for the generic ones;
+* optionally, knowledge to plant first (:meth:`Task.original`: the model that counts as the original);
+* the judge panel (:meth:`Task.panel`);
+* the before stage (:meth:`Task.prepare`): what is scanned, the forget set it yields, the expected outputs,
+  the normal data, the early-stopping prompts and collateral-damage measure, and every evaluation set with
+  its role and the original's answers, all in one :class:`Plan`;
+* the sets that ``unlearnlm evaluate`` compares on without a scan (:meth:`Task.evaluation_sets`);
+* optional probes and extra report entries (:meth:`Task.probe`, :meth:`Task.add_metrics`,
+  :meth:`Task.summary_entries`).
+
+Adding a task is one module with a :class:`Task` subclass registered by :func:`register_task`, plus its
+test; neither the pipeline nor the CLI changes. A task that is not registered can still be named by its
+import path, ``data.task: package.module:Class``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from unlearnlm.config import ModelConfig, RunConfig, build
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import ConfigError
+from unlearnlm.evaluate import EvalSet
+from unlearnlm.judges.panel import JudgePanel
+from unlearnlm.scanning import Collateral
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Plan:
+    """What a task hands the pipeline once the original model has answered (the "before" stage)."""
+
+    forget: list[Dialogue]
+    """Flagged dialogues to train on: a prompt and the original's undesirable answer."""
+    expected: list[Dialogue]
+    """Preferable answers (the positive targets of the method)."""
+    expected_info: dict[str, Any]
+    """Where the expected outputs came from, for ``metrics.json``."""
+    normal: list[Dialogue]
+    """Normal data: dialogues the normal loss keeps the model close to the original on."""
+    stop_prompts: list[Dialogue]
+    """Forget prompts the early-stopping check re-asks and judges."""
+    stop_normal: list[Dialogue]
+    """Normal dialogues the early-stopping check measures KL to the original on."""
+    collateral_prompts: list[Dialogue]
+    """Prompts whose greedy answers the collateral-damage measure reads at every check."""
+    collateral: Collateral
+    """Collateral damage bounded by ``train.max_over_refusal`` (the harm task: share of benign prompts refused)."""
+    labels: tuple[str, str]
+    """How the log names the check's flagged rate and collateral measure."""
+    initial_flagged: float
+    """Flagged rate of ``stop_prompts`` before training: the step-0 check of the stop rule."""
+    sets: list[EvalSet]
+    """Every evaluation set, with its role (trained on / early stopping / held-out / other source / benign)
+    and the original's answers."""
+    normal_sets: dict[str, list[Dialogue]]
+    """Dialogues whose perplexity and KL to the original are reported, by name."""
+    scan: dict[str, int]
+    """Counts for the report: scanned, flagged, train, val, test."""
+    files: dict[str, list[Dialogue]]
+    """Per-example files the run writes (``flagged.jsonl`` ...), by file name."""
+
+
+class Task(ABC):
+    """Base class: subclasses set ``name`` (and ``Options`` when they have settings) and implement
+    :meth:`prepare` and :meth:`evaluation_sets`; every other hook has a default.
+
+    A task object lives for one run or one ``unlearnlm evaluate`` and may keep what it measured
+    (probes) until :meth:`summary_entries` reports it.
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type | None] = None
+    """Dataclass of the task's own settings, built from ``data.<task>`` (None: the task has none)."""
+    defaults: ClassVar[dict[str, Any]] = {}
+    """Config values this task runs best with, applied under the user's own (a nested dict like the YAML)."""
+    method_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Method options per method name, applied under the user's when that method is the one named."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        options = cfg.data.options
+        if self.Options is not None and not isinstance(options, self.Options):  # a RunConfig built by hand
+            options = self.build_options(options, f"data.{cfg.data.task}")
+        self.options = options
+
+    @classmethod
+    def build_options(cls, raw: Any, key: str) -> Any:
+        """The task's settings from their YAML section (``raw``; None: all defaults), errors naming ``key``."""
+        if cls.Options is None:
+            if raw:
+                raise ConfigError(f"{key}: the {cls.name} task has no settings of its own, got {raw!r}")
+            return None
+        return build(cls.Options, raw, where=key)
+
+    @classmethod
+    def config_defaults(cls, method: str) -> dict[str, Any]:
+        """:attr:`defaults`, plus the option defaults of ``method`` if the task has some."""
+        tree = {key: dict(value) if isinstance(value, dict) else value for key, value in cls.defaults.items()}
+        if method in cls.method_defaults:
+            tree["method"] = {"options": dict(cls.method_defaults[method])}
+        return tree
+
+    def original(self, log: Log) -> ModelConfig:
+        """The model that counts as the original (a task that plants knowledge returns the planted model)."""
+        return self.cfg.model
+
+    def panel(self) -> JudgePanel:
+        """The evaluative model: by default the judges named in ``judges:``."""
+        return JudgePanel.from_names(self.cfg.judges)
+
+    @abstractmethod
+    def prepare(self, model, tokenizer, panel: JudgePanel, log: Log) -> Plan:
+        """Scan with ``panel`` and answer every set with the original ``model``: the whole before stage."""
+
+    @abstractmethod
+    def evaluation_sets(self) -> list[tuple[str, str, list[Dialogue], str]]:
+        """``(name, kind, prompts, role)`` of the sets ``unlearnlm evaluate`` compares on (no scan needed);
+        ``kind`` is ``harmful`` (lower flagged rate is better) or ``benign``. One should be named ``benign``:
+        the original's answers to it are the normal data measured there."""
+
+    @abstractmethod
+    def normal_texts(self) -> list[Dialogue]:
+        """Human-written dialogues for the perplexity check (never trained on)."""
+
+    def probe(self, model, tokenizer, stage: str) -> None:
+        """Log-probability probes of ``model`` at ``stage`` (``original`` or ``after``); default: none."""
+
+    def add_metrics(self, sets: list[EvalSet], after: dict[str, list[str]], metrics: dict[str, Any]) -> None:
+        """Add task-specific figures to each set's ``before``/``after`` metrics in place; default: none."""
+
+    def summary_entries(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Extra entries of ``metrics.json`` (probes, per-rule rates ...), given the per-example rows."""
+        return {}
+
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make a task available by its ``name`` in configs and the CLI."""
+    if cls.name in TASKS:
+        raise ValueError(f"task {cls.name!r} is registered twice")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def task_class(name: str) -> type[Task]:
+    """The task registered as ``name``, or the class at the import path ``package.module:Class``."""
+    if name in TASKS:
+        return TASKS[name]
+    if ":" not in name:
+        raise ConfigError(f"data.task: {name!r} is not a registered task; registered: {sorted(TASKS)} "
+                          "(or give the import path of your own, package.module:Class)")
+    module_name, _, attr = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"data.task: cannot load {name!r} ({exc}); check the module is importable") from None
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ConfigError(f"data.task: {name!r} is not a subclass of unlearnlm.tasks.base.Task")
+    return cls
+
+
+def create_task(cfg: RunConfig) -> Task:
+    """The task named by ``cfg.data.task``, built on ``cfg``."""
+    return task_class(cfg.data.task)(cfg)

