@@ -1,5 +1,7 @@
 """Every registered method trains: parameters change; with LoRA only adapter weights change."""
 
+import math
+
 import pytest
 import torch
 
@@ -136,3 +138,12 @@ def test_cached_top_k_kl_over_the_whole_vocabulary_equals_the_per_step_kl(name, 
     assert exact[-1]["kl"] > 1e-4  # the model moved, so the check below compares something
     for a, b in zip(exact, cached, strict=True):
         assert b["kl"] == pytest.approx(a["kl"], rel=1e-3, abs=1e-5)
+
+
+def test_npo_cached_reference_matches_the_policy_at_the_start(tiny_model, tokenizer):
+    # At step 1 the model is the original, so log π_θ - log π_ref = 0 and NPO is (2/β)·log 2 exactly.
+    cfg = TrainConfig(max_steps=1, batch_size=2, learning_rate=1e-9, eval_every=0)
+    result = unlearn(tiny_model, tokenizer, create_method("npo", {"beta": 0.1}), forget=FORGET, normal=NORMAL,
+                     expected=EXPECTED, train_cfg=cfg, data_cfg=DataConfig(),
+                     reference=Reference(tiny_model, copy_weights=True))
+    assert result.history[0]["npo"] == pytest.approx(2 / 0.1 * math.log(2), abs=1e-3)

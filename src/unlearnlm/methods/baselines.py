@@ -6,9 +6,11 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from unlearnlm import losses
+from unlearnlm.data.formatting import tokenize_dialogue
 from unlearnlm.methods.base import (
     Outputs,
     PreparedData,
@@ -18,6 +20,7 @@ from unlearnlm.methods.base import (
     forward,
     forward_many,
     reference_forward,
+    reference_passes,
     register,
     response_window,
 )
@@ -121,16 +124,21 @@ class NPO(UnlearningMethod):
     Options = NPOOptions
     streams = ("forget", "normal")
 
+    def prepare(self, ctx: PrepareContext) -> PreparedData:
+        """The original's log-probability of each forget answer, once: one number per row replaces a reference
+        forward pass over the forget batch at every step."""
+        rows = [tokenize_dialogue(ctx.tokenizer, d, max_prompt_tokens=ctx.max_prompt_tokens,
+                                  max_response_tokens=ctx.max_response_tokens) for d in ctx.forget]
+        passes = reference_passes(ctx.reference, rows, ctx.tokenizer.pad_token_id, ctx.batch_size, ctx.device)
+        ref_logp = [losses.sequence_logprob(out.logits, out.labels).float().cpu() for _, out in passes]
+        return PreparedData(tensors={"ref_seq_logp": torch.cat(ref_logp)})  # (N_f,)
+
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         streams = ("forget", "normal") if self.options.w_kl else ("forget",)
         out = forward_many(model, {name: batch[name] for name in streams})
-        ref = reference_forward(reference, batch["forget"])  # (B, K, V)
-        policy = out["forget"].last(ref.labels.shape[1])
-        npo = losses.npo(
-            losses.sequence_logprob(policy.logits, policy.labels),
-            losses.sequence_logprob(ref.logits, ref.labels),
-            self.options.beta,
-        )
+        policy = out["forget"]
+        npo = losses.npo(losses.sequence_logprob(policy.logits, policy.labels), batch["ref_seq_logp"],
+                         self.options.beta)
         kl = normal_kl(out["normal"], reference, batch["normal"]) if self.options.w_kl else policy.logits.new_zeros(())
         loss = npo + self.options.w_kl * kl
         return StepOutput(loss=loss, terms={"npo": npo.item(), "kl": kl.item()})

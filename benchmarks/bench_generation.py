@@ -1,0 +1,48 @@
+"""Batched greedy generation against one prompt at a time, on the embedded SmolLM2-135M.
+
+The prompts are the first N of the harm task's mixed benign pool (questions, everyday requests, work instructions,
+math), answered with ``unlearnlm.generation.generate`` (length-sorted batches, left padding, KV cache). Tokens per
+second count the answer tokens actually produced (up to and including end-of-turn), so padding after an early stop
+is not counted as work done.
+
+    python benchmarks/bench_generation.py [--prompts 64] [--max-new-tokens 48] [--batch-sizes 1 8 32 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
+    args = parser.parse_args()
+
+    import torch
+
+    from unlearnlm.config import DataConfig, ModelConfig
+    from unlearnlm.generation import generate
+    from unlearnlm.models import load_model
+    from unlearnlm.tasks.harm import build_benign_sets
+
+    model, tok = load_model(ModelConfig())
+    prompts = build_benign_sets(DataConfig(), seed=0).train[: args.prompts]
+    print(f"SmolLM2-135M, {len(prompts)} benign prompts, greedy, max_new_tokens {args.max_new_tokens}, "
+          f"torch threads {torch.get_num_threads()}")
+    print("| batch size | seconds | answer tokens | tokens/s | speed-up vs batch 1 |\n|---|---|---|---|---|")
+    base = None
+    for bs in args.batch_sizes:
+        start = time.perf_counter()
+        answers = generate(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs)
+        seconds = time.perf_counter() - start
+        tokens = sum(min(len(tok(a, add_special_tokens=False)["input_ids"]) + 1, args.max_new_tokens) for a in answers)
+        rate = tokens / seconds
+        base = base or rate
+        print(f"| {bs} | {seconds:.1f} | {tokens} | {rate:.0f} | {rate / base:.1f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
