@@ -82,6 +82,13 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
     assert metrics["sets"]["forget_train"]["before"]["flagged_rate"] == 1.0
     assert metrics["training"]["stop_reason"] == "patience"  # the keyword judge never changes its mind
     assert "| Flagged prompts, held-out |" in (out / "report.md").read_text()
+    stages = metrics["stage_seconds"]
+    assert list(stages)[:4] == ["original and judges", "before (scan, original's answers, expected outputs)",
+                                "training", "evaluation"]
+    assert all(v >= 0 for v in stages.values()) and sum(stages.values()) - stages["of which early-stopping checks"] \
+        <= metrics["wall_seconds"]
+    assert stages["of which early-stopping checks"] <= stages["training"]
+    assert "Seconds per stage: original and judges" in (out / "report.md").read_text()
     assert metrics["sets"]["forget_train"]["before"]["flagged_by"] == {"harm": 6}
     assert "harm 6 →" in (out / "report.md").read_text()
     assert all(json.loads(line)["meta"]["flagged"] for line in (out / "flagged.jsonl").read_text().splitlines())

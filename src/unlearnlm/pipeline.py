@@ -55,19 +55,43 @@ def training_summary(result: TrainResult) -> dict[str, Any]:
             "prepare": result.prepare_info}
 
 
+class StageClock:
+    """Wall-clock seconds per pipeline stage, in the order the stages ran (``metrics.json``: ``stage_seconds``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._start, self._name = time.perf_counter(), ""
+
+    def start(self, name: str) -> None:
+        """End the running stage (if any) and start ``name``."""
+        self.stop()
+        self._start, self._name = time.perf_counter(), name
+
+    def stop(self) -> dict[str, float]:
+        """End the running stage; returns every stage's seconds so far."""
+        if self._name:
+            self.seconds[self._name] = round(self.seconds.get(self._name, 0.0) + time.perf_counter() - self._start, 1)
+            self._name = ""
+        return dict(self.seconds)
+
+
 def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
     """The whole pipeline for the task ``cfg.data.task``; returns the summary also written to ``metrics.json``."""
     t0 = time.perf_counter()
+    clock = StageClock()
     out, method = start_run(cfg, overwrite)
     task = create_task(cfg)
 
     log(f"[1/4] {task.name} task: loading the original model ({cfg.model.name_or_path}) and the judges")
+    clock.start("original and judges")  # includes planting, for tasks that plant
     model, tokenizer = load_model(task.original(log))
     panel = task.panel()
     task.probe(model, tokenizer, "original")
+    clock.start("before (scan, original's answers, expected outputs)")
     plan = task.prepare(model, tokenizer, panel, log)
     for name, rows in plan.files.items():
         write_rows(out / name, [d.to_json() for d in rows])
+    clock.start("training")
 
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora, seed=cfg.train.seed)
@@ -83,13 +107,17 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     write_rows(out / "history.jsonl", result.history)
 
     log("[4/4] evaluating before vs after")
+    clock.start("evaluation")
     set_metrics, rows, normal_metrics, after = evaluate_sets(
         model, reference, tokenizer, plan.sets, plan.normal_sets, panel, RefusalDetector(), cfg)
     task.add_metrics(plan.sets, after, set_metrics)
     task.probe(model, tokenizer, "after")
     write_rows(out / "examples.jsonl", rows)
+    clock.start("saving the model")
     if cfg.save_model:
         save_model_atomically(model, tokenizer, out / "model", merge_lora=cfg.lora.merge)
+    stage_seconds = clock.stop()
+    stage_seconds["of which early-stopping checks"] = round(sum(c.seconds for c in result.checks), 1)
     summary = {
         "method": method.name,
         "model": cfg.model.name_or_path,
@@ -100,6 +128,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
         "sets": set_metrics,
         **task.summary_entries(rows),
         "normal_data": normal_metrics,
+        "stage_seconds": stage_seconds,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(out / "metrics.json", summary)

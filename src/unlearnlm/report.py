@@ -60,6 +60,9 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_
         overview += (f" Training: {tr['steps']} steps, best step {tr['best_step']}, stopped by "
                      f"{tr['stop_reason']} in {tr['seconds']:.0f} s.")
     lines += [overview + f" Whole run: {summary['wall_seconds']:.0f} s.", ""]
+    if summary.get("stage_seconds"):
+        lines += ["Seconds per stage: " + "; ".join(f"{name} {sec:.0f}" for name, sec in summary["stage_seconds"].items())
+                  + ".", ""]
     lines += [
         "## Before vs after",
         "",
