@@ -281,17 +281,25 @@ def summarise_card(card: dict) -> str:
     )
 
 
+#: The harm judge shipped with the package, so that a first run does not train one; ``unlearnlm judge train harm
+#: --output src/unlearnlm/judges/data/harm`` remakes it (``tests/test_judges.py`` checks a retrain's card matches).
+SHIPPED_HARM_JUDGE = Path(__file__).parent / "data" / "harm"
+
+
 def get_harm_judge(train_if_missing: bool = True) -> HarmJudge:
-    """The embedded MiniLM harm judge: load it from the cache, or train it (a few minutes on CPU).
+    """The embedded MiniLM harm judge: the user's own retrain from the cache (``unlearnlm judge train harm``) when
+    there is one, else the judge shipped with the package (``judges/data/harm``, made by the same command), else
+    trained now (a few minutes on CPU).
 
     Raises:
-        ConfigError: no cached judge and ``train_if_missing`` is False.
+        ConfigError: no judge found and ``train_if_missing`` is False.
     """
+    for path in (default_harm_judge_dir(), SHIPPED_HARM_JUDGE):
+        if (path / CONFIG_FILE).is_file():
+            return load_harm_judge(path)
     path = default_harm_judge_dir()
-    if not (path / CONFIG_FILE).is_file():
-        if not train_if_missing:
-            raise ConfigError(f"no harm judge at {path}; call get_harm_judge(train_if_missing=True) to train it")
-        card = train_harm_judge(path)
-        print(summarise_card(card))
+    if not train_if_missing:
+        raise ConfigError(f"no harm judge at {path}; call get_harm_judge(train_if_missing=True) to train it")
+    card = train_harm_judge(path)
+    print(summarise_card(card))
     return load_harm_judge(path)
-
