@@ -79,11 +79,11 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     """The whole pipeline for the task ``cfg.data.task``; returns the summary also written to ``metrics.json``."""
     t0 = time.perf_counter()
     clock = StageClock()
+    clock.start("original and judges")  # includes converting the embedded model and planting, where they happen
     out, method = start_run(cfg, overwrite)
     task = create_task(cfg)
 
     log(f"[1/4] {task.name} task: loading the original model ({cfg.model.name_or_path}) and the judges")
-    clock.start("original and judges")  # includes planting, for tasks that plant
     model, tokenizer = load_model(task.original(log))
     panel = task.panel()
     task.probe(model, tokenizer, "original")
