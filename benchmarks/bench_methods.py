@@ -66,7 +66,7 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
 
     from unlearnlm import losses
     from unlearnlm.config import LoraConfig, ModelConfig
-    from unlearnlm.data.formatting import collate, tokenize_dialogue
+    from unlearnlm.data.formatting import collate
     from unlearnlm.methods import create_method
     from unlearnlm.methods.base import PrepareContext, forward_many, reference_top_k
     from unlearnlm.models import Reference, add_lora, load_model
@@ -80,19 +80,16 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
     method = create_method(method_name)
     forget, normal = _long_dialogues(BATCH * 2, 0), _long_dialogues(BATCH * 2, 50)
     expected = [d.with_response("I'm sorry, but I can't help with that request. " * 8) for d in forget]
-    prepared = method.prepare(PrepareContext(forget, normal, expected, reference, tok, PROMPT_TOKENS,
-                                             RESPONSE_TOKENS, 8, 0, torch.device("cpu")))
+    ctx = PrepareContext(forget, normal, expected, reference, tok, PROMPT_TOKENS, RESPONSE_TOKENS, 8, 0,
+                         torch.device("cpu"))
+    prepared = method.prepare(ctx)
 
     def batch_of(rows):
-        toks = [tokenize_dialogue(tok, d, max_prompt_tokens=PROMPT_TOKENS, max_response_tokens=RESPONSE_TOKENS)
-                for d in rows[:BATCH]]
-        return collate(toks, tok.pad_token_id, padding_side="left")
+        return collate(ctx.tokenize(rows[:BATCH]), tok.pad_token_id, padding_side="left")
 
     batch = {"forget": batch_of(forget), "normal": batch_of(normal)}
     if kl_top_k and "normal" in method.streams:  # as the loop does with train.kl_top_k
-        toks = [tokenize_dialogue(tok, d, max_prompt_tokens=PROMPT_TOKENS, max_response_tokens=RESPONSE_TOKENS)
-                for d in normal[:BATCH]]
-        batch["normal"].update(reference_top_k(reference, toks, kl_top_k, tok.pad_token_id, BATCH, torch.device("cpu")))
+        batch["normal"].update(reference_top_k(ctx, ctx.tokenize(normal[:BATCH]), kl_top_k))
     batch.update({name: batch_of(rows) for name, rows in prepared.pairs.items()})
     batch.update({name: t[:BATCH] for name, t in prepared.tensors.items()})
     trained = [n for n in ("forget", *prepared.pairs, "normal") if n == "forget" or n in prepared.pairs

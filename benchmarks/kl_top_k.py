@@ -25,8 +25,8 @@ def main() -> None:
     from unlearnlm import losses
     from unlearnlm.config import DataConfig, LoraConfig, ModelConfig
     from unlearnlm.data import sources
-    from unlearnlm.data.formatting import collate, tokenize_dialogue
-    from unlearnlm.methods.base import forward, reference_forward, reference_top_k
+    from unlearnlm.data.formatting import collate
+    from unlearnlm.methods.base import PrepareContext, forward, reference_forward, reference_top_k
     from unlearnlm.models import Reference, add_lora, load_model
 
     torch.manual_seed(0)
@@ -34,11 +34,12 @@ def main() -> None:
     model = add_lora(model, LoraConfig()).eval()
     reference = Reference(model, copy_weights=False)
     data = DataConfig()
-    rows = [d.with_response(d.response) for d in sources.rho_refusal_pairs()[: args.rows]]
-    toks = [tokenize_dialogue(tok, d, max_prompt_tokens=data.max_prompt_tokens,
-                              max_response_tokens=data.max_response_tokens) for d in rows]
+    rows = sources.rho_refusal_pairs()[: args.rows]
+    ctx = PrepareContext(rows, [], [], reference, tok, data.max_prompt_tokens, data.max_response_tokens, 16, 0,
+                         torch.device("cpu"))
+    toks = ctx.tokenize(rows)
     batch = collate(toks, tok.pad_token_id, padding_side="left")
-    caches = {k: reference_top_k(reference, toks, k, tok.pad_token_id, 16, torch.device("cpu")) for k in args.k}
+    caches = {k: reference_top_k(ctx, toks, k) for k in args.k}
     with torch.no_grad():
         ref = reference_forward(reference, batch)
     window = ref.labels.shape[1]

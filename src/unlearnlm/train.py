@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unlearnlm.config import DataConfig, TrainConfig
-from unlearnlm.data.formatting import TokenizedDialogue, collate, tokenize_dialogue
+from unlearnlm.data.formatting import TokenizedDialogue, collate
 from unlearnlm.data.records import Dialogue
 from unlearnlm.methods.base import PrepareContext, UnlearningMethod, reference_top_k
 from unlearnlm.models import Reference, trainable_parameters
@@ -71,14 +71,6 @@ class _Stream:
                 self.rng.shuffle(self.order)
             out.append(self.order.pop())
         return out
-
-
-def _tokenize_all(tokenizer, dialogues: Sequence[Dialogue], data_cfg: DataConfig) -> list[TokenizedDialogue]:
-    return [
-        tokenize_dialogue(tokenizer, d, max_prompt_tokens=data_cfg.max_prompt_tokens,
-                          max_response_tokens=data_cfg.max_response_tokens)
-        for d in dialogues
-    ]
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -133,20 +125,20 @@ def unlearn(
     device = accelerator.device
     start_time = time.perf_counter()
 
-    prepared = method.prepare(PrepareContext(
+    ctx = PrepareContext(
         forget=forget, normal=normal, expected=expected, reference=reference.to(device), tokenizer=tokenizer,
         max_prompt_tokens=data_cfg.max_prompt_tokens, max_response_tokens=data_cfg.max_response_tokens,
         batch_size=train_cfg.batch_size * 4, seed=train_cfg.seed, device=device,
-    ))
-    tokens = {"forget": _tokenize_all(tokenizer, forget, data_cfg)}
+    )
+    prepared = method.prepare(ctx)
+    tokens = {"forget": ctx.tokenize(forget)}
     if "normal" in method.streams:
-        tokens["normal"] = _tokenize_all(tokenizer, normal, data_cfg)
+        tokens["normal"] = ctx.tokenize(normal)
     for name, rows in prepared.pairs.items():
-        tokens[name] = _tokenize_all(tokenizer, rows, data_cfg)
+        tokens[name] = ctx.tokenize(rows)
     normal_cache: dict[str, torch.Tensor] = {}
     if train_cfg.kl_top_k and "normal" in tokens:  # the original's outputs on normal rows, once
-        normal_cache = reference_top_k(reference, tokens["normal"], train_cfg.kl_top_k, tokenizer.pad_token_id,
-                                       train_cfg.batch_size * 4, device)
+        normal_cache = reference_top_k(ctx, tokens["normal"], train_cfg.kl_top_k)
     forget_stream = _Stream(len(forget), train_cfg.batch_size, rng)
     normal_stream = _Stream(len(normal), train_cfg.batch_size, rng) if "normal" in tokens else None
 

@@ -56,6 +56,11 @@ class PrepareContext:
     seed: int
     device: torch.device
 
+    def tokenize(self, rows: Sequence[Dialogue]) -> list[TokenizedDialogue]:
+        """``rows`` tokenised exactly as the training loop tokenises its streams."""
+        return [tokenize_dialogue(self.tokenizer, d, max_prompt_tokens=self.max_prompt_tokens,
+                                  max_response_tokens=self.max_response_tokens) for d in rows]
+
 
 @dataclass
 class StepOutput:
@@ -149,13 +154,13 @@ def forward(model: nn.Module, batch: Batch, hidden_layer: int | None = None) -> 
     return Outputs(out.logits, hidden, batch["labels"][:, -keep:])
 
 
-def forward_many(model: nn.Module, batches: dict[str, Batch], hidden_layer: int | None = None,
-                 pad_token_id: int = 0) -> dict[str, Outputs]:
+def forward_many(model: nn.Module, batches: dict[str, Batch], hidden_layer: int | None = None) -> dict[str, Outputs]:
     """One policy forward pass for several left-padded streams: rows are stacked (widened on the left to a
     common width), run once, and split back by stream. Fewer, larger matrix products than one pass per stream."""
     width = max(b["input_ids"].shape[1] for b in batches.values())
     keys = ("input_ids", "attention_mask", "labels", "position_ids")
-    padded = [left_pad_to({k: b[k] for k in keys}, width, pad_token_id) for b in batches.values()]
+    padded = [left_pad_to({k: b[k] for k in keys}, width, pad_token_id=0)  # padding is masked: any id will do
+              for b in batches.values()]
     merged = {k: torch.cat([b[k] for b in padded]) for k in keys}
     out = forward(model, merged, hidden_layer)
     sizes = [b["input_ids"].shape[0] for b in padded]
@@ -183,34 +188,30 @@ def right_aligned(windows: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_passes(reference: Reference, rows: Sequence[TokenizedDialogue], pad_token_id: int, batch_size: int,
-                     device: torch.device, hidden_layer: int | None = None) -> Iterator[tuple[int, Outputs]]:
-    """The original's outputs over tokenised rows, left-padded batches of ``batch_size``: (row, one-row Outputs)."""
-    for start in range(0, len(rows), batch_size):
-        batch = collate(rows[start : start + batch_size], pad_token_id, padding_side="left")
-        out = reference_forward(reference, {k: v.to(device) for k, v in batch.items()}, hidden_layer)
+def reference_passes(ctx: PrepareContext, rows: Sequence[TokenizedDialogue],
+                     hidden_layer: int | None = None) -> Iterator[Outputs]:
+    """The original's outputs over tokenised rows, in left-padded batches of ``ctx.batch_size``: one ``Outputs``
+    per row, cut to that row's own response window."""
+    for start in range(0, len(rows), ctx.batch_size):
+        batch = collate(rows[start : start + ctx.batch_size], ctx.tokenizer.pad_token_id, padding_side="left")
+        out = reference_forward(ctx.reference, {k: v.to(ctx.device) for k, v in batch.items()}, hidden_layer)
         for row in range(out.labels.shape[0]):
             one = Outputs(out.logits[row : row + 1], None if out.hidden is None else out.hidden[row : row + 1],
                           out.labels[row : row + 1])
-            yield start + row, one.last(response_window(one.labels))
+            yield one.last(response_window(one.labels))
 
 
 def reference_windows(ctx: PrepareContext, rows: Sequence[Dialogue], hidden_layer: int) -> torch.Tensor:
     """The original's hidden states over each row's response window, computed once before training: (N, W, H),
     right-aligned (see :func:`right_aligned`). Replaces a reference forward pass at every step."""
-    tokenized = [tokenize_dialogue(ctx.tokenizer, d, max_prompt_tokens=ctx.max_prompt_tokens,
-                                   max_response_tokens=ctx.max_response_tokens) for d in rows]
-    passes = reference_passes(ctx.reference, tokenized, ctx.tokenizer.pad_token_id, ctx.batch_size, ctx.device,
-                              hidden_layer)
-    return right_aligned([out.hidden[0].float().cpu() for _, out in passes])
+    return right_aligned([out.hidden[0].float().cpu() for out in reference_passes(ctx, ctx.tokenize(rows), hidden_layer)])
 
 
-def reference_top_k(reference: Reference, rows: Sequence[TokenizedDialogue], k: int, pad_token_id: int,
-                    batch_size: int, device: torch.device) -> dict[str, torch.Tensor]:
+def reference_top_k(ctx: PrepareContext, rows: Sequence[TokenizedDialogue], k: int) -> dict[str, torch.Tensor]:
     """The original's top-``k`` log-probabilities and their token ids over each row's response window, for
     :func:`~unlearnlm.losses.forward_kl_topk`: ``ref_logp`` (N, W, k) float and ``ref_index`` (N, W, k) int32."""
     values, indices = [], []
-    for _, out in reference_passes(reference, rows, pad_token_id, batch_size, device):
+    for out in reference_passes(ctx, rows):
         top = torch.log_softmax(out.logits[0].float(), dim=-1).topk(k, dim=-1)  # (k_i, k)
         values.append(top.values.cpu())
         indices.append(top.indices.to(torch.int32).cpu())

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from unlearnlm import losses
-from unlearnlm.data.formatting import tokenize_dialogue
 from unlearnlm.methods.base import (
     Outputs,
     PreparedData,
@@ -127,10 +126,8 @@ class NPO(UnlearningMethod):
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         """The original's log-probability of each forget answer, once: one number per row replaces a reference
         forward pass over the forget batch at every step."""
-        rows = [tokenize_dialogue(ctx.tokenizer, d, max_prompt_tokens=ctx.max_prompt_tokens,
-                                  max_response_tokens=ctx.max_response_tokens) for d in ctx.forget]
-        passes = reference_passes(ctx.reference, rows, ctx.tokenizer.pad_token_id, ctx.batch_size, ctx.device)
-        ref_logp = [losses.sequence_logprob(out.logits, out.labels).float().cpu() for _, out in passes]
+        passes = reference_passes(ctx, ctx.tokenize(ctx.forget))
+        ref_logp = [losses.sequence_logprob(out.logits, out.labels).float().cpu() for out in passes]
         return PreparedData(tensors={"ref_seq_logp": torch.cat(ref_logp)})  # (N_f,)
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
