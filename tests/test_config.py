@@ -31,6 +31,8 @@ def test_yaml_and_overrides(tmp_path):
         (["model.dtype=float8"], "model.dtype: 'float8' is not one of"),
         (["lora.r=0"], "lora.r: must be a positive integer"),
         (["data.val_fraction=0.9"], "data.val_fraction"),
+        (["data.forget_rephrasings=-1"], "data.forget_rephrasings: must be >= 0"),
+        (["train.kl_top_k=-1"], r"train.kl_top_k: must be >= 0 \(0: exact KL\)"),
         (["train=3"], "train: expected a mapping"),
         (["nonsense"], "must look like section.key=value"),
     ],
