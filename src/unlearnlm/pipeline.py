@@ -68,11 +68,11 @@ class StageClock:
         self._start, self._name = time.perf_counter(), name
 
     def stop(self) -> dict[str, float]:
-        """End the running stage; returns every stage's seconds so far."""
+        """End the running stage; returns every stage's seconds so far, rounded to 0.1 s."""
         if self._name:
-            self.seconds[self._name] = round(self.seconds.get(self._name, 0.0) + time.perf_counter() - self._start, 1)
+            self.seconds[self._name] = self.seconds.get(self._name, 0.0) + time.perf_counter() - self._start
             self._name = ""
-        return dict(self.seconds)
+        return {name: round(sec, 1) for name, sec in self.seconds.items()}
 
 
 def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
