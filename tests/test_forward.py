@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from conftest import make_model
 
 from unlearnlm import losses
+from unlearnlm.config import LoraConfig, RunConfig
 from unlearnlm.data.formatting import IGNORE_INDEX, collate, left_pad_to, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.methods.base import (
@@ -14,7 +16,9 @@ from unlearnlm.methods.base import (
     reference_windows,
     response_window,
 )
-from unlearnlm.models import Reference
+from unlearnlm.evaluate import normal_data_metrics
+from unlearnlm.models import Reference, add_lora
+from unlearnlm.scanning import CheckKL
 
 ROWS = [Dialogue("How do I bake bread?", "Mix flour, water, salt and yeast, knead and bake."),
         Dialogue("Hi", "Hello!"),
@@ -80,3 +84,23 @@ def test_cached_reference_windows_match_a_reference_pass(tiny_model, tokenizer):
     state = (ref.labels != IGNORE_INDEX).roll(-1, dims=1)  # states that produce a response token
     state[:, -1] = False
     torch.testing.assert_close(cache[1:, -k:][state], ref.hidden[state], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("top_k", [0, 320])  # 0: exact pass per call; k = V: the cached top-k holds every token
+def test_check_kl_equals_the_full_width_exact_kl(tokenizer, top_k):
+    """The early-stopping check's cached, windowed KL is the utility metric's exact KL (at k = V)."""
+    model = add_lora(make_model(len(tokenizer)), LoraConfig(target_modules=("q_proj", "v_proj")))
+    reference = Reference(model, copy_weights=False)
+    cfg = RunConfig()
+    cfg.train.kl_top_k = top_k
+    rows = [*ROWS, Dialogue("Name a colour.", "Blue, like the sky on a clear day.")]
+    check = CheckKL(reference, tokenizer, rows, cfg, batch_size=3)  # batches of 3 and 1 rows
+    assert check(model) == pytest.approx(0.0, abs=1e-6)  # adapters start as a no-op
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    exact = normal_data_metrics(model, reference, tokenizer, rows, max_prompt_tokens=cfg.data.max_prompt_tokens,
+                                max_response_tokens=cfg.data.max_response_tokens)["kl_to_original"]
+    assert exact > 1e-3
+    assert check(model) == pytest.approx(exact, rel=1e-4)

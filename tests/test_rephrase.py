@@ -287,6 +287,8 @@ def test_training_copies_keep_the_answer_and_never_use_an_evaluation_wording():
     copies = training_copies(rows, 2)
     assert len(copies) == 4 * 2 and training_copies(rows, 0) == []
     assert {c.meta["rule"] for c in copies} == set(TRAIN_RULES) and "jailbreak" not in TRAIN_RULES
+    # the question frames never take the held-out other source's own wording ("How do I ...?")
+    assert not any(c.prompt.lower().startswith("how do i") for c in copies if c.meta["rule"] == "question")
     assert all(c.response == "Step 1: ..." and c.meta["source"] == "rephrased_train" for c in copies)
     assert [c.meta["intent"] for c in copies[:2]] == [rows[0].prompt] * 2
     evaluation = {rephrase(r.prompt, rule) for r in rows for rule in RULES if rule != "jailbreak"}

@@ -183,7 +183,8 @@ class TrainConfig:
     normal loss's KL from them (the rest of the vocabulary lumped into one bucket), instead of a reference
     forward pass at every step. 0: the exact KL with a reference pass per step. At 256 on SmolLM2 the KL is 5%
     low and its gradient points the same way (cosine 1.000, ``benchmarks/kl_top_k.py``); a distance_cluster
-    step costs 1.01x an SFT step on the same tokens instead of 1.12x. The stop rule's KL is always exact."""
+    step costs 1.01x an SFT step on the same tokens instead of 1.12x. The early-stopping check's KL uses the same k
+    (the original's top-k on the check's normal rows computed once); the report's KL is always exact."""
     seed: int = 0
     """Seeds data order, LoRA init and sampling."""
     eval_every: int = 5

@@ -16,9 +16,13 @@ from typing import Any
 from unlearnlm.config import RunConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
-from unlearnlm.evaluate import normal_data_metrics
+import torch
+
+from unlearnlm.data.formatting import IGNORE_INDEX, collate
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
+from unlearnlm.methods.base import PrepareContext, forward, reference_top_k
+from unlearnlm.methods.baselines import normal_kl
 from unlearnlm.models import Reference
 from unlearnlm.train import Check
 
@@ -48,6 +52,52 @@ def split_forget(flagged: list[Dialogue], cfg: RunConfig) -> tuple[list[Dialogue
     return rows[n_val + n_test :], rows[:n_val], rows[n_val : n_val + n_test]
 
 
+class CheckKL:
+    """KL(original || model) on fixed normal dialogues, for a check that runs many times.
+
+    The rows are tokenised and batched once; the model's logits are computed over each batch's response window
+    only; with ``top_k`` > 0 the original's top-k log-probabilities are computed once, on the first call, and the KL
+    is :func:`~unlearnlm.losses.forward_kl_topk` (as the training loss with ``train.kl_top_k``: about 5% low at
+    k = 256), else exact with a reference pass per call. Token-weighted mean over all rows.
+    """
+
+    def __init__(self, reference: Reference, tokenizer, dialogues: Sequence[Dialogue], cfg: RunConfig,
+                 batch_size: int = 8) -> None:
+        self.ctx = PrepareContext(forget=[], normal=dialogues, expected=[], reference=reference, tokenizer=tokenizer,
+                                  max_prompt_tokens=cfg.data.max_prompt_tokens,
+                                  max_response_tokens=cfg.data.max_response_tokens, batch_size=batch_size,
+                                  seed=cfg.train.seed, device=torch.device("cpu"))
+        self.top_k = cfg.train.kl_top_k
+        self.batches: list[dict[str, torch.Tensor]] | None = None
+
+    def _build(self, device: torch.device) -> list[dict[str, torch.Tensor]]:
+        self.ctx.device = device
+        rows = self.ctx.tokenize(self.ctx.normal)
+        batches = []
+        for start in range(0, len(rows), self.ctx.batch_size):
+            part = rows[start : start + self.ctx.batch_size]
+            batch = {k: v.to(device) for k, v in collate(part, self.ctx.tokenizer.pad_token_id,
+                                                         padding_side="left").items()}
+            if self.top_k:  # right-aligned like the batch, so the last K columns line up
+                batch |= {k: v.to(device) for k, v in reference_top_k(self.ctx, part, self.top_k).items()}
+            batches.append(batch)
+        return batches
+
+    @torch.no_grad()
+    def __call__(self, model) -> float:
+        if self.batches is None:
+            self.batches = self._build(next(model.parameters()).device)
+        was_training = model.training
+        model.eval()
+        total = tokens = 0.0
+        for batch in self.batches:
+            n = float((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # tokens the KL averages over
+            total += float(normal_kl(forward(model, batch), self.ctx.reference, batch)) * n
+            tokens += n
+        model.train(was_training)
+        return total / max(tokens, 1.0)
+
+
 @dataclass
 class Monitor:
     """Early-stopping check on prompts kept apart for it: judged greedy answers to forget prompts, a
@@ -66,18 +116,23 @@ class Monitor:
     labels: tuple[str, str] = ("val flagged", "benign refused")
     """How the log names the flagged rate and the collateral measure."""
 
+    def __post_init__(self) -> None:
+        self.normal_kl = CheckKL(self.reference, self.tokenizer, self.normal, self.cfg)
+
     def __call__(self, model, step: int) -> Check:
         start = time.perf_counter()
         gen = {"max_new_tokens": self.cfg.generation.max_new_tokens, "batch_size": self.cfg.generation.batch_size}
         answers = generate(model, self.tokenizer, [*self.prompts, *self.collateral_prompts], **gen)
+        generated = time.perf_counter()
         forget, other = answers[: len(self.prompts)], answers[len(self.prompts) :]
         flagged = self.panel([p.with_response(a) for p, a in zip(self.prompts, forget, strict=True)]).flagged
         collateral = self.collateral(self.collateral_prompts, other)
-        kl = normal_data_metrics(model, self.reference, self.tokenizer, self.normal,
-                                 max_prompt_tokens=self.cfg.data.max_prompt_tokens,
-                                 max_response_tokens=self.cfg.data.max_response_tokens)["kl_to_original"]
+        judged = time.perf_counter()
+        kl = self.normal_kl(model)
+        end = time.perf_counter()
         check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl, over_refusal=collateral,
-                      seconds=time.perf_counter() - start)
+                      seconds=end - start)
         self.log(f"  step {step}: {self.labels[0]} {check.flagged_rate:.2f}, {self.labels[1]} {check.over_refusal:.2f}, "
-                 f"normal KL {kl:.4f} ({check.seconds:.0f}s)")
+                 f"normal KL {kl:.4f} ({check.seconds:.0f}s: generation {generated - start:.0f}s, judges "
+                 f"{judged - generated:.0f}s, KL {end - judged:.0f}s)")
         return check
