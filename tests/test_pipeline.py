@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -175,3 +176,21 @@ def test_rephrased_training_copies_are_trained_on_with_their_intents_refusal(wor
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["scan"]["train_rephrased_copies"] == 2 * metrics["scan"]["train"]
     assert metrics["sets"]["forget_train"]["before"]["n"] == metrics["scan"]["train"]  # copies are not evaluated
+
+
+def test_a_diverging_run_stops_with_one_line_and_saves_no_model(workspace, capsys):
+    """A real divergence: gradient ascent at a learning rate of 1000 overflows the tiny model within a few steps."""
+    tmp_path, config, _ = workspace
+    out = tmp_path / "diverged"
+    assert main(["run", str(config), "--output", str(out), "--method", "gradient_ascent",
+                 "--set", "train.learning_rate=1000", "--set", "train.max_steps=20", "--set", "train.patience=20"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("unlearnlm: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    step = re.search(r"training diverged at step (\d+): (loss term 'ga' is -?(nan|inf)|the gradient norm is (nan|inf))",
+                     lines[0])
+    assert step, lines[0]
+    assert "saved no model" in lines[0] and "train.learning_rate (now 1000)" in lines[0]
+    assert not (out / "model").exists() and not (out / "metrics.json").exists()
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == list(range(1, int(step.group(1)) + 1))  # up to the step that diverged

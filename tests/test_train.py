@@ -5,9 +5,12 @@ import math
 import pytest
 import torch
 
+from unlearnlm import losses
 from unlearnlm.config import DataConfig, TrainConfig
 from unlearnlm.data.records import Dialogue
-from unlearnlm.methods import create_method
+from unlearnlm.errors import TrainingDiverged
+from unlearnlm.methods import StepOutput, UnlearningMethod, create_method
+from unlearnlm.methods.base import forward
 from unlearnlm.models import Reference
 from unlearnlm.train import Check, lr_factor, unlearn
 
@@ -88,3 +91,42 @@ def test_lr_schedules():
     cosine = TrainConfig(max_steps=10, lr_schedule="cosine")
     assert lr_factor(0, cosine) == pytest.approx(1.0) and lr_factor(9, cosine) == pytest.approx(0.0, abs=1e-9)
     assert lr_factor(5, cosine) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 9)))
+
+
+class _Scripted(UnlearningMethod):
+    """Cross-entropy on the forget answers plus a term that turns bad at step ``at``: ``nan`` (the term's value) or
+    ``grad`` (a finite value, sqrt of 0, whose gradient is infinite)."""
+
+    name, Options = "scripted", None
+
+    def __init__(self, at: int, how: str) -> None:
+        super().__init__(None)
+        self.at, self.how, self.calls = at, how, 0
+
+    def step(self, model, reference, batch):
+        self.calls += 1
+        out = forward(model, batch["forget"])
+        ce = losses.nll(out.logits, out.labels)
+        extra = ce * 0.0
+        if self.calls == self.at:
+            weight = next(p for p in model.parameters() if p.requires_grad)
+            extra = ce * float("nan") if self.how == "nan" else torch.sqrt(((weight - weight.detach()) ** 2).sum())
+        return StepOutput(loss=ce + extra, terms={"ce": ce.item(), "extra": extra.item()})
+
+
+@pytest.mark.parametrize(("how", "message"), [("nan", "loss term 'extra' is nan"), ("grad", "the gradient norm is nan")])
+def test_a_non_finite_step_stops_the_run_and_never_reaches_the_weights(tiny_model, tokenizer, how, message):
+    snaps = {}
+    with pytest.raises(TrainingDiverged) as caught:
+        unlearn(tiny_model, tokenizer, _Scripted(at=3, how=how), forget=FORGET, normal=[],
+                train_cfg=TrainConfig(batch_size=2, learning_rate=1e-2, max_steps=6, eval_every=2),
+                data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=False),
+                monitor=_monitor([0.5, 0.5], [0.01, 0.01], snaps), initial_check=Check(0, 1.0, 0.0))
+    text = str(caught.value)
+    assert text.startswith("training diverged at step 3: ") and message in text, text
+    assert "the best checkpoint so far was step 2" in text and "train.learning_rate (now 0.01)" in text
+    assert [row["step"] for row in caught.value.history] == [1, 2, 3]
+    assert not math.isfinite(caught.value.history[-1]["extra"]) if how == "nan" else caught.value.history[-1]["extra"] == 0
+    # the weights are those after step 2: the bad step never reached them
+    assert all(torch.isfinite(p).all() for p in tiny_model.parameters())
+    assert all(torch.equal(p, snaps[2][n]) for n, p in tiny_model.named_parameters())

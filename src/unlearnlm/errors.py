@@ -15,3 +15,14 @@ class DataError(UnlearnLMError, ValueError):
 
 class AssetError(UnlearnLMError, FileNotFoundError):
     """An embedded asset package is missing."""
+
+
+class TrainingDiverged(UnlearnLMError, FloatingPointError):
+    """A loss or gradient norm became NaN or infinite; the run stops before anything from that step is kept.
+
+    ``history`` holds every step's loss terms up to and including the one that diverged, for the run folder.
+    """
+
+    def __init__(self, message: str, history: list[dict[str, float]] | None = None) -> None:
+        super().__init__(message)
+        self.history = list(history or [])

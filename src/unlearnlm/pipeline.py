@@ -23,6 +23,7 @@ import torch
 from unlearnlm.config import RunConfig
 from unlearnlm.data.readers import DatasetSpec, read_dialogues
 from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import TrainingDiverged
 from unlearnlm.evaluate import EvalSet, evaluate_sets
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
@@ -99,9 +100,13 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     monitor = Monitor(tokenizer, plan.stop_prompts, panel, reference, plan.stop_normal, plan.collateral_prompts,
                       plan.collateral, cfg, log, labels=plan.labels)
     log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
-    result = unlearn(model, tokenizer, method, forget=plan.forget, normal=plan.normal, expected=plan.expected,
-                     train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
-                     initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0))
+    try:
+        result = unlearn(model, tokenizer, method, forget=plan.forget, normal=plan.normal, expected=plan.expected,
+                         train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
+                         initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0))
+    except TrainingDiverged as exc:  # the losses up to the failing step show how it diverged; no model is saved
+        write_rows(out / "history.jsonl", exc.history)
+        raise
     log(f"      {result.steps} steps, best step {result.best_step}, stopped: {result.stop_reason} "
         f"({result.seconds:.0f}s)")
     write_rows(out / "history.jsonl", result.history)

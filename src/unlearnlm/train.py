@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from unlearnlm.config import DataConfig, TrainConfig
 from unlearnlm.data.formatting import TokenizedDialogue, collate
 from unlearnlm.data.records import Dialogue
-from unlearnlm.methods.base import PrepareContext, UnlearningMethod, reference_top_k
+from unlearnlm.errors import TrainingDiverged
+from unlearnlm.methods.base import PrepareContext, StepOutput, UnlearningMethod, reference_top_k
 from unlearnlm.models import Reference, trainable_parameters
 
 
@@ -85,6 +86,18 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return 1.0 - progress if cfg.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def _grad_norm(accelerator: Accelerator, params: list[nn.Parameter], cfg: TrainConfig) -> float | None:
+    """Clip the gradients (when ``max_grad_norm`` > 0) and return their norm before clipping; None when it is not
+    checked: under fp16 the loss scaler skips steps with infinite gradients itself, and some distributed set-ups
+    do not report a norm."""
+    if cfg.mixed_precision == "fp16":
+        if cfg.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
+        return None
+    norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
+    return None if norm is None else float(norm)
+
+
 def _acceptable(check: Check, cfg: TrainConfig) -> bool:
     """Normal abilities kept: KL within its bound and no more over-refusal than allowed."""
     return check.normal_kl <= cfg.max_normal_kl and check.over_refusal <= cfg.max_over_refusal
@@ -95,6 +108,30 @@ def _better(check: Check, best: Check, cfg: TrainConfig) -> bool:
     if not _acceptable(check, cfg):
         return False
     return (check.flagged_rate, check.normal_kl) < (best.flagged_rate, best.normal_kl)
+
+
+def non_finite(out: StepOutput, grad_norm: float | None = None) -> str:
+    """What went NaN or infinite in a step (the loss terms first, then the gradient norm); "" if nothing did."""
+    loss = float(out.loss.detach())
+    bad = {name: value for name, value in out.terms.items() if not math.isfinite(value)}
+    if bad:
+        return f"loss term {', '.join(f'{name!r} is {value}' for name, value in bad.items())} (total loss {loss})"
+    if not math.isfinite(loss):
+        return f"the total loss is {loss} while every term is finite ({out.terms}): a weight overflowed it"
+    if grad_norm is not None and not math.isfinite(grad_norm):
+        return f"the gradient norm is {grad_norm} (loss {loss:.4g})"
+    return ""
+
+
+def diverged(step: int, what: str, best: Check, cfg: TrainConfig, history: list[dict[str, float]]) -> TrainingDiverged:
+    """The error that stops a run at a non-finite step: where, which term, and what is left to fall back on."""
+    kept = "the original model" if best.step == 0 else f"step {best.step} (in memory only; nothing is saved)"
+    return TrainingDiverged(
+        f"training diverged at step {step}: {what}. The run stopped before using this step and saved no model; "
+        f"the best checkpoint so far was {kept}. Lower train.learning_rate (now {cfg.learning_rate:g}), keep "
+        f"train.max_grad_norm above 0 (now {cfg.max_grad_norm:g}) or add train.warmup_steps, then run again",
+        history,
+    )
 
 
 def unlearn(
@@ -169,13 +206,15 @@ def unlearn(
                 batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
                 batch["normal"].update({k: t[n_idx].to(device) for k, t in normal_cache.items()})
             out = method.step(model, reference, batch)
+            history.append({"step": step, "loss": out.loss.item(), **out.terms})
+            if problem := non_finite(out):  # before backward: a NaN gradient would reach the weights
+                raise diverged(step, problem, best, train_cfg, history)
             accelerator.backward(out.loss)
-            if train_cfg.max_grad_norm > 0 and accelerator.sync_gradients:
-                accelerator.clip_grad_norm_(params, train_cfg.max_grad_norm)
+            if accelerator.sync_gradients and (problem := non_finite(out, _grad_norm(accelerator, params, train_cfg))):
+                raise diverged(step, problem, best, train_cfg, history)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-        history.append({"step": step, "loss": out.loss.item(), **out.terms})
         bar.set_postfix(loss=f"{out.loss.item():.3f}")
         if monitor is None or train_cfg.eval_every == 0 or (step % train_cfg.eval_every and step != train_cfg.max_steps):
             continue
