@@ -66,3 +66,29 @@ def test_save_merges_lora_and_failure_keeps_previous(tiny_model, tokenizer, tmp_
         save_model_atomically(reloaded, tokenizer, target, merge_lora=False)
     assert sorted(p.name for p in target.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no half-written folder left
+
+
+def test_which_earlier_folders_need_overwrite(tmp_path):
+    def folder(name, *files):
+        out = tmp_path / name
+        for f in files:
+            (out / f).parent.mkdir(parents=True, exist_ok=True)
+            (out / f).write_text("x")
+        return out
+
+    stopped = folder("stopped", "config.yaml", "versions.json", "flagged.jsonl", ".config.yaml.tmp1")
+    assert prepare_output_dir(stopped, "hub/id", overwrite=False) == stopped.resolve()  # stopped before training
+    for out, message in [(folder("done", "config.yaml", "metrics.json"), "holds a finished run"),
+                         (folder("killed", "config.yaml", "checkpoint/state.pt"), "unlearnlm run --resume"),
+                         (folder("other", "notes.txt"), "files that are not a run's")]:
+        with pytest.raises(ConfigError, match=message):
+            prepare_output_dir(out, "hub/id", overwrite=False)
+    done = folder("done2", "config.yaml", "metrics.json", "model/model.safetensors", "checkpoint/state.pt", "report.md")
+    prepare_output_dir(done, "hub/id", overwrite=True)  # the earlier results go, so nothing of them can be mixed in
+    assert sorted(p.name for p in done.iterdir()) == ["config.yaml", "report.md"]
+
+
+def test_output_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        prepare_output_dir(tmp_path / "file", "hub/id", overwrite=True)

@@ -194,3 +194,26 @@ def test_a_diverging_run_stops_with_one_line_and_saves_no_model(workspace, capsy
     assert not (out / "model").exists() and not (out / "metrics.json").exists()
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["step"] for h in history] == list(range(1, int(step.group(1)) + 1))  # up to the step that diverged
+
+
+def test_bad_method_option_writes_nothing_and_the_corrected_command_runs(workspace, capsys):
+    tmp_path, config, _ = workspace
+    out = tmp_path / "opt"
+    assert main(["run", str(config), "--output", str(out), "--set", "method.options.foo=1"]) == 2
+    assert "method.options: ['foo'] not valid for 'distance_cluster'" in capsys.readouterr().err
+    assert not out.exists()  # checked before the folder was made
+    assert main(["run", str(config), "--output", str(out)]) == 0  # no --overwrite needed
+
+
+def test_a_run_that_stopped_before_training_is_rerun_without_overwrite(workspace, capsys):
+    tmp_path, config, _ = workspace
+    out = tmp_path / "early"
+    # Only cakes to scan: the keyword judge flags nothing, so the run stops after writing its config.
+    cakes = tmp_path / "cakes.jsonl"
+    cakes.write_text("".join(json.dumps({"prompt": f"How do I bake cake number {i}?"}) + "\n" for i in range(12)))
+    assert main(["run", str(config), "--output", str(out), "--set", f"data.harmful_prompts={{path: {cakes}}}"]) == 2
+    assert "the judges flagged only 0" in capsys.readouterr().err
+    assert (out / "config.yaml").is_file() and not (out / "metrics.json").exists()
+    assert main(["run", str(config), "--output", str(out)]) == 0
+    assert main(["run", str(config), "--output", str(out)]) == 2  # now it holds a finished run
+    assert "holds a finished run (metrics.json); pass --overwrite" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 :mod:`unlearnlm.config` holds the generic tree and knows no task. Here the task named by ``data.task``
 fills in its defaults (under the user's own settings) and builds its settings section ``data.<task>``
-with its ``Options`` dataclass, so a wrong key there is reported by name like any other.
+with its ``Options`` dataclass, so a wrong key there is reported by name like any other. The method's options
+and the judges' names are checked here too: every mistake in a config is found when it is read.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 
 from unlearnlm.config import DataConfig, MethodConfig, RunConfig, build, merge, read_tree
 from unlearnlm.errors import ConfigError
+from unlearnlm.judges.panel import check_judge_names
+from unlearnlm.methods import create_method
 from unlearnlm.tasks import TASKS, task_class
 
 
@@ -35,6 +38,8 @@ def config_from_tree(tree: dict[str, Any]) -> RunConfig:
     method = tree.get("method") if isinstance(tree.get("method"), dict) else {}
     cfg = build(RunConfig, merge(cls.config_defaults(method.get("name", MethodConfig.name)), {**tree, "data": data}))
     cfg.data.options = cls.build_options(own, f"data.{name}")
+    create_method(cfg.method.name, cfg.method.options)  # the method's own options dataclass checks them
+    check_judge_names(cfg.judges)
     return cfg
 
 

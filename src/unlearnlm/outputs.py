@@ -58,9 +58,17 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def prepare_output_dir(output_dir: str | Path, model_source: str, overwrite: bool) -> Path:
-    """Create the run folder, refusing to reuse a previous run's folder or to touch the input model."""
-    out = Path(output_dir).expanduser().resolve()
+#: Written last: a run folder holding it has finished.
+FINISHED_MARKER = "metrics.json"
+#: Where training writes its checkpoint (:mod:`unlearnlm.checkpoint`); removed when the run finishes.
+CHECKPOINT_DIR = "checkpoint"
+#: Written first, before any heavy work: a folder holding it and no finished marker stopped early.
+CONFIG_FILE = "config.yaml"
+#: What ``--overwrite`` removes before a new run starts: the results and the training state of the earlier one.
+EARLIER_RESULTS = (FINISHED_MARKER, "model", CHECKPOINT_DIR)
+
+
+def _check_overlap(out: Path, model_source: str) -> None:
     source = Path(model_source).expanduser()
     if source.exists():
         source = source.resolve()
@@ -69,12 +77,68 @@ def prepare_output_dir(output_dir: str | Path, model_source: str, overwrite: boo
                 f"output_dir {out} overlaps the input model folder {source}; choose another output_dir "
                 "(the input model is never overwritten)"
             )
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"output_dir {out} already holds files from an earlier run; pass --overwrite to replace them "
-            "or choose another --output"
-        )
-    out.mkdir(parents=True, exist_ok=True)
+
+
+def _check_writable(out: Path) -> None:
+    """Create ``out`` and write a probe file into it, so a read-only place fails now, not after training."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir {out} is a file, not a folder; choose a folder path for --output")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output_dir {out} is not writable ({exc.strerror}); choose a folder you can write to "
+                          "with --output") from None
+
+
+def _earlier_run(out: Path, overwrite: bool) -> None:
+    """Refuse a folder that holds a finished or resumable run, or other files, unless ``overwrite``.
+
+    A folder holding only what a run writes before training (its config, the scan's files) belongs to a run that
+    stopped early (bad data, a model that does not load, a diverged loss without a checkpoint) and is reused, so the
+    corrected command needs no ``--overwrite``.
+    """
+    if not out.is_dir() or overwrite:
+        return
+    names = {p.name for p in out.iterdir() if not p.name.startswith(".")}  # dot files: temp files of atomic writes
+    if FINISHED_MARKER in names:
+        raise ConfigError(f"output_dir {out} holds a finished run ({FINISHED_MARKER}); pass --overwrite to replace "
+                          "it or choose another --output")
+    if CHECKPOINT_DIR in names:
+        raise ConfigError(f"output_dir {out} holds an interrupted run with a checkpoint; continue it with "
+                          f"`unlearnlm run --resume {out}`, or pass --overwrite to start again")
+    if names and CONFIG_FILE not in names:
+        raise ConfigError(f"output_dir {out} already holds files that are not a run's ({sorted(names)[:5]}); choose "
+                          "an empty or new folder with --output, or pass --overwrite to write into it")
+
+
+def prepare_output_dir(output_dir: str | Path, model_source: str, overwrite: bool) -> Path:
+    """Create the run folder, refusing to reuse a previous run's folder or to touch the input model.
+
+    With ``overwrite`` the earlier run's results and checkpoint are removed first, so the folder never mixes a
+    finished run's ``metrics.json`` with a new run's files, and ``--resume`` never picks up an older run's state.
+    """
+    out = Path(output_dir).expanduser().resolve()
+    _check_overlap(out, model_source)
+    _earlier_run(out, overwrite)
+    _check_writable(out)
+    if overwrite:
+        for name in EARLIER_RESULTS:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    return out
+
+
+def resume_output_dir(output_dir: str | Path) -> Path:
+    """The folder of a run to continue: it must hold the run's config and must not have finished."""
+    out = Path(output_dir).expanduser().resolve()
+    if not (out / CONFIG_FILE).is_file():
+        raise ConfigError(f"--resume {out}: no {CONFIG_FILE} there, so it is not the folder of a run; give the "
+                          "--output folder of the run to continue")
+    if (out / FINISHED_MARKER).exists():
+        raise ConfigError(f"--resume {out}: that run has finished ({FINISHED_MARKER}); nothing to continue")
+    _check_writable(out)
     return out
 
 

@@ -30,23 +30,29 @@ from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
 from unlearnlm.methods import UnlearningMethod, create_method
 from unlearnlm.models import Reference, add_lora, load_model, resolve_source
-from unlearnlm.outputs import library_versions, prepare_output_dir, save_model_atomically, write_json, write_rows, write_yaml
+from unlearnlm.outputs import CONFIG_FILE, FINISHED_MARKER, library_versions, prepare_output_dir, save_model_atomically, write_json, write_rows, write_yaml
 from unlearnlm.report import write_report
 from unlearnlm.scanning import Monitor, scan
-from unlearnlm.tasks import create_task
+from unlearnlm.tasks import Task, create_task
 from unlearnlm.train import Check, TrainResult, unlearn
 
 Log = Callable[[str], None]
 
 
-def start_run(cfg: RunConfig, overwrite: bool) -> tuple[Path, UnlearningMethod]:
-    """Seed, create the run folder (never overlapping the input model), save the resolved config and library
-    versions, and build the method, so bad options fail before any heavy work."""
+def start_run(cfg: RunConfig, overwrite: bool) -> tuple[Path, UnlearningMethod, Task]:
+    """Check what can be checked without loading the model, then create the run folder and save the resolved config
+    and library versions.
+
+    The method and its options, the task and every data file it reads, the model folder and the output folder are
+    checked before anything is written, so a mistake leaves the output folder as it was.
+    """
     torch.manual_seed(cfg.train.seed)
+    method = create_method(cfg.method.name, cfg.method.options)
+    task = create_task(cfg)
     out = prepare_output_dir(cfg.output_dir, resolve_source(cfg.model.name_or_path), overwrite)
-    write_yaml(out / "config.yaml", cfg.to_dict())
+    write_yaml(out / CONFIG_FILE, cfg.to_dict())
     write_json(out / "versions.json", library_versions())
-    return out, create_method(cfg.method.name, cfg.method.options)
+    return out, method, task
 
 
 def training_summary(result: TrainResult) -> dict[str, Any]:
@@ -81,8 +87,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     t0 = time.perf_counter()
     clock = StageClock()
     clock.start("original and judges")  # includes converting the embedded model and planting, where they happen
-    out, method = start_run(cfg, overwrite)
-    task = create_task(cfg)
+    out, method, task = start_run(cfg, overwrite)
 
     log(f"[1/4] {task.name} task: loading the original model ({cfg.model.name_or_path}) and the judges")
     model, tokenizer = load_model(task.original(log))
@@ -136,8 +141,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
         "stage_seconds": stage_seconds,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    write_json(out / "metrics.json", summary)
     write_report(out / "report.md", summary, rows)
+    write_json(out / FINISHED_MARKER, summary)  # last: the folder now holds a finished run
     log(f"done in {summary['wall_seconds']:.0f}s → {out / 'report.md'}")
     return summary
 

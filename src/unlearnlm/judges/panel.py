@@ -47,6 +47,13 @@ JUDGE_LOADERS: dict[str, Callable[[], Judge]] = {
 }
 
 
+def check_judge_names(names: Sequence[str]) -> None:
+    """Every name must be a registered judge (checked when the config is read, before a judge is loaded)."""
+    unknown = [n for n in names if n not in JUDGE_LOADERS]
+    if unknown:
+        raise ConfigError(f"judges: unknown judge(s) {unknown}; available: {sorted(JUDGE_LOADERS)}")
+
+
 @dataclass
 class Verdicts:
     """Per-dialogue outcome of a panel: the flag and every judge's score."""
@@ -69,9 +76,7 @@ class JudgePanel:
 
     @classmethod
     def from_names(cls, names: Sequence[str]) -> JudgePanel:
-        unknown = [n for n in names if n not in JUDGE_LOADERS]
-        if unknown:
-            raise ConfigError(f"judges: unknown judge(s) {unknown}; available: {sorted(JUDGE_LOADERS)}")
+        check_judge_names(names)
         return cls([JUDGE_LOADERS[n]() for n in names])
 
     def __call__(self, dialogues: Sequence[Dialogue]) -> Verdicts:
