@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from unlearnlm.data.readers import DatasetSpec
-from unlearnlm.errors import ConfigError
+from unlearnlm.errors import ConfigError, DataError
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 LLAMA_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -253,10 +253,16 @@ def build(cls: type, data: Any, where: str = "") -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing := [key for key in required if key not in data]:
+        raise ConfigError(f"{where or 'config'}: missing required key(s) {missing}, e.g. {{{missing[0]}: ...}}")
     kwargs = {key: _coerce(hints[key], value, f"{where}.{key}" if where else key) for key, value in data.items()}
     try:
         return cls(**kwargs)
-    except TypeError as exc:  # e.g. a required field missing
+    except DataError as exc:  # a dataset spec's own check names the file, not where in the config it sits
+        raise DataError(f"{where}: {exc}" if where else str(exc)) from None
+    except TypeError as exc:
         raise ConfigError(f"{where or 'config'}: {exc}") from None
 
 
@@ -300,12 +306,21 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"override {assignment!r} must look like section.key=value, e.g. train.max_steps=20")
     dotted, raw = assignment.split("=", 1)
     parts = dotted.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {assignment!r}: the key {dotted.strip()!r} has an empty part; write "
+                          "section.key=value, e.g. train.max_steps=20")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"override {assignment!r}: the value is not valid YAML ({problem}); quote it or fix the "
+                          "brackets, e.g. lora.target_modules=[q_proj,v_proj]") from None
     node = tree
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    node[parts[-1]] = value
 
 
 def merge(defaults: dict[str, Any], tree: dict[str, Any]) -> dict[str, Any]:

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+import transformers
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from unlearnlm.assets import SMOLLM2_GGUF, asset_path, cache_root
 from unlearnlm.config import EMBEDDED_MODEL, LoraConfig, ModelConfig
 from unlearnlm.errors import ConfigError
 from unlearnlm.outputs import atomic_dir
 
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -53,12 +60,56 @@ def resolve_source(name_or_path: str) -> str:
         raise ConfigError(f"model.name_or_path: unknown embedded model {name_or_path!r}; use {EMBEDDED_MODEL!r}")
     path = Path(name_or_path).expanduser()
     looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
-    if looks_local and not (path / "config.json").is_file():
-        raise ConfigError(
-            f"model.name_or_path: {path} is not a Hugging Face model folder (no config.json); "
-            "point it at a folder written by save_pretrained, a hub id, or the embedded default"
-        )
+    if looks_local:
+        check_model_folder(path)
     return str(path) if looks_local else name_or_path
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line (transformers' messages run over several)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
+def check_model_folder(folder: Path) -> None:
+    """Check a local model folder without loading its weights, so a bad folder fails before the run writes anything:
+    a readable ``config.json`` naming a causal LM, weights whose safetensors headers parse, and a tokenizer."""
+    key = "model.name_or_path"
+    if not folder.exists():
+        raise ConfigError(f"{key}: {folder} does not exist (cwd: {Path.cwd()}); check the path, or give a hub id or "
+                          "the embedded default")
+    if not (folder / "config.json").is_file():
+        raise ConfigError(f"{key}: {folder} is not a Hugging Face model folder (no config.json); point it at a "
+                          "folder written by save_pretrained, a hub id, or the embedded default")
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{key}: {folder / 'config.json'} cannot be read as JSON ({_first_line(exc)}); save the "
+                          "model again with save_pretrained") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{key}: {folder / 'config.json'} holds {type(config).__name__}, not a model config")
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING_NAMES and "auto_map" not in config:  # auto_map: code shipped with the model
+        raise ConfigError(f"{key}: {folder} holds a model of type {model_type!r}, which transformers "
+                          f"{transformers.__version__} does not know; upgrade transformers or use another model")
+    architectures = config.get("architectures") or []
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    if architectures and not any(a in causal or a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise ConfigError(f"{key}: {folder} holds a {architectures[0]}, not a causal language model; unlearning needs "
+                          "a decoder with a language-model head (e.g. LlamaForCausalLM, GPT2LMHeadModel), loadable "
+                          "with AutoModelForCausalLM")
+    if not any((folder / name).is_file() for name in _WEIGHT_FILES):
+        raise ConfigError(f"{key}: {folder} holds no weights ({' or '.join(_WEIGHT_FILES[::2])}); save the model "
+                          "into it with save_pretrained")
+    for weights in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(weights, framework="pt"):  # reads the header only
+                pass
+        except (SafetensorError, OSError) as exc:
+            raise ConfigError(f"{key}: {weights} is damaged or incomplete ({_first_line(exc)}); copy or save the "
+                              "model again") from None
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ConfigError(f"{key}: {folder} holds no tokenizer ({', '.join(_TOKENIZER_FILES)}); save it next to "
+                          "the model with tokenizer.save_pretrained(folder)")
 
 
 def load_model(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -68,10 +119,10 @@ def load_model(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBa
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=_DTYPES[cfg.dtype], **kwargs)
-    except OSError as exc:
+    except (OSError, ValueError, SafetensorError) as exc:  # missing files, unknown architecture, damaged weights
         raise ConfigError(
-            f"model.name_or_path: cannot load {cfg.name_or_path!r} ({exc}). Offline machines need a local "
-            f"folder or {EMBEDDED_MODEL!r}"
+            f"model.name_or_path: cannot load {cfg.name_or_path!r} ({_first_line(exc)}). It must be a causal LM "
+            f"that transformers knows; offline machines need a local folder or {EMBEDDED_MODEL!r}"
         ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -49,6 +49,8 @@ JUDGE_LOADERS: dict[str, Callable[[], Judge]] = {
 
 def check_judge_names(names: Sequence[str]) -> None:
     """Every name must be a registered judge (checked when the config is read, before a judge is loaded)."""
+    if not names:
+        raise ConfigError("judges: enable at least one judge, e.g. judges: [harm]")
     unknown = [n for n in names if n not in JUDGE_LOADERS]
     if unknown:
         raise ConfigError(f"judges: unknown judge(s) {unknown}; available: {sorted(JUDGE_LOADERS)}")
