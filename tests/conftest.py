@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -47,6 +50,19 @@ def make_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
         eos_token_id=2, bos_token_id=1,
     )
     return LlamaForCausalLM(cfg)
+
+
+def save_tiny(folder: Path) -> Path:
+    """A tiny random Llama and its tokenizer saved as a model folder (what ``--model`` points at)."""
+    tok = make_tokenizer()
+    make_model(len(tok)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import make_model, make_tokenizer
+from conftest import make_tokenizer, save_tiny, write_jsonl
 
 from unlearnlm.cli import main
 
@@ -23,15 +23,10 @@ from unlearnlm.cli import main
 def good(tmp_path_factory) -> Path:
     """A tiny model folder and valid data files, shared by every case (none of them writes there)."""
     root = tmp_path_factory.mktemp("good")
-    tokenizer = make_tokenizer()
-    make_model(len(tokenizer)).save_pretrained(root / "tiny")
-    tokenizer.save_pretrained(root / "tiny")
-    for name, rows in {
-        "forget.jsonl": [{"prompt": f"Tell me about weapon {i}", "response": "Here is how."} for i in range(8)],
-        "benign.jsonl": [{"prompt": f"What is {i} plus {i}?"} for i in range(12)],
-        "normal.jsonl": [{"prompt": "Capital of France?", "response": "Paris is the capital."}] * 4,
-    }.items():
-        (root / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    save_tiny(root / "tiny")
+    write_jsonl(root / "forget.jsonl", [{"prompt": f"Tell me about weapon {i}", "response": "Here is how."} for i in range(8)])
+    write_jsonl(root / "benign.jsonl", [{"prompt": f"What is {i} plus {i}?"} for i in range(12)])
+    write_jsonl(root / "normal.jsonl", [{"prompt": "Capital of France?", "response": "Paris is the capital."}] * 4)
     return root
 
 
@@ -158,6 +153,13 @@ def _earlier(w: Workspace, *files: str) -> list[str]:
     return []
 
 
+def _damaged_checkpoint(w: Workspace) -> list[str]:
+    """The folder of a killed run whose checkpoint file is damaged (found once the run reaches training)."""
+    _earlier(w, "checkpoint/state.pt")
+    shutil.copy(w.config(), w.out / "config.yaml")
+    return ["--resume", str(w.out)]
+
+
 @dataclass
 class Case:
     args: Callable[[Workspace], list[str]]
@@ -239,6 +241,8 @@ CASES: dict[str, Case] = {
     "config_zero_new_tokens": Case(lambda w: s("generation.max_new_tokens", 0), ("generation.max_new_tokens: must be positive",)),
     "config_zero_patience": Case(lambda w: s("train.patience", 0), ("train.patience: must be positive",)),
     "config_negative_eval_every": Case(lambda w: s("train.eval_every", -1), ("train.eval_every: must be >= 0",)),
+    "config_negative_checkpoint_every": Case(lambda w: s("train.checkpoint_every", -1),
+                                             ("train.checkpoint_every: must be >= 0 (0: no checkpoints)",)),
     "config_judges_not_a_list": Case(lambda w: s("judges", "pii"), ("judges: expected a list, got 'pii'",)),
     "config_task_settings_misplaced": Case(lambda w: s("data.options", "{}"), ("data.options: write the task's settings under data.custom",)),
     # --- --set overrides ------------------------------------------------------------------------------
@@ -282,6 +286,15 @@ CASES: dict[str, Case] = {
     "output_holds_an_interrupted_run": Case(lambda w: _earlier(w, "config.yaml", "checkpoint/state.pt"),
                                             ("holds an interrupted run", "unlearnlm run --resume")),
     "output_holds_other_files": Case(lambda w: _earlier(w, "thesis.tex"), ("files that are not a run's", "--overwrite")),
+    # --- resuming -------------------------------------------------------------------------------------
+    "resume_not_a_run": Case(lambda w: ["--resume", str(w.good)], ("no config.yaml there, so it is not the folder of a run",)),
+    "resume_a_finished_run": Case(lambda w: _earlier(w, "config.yaml", "metrics.json") + ["--resume", str(w.out)],
+                                  ("that run has finished (metrics.json); nothing to continue",)),
+    "resume_with_other_options": Case(lambda w: ["--resume", str(w.out), "--set", "train.max_steps=3", "--overwrite"],
+                                      ("--resume continues a run with the config saved in its folder; drop --set, "
+                                       "--overwrite",)),
+    "resume_damaged_checkpoint": Case(_damaged_checkpoint, ("checkpoint/state.pt is damaged and cannot be read", "--output", "--overwrite"),
+                                      before_writing=False),
     # --- judges and tasks -----------------------------------------------------------------------------
     "judge_unknown": Case(lambda w: s("judges", "[pii, oracle]"), ("judges: unknown judge(s) ['oracle']", "available")),
     "judges_empty": Case(lambda w: s("judges", "[]"), ("judges: enable at least one judge",)),
@@ -300,8 +313,8 @@ CASES: dict[str, Case] = {
 def test_bad_input(name, good, tmp_path, capsys):
     case, w = CASES[name], Workspace(good, tmp_path)
     args = case.args(w)
-    config = [] if args and not args[0].startswith("-") else [str(w.config())]
-    output = [] if "--output" in args else ["--output", str(w.out)]
+    config = [] if "--resume" in args or (args and not args[0].startswith("-")) else [str(w.config())]
+    output = [] if "--output" in args or "--resume" in args else ["--output", str(w.out)]
     before = sorted(p.relative_to(w.out) for p in w.out.rglob("*")) if w.out.exists() else None
     assert main(["run", *config, *args, *output]) == 2
     err = capsys.readouterr().err

@@ -130,3 +130,55 @@ def test_a_non_finite_step_stops_the_run_and_never_reaches_the_weights(tiny_mode
     # the weights are those after step 2: the bad step never reached them
     assert all(torch.isfinite(p).all() for p in tiny_model.parameters())
     assert all(torch.equal(p, snaps[2][n]) for n, p in tiny_model.named_parameters())
+
+
+class _Killed(Exception):
+    """Stands in for a kill in the in-process resume test (the real SIGKILL is in test_resume.py)."""
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tokenizer, tmp_path, lora):
+    """Yao's method reads two streams and a paired one; a linear schedule with warm-up and a scripted monitor whose
+    best check moves: every piece of state a checkpoint holds matters here."""
+    from conftest import make_model
+
+    from unlearnlm.config import LoraConfig
+    from unlearnlm.models import add_lora
+
+    normal = [Dialogue(f"What is {i} plus {i}?", f"It is {2 * i}.") for i in range(5)]
+    cfg = TrainConfig(batch_size=2, learning_rate=1e-2, max_steps=9, eval_every=2, checkpoint_every=3, patience=9,
+                      warmup_steps=2, lr_schedule="linear", max_normal_kl=1.0)
+    rates = {2: 0.8, 4: 0.5, 6: 0.6, 8: 0.4, 9: 0.7}
+
+    def train(folder, *, kill_at=None, resume=False):
+        model = make_model(len(tokenizer))
+        if lora:
+            model = add_lora(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+
+        def monitor(m, step):
+            if step == kill_at:
+                raise _Killed
+            return Check(step, rates[step], 0.01)
+
+        result = unlearn(model, tokenizer, create_method("yao"), forget=FORGET, normal=normal, train_cfg=cfg,
+                         data_cfg=DataConfig(), reference=Reference(model, copy_weights=not lora), monitor=monitor,
+                         initial_check=Check(0, 1.0, 0.0), checkpoint_dir=folder, resume=resume)
+        return result, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    whole, whole_weights = train(tmp_path / "whole")
+    with pytest.raises(_Killed):
+        train(tmp_path / "killed", kill_at=8)  # the last checkpoint is step 6
+    resumed, resumed_weights = train(tmp_path / "killed", resume=True)
+    assert resumed.resumed_from == 6 and whole.resumed_from is None
+    assert (resumed.steps, resumed.best_step, resumed.stop_reason) == (whole.steps, whole.best_step, whole.stop_reason) \
+        == (9, 8, "max_steps")
+    assert resumed.history == whole.history  # every loss term of every step, bit for bit
+    assert [vars(c) for c in resumed.checks] == [vars(c) for c in whole.checks]
+    assert all(torch.equal(resumed_weights[n], p) for n, p in whole_weights.items())
+
+
+def test_a_diverged_run_names_the_checkpoint_on_disk(tiny_model, tokenizer, tmp_path):
+    with pytest.raises(TrainingDiverged, match=rf"the last checkpoint on disk is step 4 in {tmp_path}"):
+        unlearn(tiny_model, tokenizer, _Scripted(at=5, how="nan"), forget=FORGET, normal=[],
+                train_cfg=TrainConfig(batch_size=2, max_steps=8, eval_every=0, checkpoint_every=2),
+                data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=False), checkpoint_dir=tmp_path)

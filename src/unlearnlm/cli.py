@@ -29,10 +29,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from unlearnlm.pipeline import run
+    from unlearnlm.pipeline import resume, run
 
-    cfg = _config(args)
-    summary = run(cfg, overwrite=args.overwrite)
+    if args.resume:
+        given = [flag for flag in ("config", "task", "method", "output", "model", "set") if getattr(args, flag)]
+        if given or args.overwrite:
+            names = [f"--{f}" if f != "config" else "a config file" for f in given] + ["--overwrite"] * args.overwrite
+            raise UnlearnLMError(f"--resume continues a run with the config saved in its folder; drop {', '.join(names)}")
+        summary = resume(args.resume)
+    else:
+        summary = run(_config(args), overwrite=args.overwrite)
     print(json.dumps({k: summary[k] for k in ("method", "scan", "wall_seconds")}, indent=2))
     return 0
 
@@ -117,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="unlearning method (see `unlearnlm methods`)")
     p.add_argument("--output", help="output folder (default runs/unlearnlm; runs/privacy, runs/hallucination)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier run in --output")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a killed run from RUN_DIR/checkpoint, with the config saved in RUN_DIR")
     _add_common(p)
     p.set_defaults(func=cmd_run)
 

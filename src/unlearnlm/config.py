@@ -188,7 +188,7 @@ class TrainConfig:
     seed: int = 0
     """Seeds data order, LoRA init and sampling."""
     eval_every: int = 5
-    """Early-stopping check every N steps (0: only at the end)."""
+    """Early-stopping check every N steps and at the last step (0: only at the last step)."""
     target_flagged_rate: float = 0.05
     """Stop once the judge flags at most this share of held-out forget answers ..."""
     max_normal_kl: float = 0.15
@@ -197,6 +197,11 @@ class TrainConfig:
     """... and the model refuses at most this share of benign early-stopping prompts."""
     patience: int = 3
     """Stop after this many checks without improvement; the best checkpoint is kept."""
+    checkpoint_every: int = 10
+    """Save the whole training state (trainable weights now and at the best check, optimizer, scheduler, RNG states,
+    data order, history, checks) to ``output_dir/checkpoint/`` every N steps, so ``unlearnlm run --resume`` continues
+    a killed run exactly; removed when the run finishes. 0: never. At 10 a SmolLM2 LoRA checkpoint (about 80 MB)
+    costs well under a second against about 70 s of training; full fine-tuning writes about 2 GB each time."""
 
     def __post_init__(self) -> None:
         check_positive("train", self, "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate")
@@ -206,6 +211,7 @@ class TrainConfig:
         check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")
         check(0.0 <= self.max_over_refusal <= 1.0, "train.max_over_refusal", "must be in [0, 1]")
         check(self.patience > 0, "train.patience", "must be positive")
+        check(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: no checkpoints)")
 
 
 @dataclass

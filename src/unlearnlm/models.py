@@ -60,9 +60,21 @@ def resolve_source(name_or_path: str) -> str:
         raise ConfigError(f"model.name_or_path: unknown embedded model {name_or_path!r}; use {EMBEDDED_MODEL!r}")
     path = Path(name_or_path).expanduser()
     looks_local = name_or_path.startswith((".", "/", "~")) or path.exists()
-    if looks_local:
-        check_model_folder(path)
+    if looks_local and not path.exists():
+        raise ConfigError(f"model.name_or_path: {path} does not exist (no model folder with a config.json there; cwd: "
+                          f"{Path.cwd()}); check the path, or give a hub id or the embedded default")
+    if looks_local and not (path / "config.json").is_file():
+        raise ConfigError(f"model.name_or_path: {path} is not a Hugging Face model folder (no config.json); point it "
+                          "at a folder written by save_pretrained, a hub id, or the embedded default")
     return str(path) if looks_local else name_or_path
+
+
+def resolve_causal_lm(name_or_path: str) -> str:
+    """:func:`resolve_source` for the model to unlearn: a local folder is also checked by :func:`check_model_folder`."""
+    source = resolve_source(name_or_path)
+    if Path(source).is_dir():
+        check_model_folder(Path(source))
+    return source
 
 
 def _first_line(exc: BaseException) -> str:
@@ -71,15 +83,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_model_folder(folder: Path) -> None:
-    """Check a local model folder without loading its weights, so a bad folder fails before the run writes anything:
-    a readable ``config.json`` naming a causal LM, weights whose safetensors headers parse, and a tokenizer."""
+    """Check a local model folder (holding a config.json) without loading its weights, so a bad folder fails before
+    the run writes anything: JSON naming a causal LM that transformers knows, weights whose safetensors headers
+    parse, and a tokenizer."""
     key = "model.name_or_path"
-    if not folder.exists():
-        raise ConfigError(f"{key}: {folder} does not exist (cwd: {Path.cwd()}); check the path, or give a hub id or "
-                          "the embedded default")
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"{key}: {folder} is not a Hugging Face model folder (no config.json); point it at a "
-                          "folder written by save_pretrained, a hub id, or the embedded default")
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -114,7 +121,7 @@ def check_model_folder(folder: Path) -> None:
 
 def load_model(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load model and tokenizer; the tokenizer pads on the left (for batched generation)."""
-    source = resolve_source(cfg.name_or_path)
+    source = resolve_causal_lm(cfg.name_or_path)
     kwargs = {"trust_remote_code": cfg.trust_remote_code, "revision": cfg.revision}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
@@ -212,3 +219,16 @@ class Reference:
 def trainable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """Detached copies of the trainable parameters (for best-checkpoint keeping)."""
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_parameters(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy saved trainable weights (from :func:`trainable_parameters`) back into ``model``; they must name exactly
+    its trainable parameters, so weights saved for another set-up (LoRA vs full, another rank) are refused."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != set(params):
+        extra, missing = sorted(set(weights) - set(params)), sorted(set(params) - set(weights))
+        raise ConfigError(f"the saved weights do not fit this model's trainable parameters (unknown: {extra[:3]}, "
+                          f"missing: {missing[:3]}); they were saved under another model or LoRA setting")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(weights[name])

@@ -12,6 +12,8 @@ Nothing here depends on which task runs: every difference lives in the task (:mo
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -29,8 +31,20 @@ from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
 from unlearnlm.methods import UnlearningMethod, create_method
-from unlearnlm.models import Reference, add_lora, load_model, resolve_source
-from unlearnlm.outputs import CONFIG_FILE, FINISHED_MARKER, library_versions, prepare_output_dir, save_model_atomically, write_json, write_rows, write_yaml
+from unlearnlm.models import Reference, add_lora, load_model, resolve_causal_lm
+from unlearnlm.loader import load_config
+from unlearnlm.outputs import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    FINISHED_MARKER,
+    library_versions,
+    prepare_output_dir,
+    resume_output_dir,
+    save_model_atomically,
+    write_json,
+    write_rows,
+    write_yaml,
+)
 from unlearnlm.report import write_report
 from unlearnlm.scanning import Monitor, scan
 from unlearnlm.tasks import Task, create_task
@@ -39,9 +53,9 @@ from unlearnlm.train import Check, TrainResult, unlearn
 Log = Callable[[str], None]
 
 
-def start_run(cfg: RunConfig, overwrite: bool) -> tuple[Path, UnlearningMethod, Task]:
+def start_run(cfg: RunConfig, overwrite: bool, resume: bool = False) -> tuple[Path, UnlearningMethod, Task]:
     """Check what can be checked without loading the model, then create the run folder and save the resolved config
-    and library versions.
+    and library versions (a resumed run keeps those of its start).
 
     The method and its options, the task and every data file it reads, the model folder and the output folder are
     checked before anything is written, so a mistake leaves the output folder as it was.
@@ -49,10 +63,25 @@ def start_run(cfg: RunConfig, overwrite: bool) -> tuple[Path, UnlearningMethod, 
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method.name, cfg.method.options)
     task = create_task(cfg)
-    out = prepare_output_dir(cfg.output_dir, resolve_source(cfg.model.name_or_path), overwrite)
+    source = resolve_causal_lm(cfg.model.name_or_path)
+    if resume:
+        return resume_output_dir(cfg.output_dir), method, task
+    out = prepare_output_dir(cfg.output_dir, source, overwrite)
     write_yaml(out / CONFIG_FILE, cfg.to_dict())
     write_json(out / "versions.json", library_versions())
     return out, method, task
+
+
+def resume(run_dir: str | Path, log: Log = print) -> dict[str, Any]:
+    """Continue a killed ``unlearnlm run`` from its checkpoint, with the config saved in its folder.
+
+    The stages before training run again: they are deterministic, and the before stage comes from its cache
+    (``reuse_before_stage``). Training then continues from the checkpoint, so the result equals an uninterrupted
+    run's bit for bit on the same machine (every figure but the timings).
+    """
+    out = resume_output_dir(run_dir)
+    cfg = load_config(out / CONFIG_FILE, [f"output_dir={json.dumps(str(out))}"])
+    return run(cfg, resume=True, log=log)
 
 
 def training_summary(result: TrainResult) -> dict[str, Any]:
@@ -82,12 +111,15 @@ class StageClock:
         return {name: round(sec, 1) for name, sec in self.seconds.items()}
 
 
-def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
-    """The whole pipeline for the task ``cfg.data.task``; returns the summary also written to ``metrics.json``."""
+def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: Log = print) -> dict[str, Any]:
+    """The whole pipeline for the task ``cfg.data.task``; returns the summary also written to ``metrics.json``.
+
+    ``resume``: continue the run in ``cfg.output_dir`` from its checkpoint (see :func:`resume`).
+    """
     t0 = time.perf_counter()
     clock = StageClock()
     clock.start("original and judges")  # includes converting the embedded model and planting, where they happen
-    out, method, task = start_run(cfg, overwrite)
+    out, method, task = start_run(cfg, overwrite, resume)
 
     log(f"[1/4] {task.name} task: loading the original model ({cfg.model.name_or_path}) and the judges")
     model, tokenizer = load_model(task.original(log))
@@ -108,11 +140,13 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     try:
         result = unlearn(model, tokenizer, method, forget=plan.forget, normal=plan.normal, expected=plan.expected,
                          train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
-                         initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0))
+                         initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0),
+                         checkpoint_dir=out / CHECKPOINT_DIR, resume=resume)
     except TrainingDiverged as exc:  # the losses up to the failing step show how it diverged; no model is saved
         write_rows(out / "history.jsonl", exc.history)
         raise
-    log(f"      {result.steps} steps, best step {result.best_step}, stopped: {result.stop_reason} "
+    resumed = f", resumed from the checkpoint at step {result.resumed_from}" if result.resumed_from else ""
+    log(f"      {result.steps} steps{resumed}, best step {result.best_step}, stopped: {result.stop_reason} "
         f"({result.seconds:.0f}s)")
     write_rows(out / "history.jsonl", result.history)
 
@@ -143,6 +177,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, log: Log = print) -> dict[st
     }
     write_report(out / "report.md", summary, rows)
     write_json(out / FINISHED_MARKER, summary)  # last: the folder now holds a finished run
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # only a killed run needs it
     log(f"done in {summary['wall_seconds']:.0f}s → {out / 'report.md'}")
     return summary
 

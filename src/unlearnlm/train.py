@@ -3,7 +3,10 @@
 Read it top to bottom: tokenise every stream once, let the method prepare its paired data, then each
 step draw a forget batch (plus the paired rows of the same examples) and a normal batch, compute the
 method's loss, step the optimizer. Every ``eval_every`` steps a monitor (greedy generation on held-out
-flagged prompts, judged; KL on normal data) decides whether to stop, and the best weights are kept.
+flagged prompts, judged; KL on normal data) decides whether to stop, and the best weights are kept. A step
+whose loss or gradient is not finite stops the run (:class:`~unlearnlm.errors.TrainingDiverged`); every
+``checkpoint_every`` steps the whole training state is saved (:mod:`unlearnlm.checkpoint`) so that a killed
+run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,12 +26,13 @@ from accelerate.utils import set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
+from unlearnlm import checkpoint
 from unlearnlm.config import DataConfig, TrainConfig
 from unlearnlm.data.formatting import TokenizedDialogue, collate
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import TrainingDiverged
 from unlearnlm.methods.base import PrepareContext, StepOutput, UnlearningMethod, reference_top_k
-from unlearnlm.models import Reference, trainable_parameters
+from unlearnlm.models import Reference, load_parameters, trainable_parameters
 
 
 @dataclass
@@ -52,6 +57,8 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     prepare_info: dict[str, Any] = field(default_factory=dict)
+    resumed_from: int | None = None
+    """The step of the checkpoint a resumed run continued from (None: it ran from the start)."""
 
 
 Monitor = Callable[[nn.Module, int], Check]
@@ -123,15 +130,94 @@ def non_finite(out: StepOutput, grad_norm: float | None = None) -> str:
     return ""
 
 
-def diverged(step: int, what: str, best: Check, cfg: TrainConfig, history: list[dict[str, float]]) -> TrainingDiverged:
+def diverged(step: int, what: str, progress: _Progress, cfg: TrainConfig,
+             checkpoint_dir: Path | None) -> TrainingDiverged:
     """The error that stops a run at a non-finite step: where, which term, and what is left to fall back on."""
+    best = progress.best
     kept = "the original model" if best.step == 0 else f"step {best.step} (in memory only; nothing is saved)"
+    on_disk = (f"; the last checkpoint on disk is step {progress.saved_step} in {checkpoint_dir}"
+               if progress.saved_step is not None else "")
     return TrainingDiverged(
         f"training diverged at step {step}: {what}. The run stopped before using this step and saved no model; "
-        f"the best checkpoint so far was {kept}. Lower train.learning_rate (now {cfg.learning_rate:g}), keep "
-        f"train.max_grad_norm above 0 (now {cfg.max_grad_norm:g}) or add train.warmup_steps, then run again",
-        history,
+        f"the best checkpoint so far was {kept}{on_disk}. Lower train.learning_rate (now {cfg.learning_rate:g}), "
+        f"keep train.max_grad_norm above 0 (now {cfg.max_grad_norm:g}) or add train.warmup_steps, then run again",
+        progress.history,
     )
+
+
+@dataclass
+class _Progress:
+    """The loop's own state: what a checkpoint saves besides the weights and the optimizer."""
+
+    best: Check
+    best_state: dict[str, torch.Tensor]
+    """The trainable weights at the best check (at the start: the original's)."""
+    checks: list[Check]
+    history: list[dict[str, float]] = field(default_factory=list)
+    step: int = 0
+    """The last step done."""
+    stale: int = 0
+    """Checks since the last improvement."""
+    seconds: float = 0.0
+    """Training time spent before this process took over (a resumed run)."""
+    saved_step: int | None = None
+    """The step of the checkpoint on disk, if any."""
+    resumed_from: int | None = None
+
+    def record(self, check: Check, weights: Callable[[], dict[str, torch.Tensor]], cfg: TrainConfig) -> str:
+        """Add a check and keep ``weights()`` if it is the best; returns why training stops ("": it goes on)."""
+        self.checks.append(check)
+        if _better(check, self.best, cfg):
+            self.best, self.best_state, self.stale = check, weights(), 0
+        else:
+            self.stale += 1
+        if check.flagged_rate <= cfg.target_flagged_rate and _acceptable(check, cfg):
+            return "target_reached"
+        return "patience" if self.stale >= cfg.patience else ""
+
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "stale": self.stale, "best": vars(self.best), "best_state": self.best_state,
+                "checks": [vars(c) for c in self.checks], "history": self.history}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Progress:
+        return cls(best=Check(**state["best"]), best_state=state["best_state"],
+                   checks=[Check(**c) for c in state["checks"]], history=state["history"], step=state["step"],
+                   stale=state["stale"], seconds=state["seconds"], saved_step=state["step"],
+                   resumed_from=state["step"])
+
+
+@dataclass
+class _Trainer:
+    """What a step changes besides :class:`_Progress`: saved and restored together with it."""
+
+    model: nn.Module
+    optimizer: Any
+    scheduler: Any
+    accelerator: Accelerator
+    rng: random.Random
+    streams: dict[str, _Stream]
+
+    def state(self) -> dict[str, Any]:
+        acc = self.accelerator
+        return {"trainable": trainable_parameters(acc.unwrap_model(self.model)),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": acc.scaler.state_dict() if acc.scaler is not None else None,
+                "accumulation_step": acc.step, "rng": checkpoint.rng_states(),
+                "stream_rng": self.rng.getstate(), "stream_order": {n: s.order for n, s in self.streams.items()}}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        acc = self.accelerator
+        load_parameters(acc.unwrap_model(self.model), state["trainable"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if acc.scaler is not None and state["scaler"] is not None:
+            acc.scaler.load_state_dict(state["scaler"])
+        acc.step = state["accumulation_step"]  # where gradient accumulation stands
+        checkpoint.set_rng_states(state["rng"])
+        self.rng.setstate(state["stream_rng"])
+        for name, stream in self.streams.items():
+            stream.order = list(state["stream_order"][name])
 
 
 def unlearn(
@@ -148,8 +234,14 @@ def unlearn(
     monitor: Monitor | None = None,
     initial_check: Check | None = None,
     accelerator: Accelerator | None = None,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
 ) -> TrainResult:
-    """Run ``method`` on ``model`` in place; on return the model holds the best checkpoint's weights."""
+    """Run ``method`` on ``model`` in place; on return the model holds the best checkpoint's weights.
+
+    With ``checkpoint_dir``, a checkpoint is written there every ``train.checkpoint_every`` steps; with ``resume``
+    training continues from the one found there (from the start if there is none), bit for bit as if never stopped.
+    """
     if not forget:
         raise ValueError("nothing to unlearn: the forget set is empty (did the judge flag any dialogue?)")
     if "normal" in method.streams and not normal:
@@ -176,69 +268,71 @@ def unlearn(
     normal_cache: dict[str, torch.Tensor] = {}
     if train_cfg.kl_top_k and "normal" in tokens:  # the original's outputs on normal rows, once
         normal_cache = reference_top_k(ctx, tokens["normal"], train_cfg.kl_top_k)
-    forget_stream = _Stream(len(forget), train_cfg.batch_size, rng)
-    normal_stream = _Stream(len(normal), train_cfg.batch_size, rng) if "normal" in tokens else None
+    streams = {"forget": _Stream(len(forget), train_cfg.batch_size, rng)}
+    if "normal" in tokens:
+        streams["normal"] = _Stream(len(normal), train_cfg.batch_size, rng)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=train_cfg))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    trainer = _Trainer(model, optimizer, scheduler, accelerator, rng, streams)
+    weights = lambda: trainable_parameters(accelerator.unwrap_model(model))  # noqa: E731
+    best = initial_check or Check(step=0, flagged_rate=math.inf, normal_kl=0.0)
+    progress = _Progress(best=best, best_state=weights(), checks=[best] if initial_check else [])
+    saved = checkpoint.load(checkpoint_dir) if resume and checkpoint_dir is not None else None
+    if saved is not None:  # everything above is deterministic; from here on the checkpoint says where we are
+        trainer.restore(saved)
+        progress = _Progress.from_state(saved)
     model.train()
 
     def to_batch(rows: list[TokenizedDialogue]) -> dict[str, torch.Tensor]:
         # Left padding: every response ends at the last column, so a step computes logits for a short window.
         return {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id, padding_side="left").items()}
 
-    best = initial_check or Check(step=0, flagged_rate=math.inf, normal_kl=0.0)
-    best_state = trainable_parameters(accelerator.unwrap_model(model))
-    checks = [best] if initial_check else []
-    history: list[dict[str, float]] = []
-    stale, stop_reason, step = 0, "max_steps", 0
-    bar = tqdm(range(1, train_cfg.max_steps + 1), desc=f"unlearn[{method.name}]", leave=False,
-               disable=not accelerator.is_local_main_process)
+    stop_reason = "max_steps"
+    bar = tqdm(range(progress.step + 1, train_cfg.max_steps + 1), desc=f"unlearn[{method.name}]", leave=False,
+               initial=progress.step, total=train_cfg.max_steps, disable=not accelerator.is_local_main_process)
     for step in bar:
         with accelerator.accumulate(model):
-            idx = forget_stream.next_indices()
+            idx = streams["forget"].next_indices()
             batch: dict[str, Any] = {name: to_batch([tokens[name][i] for i in idx]) for name in ["forget", *prepared.pairs]}
             batch.update({name: t[idx].to(device) for name, t in prepared.tensors.items()})
-            if normal_stream is not None:
-                n_idx = normal_stream.next_indices()
+            if "normal" in streams:
+                n_idx = streams["normal"].next_indices()
                 batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
                 batch["normal"].update({k: t[n_idx].to(device) for k, t in normal_cache.items()})
             out = method.step(model, reference, batch)
-            history.append({"step": step, "loss": out.loss.item(), **out.terms})
+            progress.history.append({"step": step, "loss": out.loss.item(), **out.terms})
             if problem := non_finite(out):  # before backward: a NaN gradient would reach the weights
-                raise diverged(step, problem, best, train_cfg, history)
+                raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
             accelerator.backward(out.loss)
             if accelerator.sync_gradients and (problem := non_finite(out, _grad_norm(accelerator, params, train_cfg))):
-                raise diverged(step, problem, best, train_cfg, history)
+                raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
+        progress.step = step
         bar.set_postfix(loss=f"{out.loss.item():.3f}")
-        if monitor is None or train_cfg.eval_every == 0 or (step % train_cfg.eval_every and step != train_cfg.max_steps):
-            continue
-        check = monitor(accelerator.unwrap_model(model), step)
-        checks.append(check)
-        if _better(check, best, train_cfg):
-            best, stale = check, 0
-            best_state = trainable_parameters(accelerator.unwrap_model(model))
-        else:
-            stale += 1
-        if check.flagged_rate <= train_cfg.target_flagged_rate and _acceptable(check, train_cfg):
-            stop_reason = "target_reached"
-            break
-        if stale >= train_cfg.patience:
-            stop_reason = "patience"
-            break
+        last = step == train_cfg.max_steps
+        if monitor is not None and (last or (train_cfg.eval_every and step % train_cfg.eval_every == 0)):
+            reason = progress.record(monitor(accelerator.unwrap_model(model), step), weights, train_cfg)
+            if reason:
+                stop_reason = reason
+                break
+        # A checkpoint holds whole optimizer steps (no half-accumulated gradients) and is pointless at the end.
+        every = train_cfg.checkpoint_every
+        if checkpoint_dir is not None and every and step % every == 0 and not last and accelerator.sync_gradients:
+            seconds = progress.seconds + time.perf_counter() - start_time
+            checkpoint.save(checkpoint_dir, {**trainer.state(), **progress.state(), "seconds": seconds})
+            progress.saved_step = step
     model = accelerator.unwrap_model(model)
     if monitor is not None:  # restore the best checkpoint (the original if nothing beat it)
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name in best_state:
-                    p.copy_(best_state[name])
+        load_parameters(model, progress.best_state)
     model.eval()
     return TrainResult(
-        steps=step, best_step=best.step if monitor is not None else step, stop_reason=stop_reason,
-        seconds=time.perf_counter() - start_time, history=history, checks=checks, prepare_info=prepared.info,
+        steps=progress.step, best_step=progress.best.step if monitor is not None else progress.step,
+        stop_reason=stop_reason, seconds=progress.seconds + time.perf_counter() - start_time,
+        history=progress.history, checks=progress.checks, prepare_info=prepared.info,
+        resumed_from=progress.resumed_from,
     )
