@@ -101,6 +101,39 @@ def test_contrast_rows_pair_normal_prompts_with_refusal_openings():
         contrast_rows(FORGET, [], EXPECTED)
 
 
+def test_match_nearest_pairs_alike_rows_and_spreads_over_the_keys():
+    from unlearnlm.clustering import match_nearest
+
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # Four queries near key 0 and one near key 1: the cap (ceil(5 / 3) = 2) sends the two least alike of the
+    # four to their next-best keys instead of all to key 0.
+    queries = torch.tensor([[1.0, 0.0], [1.0, 0.05], [1.0, 0.3], [1.0, 0.6], [0.0, 1.0]])
+    partner = match_nearest(queries, keys).tolist()
+    assert partner[:2] == [0, 0] and partner[4] == 1
+    assert partner[2] == 2 and partner[3] == 2  # cos to (1,1) beats cos to (0,1) for both
+    assert max(partner.count(k) for k in range(3)) <= 2
+
+
+def test_nearest_contrast_prompts_are_the_normal_prompts_most_like_the_forget_prompts(tiny_model, tokenizer):
+    from unlearnlm.methods.base import PrepareContext
+
+    method = create_method("distance_cluster", {"contrast_prompts": "nearest"})
+    ctx = PrepareContext(forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                         reference=Reference(tiny_model, copy_weights=True), tokenizer=tokenizer,
+                         max_prompt_tokens=32, max_response_tokens=32, batch_size=4, seed=0,
+                         device=torch.device("cpu"))
+    rows = method.prepare(ctx).pairs["contrast"]
+    from unlearnlm.clustering import match_nearest, prompt_states
+
+    states = lambda d: prompt_states(ctx.reference, tokenizer, d, layer=-1, max_prompt_tokens=32,  # noqa: E731
+                                     batch_size=4, device=torch.device("cpu"))
+    want = match_nearest(states(FORGET), states(NORMAL)).tolist()
+    assert [r.prompt for r in rows] == [NORMAL[j].prompt for j in want]
+    assert all(r.meta["source"] == "contrast" for r in rows)
+    with pytest.raises(ConfigError):
+        create_method("distance_cluster", {"contrast_prompts": "closest"})
+
+
 def test_contrast_term_makes_refusing_a_normal_prompt_less_likely(tiny_model, tokenizer):
     from unlearnlm.data.formatting import collate, tokenize_dialogue
     from unlearnlm.losses import token_logprobs
