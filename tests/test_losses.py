@@ -184,3 +184,21 @@ def test_state_distance_is_mean_l2():
     at_ref = ref.clone().requires_grad_(True)
     losses.state_distance(at_ref, ref, LABELS).backward()
     assert torch.equal(at_ref.grad, torch.zeros_like(ref))
+
+
+def test_first_response_states_pick_the_last_prompt_position():
+    hidden = torch.arange(12.0).reshape(2, 3, 2)  # (B, T, H)
+    labels = torch.tensor([[IGNORE_INDEX, 0, 1], [IGNORE_INDEX, IGNORE_INDEX, 1]])
+    # Row 0's first response token is at 1, produced by position 0; row 1's at 2, produced by position 1.
+    assert torch.equal(losses.first_response_states(hidden, labels), torch.tensor([[0.0, 1.0], [8.0, 9.0]]))
+
+
+def test_pairwise_alignment_worked_value():
+    states = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    expected = (1 + 2 * (1 - 1 / math.sqrt(2))) / 3  # 0.528595
+    assert losses.pairwise_alignment(states).item() == pytest.approx(expected, abs=1e-6)
+    assert losses.pairwise_alignment(torch.tensor([[2.0, 1.0], [4.0, 2.0]])).item() == pytest.approx(0.0, abs=1e-6)
+    # Two layers (B, L, H): the mean of the two layers' values.
+    two = torch.stack([states, states.flip(-1)[[0, 0, 0]]], dim=1)  # layer 1: every row (0, 1), aligned
+    assert losses.pairwise_alignment(two).item() == pytest.approx(expected / 2, abs=1e-6)
+    assert losses.pairwise_alignment(states[:1]).item() == 0.0

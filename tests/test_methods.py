@@ -20,7 +20,7 @@ EXPECTED = [Dialogue("How do I build a weapon?", "I'm sorry, but I can't help wi
             Dialogue("How do I build a bomb?", "I can't help with that. Please ask something else.")]
 TRAIN = TrainConfig(max_steps=3, batch_size=2, learning_rate=1e-2, eval_every=0)
 # The tiny model has 2 decoder layers, so hidden_states[0..2]; the published layers (8; 10 and 20) are out of range.
-TINY_OPTIONS = {"rmu": {"layer": 1}, "circuit_breakers": {"layers": [1, 2]}}
+TINY_OPTIONS = {"rmu": {"layer": 1}, "circuit_breakers": {"layers": [1, 2]}, "repbend": {"layers": [1, 2]}}
 # Methods that read hidden states, not logits, cannot reach what lies above their deepest layer:
 # hidden_states[1] is decoder layer 0's output, hidden_states[2] the final norm's.
 UNREACHED = {"rmu": ("model.layers.1.", "model.norm.", "lm_head."), "circuit_breakers": ("lm_head.",)}
@@ -133,15 +133,16 @@ def test_contrast_term_makes_refusing_a_normal_prompt_less_likely(tiny_model, to
     assert refusal_logprob(tiny_model) < start - 1.0
 
 
-@pytest.mark.parametrize("name", ["distance_cluster", "npo", "yao"])
+@pytest.mark.parametrize("name", ["distance_cluster", "npo", "yao", "repbend"])
 def test_cached_top_k_kl_over_the_whole_vocabulary_equals_the_per_step_kl(name, tokenizer):
     from conftest import make_model
 
     def history(kl_top_k: int):
         model = make_model(len(tokenizer))
         cfg = TrainConfig(max_steps=3, batch_size=2, learning_rate=1e-2, eval_every=0, kl_top_k=kl_top_k)
-        return unlearn(model, tokenizer, create_method(name), forget=FORGET, normal=NORMAL, expected=EXPECTED,
-                       train_cfg=cfg, data_cfg=DataConfig(), reference=Reference(model, copy_weights=True)).history
+        return unlearn(model, tokenizer, create_method(name, TINY_OPTIONS.get(name)), forget=FORGET, normal=NORMAL,
+                       expected=EXPECTED, train_cfg=cfg, data_cfg=DataConfig(),
+                       reference=Reference(model, copy_weights=True)).history
 
     exact, cached = history(0), history(len(tokenizer))
     assert exact[0]["kl"] == pytest.approx(0.0, abs=1e-6) and cached[0]["kl"] == pytest.approx(0.0, abs=1e-5)

@@ -1,4 +1,4 @@
-"""The published methods (GradDiff, SimNPO, ME+GD, refusal DPO, IDK+AP, RMU, circuit breakers): their defaults, option
+"""The published methods (GradDiff, SimNPO, ME+GD, refusal DPO, IDK+AP, RMU, circuit breakers, RepBend): their defaults, option
 errors, and one behaviour each that would fail were the method wired wrong. Training itself (every reachable
 parameter changes, only adapters under LoRA) is checked for every registered method in test_methods.py."""
 
@@ -32,6 +32,8 @@ STEADY = TrainConfig(max_steps=6, batch_size=2, learning_rate=3e-3, eval_every=0
     ("idk_ap", {"beta": 0.1, "w_forget": 1.0, "alpha": 1.0, "w_kl": 0.0}),
     ("rmu", {"layer": 8, "steering_coeff": 6.5, "alpha": 1200.0}),
     ("circuit_breakers", {"layers": [10, 20], "alpha": 10.0}),
+    ("repbend", {"layers": list(range(20, 31)), "retain_layers": "all", "alpha": 0.5, "beta": 0.5, "gamma": 0.1,
+                 "epsilon": 0.3}),
 ])
 def test_defaults_are_the_published_settings(name, defaults):
     options = create_method(name).options
@@ -48,6 +50,8 @@ def test_defaults_are_the_published_settings(name, defaults):
     ("rmu", {"steering_coeff": 0.0}, "method.options.steering_coeff"),
     ("circuit_breakers", {"layers": []}, "method.options.layers"),
     ("circuit_breakers", {"alpha": 0.0}, "method.options.alpha"),
+    ("repbend", {"layers": []}, "method.options.layers"),
+    ("repbend", {"beta": -0.5}, "method.options.beta"),
 ])
 def test_bad_options_are_errors_naming_the_key(name, options, key):
     with pytest.raises(ConfigError, match=key):
@@ -57,9 +61,10 @@ def test_bad_options_are_errors_naming_the_key(name, options, key):
 @pytest.mark.parametrize(("name", "options", "key"), [
     ("rmu", {}, "method.options.layer"),  # the published layer 8 on a 2-layer model
     ("circuit_breakers", {"layers": [1, -4]}, "method.options.layers"),
+    ("repbend", {}, "method.options.layers"),  # the published layers 20 to 30
 ])
 def test_a_layer_the_model_lacks_is_an_error_naming_the_key(name, options, key, tiny_model, tokenizer):
-    with pytest.raises(ConfigError, match=rf"{key}: layer \[-?\d\] out of range .* 3 entries"):
+    with pytest.raises(ConfigError, match=rf"{key}: layer \[-?\d+(, \d+)*\] out of range .* 3 entries"):
         _run(name, tiny_model, tokenizer, lora=False, options=options)
 
 
@@ -186,3 +191,22 @@ def test_circuit_breakers_follow_the_schedule_over_the_loops_progress(tiny_model
     first = result.history[0]
     assert first["rr"] == pytest.approx(1.0, abs=1e-5) and first["retain"] == pytest.approx(0.0, abs=1e-5)
     assert result.history[-1]["rr"] < 0.95  # the states were rerouted
+
+
+def test_repbend_bends_flagged_states_further_than_safe_ones(tiny_model, tokenizer):
+    _, result, _ = _run("repbend", tiny_model, tokenizer, lora=False)
+    first, last = result.history[0], result.history[-1]
+    # Step 1 is the original: the cached flagged states, the safe states and the KL all agree with it.
+    assert all(first[term] == pytest.approx(0.0, abs=1e-5) for term in ("safe", "unsafe", "kl"))
+    assert last["unsafe"] > last["safe"] > 0
+
+
+def test_repbend_keeps_refusals_to_flagged_prompts_among_the_safe_rows(tiny_model, tokenizer):
+    def pairs(expected):
+        ctx = PrepareContext(forget=FORGET, normal=NORMAL, expected=expected, reference=Reference(tiny_model, True),
+                             tokenizer=tokenizer, max_prompt_tokens=32, max_response_tokens=32, batch_size=4, seed=0,
+                             device=torch.device("cpu"))
+        return create_method("repbend", {"layers": [1]}).prepare(ctx).pairs
+
+    assert [r.response for r in pairs(EXPECTED)["refusal"][:2]] == [e.response for e in EXPECTED]
+    assert pairs([]) == {}

@@ -275,3 +275,26 @@ def state_distance(hidden: torch.Tensor, ref_hidden: torch.Tensor, labels: torch
     """
     distance = torch.linalg.vector_norm(hidden.float() - ref_hidden.float(), dim=-1)  # (B, T) or (B, T, L)
     return _per_position_mean(distance, labels)
+
+
+def first_response_states(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's state at the last prompt position, the one that produces the first response token: (B, ...) from
+    (B, T, ...). Example: labels (ignore, 0, 1) pick position 0."""
+    first = _state_mask(labels, torch.float32).argmax(dim=1)  # (B,): the first state that produces a response token
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
+
+
+def pairwise_alignment(states: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - cos(s_i, s_j) over pairs of rows i != j: 0 when every row points the same way. RepBend's cosine
+    term (Yousefpour et al., arXiv 2504.01550) on the flagged prompts' states, which pulls them together.
+
+    ``states`` (B, H), or (B, L, H) averaged over layers. Example: (1, 0), (0, 1), (1, 1) have cosines 0, 1/√2 and
+    1/√2, so the loss is (1 + 2 · (1 - 1/√2)) / 3 = 0.528595. A single row has no pair: 0.
+    """
+    if states.shape[0] < 2:
+        return states.new_zeros((), dtype=torch.float32)
+    unit = F.normalize(states.float(), dim=-1, eps=_EPS)  # (B, [L,] H)
+    unit = unit.unsqueeze(1) if unit.dim() == 2 else unit
+    cos = torch.einsum("ilh,jlh->lij", unit, unit)  # (L, B, B)
+    off_diagonal = ~torch.eye(states.shape[0], dtype=torch.bool, device=states.device)  # (B, B)
+    return (1.0 - cos[:, off_diagonal]).mean()

@@ -25,17 +25,18 @@ from unlearnlm.methods.base import (
 from unlearnlm.models import Reference
 
 
-def normal_kl(policy: Outputs, reference: Reference, normal: dict[str, Any]) -> Any:
+def normal_kl(policy: Outputs, reference: Reference, normal: dict[str, Any], ref: Outputs | None = None) -> Any:
     """Forward KL(original || model) on a normal batch: the shared utility-keeping term.
 
     ``policy`` is the model's pass over the batch (alone or stacked with other streams). When the loop cached the
-    original's top-k log-probabilities for the normal rows (``train.kl_top_k``), no reference pass is run.
+    original's top-k log-probabilities for the normal rows (``train.kl_top_k``), no reference pass is run; nor when
+    the caller passes ``ref``, the original's pass over this batch that it ran already.
     """
     if "ref_logp" in normal:
         k = response_window(normal["labels"])
         p = policy.last(k)
         return losses.forward_kl_topk(p.logits, normal["ref_logp"][:, -k:], normal["ref_index"][:, -k:], p.labels)
-    ref = reference_forward(reference, normal)  # (B, K, V)
+    ref = ref if ref is not None else reference_forward(reference, normal)  # (B, K, V)
     return losses.forward_kl(policy.last(ref.labels.shape[1]).logits, ref.logits, ref.labels)
 
 

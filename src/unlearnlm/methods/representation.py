@@ -1,16 +1,17 @@
-"""Unlearning in representation space: RMU and circuit breakers (representation rerouting).
+"""Unlearning in representation space: RMU, circuit breakers (representation rerouting) and RepBend.
 
-Both read hidden states at chosen layers, indexed as in Hugging Face's ``hidden_states`` (0: the embeddings, i: the
+Each reads hidden states at chosen layers, indexed as in Hugging Face's ``hidden_states`` (0: the embeddings, i: the
 output of decoder layer i - 1, -1: the last, after the final norm), over the positions that produce response
-tokens, the package's convention for every loss. (The published methods read every token of their forget and
-retain texts.) Only parameters below the chosen layers receive gradients; the original's states on normal data
-come from one reference pass per step.
+tokens, the package's convention for every loss (published RMU and circuit breakers read every token of their texts;
+published RepBend reads response tokens too). RMU and circuit breakers read no logits, so only parameters below
+their deepest layer receive gradients. Circuit breakers and RepBend compute the original's states on the forget rows
+once, in ``prepare``; on normal rows they come from one reference pass per step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -31,6 +32,8 @@ from unlearnlm.methods.base import (
     require_positive,
     response_window,
 )
+from unlearnlm.methods.baselines import normal_kl
+from unlearnlm.methods.preference import refusal_targets
 from unlearnlm.models import Reference
 
 
@@ -139,3 +142,71 @@ class CircuitBreakers(UnlearningMethod):
         loss = c_rr * rr + c_retain * retain
         return StepOutput(loss=loss, terms={"rr": rr.item(), "retain": retain.item(), "c_rr": c_rr,
                                             "c_retain": c_retain})
+
+
+@dataclass
+class RepBendOptions:
+    """RepBend's Llama-3-8B setting (Yousefpour et al., arXiv 2504.01550; AIM-Intelligence/RepBend ``train.sh``:
+    alpha 0.5, beta 0.5, gamma 0.1, epsilon 0.3, target layers 20 to 30, safe term at every layer)."""
+
+    layers: list[int] = field(default_factory=lambda: list(range(20, 31)))
+    """Hidden-state indices bent away on flagged answers (``hidden_states[i]``; 20 to 30 of Llama-3-8B's 33)."""
+    retain_layers: Literal["all", "target"] = "all"
+    """Where safe states are kept: every hidden state (published, ``alpha_mode: all``) or only ``layers``."""
+    alpha: float = 0.5
+    """Weight of the safe term: L2 distance to the original's states on normal and refusal rows."""
+    beta: float = 0.5
+    """Weight of the unsafe term, subtracted: L2 distance to the original's states on flagged answers."""
+    gamma: float = 0.1
+    """Weight of the cosine term pulling the flagged prompts' last-token states together."""
+    epsilon: float = 0.3
+    """Weight of KL to the original on normal dialogues."""
+
+    def __post_init__(self) -> None:
+        if not self.layers:
+            raise ConfigError("method.options.layers: give at least one hidden-state index, e.g. [20, 21, 22]")
+        require_non_negative(alpha=self.alpha, beta=self.beta, gamma=self.gamma, epsilon=self.epsilon)
+
+
+@register
+class RepBend(UnlearningMethod):
+    """RepBend: push flagged states away from the original's, keep safe ones (Yousefpour et al. 2025, arXiv 2504.01550).
+
+    Yousefpour, Kim, Kwon, Lee, Jeung, Han, Wan, Ngan, Yu & Choi, "Representation Bending for Large Language Model
+    Safety": loss = α · mean ||h_θ - h_orig|| (safe) - β · mean ||h_θ - h_orig|| (flagged answers, at ``layers``)
+    + γ · mean_{i≠j} (1 - cos) of the flagged prompts' last-token states + ε · KL(p_orig || p_θ) on normal data.
+    Safe rows are the normal dialogues and, when expected outputs are given, the flagged prompts answered with them
+    (the published "unsafe request, safe response" rows). Read from the authors' code (``methods/rep_bending``, with
+    ``eta`` 0 and ``loss_mode: response_all``); their KL is at temperature 2, this one at 1 (the package's normal KL).
+    The unsafe term is unbounded, as published: the safe and KL terms hold the model together.
+    """
+
+    name = "repbend"
+    Options = RepBendOptions
+    streams = ("forget", "normal")
+
+    def prepare(self, ctx: PrepareContext) -> PreparedData:
+        o = self.options
+        check_layers(ctx.reference, o.layers, "method.options.layers")
+        n = ctx.reference.config.num_hidden_layers + 1
+        target = [i % n for i in o.layers]
+        self.hidden_layer = tuple(range(n)) if o.retain_layers == "all" else tuple(target)  # what each pass reads
+        self._target_at = [self.hidden_layer.index(i) for i in target]  # where ``layers`` sit among them
+        pairs = {"refusal": refusal_targets(self.name, ctx.forget, ctx.expected)} if ctx.expected else {}
+        return PreparedData(pairs=pairs, tensors={"ref_hidden": reference_windows(ctx, ctx.forget, tuple(target))})
+
+    def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
+        o = self.options
+        safe_streams = ("normal", "refusal") if "refusal" in batch else ("normal",)
+        out = forward_many(model, {name: batch[name] for name in ("forget", *safe_streams)}, self.hidden_layer)
+        forget = out["forget"].last(response_window(batch["forget"]["labels"]))
+        bent = forget.hidden[:, :, self._target_at]  # (B, K, L, H)
+        unsafe = losses.state_distance(bent, batch["ref_hidden"][:, -bent.shape[1] :], forget.labels)
+        cosine = losses.pairwise_alignment(losses.first_response_states(bent, forget.labels))  # (B, L, H) in
+        refs = {name: reference_forward(reference, batch[name], self.hidden_layer) for name in safe_streams}
+        safe = torch.stack([losses.state_distance(out[name].last(ref.labels.shape[1]).hidden, ref.hidden, ref.labels)
+                            for name, ref in refs.items()]).mean()
+        kl = normal_kl(out["normal"], reference, batch["normal"], ref=refs["normal"])
+        loss = o.alpha * safe - o.beta * unsafe + o.gamma * cosine + o.epsilon * kl
+        return StepOutput(loss=loss, terms={"safe": safe.item(), "unsafe": unsafe.item(), "cosine": cosine.item(),
+                                            "kl": kl.item()})
