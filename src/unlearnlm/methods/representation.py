@@ -96,8 +96,8 @@ def rerouting_schedule(progress: float, alpha: float) -> tuple[float, float]:
 
 @dataclass
 class CircuitBreakersOptions:
-    """Circuit breakers' Llama-3-8B setting (Zou et al., arXiv 2406.04313, Section 4 / Appendix: rerouting at layers
-    10 and 20, α = 10; α = 5 for Mistral-7B)."""
+    """Circuit breakers' Llama-3-8B setting (Zou et al., arXiv 2406.04313, experimental setup, and the authors'
+    Llama-3-8B script: ``--target_layers 10,20 --lorra_alpha 10``, 150 steps; α = 5 for Mistral-7B)."""
 
     layers: list[int] = field(default_factory=lambda: [10, 20])
     """Hidden-state indices rerouted and retained (``hidden_states[i]``, as the published code reads them)."""
@@ -119,8 +119,9 @@ class CircuitBreakers(UnlearningMethod):
     (harmful) responses + c_retain · mean ||h_θ - h_orig||₂ on normal responses, at ``layers``, with the schedule of
     :func:`rerouting_schedule` driven by the loop's ``progress``. The published code reads the retain states at every
     layer; here both terms read ``layers``. The original's forget states are computed once, in :meth:`prepare`.
-    Note that the model starts at the rerouting term's maximum (cos = 1), where its gradient is 0: training leaves it
-    through the retain term's and numerical noise, which Adam amplifies, as in the published LoRA runs.
+    The model starts where both terms have zero gradient (cos = 1 is the rerouting term's maximum, distance 0 the
+    retain term's minimum): training leaves it through numerical noise, which Adam's normalised steps amplify, as in
+    the published LoRA runs.
     """
 
     name = "circuit_breakers"
@@ -190,20 +191,20 @@ class RepBend(UnlearningMethod):
         check_layers(ctx.reference, o.layers, "method.options.layers")
         n = ctx.reference.config.num_hidden_layers + 1
         target = [i % n for i in o.layers]
-        self.hidden_layer = tuple(range(n)) if o.retain_layers == "all" else tuple(target)  # what each pass reads
-        self._target_at = [self.hidden_layer.index(i) for i in target]  # where ``layers`` sit among them
+        self._read = tuple(range(n)) if o.retain_layers == "all" else tuple(target)  # what each pass reads
+        self._target_at = [self._read.index(i) for i in target]  # where ``layers`` sit among them
         pairs = {"refusal": refusal_targets(self.name, ctx.forget, ctx.expected)} if ctx.expected else {}
         return PreparedData(pairs=pairs, tensors={"ref_hidden": reference_windows(ctx, ctx.forget, tuple(target))})
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options
         safe_streams = ("normal", "refusal") if "refusal" in batch else ("normal",)
-        out = forward_many(model, {name: batch[name] for name in ("forget", *safe_streams)}, self.hidden_layer)
+        out = forward_many(model, {name: batch[name] for name in ("forget", *safe_streams)}, self._read)
         forget = out["forget"].last(response_window(batch["forget"]["labels"]))
         bent = forget.hidden[:, :, self._target_at]  # (B, K, L, H)
         unsafe = losses.state_distance(bent, batch["ref_hidden"][:, -bent.shape[1] :], forget.labels)
         cosine = losses.pairwise_alignment(losses.first_response_states(bent, forget.labels))  # (B, L, H) in
-        refs = {name: reference_forward(reference, batch[name], self.hidden_layer) for name in safe_streams}
+        refs = {name: reference_forward(reference, batch[name], self._read) for name in safe_streams}
         safe = torch.stack([losses.state_distance(out[name].last(ref.labels.shape[1]).hidden, ref.hidden, ref.labels)
                             for name, ref in refs.items()]).mean()
         kl = normal_kl(out["normal"], reference, batch["normal"], ref=refs["normal"])
