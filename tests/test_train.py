@@ -88,3 +88,19 @@ def test_lr_schedules():
     cosine = TrainConfig(max_steps=10, lr_schedule="cosine")
     assert lr_factor(0, cosine) == pytest.approx(1.0) and lr_factor(9, cosine) == pytest.approx(0.0, abs=1e-9)
     assert lr_factor(5, cosine) == pytest.approx(0.5 * (1 + math.cos(math.pi * 5 / 9)))
+
+
+def test_every_step_is_told_its_progress(tiny_model, tokenizer):
+    from unlearnlm.methods.baselines import GradientAscent
+
+    seen = []
+
+    class Recording(GradientAscent):
+        def step(self, model, reference, batch):
+            seen.append(batch["progress"])
+            return super().step(model, reference, batch)
+
+    unlearn(tiny_model, tokenizer, Recording(GradientAscent.Options()), forget=FORGET, normal=[],
+            train_cfg=TrainConfig(max_steps=4, batch_size=2, eval_every=0), data_cfg=DataConfig(),
+            reference=Reference(tiny_model, copy_weights=False))
+    assert seen == [0.25, 0.5, 0.75, 1.0]  # step / max_steps

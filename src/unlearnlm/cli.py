@@ -65,8 +65,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     for name, cls in sorted(METHODS.items()):
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options)
-                            if f.default is not dataclasses.MISSING)
+        defaults = cls.Options()  # every option has a default: a method runs with none given
+        options = ", ".join(f"{f.name}={getattr(defaults, f.name)!r}" for f in dataclasses.fields(cls.Options))
         print(f"{name:18s} {doc}\n{'':18s} options: {options or '-'}")
     return 0
 

@@ -164,6 +164,7 @@ def unlearn(
             idx = forget_stream.next_indices()
             batch: dict[str, Any] = {name: to_batch([tokens[name][i] for i in idx]) for name in ["forget", *prepared.pairs]}
             batch.update({name: t[idx].to(device) for name, t in prepared.tensors.items()})
+            batch["progress"] = step / train_cfg.max_steps  # for methods whose weights follow a schedule
             if normal_stream is not None:
                 n_idx = normal_stream.next_indices()
                 batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
