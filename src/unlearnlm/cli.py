@@ -58,6 +58,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from unlearnlm.report import write_reports
+    from unlearnlm.report.run_files import read_run
+
+    run = read_run(args.run)
+    out = Path(args.output)
+    write_reports(out, run.summary, run.rows, run.history, run.config)
+    print(out / "report.html")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -137,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="the task whose evaluation sets to compare on (default: the config's, harm)")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="rebuild report.md and report.html from a finished run folder")
+    p.add_argument("run", help="folder written by `unlearnlm run` or `unlearnlm evaluate`")
+    p.add_argument("--output", required=True, help="folder for report.md and report.html")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("methods", help="list registered unlearning methods and their options")
     p.set_defaults(func=cmd_methods)
