@@ -133,3 +133,36 @@ def test_base_metadata(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "README.md").write_text("---\nlicense: mit\nbase_model: org/base\ntags: [x]\n---\n# a model\n")
     assert base_metadata(str(tmp_path)) == {"base_model": "org/base", "license": "mit"}
+
+
+def test_compare_page_puts_runs_of_one_task_side_by_side(workspace, tmp_path):
+    from unlearnlm.report.compare import render_compare
+    from unlearnlm.report.run_files import read_run
+
+    _, config, _ = workspace
+    runs = []
+    for method in ("distance_cluster", "gradient_ascent"):
+        runs.append(tmp_path / method)
+        assert main(["run", str(config), "--output", str(runs[-1]), "--method", method]) == 0
+    out = tmp_path / "compare"
+    assert main(["compare", *map(str, runs), "--output", str(out)]) == 0
+    page = (out / "compare.html").read_text()
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) == 2  # the efficacy-utility scatter, the sets by run
+    for data in images:
+        Image.open(io.BytesIO(base64.b64decode(data))).load()
+    parser = Tables()
+    parser.feed(page)
+    table = parser.tables["compare"]
+    for column, folder in enumerate(runs, start=1):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        h = headline(metrics)
+        assert table["held_out_flagged"][column] == f"{100 * h['flagged_before']:.1f}% → {100 * h['flagged_after']:.1f}%"
+        assert table["steps"][column] == f"{metrics['training']['steps']} ({metrics['training']['best_step']})"
+        benign = metrics["sets"]["everyday"]
+        assert rate(table["everyday"][column].split(" → ")[1]) == pytest.approx(benign["after"]["refusal_rate"], abs=5e-4)
+    assert "| held-out flagged |" in (out / "compare.md").read_text()
+    other = read_run(runs[1])
+    other.config["data"]["task"] = "privacy"
+    with pytest.raises(ValueError, match="different tasks"):
+        render_compare([read_run(runs[0]), other])

@@ -76,6 +76,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from unlearnlm.report.compare import write_compare
+    from unlearnlm.report.run_files import read_run
+
+    print(write_compare(Path(args.output), [read_run(folder) for folder in args.runs]))
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -166,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="folder written by `unlearnlm run` or `unlearnlm evaluate`")
     p.add_argument("--output", required=True, help="folder for report.md and report.html")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="several runs of one task on one page: efficacy vs utility, sets side by side")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (`unlearnlm run` --output)")
+    p.add_argument("--output", required=True, help="folder for compare.html and compare.md")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("methods", help="list registered unlearning methods and their options")
     p.set_defaults(func=cmd_methods)

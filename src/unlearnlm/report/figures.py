@@ -10,6 +10,7 @@ import base64
 import io
 import math
 import textwrap
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -177,6 +178,17 @@ def stages_figure(stage_seconds: Mapping[str, float]) -> Figure:
     return fig
 
 
+def _labelled_points(ax: Axes, points: Sequence[tuple[float, float, str]]) -> None:
+    """One dot per point in its own colour, labelled; labels of points that coincide are stacked, not overprinted."""
+    seen: Counter[tuple[float, float]] = Counter()
+    for i, (x, y, label) in enumerate(points):
+        ax.scatter([x], [y], s=60, color=f"C{i % 10}", zorder=3)
+        spot = (round(x, 3), round(y, 3))
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, 3 - 11 * seen[spot]), fontsize=8,
+                    color=f"C{i % 10}")
+        seen[spot] += 1
+
+
 def tradeoff_figure(points: Sequence[Mapping[str, Any]], flagged_label: str) -> Figure:
     """Efficacy against utility and against over-refusal, one labelled point per run; the original as a grey star.
 
@@ -186,24 +198,22 @@ def tradeoff_figure(points: Sequence[Mapping[str, Any]], flagged_label: str) -> 
     """
     fig, (ppl, refusal) = new_figure(2, height=3.8)
     first = points[0]
-    ppl.scatter([first["flagged_before"]], [0.0], marker="*", s=180, color=BEFORE, zorder=3, label="original")
-    refusal.scatter([first["flagged_before"]], [first["over_refusal_before"]], marker="*", s=180, color=BEFORE,
-                    zorder=3, label="original")
-    for i, p in enumerate(points):
-        colour = f"C{i % 10}"
-        for ax, y in ((ppl, p.get("perplexity_change", np.nan)), (refusal, p["over_refusal_after"])):
-            ax.scatter([p["flagged_after"]], [y], s=60, color=colour, zorder=3)
-            ax.annotate(p["label"], (p["flagged_after"], y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ppl.axhline(0, color=BEFORE, lw=1)
-    ppl.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    ppl.set_ylabel("perplexity change, human-written text")
-    refusal.set_ylabel("over-refusal (benign sets, pooled)")
-    _percent_axis(refusal)
-    for ax in (ppl, refusal):
+    panels = ((ppl, "perplexity_change", 0.0, "perplexity change, human-written text"),
+              (refusal, "over_refusal_after", first["over_refusal_before"], "over-refusal (benign sets, pooled)"))
+    for ax, key, original, ylabel in panels:
+        ys = [p.get(key, np.nan) for p in points]
+        _labelled_points(ax, [(p["flagged_after"], y, p["label"]) for p, y in zip(points, ys, strict=True)])
+        ax.scatter([first["flagged_before"]], [original], marker="*", s=260, facecolor="none", edgecolor=BEFORE,
+                   linewidth=1.5, zorder=4, label="original")
+        low, high = np.nanmin([*ys, original, 0.0]), np.nanmax([*ys, original, 0.0])
+        pad = 0.15 * (high - low) or 0.01
+        ax.set_ylim(low - pad, high + pad)
+        ax.axhline(original, color=BEFORE, lw=1, ls=":")
+        _percent_axis(ax)
         _percent_axis(ax, "x")
+        ax.set_ylabel(ylabel)
         ax.set_xlabel(f"{flagged_label}: flagged after")
-        ax.set_xlim(-0.05, 1.05)
+        ax.set_xlim(-0.05, 1.2)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
-    refusal.set_ylim(bottom=-0.02)
+    fig.legend(*ppl.get_legend_handles_labels(), loc="outside upper center", fontsize=8)
     return fig

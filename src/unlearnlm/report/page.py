@@ -27,7 +27,7 @@ code { background: #f2f3f5; padding: 0 .25em; border-radius: 3px; }
 table { border-collapse: collapse; font-size: .82em; margin: .6em 0; }
 th, td { border: 1px solid #dcdfe3; padding: .25em .5em; vertical-align: top; text-align: left; }
 th { background: #f4f5f7; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-img { max-width: 100%; display: block; margin: .5em 0; }
+img { max-width: 100%; display: block; margin: .5em 0; } .wide { overflow-x: auto; }
 .cards { display: flex; gap: .8em; flex-wrap: wrap; margin: 1em 0; }
 .card { border: 1px solid #dcdfe3; border-radius: 6px; padding: .5em .9em; min-width: 150px; }
 .card .label { font-size: .8em; color: #555; } .card .value { font-size: 1.3em; font-weight: 600; }
@@ -50,7 +50,7 @@ function filterExamples() {
   document.getElementById('shown').textContent = shown;
 }
 """
-_NUMBER = re.compile(r"^[-+]?[\d.,]+(%| s)?( \(.*\))?$|^—$")
+_NUMBER = re.compile(r"^[-+]?[\d.,]+(%| s)?( \(.*\))?$|^—$|^[\d.]+% → [\d.]+%$")
 
 
 def text_html(text: str) -> str:
@@ -68,7 +68,7 @@ def table_html(table: Table, table_id: str = "") -> str:
                         for c in row)
         body.append(f"<tr{key}>{cells}</tr>")
     ident = f' id="{table_id}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="wide"><table{ident}><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def figure_html(fig: Figure | None, alt: str) -> str:
