@@ -57,6 +57,7 @@ def test_evaluate_run_reproduces_the_runs_own_figures(run_dir, tmp_path):
     rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert rows == [json.loads(line) for line in (run_dir / "examples.jsonl").read_text().splitlines()]
     assert metrics["evaluated"]["run"] == str(run_dir)
+    assert f"Re-evaluation of `{run_dir / 'model'}` on its run's own sets" in (out / "report.md").read_text()
     for name in ("report.md", "report.html", "config.yaml", "versions.json"):
         assert (out / name).is_file()
     assert _digest(run_dir) == untouched

@@ -73,6 +73,12 @@ def title(summary: dict[str, Any]) -> str:
 def overview(summary: dict[str, Any]) -> str:
     """Judges, scan counts, training outcome and wall time in a few sentences."""
     text = f"Judges: {', '.join(summary['judges'])}."
+    if "evaluated" in summary:  # `unlearnlm evaluate RUN`
+        ev = summary["evaluated"]
+        text = (f"Re-evaluation of `{ev['model']}` on its run's own sets"
+                + "".join(f"; added {what}: {', '.join(ev[key])}" for key, what in
+                          (("added_judges", "judges"), ("added_prompts", "prompt files")) if ev.get(key))
+                + ". " + text)
     if "scan" in summary and "task" in summary:
         sc = summary["scan"]
         text += (f" The planted model answered {sc['scanned']} forget questions; the judges flagged {sc['flagged']} "
