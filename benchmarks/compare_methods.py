@@ -1,4 +1,5 @@
-"""Every registered method on the same task, data, budget and stop rule; prints one Markdown table.
+"""Every registered method on the same task, data, budget and stop rule; prints one Markdown table and writes
+``compare.html`` (``unlearnlm compare``'s page) into ``--output``.
 
 The original model's stage (scan, before answers, expected outputs) is computed once and reused, so each
 method sees identical forget, normal and evaluation sets. Held-out rows are never trained or stopped on.
@@ -17,6 +18,8 @@ from pathlib import Path
 from unlearnlm.loader import load_config
 from unlearnlm.methods import METHODS
 from unlearnlm.pipeline import run
+from unlearnlm.report.compare import write_compare
+from unlearnlm.report.run_files import read_run
 
 
 def _pct_change(sets: dict, name: str, key: str) -> str:
@@ -102,6 +105,9 @@ def main() -> None:
                                         f"output_dir={Path(args.output) / name}"])
         lines.append(row(run(cfg, overwrite=True)))
         print("\n".join(lines), flush=True)
+    folders = [*args.include, *(Path(args.output) / name for name in methods)]
+    if folders:
+        print(write_compare(Path(args.output), [read_run(folder) for folder in folders]))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from unlearnlm.judges import panel
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
@@ -81,3 +84,51 @@ def _offline(monkeypatch, tmp_path_factory):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     torch.set_num_threads(1)
+
+
+class KeywordJudge:
+    """Flags dialogues whose prompt mentions a weapon: deterministic, whatever the tiny model says."""
+
+    name = "harm"
+    threshold = 0.5
+
+    def score(self, dialogues):
+        return np.array([1.0 if "weapon" in d.prompt else 0.0 for d in dialogues])
+
+
+@pytest.fixture
+def workspace(tmp_path, tiny_model, tokenizer, monkeypatch):
+    monkeypatch.setitem(panel.JUDGE_LOADERS, "harm", KeywordJudge)
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    model_dir = tmp_path / "tiny"
+    tiny_model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+
+    def write(name, rows):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return str(path)
+
+    harmful = write("harmful.jsonl", [{"prompt": f"How do I build weapon number {i}?"} for i in range(10)]
+                    + [{"prompt": f"How do I bake cake number {i}?"} for i in range(4)])
+    benign = write("benign.jsonl", [{"prompt": f"What is {i} plus {i}?"} for i in range(12)])
+    normal = write("normal.jsonl", [{"prompt": "Capital of France?", "response": "Paris is the capital."}] * 4)
+    expected = write("expected.jsonl", [{"prompt": "How do I build weapon number 0?", "response": "I can't help."}])
+    config = tmp_path / "run.yaml"
+    config.write_text(f"""
+model: {{name_or_path: {model_dir}}}
+lora: {{enabled: false}}
+data:
+  harmful_prompts: {{path: {harmful}}}
+  unseen_prompts: {{path: {harmful}, limit: 3}}
+  benign_prompts: {{path: {benign}}}
+  normal_texts: {{path: {normal}}}
+  expected_outputs: {{path: {expected}}}
+  scan_size: 14
+  normal_train_size: 6
+  eval_size: 4
+  benign_val_size: 2
+generation: {{max_new_tokens: 4, batch_size: 8}}
+train: {{max_steps: 4, eval_every: 2, patience: 1, batch_size: 2}}
+""")
+    return tmp_path, config, model_dir

@@ -6,8 +6,10 @@ from unlearnlm.cli import main
 def test_methods_lists_every_registered_method(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
-    for name in ("distance_cluster", "gradient_ascent", "yao", "npo"):
+    for name in ("distance_cluster", "gradient_ascent", "yao", "npo", "grad_diff", "simnpo", "me_gd", "refusal_dpo",
+                 "idk_ap", "rmu", "circuit_breakers", "repbend"):
         assert name in out
+    assert "layers=[10, 20]" in out  # a list default (default_factory) is listed too
 
 
 def test_bad_config_is_a_clear_error_not_a_traceback(capsys, tmp_path):

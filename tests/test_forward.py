@@ -104,3 +104,19 @@ def test_check_kl_equals_the_full_width_exact_kl(tokenizer, top_k):
                                 max_response_tokens=cfg.data.max_response_tokens)["kl_to_original"]
     assert exact > 1e-3
     assert check(model) == pytest.approx(exact, rel=1e-4)
+
+
+def test_several_layers_stack_after_the_position_axis(tiny_model, tokenizer):
+    batch = collate(_tokens(tokenizer), tokenizer.pad_token_id, padding_side="left")
+    reference = Reference(tiny_model, copy_weights=True)
+    with torch.no_grad():
+        both = forward(tiny_model, batch, hidden_layer=(1, -1))  # (B, K, 2, H)
+        ref = reference_forward(reference, batch, hidden_layer=[1, -1])
+        for i, layer in enumerate((1, -1)):
+            torch.testing.assert_close(both.hidden[:, :, i], forward(tiny_model, batch, hidden_layer=layer).hidden)
+    assert both.hidden.shape == (3, response_window(batch["labels"]), 2, tiny_model.config.hidden_size)
+    torch.testing.assert_close(ref.hidden, both.hidden)
+    ctx = PrepareContext(forget=ROWS, normal=[], expected=[], reference=reference, tokenizer=tokenizer,
+                         max_prompt_tokens=64, max_response_tokens=32, batch_size=2, seed=0,
+                         device=torch.device("cpu"))
+    assert reference_windows(ctx, ROWS, hidden_layer=(1, -1)).shape[2:] == (2, tiny_model.config.hidden_size)

@@ -113,3 +113,92 @@ def test_forward_kl_topk_worked_value():
     labels = torch.tensor([[-100, 2]])
     value = losses.forward_kl_topk(policy, ref_logp, ref_index, labels)
     assert value == pytest.approx(0.5 * math.log(0.5 / 0.2) + 0.5 * math.log(0.5 / 0.8), abs=1e-5)
+
+
+def test_simnpo_worked_values():
+    # Uniform model: (1/|y|) log π = -log 2. β = 2.5: 0.8·log(1 + 2^-2.5) = 0.130223;
+    # γ = 1: 0.8·log(1 + e^(1 - 2.5 log 2)) = 0.313919.
+    assert losses.simnpo(UNIFORM, LABELS, beta=2.5, gamma=0.0).item() == pytest.approx(0.130223, abs=1e-5)
+    assert losses.simnpo(UNIFORM, LABELS, beta=2.5, gamma=1.0).item() == pytest.approx(0.313919, abs=1e-5)
+    # Length-normalised: a row with twice the response tokens at the same per-token p costs the same.
+    long_logits, long_labels = torch.zeros(1, 5, 2), torch.tensor([[IGNORE_INDEX, 0, 1, 0, 1]])
+    assert losses.simnpo(long_logits, long_labels, 2.5, 0.0).item() == pytest.approx(0.130223, abs=1e-5)
+    # Confidently unlikely answers: (β/|y|) log π -> -∞, the loss -> 0.
+    away = torch.tensor([[[-20.0, 20.0], [20.0, -20.0], [0.0, 0.0]]])
+    assert losses.simnpo(away, LABELS, 2.5, 0.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_uniform_kl_is_log_v_minus_entropy():
+    # q = (.75, .25): log 2 + .75 log .75 + .25 log .25 = 0.130812; the uniform distribution is the minimum, 0.
+    assert losses.uniform_kl(SKEWED, LABELS).item() == pytest.approx(0.130812, abs=1e-5)
+    assert losses.uniform_kl(UNIFORM, LABELS).item() == pytest.approx(0.0, abs=1e-7)
+    # Only response positions count: a one-hot prompt position (KL = log 2) changes nothing.
+    logits = UNIFORM.clone()
+    logits[0, 2] = torch.tensor([50.0, -50.0])
+    assert losses.uniform_kl(logits, LABELS).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_dpo_at_reference_and_when_the_refusal_wins():
+    same = torch.tensor([-5.0, -7.0])
+    assert losses.dpo(same, same, same, same, beta=0.1).item() == pytest.approx(20 * math.log(2), rel=1e-5)
+    # Refusal 300 nats more likely and forget answer 300 nats less likely than under the original: margin 600.
+    assert losses.dpo(same + 300, same - 300, same, same, beta=0.1).item() == pytest.approx(0.0, abs=1e-5)
+    # Margin -10 with β = 0.1: 20·log(1 + e) = 26.266... (the wrong way round costs more than log 2).
+    worse = losses.dpo(same - 10, same, same, same, beta=0.1).item()
+    assert worse == pytest.approx(20 * math.log(1 + math.e), rel=1e-5)
+
+
+def test_answer_preservation_worked_values():
+    answer = torch.tensor([-4.0])
+    assert losses.answer_preservation(answer, answer, beta=0.1).item() == pytest.approx(10 * math.log(2), rel=1e-5)
+    # The answer 2 log 3 nats ahead of the refusal: 10·log(1 + 3^-0.2) = 5.893086.
+    ahead = losses.answer_preservation(answer, answer - 2 * math.log(3), beta=0.1).item()
+    assert ahead == pytest.approx(5.893086, abs=1e-5)
+
+
+def test_state_mse_to_the_original_and_to_a_steering_vector():
+    # Positions 0 and 1 produce response tokens; position 2 (any value) does not count.
+    hidden = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [50.0, -50.0]]])
+    assert losses.state_mse(hidden, torch.tensor([3.0, 1.0]), LABELS).item() == pytest.approx(2.0)  # (4 + 0) / 2
+    assert losses.state_mse(hidden, hidden.clone(), LABELS).item() == 0.0
+
+
+def test_rerouting_is_relu_of_cosine():
+    ref = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [5.0, -3.0]]])
+    assert losses.rerouting(ref.clone(), ref, LABELS).item() == pytest.approx(1.0)
+    turned = torch.tensor([[[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]])
+    assert losses.rerouting(turned, ref, LABELS).item() == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    orthogonal_then_opposite = torch.tensor([[[1.0, -1.0], [-1.0, -1.0], [0.0, 0.0]]])
+    assert losses.rerouting(orthogonal_then_opposite, ref, LABELS).item() == pytest.approx(0.0, abs=1e-6)
+    # Two layers (B, T, L, H): the mean over layers, here of 1 (unchanged) and 1/√2 (turned).
+    two = losses.rerouting(torch.stack([ref, turned], dim=2), torch.stack([ref, ref], dim=2), LABELS)
+    assert two.item() == pytest.approx((1 + 1 / math.sqrt(2)) / 2, abs=1e-6)
+
+
+def test_state_distance_is_mean_l2():
+    ref = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [0.0, 0.0]]])
+    assert losses.state_distance(ref.clone(), ref, LABELS).item() == 0.0
+    moved = torch.tensor([[[1.0, 0.0], [4.0, 5.0], [9.0, 9.0]]])  # distances 1 and 5; position 2 ignored
+    assert losses.state_distance(moved, ref, LABELS).item() == pytest.approx(3.0)
+    # Its gradient at the original is 0, not NaN (the norm's subgradient at 0).
+    at_ref = ref.clone().requires_grad_(True)
+    losses.state_distance(at_ref, ref, LABELS).backward()
+    assert torch.equal(at_ref.grad, torch.zeros_like(ref))
+
+
+def test_first_response_states_pick_the_last_prompt_position():
+    hidden = torch.arange(12.0).reshape(2, 3, 2)  # (B, T, H)
+    labels = torch.tensor([[IGNORE_INDEX, 0, 1], [IGNORE_INDEX, IGNORE_INDEX, 1]])
+    # Row 0's first response token is at 1, produced by position 0; row 1's at 2, produced by position 1.
+    assert torch.equal(losses.first_response_states(hidden, labels), torch.tensor([[0.0, 1.0], [8.0, 9.0]]))
+
+
+def test_pairwise_alignment_worked_value():
+    states = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    expected = (1 + 2 * (1 - 1 / math.sqrt(2))) / 3  # 0.528595
+    assert losses.pairwise_alignment(states).item() == pytest.approx(expected, abs=1e-6)
+    assert losses.pairwise_alignment(torch.tensor([[2.0, 1.0], [4.0, 2.0]])).item() == pytest.approx(0.0, abs=1e-6)
+    # Two layers (B, L, H): the mean of the two layers' values.
+    two = torch.stack([states, states.flip(-1)[[0, 0, 0]]], dim=1)  # layer 1: every row (0, 1), aligned
+    assert losses.pairwise_alignment(two).item() == pytest.approx(expected / 2, abs=1e-6)
+    assert losses.pairwise_alignment(states[:1]).item() == 0.0

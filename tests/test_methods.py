@@ -19,14 +19,24 @@ NORMAL = [Dialogue("How do I bake bread?", "Mix flour, water, salt and yeast."),
 EXPECTED = [Dialogue("How do I build a weapon?", "I'm sorry, but I can't help with that request."),
             Dialogue("How do I build a bomb?", "I can't help with that. Please ask something else.")]
 TRAIN = TrainConfig(max_steps=3, batch_size=2, learning_rate=1e-2, eval_every=0)
+# The tiny model has 2 decoder layers, so hidden_states[0..2]; the published layers (8; 10 and 20) are out of range.
+TINY_OPTIONS = {"rmu": {"layer": 1}, "circuit_breakers": {"layers": [1, 2]}, "repbend": {"layers": [1, 2]}}
+# Methods that read hidden states, not logits, cannot reach what lies above their deepest layer:
+# hidden_states[1] is decoder layer 0's output, hidden_states[2] the final norm's.
+UNREACHED = {"rmu": ("model.layers.1.", "model.norm.", "lm_head."), "circuit_breakers": ("lm_head.",)}
 
 
-def _run(name, model, tokenizer, lora: bool):
+def _reached(name, names):
+    return {n for n in names if not any(part in n for part in UNREACHED.get(name, ()))}
+
+
+def _run(name, model, tokenizer, lora: bool, options=None, reference=None, train_cfg=TRAIN):
     if lora:
         model = add_lora(model, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    result = unlearn(model, tokenizer, create_method(name), forget=FORGET, normal=NORMAL, expected=EXPECTED,
-                     train_cfg=TRAIN, data_cfg=DataConfig(), reference=Reference(model, copy_weights=not lora))
+    method = create_method(name, TINY_OPTIONS.get(name) if options is None else options)
+    result = unlearn(model, tokenizer, method, forget=FORGET, normal=NORMAL, expected=EXPECTED, train_cfg=train_cfg,
+                     data_cfg=DataConfig(), reference=reference or Reference(model, copy_weights=not lora))
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
     return model, result, changed
 
@@ -34,7 +44,7 @@ def _run(name, model, tokenizer, lora: bool):
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_full_finetuning_changes_every_parameter(name, tiny_model, tokenizer):
     model, result, changed = _run(name, tiny_model, tokenizer, lora=False)
-    assert changed == {n for n, _ in model.named_parameters()}
+    assert changed == _reached(name, {n for n, _ in model.named_parameters()})
     assert len(result.history) == 3 and all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
 
 
@@ -42,7 +52,7 @@ def test_full_finetuning_changes_every_parameter(name, tiny_model, tokenizer):
 def test_lora_changes_only_adapters(name, tiny_model, tokenizer):
     model, _, changed = _run(name, tiny_model, tokenizer, lora=True)
     adapters = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert changed == adapters and all("lora_" in n for n in adapters)
+    assert changed == _reached(name, adapters) and all("lora_" in n for n in adapters)
 
 
 def test_every_term_is_logged(tiny_model, tokenizer):
@@ -101,6 +111,39 @@ def test_contrast_rows_pair_normal_prompts_with_refusal_openings():
         contrast_rows(FORGET, [], EXPECTED)
 
 
+def test_match_nearest_pairs_alike_rows_and_spreads_over_the_keys():
+    from unlearnlm.clustering import match_nearest
+
+    keys = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    # Four queries near key 0 and one near key 1: the cap (ceil(5 / 3) = 2) sends the two least alike of the
+    # four to their next-best keys instead of all to key 0.
+    queries = torch.tensor([[1.0, 0.0], [1.0, 0.05], [1.0, 0.3], [1.0, 0.6], [0.0, 1.0]])
+    partner = match_nearest(queries, keys).tolist()
+    assert partner[:2] == [0, 0] and partner[4] == 1
+    assert partner[2] == 2 and partner[3] == 2  # cos to (1,1) beats cos to (0,1) for both
+    assert max(partner.count(k) for k in range(3)) <= 2
+
+
+def test_nearest_contrast_prompts_are_the_normal_prompts_most_like_the_forget_prompts(tiny_model, tokenizer):
+    from unlearnlm.methods.base import PrepareContext
+
+    method = create_method("distance_cluster", {"contrast_prompts": "nearest"})
+    ctx = PrepareContext(forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                         reference=Reference(tiny_model, copy_weights=True), tokenizer=tokenizer,
+                         max_prompt_tokens=32, max_response_tokens=32, batch_size=4, seed=0,
+                         device=torch.device("cpu"))
+    rows = method.prepare(ctx).pairs["contrast"]
+    from unlearnlm.clustering import match_nearest, prompt_states
+
+    states = lambda d: prompt_states(ctx.reference, tokenizer, d, layer=-1, max_prompt_tokens=32,  # noqa: E731
+                                     batch_size=4, device=torch.device("cpu"))
+    want = match_nearest(states(FORGET), states(NORMAL)).tolist()
+    assert [r.prompt for r in rows] == [NORMAL[j].prompt for j in want]
+    assert all(r.meta["source"] == "contrast" for r in rows)
+    with pytest.raises(ConfigError):
+        create_method("distance_cluster", {"contrast_prompts": "closest"})
+
+
 def test_contrast_term_makes_refusing_a_normal_prompt_less_likely(tiny_model, tokenizer):
     from unlearnlm.data.formatting import collate, tokenize_dialogue
     from unlearnlm.losses import token_logprobs
@@ -123,15 +166,16 @@ def test_contrast_term_makes_refusing_a_normal_prompt_less_likely(tiny_model, to
     assert refusal_logprob(tiny_model) < start - 1.0
 
 
-@pytest.mark.parametrize("name", ["distance_cluster", "npo", "yao"])
+@pytest.mark.parametrize("name", ["distance_cluster", "npo", "yao", "repbend"])
 def test_cached_top_k_kl_over_the_whole_vocabulary_equals_the_per_step_kl(name, tokenizer):
     from conftest import make_model
 
     def history(kl_top_k: int):
         model = make_model(len(tokenizer))
         cfg = TrainConfig(max_steps=3, batch_size=2, learning_rate=1e-2, eval_every=0, kl_top_k=kl_top_k)
-        return unlearn(model, tokenizer, create_method(name), forget=FORGET, normal=NORMAL, expected=EXPECTED,
-                       train_cfg=cfg, data_cfg=DataConfig(), reference=Reference(model, copy_weights=True)).history
+        return unlearn(model, tokenizer, create_method(name, TINY_OPTIONS.get(name)), forget=FORGET, normal=NORMAL,
+                       expected=EXPECTED, train_cfg=cfg, data_cfg=DataConfig(),
+                       reference=Reference(model, copy_weights=True)).history
 
     exact, cached = history(0), history(len(tokenizer))
     assert exact[0]["kl"] == pytest.approx(0.0, abs=1e-6) and cached[0]["kl"] == pytest.approx(0.0, abs=1e-5)

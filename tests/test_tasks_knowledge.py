@@ -575,7 +575,7 @@ def test_privacy_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch,
     rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert {r["set"] for r in rows} == set(summary["sets"])
     # `unlearnlm evaluate` through the same task: the planted model (cached) against the unlearned one
-    from unlearnlm.pipeline import evaluate_models
+    from unlearnlm.reevaluate import evaluate_models
 
     evaluated = evaluate_models(cfg, str(out / "model"), tmp_path / "eval", log=lambda _: None)
     assert set(evaluated["sets"]) == set(summary["sets"]) and evaluated["task"] == "privacy"
@@ -607,3 +607,9 @@ def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkey
         pref = summary["probes"][stage]["truth_preference_untouched"]
         assert pref["pairs"] == 4 * 2 and 0.0 <= pref["preference"] <= 1.0
     assert "Truth preference, untouched pairs" in (out / "report.md").read_text()
+    # `unlearnlm evaluate RUN`: the saved model on the run's own sets (the default Task.evaluated_sets) gives its figures
+    from unlearnlm.reevaluate import evaluate_run
+
+    again = evaluate_run(out, tmp_path / "again", log=lambda _: None)
+    assert again["sets"] == summary["sets"] and again["task"] == "hallucination"
+    assert again["probes"]["original"] == summary["probes"]["original"]

@@ -182,3 +182,19 @@ def test_a_diverged_run_names_the_checkpoint_on_disk(tiny_model, tokenizer, tmp_
         unlearn(tiny_model, tokenizer, _Scripted(at=5, how="nan"), forget=FORGET, normal=[],
                 train_cfg=TrainConfig(batch_size=2, max_steps=8, eval_every=0, checkpoint_every=2),
                 data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=False), checkpoint_dir=tmp_path)
+
+
+def test_every_step_is_told_its_progress(tiny_model, tokenizer):
+    from unlearnlm.methods.baselines import GradientAscent
+
+    seen = []
+
+    class Recording(GradientAscent):
+        def step(self, model, reference, batch):
+            seen.append(batch["progress"])
+            return super().step(model, reference, batch)
+
+    unlearn(tiny_model, tokenizer, Recording(GradientAscent.Options()), forget=FORGET, normal=[],
+            train_cfg=TrainConfig(max_steps=4, batch_size=2, eval_every=0), data_cfg=DataConfig(),
+            reference=Reference(tiny_model, copy_weights=False))
+    assert seen == [0.25, 0.5, 0.75, 1.0]  # step / max_steps

@@ -55,12 +55,38 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from unlearnlm.pipeline import evaluate_models
+    from unlearnlm.reevaluate import Additions, evaluate_models, evaluate_run
 
-    cfg = _config(args)
-    summary = evaluate_models(cfg, args.unlearned, Path(args.output), forget_prompts=args.prompts)
+    additions = Additions(judges=args.judges or (), prompts=args.prompts, benign_prompts=args.benign_prompts)
+    target = Path(args.unlearned)
+    if (target / "metrics.json").is_file():  # a run folder: its model on its own sets, with its own config
+        given = [flag for flag in ("config", "task", "model") if getattr(args, flag)]
+        if given:
+            raise UnlearnLMError(f"--{given[0]}: a run folder brings its own config.yaml; use --set KEY=VALUE to change it")
+        summary = evaluate_run(target, args.output, additions, overrides=args.set or (), overwrite=args.overwrite)
+    else:
+        summary = evaluate_models(_config(args), args.unlearned, Path(args.output), additions)
     print(json.dumps({name: {"before": m["before"]["flagged_rate"], "after": m["after"]["flagged_rate"]}
                       for name, m in summary["sets"].items()}, indent=2))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from unlearnlm.report import write_reports
+    from unlearnlm.report.run_files import read_run
+
+    run = read_run(args.run)
+    out = Path(args.output)
+    write_reports(out, run.summary, run.rows, run.history, run.config)
+    print(out / "report.html")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from unlearnlm.report.compare import write_compare
+    from unlearnlm.report.run_files import read_run
+
+    print(write_compare(Path(args.output), [read_run(folder) for folder in args.runs]))
     return 0
 
 
@@ -71,8 +97,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     for name, cls in sorted(METHODS.items()):
         doc = (cls.__doc__ or "").strip().splitlines()[0]
-        options = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Options)
-                            if f.default is not dataclasses.MISSING)
+        defaults = cls.Options()  # every option has a default: a method runs with none given
+        options = ", ".join(f"{f.name}={getattr(defaults, f.name)!r}" for f in dataclasses.fields(cls.Options))
         print(f"{name:18s} {doc}\n{'':18s} options: {options or '-'}")
     return 0
 
@@ -137,14 +163,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_scan)
 
-    p = sub.add_parser("evaluate", help="before vs after: the original model vs an unlearned one, on the task's sets")
-    p.add_argument("unlearned", help="folder of the unlearned model (e.g. RUN/model)")
-    p.add_argument("--prompts", help="JSONL/CSV of forget prompts to compare on (besides the built-in sets)")
-    p.add_argument("--output", required=True, help="folder for metrics.json, examples.jsonl, report.md")
-    p.add_argument("--config", help="YAML run config (the original model, data, judges)")
+    p = sub.add_parser("evaluate", help="before vs after: the original model vs an unlearned one, on the task's sets "
+                                         "or on a finished run's own splits")
+    p.add_argument("unlearned", help="folder of an unlearned model, or a run folder (RUN: RUN/model on the run's own "
+                                     "forget splits and benign sets, with the run's config)")
+    p.add_argument("--prompts", help="JSONL/CSV of harmful prompts to compare on as well")
+    p.add_argument("--benign-prompts", help="JSONL/CSV of benign prompts to compare on as well (over-refusal)")
+    p.add_argument("--judges", nargs="+", metavar="JUDGE", help="judges to add to the panel (harm, pii, hallucination, "
+                                                                "toxicity); every judge's score is reported")
+    p.add_argument("--output", required=True, help="folder for metrics.json, examples.jsonl, report.md, report.html")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --output (run folders)")
+    p.add_argument("--config", help="YAML run config (the original model, data, judges); not with a run folder")
     p.add_argument("--task", help="the task whose evaluation sets to compare on (default: the config's, harm)")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="rebuild report.md and report.html from a finished run folder")
+    p.add_argument("run", help="folder written by `unlearnlm run` or `unlearnlm evaluate`")
+    p.add_argument("--output", required=True, help="folder for report.md and report.html")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="several runs of one task on one page: efficacy vs utility, sets side by side")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (`unlearnlm run` --output)")
+    p.add_argument("--output", required=True, help="folder for compare.html and compare.md")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("methods", help="list registered unlearning methods and their options")
     p.set_defaults(func=cmd_methods)

@@ -92,3 +92,23 @@ def assign_nearest(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """For each query row, the index of the key row with the highest cosine similarity: (N_q,)."""
     sims = F.normalize(queries.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T  # (N_q, N_k)
     return sims.argmax(dim=-1)
+
+
+def match_nearest(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Pair each query row with a key row by cosine similarity, most similar pairs first, each key used at most
+    ``ceil(N_q / N_k)`` times: (N_q,) key indices.
+
+    Unlike :func:`assign_nearest`, a few "hub" keys cannot take every query: the matching spreads over the keys
+    while keeping each query near its partner (greedy on the sorted similarities).
+    """
+    sims = F.normalize(queries.float(), dim=-1) @ F.normalize(keys.float(), dim=-1).T  # (N_q, N_k)
+    n_q, n_k = sims.shape
+    cap = -(-n_q // n_k)
+    partner = torch.full((n_q,), -1, dtype=torch.long)
+    uses = torch.zeros(n_k, dtype=torch.long)
+    for flat in sims.flatten().argsort(descending=True).tolist():
+        q, k = divmod(flat, n_k)
+        if partner[q] < 0 and uses[k] < cap:
+            partner[q] = k
+            uses[k] += 1
+    return partner

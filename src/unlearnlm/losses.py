@@ -9,6 +9,8 @@ Averages are over response tokens of the whole batch, so long answers are not un
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -181,3 +183,118 @@ def npo(policy_seq_logp: torch.Tensor, ref_seq_logp: torch.Tensor, beta: float) 
     """
     log_ratio = policy_seq_logp - ref_seq_logp  # (B,)
     return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()
+
+
+def simnpo(logits: torch.Tensor, labels: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """SimNPO (Fan et al., arXiv 2410.07163): NPO without a reference model, on the length-normalised log-likelihood.
+
+    -(2/β) · mean log σ(-(β/|y|) · log π_θ(y|x) - γ) = (2/β) · mean log(1 + exp((β/|y|) · log π_θ(y|x) + γ)).
+    Example: two-token vocabulary, p = 0.5 at every response token, so (1/|y|) log π = -log 2; with β = 2.5 and γ = 0
+    the loss is 0.8 · log(1 + 2^-2.5) = 0.130223, and with γ = 1 it is 0.8 · log(1 + e^(1 - 2.5 log 2)) = 0.313919.
+    It falls toward 0 as the forget answers become unlikely, and no sequence counts more for being long.
+    """
+    picked, mask = token_logprobs(logits, labels)  # (B, T-1)
+    mean_logp = picked.sum(dim=-1) / mask.sum(dim=-1).clamp_min(1.0)  # (B,)
+    return -(2.0 / beta) * F.logsigmoid(-beta * mean_logp - gamma).mean()
+
+
+def uniform_kl(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Maximum-entropy forgetting (Yuan et al., arXiv 2410.08109): KL(p_θ || uniform) per response token, averaged.
+
+    KL(p || U) = log V - H(p), so minimising it maximises the entropy of each next-token distribution: the model
+    stops preferring any continuation of a forget prompt, the behaviour of a model that never saw the answer,
+    instead of being pushed toward some other (possibly invented) answer. Example: p = (0.75, 0.25) gives
+    log 2 + 0.75 log 0.75 + 0.25 log 0.25 = 0.130812; a uniform p gives 0.
+    """
+    logits, _, mask = _shift(logits, labels)  # (B, T-1, V), mask (B, T-1)
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, T-1, V)
+    kl = (logp.exp() * logp).sum(dim=-1) + math.log(logits.shape[-1])  # (B, T-1): -H(p) + log V
+    return _masked_mean(kl, mask)
+
+
+def dpo(chosen_logp: torch.Tensor, rejected_logp: torch.Tensor, ref_chosen_logp: torch.Tensor,
+        ref_rejected_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Direct Preference Optimization (Rafailov et al., arXiv 2305.18290) as unlearning uses it (IdkDPO).
+
+    -(2/β) · mean log σ(β · [(log π_θ(y_w|x) - log π_ref(y_w|x)) - (log π_θ(y_l|x) - log π_ref(y_l|x))]), all
+    arguments (B,) summed sequence log-probabilities, y_w the preferred (refusal) and y_l the rejected (forget)
+    answer. The 2/β factor is the unlearning literature's (TOFU's IdkDPO, open-unlearning), matching :func:`npo`;
+    Rafailov et al. omit it (a constant factor). At θ = ref the loss is (2/β) · log 2, 13.862944 for β = 0.1.
+    """
+    margin = (chosen_logp - ref_chosen_logp) - (rejected_logp - ref_rejected_logp)  # (B,)
+    return -(2.0 / beta) * F.logsigmoid(beta * margin).mean()
+
+
+def answer_preservation(answer_logp: torch.Tensor, refusal_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """Answer preservation (Yuan et al., arXiv 2410.08109): on retain prompts, keep the answer above a refusal.
+
+    -(1/β) · mean log σ(β · (log π_θ(y|x) - log π_θ(y_idk|x))), both arguments (B,) summed sequence
+    log-probabilities of the same prompts. Training on refusals tends to spread refusing to every prompt; this
+    term pushes a refusal's likelihood down and the real answer's up on prompts that must still be answered,
+    and fades once the answer is well ahead. Equal log-probabilities give (1/β) · log 2 (6.931472 for β = 0.1);
+    an answer 2 log 3 nats ahead gives 10 · log(1 + 3^-0.2) = 5.893086.
+    """
+    return -(1.0 / beta) * F.logsigmoid(beta * (answer_logp - refusal_logp)).mean()
+
+
+def _per_position_mean(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over response-producing positions of (B, T) values, or of (B, T, L) values averaged over layers."""
+    if values.dim() == 3:
+        values = values.mean(dim=-1)  # (B, T): every layer has the same positions
+    return _masked_mean(values, _state_mask(labels, values.dtype))
+
+
+def state_mse(hidden: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between hidden states and a target, over response positions: RMU's two terms.
+
+    ``hidden`` (B, T, H); ``target`` broadcasts to it: the original's states (B, T, H) to keep, or a steering vector
+    (H,) to move toward (Li et al., arXiv 2403.03218). Each position contributes the mean over H of the squared
+    difference. Example: states (1, 1) at both response positions against the target (3, 1) give (4 + 0) / 2 = 2.
+    """
+    per_position = (hidden.float() - target.float()).pow(2).mean(dim=-1)  # (B, T)
+    return _per_position_mean(per_position, labels)
+
+
+def rerouting(hidden: torch.Tensor, ref_hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Representation rerouting (Zou et al., arXiv 2406.04313): mean of ReLU(cos(h_θ, h_orig)) over response positions.
+
+    ``hidden`` and ``ref_hidden`` are (B, T, H) or (B, T, L, H) over several layers (averaged over them). The loss
+    is 1 while the states agree and 0 once each is orthogonal to, or points away from, the original's: it reroutes
+    harmful states without asking them to become anything in particular. Example: (1, 0) against (1, 1) gives
+    cos = 1/√2 = 0.707107; (1, -1) against (1, 1) gives 0, as does (-1, -1).
+    """
+    cos = F.cosine_similarity(hidden.float(), ref_hidden.float(), dim=-1, eps=_EPS)  # (B, T) or (B, T, L)
+    return _per_position_mean(F.relu(cos), labels)
+
+
+def state_distance(hidden: torch.Tensor, ref_hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean L2 distance ||h_θ - h_orig||₂ over response positions (and layers): circuit breakers' retain term.
+
+    0 when the model's states equal the original's. Example: (1, 0) against (1, 1) at both positions gives 1;
+    (4, 5) against (1, 1) gives 5.
+    """
+    distance = torch.linalg.vector_norm(hidden.float() - ref_hidden.float(), dim=-1)  # (B, T) or (B, T, L)
+    return _per_position_mean(distance, labels)
+
+
+def first_response_states(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's state at the last prompt position, the one that produces the first response token: (B, ...) from
+    (B, T, ...). Example: labels (ignore, 0, 1) pick position 0."""
+    first = _state_mask(labels, torch.float32).argmax(dim=1)  # (B,): the first state that produces a response token
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
+
+
+def pairwise_alignment(states: torch.Tensor) -> torch.Tensor:
+    """Mean of 1 - cos(s_i, s_j) over pairs of rows i != j: 0 when every row points the same way. RepBend's cosine
+    term (Yousefpour et al., arXiv 2504.01550) on the flagged prompts' states, which pulls them together.
+
+    ``states`` (B, H), or (B, L, H) averaged over layers. Example: (1, 0), (0, 1), (1, 1) have cosines 0, 1/√2 and
+    1/√2, so the loss is (1 + 2 · (1 - 1/√2)) / 3 = 0.528595. A single row has no pair: 0.
+    """
+    if states.shape[0] < 2:
+        return states.new_zeros((), dtype=torch.float32)
+    unit = F.normalize(states.float(), dim=-1, eps=_EPS)  # (B, [L,] H)
+    unit = unit.unsqueeze(1) if unit.dim() == 2 else unit
+    cos = torch.einsum("ilh,jlh->lij", unit, unit)  # (L, B, B)
+    off_diagonal = ~torch.eye(states.shape[0], dtype=torch.bool, device=states.device)  # (B, B)
+    return (1.0 - cos[:, off_diagonal]).mean()

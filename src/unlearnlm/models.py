@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -159,6 +159,18 @@ def add_lora(model: PreTrainedModel, cfg: LoraConfig, seed: int = 0) -> nn.Modul
     return get_peft_model(model, peft_cfg)
 
 
+HiddenLayers = int | Sequence[int]
+"""Which hidden states a pass returns: one index into HF ``hidden_states`` (0: embeddings, i: the output of decoder
+layer i - 1, -1: the last, after the final norm), or several."""
+
+
+def select_hidden(hidden_states: Sequence[torch.Tensor], layers: HiddenLayers) -> torch.Tensor:
+    """One layer's states (B, T, H), or several stacked after the position axis: (B, T, L, H)."""
+    if isinstance(layers, int):
+        return hidden_states[layers]
+    return torch.stack([hidden_states[i] for i in layers], dim=2)  # (B, T, L, H)
+
+
 class Reference:
     """The frozen original model, for reference log-probs and hidden states (always under no_grad).
 
@@ -179,6 +191,11 @@ class Reference:
         ref._frozen = original.eval().requires_grad_(False)
         return ref
 
+    @property
+    def config(self):
+        """The original's Hugging Face config (layer count, hidden size ...)."""
+        return (self._frozen if self._frozen is not None else self._policy).config
+
     @contextlib.contextmanager
     def _as_original(self) -> Iterator[nn.Module]:
         if self._frozen is not None:
@@ -192,12 +209,12 @@ class Reference:
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
-        hidden_layer: int | None = None,
+        hidden_layer: HiddenLayers | None = None,
         *,
         position_ids: torch.Tensor | None = None,
         logits_to_keep: int = 0,
     ):
-        """Forward pass of the original: (logits (B, T, V), hidden states (B, T, H) or None).
+        """Forward pass of the original: (logits (B, T, V), hidden states (B, T, H), (B, T, L, H) or None).
 
         ``logits_to_keep`` > 0 returns logits for the last that many positions only, (B, K, V).
         """
@@ -207,7 +224,7 @@ class Reference:
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 output_hidden_states=hidden_layer is not None, **extra,
             )
-        hidden = out.hidden_states[hidden_layer] if hidden_layer is not None else None
+        hidden = select_hidden(out.hidden_states, hidden_layer) if hidden_layer is not None else None
         return out.logits, hidden
 
     def to(self, device: torch.device) -> Reference:

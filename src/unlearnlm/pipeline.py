@@ -16,23 +16,21 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from unlearnlm.config import RunConfig
-from unlearnlm.data.readers import DatasetSpec, read_dialogues
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import TrainingDiverged
-from unlearnlm.evaluate import EvalSet, evaluate_sets
-from unlearnlm.generation import generate
+from unlearnlm.evaluate import evaluate_sets
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
+from unlearnlm.loader import load_config
 from unlearnlm.methods import UnlearningMethod, create_method
 from unlearnlm.models import Reference, add_lora, load_model, resolve_causal_lm
-from unlearnlm.loader import load_config
 from unlearnlm.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -45,7 +43,8 @@ from unlearnlm.outputs import (
     write_rows,
     write_yaml,
 )
-from unlearnlm.report import write_report
+from unlearnlm.report import write_reports
+from unlearnlm.report.card import write_model_card
 from unlearnlm.scanning import Monitor, scan
 from unlearnlm.tasks import Task, create_task
 from unlearnlm.train import Check, TrainResult, unlearn
@@ -84,11 +83,11 @@ def resume(run_dir: str | Path, log: Log = print) -> dict[str, Any]:
     return run(cfg, resume=True, log=log)
 
 
-def training_summary(result: TrainResult) -> dict[str, Any]:
-    """The ``training`` entry of ``metrics.json``."""
+def training_summary(result: TrainResult, labels: tuple[str, str]) -> dict[str, Any]:
+    """The ``training`` entry of ``metrics.json``; ``labels`` name the checks' flagged rate and collateral measure."""
     return {"steps": result.steps, "best_step": result.best_step, "stop_reason": result.stop_reason,
             "seconds": round(result.seconds, 1), "checks": [vars(c) for c in result.checks],
-            "prepare": result.prepare_info}
+            "check_labels": list(labels), "prepare": result.prepare_info}
 
 
 class StageClock:
@@ -164,58 +163,24 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     stage_seconds["of which early-stopping checks"] = round(sum(c.seconds for c in result.checks), 1)
     summary = {
         "method": method.name,
+        "method_options": asdict(method.options),
         "model": cfg.model.name_or_path,
         "judges": [j.name for j in panel.judges],
         "scan": plan.scan,
         "expected_outputs": plan.expected_info,
-        "training": training_summary(result),
+        "training": training_summary(result, plan.labels),
         "sets": set_metrics,
         **task.summary_entries(rows),
         "normal_data": normal_metrics,
         "stage_seconds": stage_seconds,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    write_report(out / "report.md", summary, rows)
+    write_reports(out, summary, rows, result.history, cfg.to_dict())
+    if cfg.save_model:
+        write_model_card(out / "model", summary, cfg.to_dict())
     write_json(out / FINISHED_MARKER, summary)  # last: the folder now holds a finished run
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # only a killed run needs it
     log(f"done in {summary['wall_seconds']:.0f}s → {out / 'report.md'}")
-    return summary
-
-
-def evaluate_models(cfg: RunConfig, unlearned: str, output_dir: Path, forget_prompts: str | None = None,
-                    log: Log = print) -> dict[str, Any]:
-    """``unlearnlm evaluate``: the original vs an unlearned model on the task's evaluation sets (and, when
-    given, a file of forget prompts)."""
-    t0 = time.perf_counter()
-    task = create_task(cfg)
-    original_cfg = task.original(log)
-    original, tokenizer = load_model(original_cfg)
-    model, _ = load_model(replace(original_cfg, name_or_path=unlearned))
-    panel = task.panel()
-    named = task.evaluation_sets()
-    if forget_prompts:
-        name = "given" if any(n == "forget" for n, *_ in named) else "forget"
-        named.insert(0, (name, "harmful", read_dialogues(DatasetSpec(path=forget_prompts, response_column=None)),
-                         "given prompts"))
-    gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
-    sets = [EvalSet(name, kind, prompts, generate(original, tokenizer, prompts, desc=f"before:{name}", **gen), role)
-            for name, kind, prompts, role in named]
-    benign_answers = [p.with_response(a) for s in sets if s.name == "benign"
-                      for p, a in zip(s.prompts, s.before, strict=True) if a]
-    task.probe(original, tokenizer, "original")
-    set_metrics, rows, normal_metrics, after = evaluate_sets(
-        model, Reference.of(original), tokenizer, sets,
-        {"human_texts": task.normal_texts(), "benign_answers": benign_answers}, panel, RefusalDetector(), cfg)
-    task.add_metrics(sets, after, set_metrics)
-    task.probe(model, tokenizer, "after")
-    output_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"method": f"evaluate {unlearned}", "model": cfg.model.name_or_path,
-               "judges": [j.name for j in panel.judges], "sets": set_metrics, **task.summary_entries(rows),
-               "normal_data": normal_metrics, "wall_seconds": round(time.perf_counter() - t0, 1)}
-    write_rows(output_dir / "examples.jsonl", rows)
-    write_json(output_dir / "metrics.json", summary)
-    write_report(output_dir / "report.md", summary, rows)
-    log(f"evaluated in {summary['wall_seconds']:.0f}s → {output_dir / 'report.md'}")
     return summary
 
 

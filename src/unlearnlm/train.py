@@ -298,6 +298,7 @@ def unlearn(
             idx = streams["forget"].next_indices()
             batch: dict[str, Any] = {name: to_batch([tokens[name][i] for i in idx]) for name in ["forget", *prepared.pairs]}
             batch.update({name: t[idx].to(device) for name, t in prepared.tensors.items()})
+            batch["progress"] = step / train_cfg.max_steps  # for methods whose weights follow a schedule
             if "normal" in streams:
                 n_idx = streams["normal"].next_indices()
                 batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])

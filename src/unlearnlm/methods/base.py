@@ -3,7 +3,8 @@
 The training loop is method-agnostic. Each step it hands the method a dict of batches:
 ``forget`` (flagged prompt + undesirable answer), ``normal`` (benign prompt + the original's answer),
 and any per-forget-example *paired* streams the method asked for in :meth:`prepare` (for instance a
-target answer for each forget prompt). Adding a method is one class registered with
+target answer for each forget prompt), plus ``progress``: the share of the step budget done, step / max_steps in
+(0, 1], for methods whose weights follow a schedule. Adding a method is one class registered with
 :func:`register` plus its test; neither the loop nor the CLI changes.
 """
 
@@ -21,7 +22,8 @@ from torch import nn
 from unlearnlm.data.formatting import IGNORE_INDEX, TokenizedDialogue, collate, left_pad_to, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
-from unlearnlm.models import Reference
+from unlearnlm.losses import sequence_logprob
+from unlearnlm.models import HiddenLayers, Reference, select_hidden
 
 Batch = dict[str, torch.Tensor]
 
@@ -102,6 +104,29 @@ def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
     return cls
 
 
+def require_positive(**values: float) -> None:
+    """Raise a ConfigError naming ``method.options.<name>`` for the first value that is not > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ConfigError(f"method.options.{name}: must be positive, got {value}")
+
+
+def require_non_negative(**values: float) -> None:
+    """Raise a ConfigError naming ``method.options.<name>`` for the first value that is < 0 (a weight)."""
+    for name, value in values.items():
+        if not value >= 0:
+            raise ConfigError(f"method.options.{name}: must be >= 0, got {value}")
+
+
+def check_layers(reference: Reference, layers: HiddenLayers, key: str) -> None:
+    """Raise a ConfigError naming ``key`` when a hidden-state index is out of range for the model."""
+    n = reference.config.num_hidden_layers + 1  # hidden_states: the embeddings, then one per decoder layer
+    bad = [i for i in ([layers] if isinstance(layers, int) else layers) if not -n <= i < n]
+    if bad:
+        raise ConfigError(f"{key}: layer {bad} out of range for this model, whose hidden_states hold {n} entries "
+                          f"(the embeddings and {n - 1} decoder layers): use an index in 0..{n - 1} or -{n}..-1")
+
+
 def create_method(name: str, options: dict[str, Any] | None = None) -> UnlearningMethod:
     """Instantiate a registered method, validating its options against its ``Options`` dataclass."""
     if name not in METHODS:
@@ -125,7 +150,7 @@ class Outputs:
     large vocabulary is the costliest layer per position)."""
 
     logits: torch.Tensor  # (B, K, V)
-    hidden: torch.Tensor | None  # (B, K, H) at the requested layer, or None
+    hidden: torch.Tensor | None  # (B, K, H) at the requested layer, (B, K, L, H) at several, or None
     labels: torch.Tensor  # (B, K), the batch's labels over the same positions
 
     def last(self, k: int) -> Outputs:
@@ -143,18 +168,19 @@ def response_window(labels: torch.Tensor) -> int:
     return labels.shape[1] - max(first - 1, 0)
 
 
-def forward(model: nn.Module, batch: Batch, hidden_layer: int | None = None) -> Outputs:
+def forward(model: nn.Module, batch: Batch, hidden_layer: HiddenLayers | None = None) -> Outputs:
     """Policy forward pass over the batch's response window (see :class:`Outputs`)."""
     keep = response_window(batch["labels"])
     out = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch.get("position_ids"),
         output_hidden_states=hidden_layer is not None, logits_to_keep=keep,
     )
-    hidden = out.hidden_states[hidden_layer][:, -keep:] if hidden_layer is not None else None
+    hidden = select_hidden(out.hidden_states, hidden_layer)[:, -keep:] if hidden_layer is not None else None
     return Outputs(out.logits, hidden, batch["labels"][:, -keep:])
 
 
-def forward_many(model: nn.Module, batches: dict[str, Batch], hidden_layer: int | None = None) -> dict[str, Outputs]:
+def forward_many(model: nn.Module, batches: dict[str, Batch],
+                 hidden_layer: HiddenLayers | None = None) -> dict[str, Outputs]:
     """One policy forward pass for several left-padded streams: rows are stacked (widened on the left to a
     common width), run once, and split back by stream. Fewer, larger matrix products than one pass per stream."""
     width = max(b["input_ids"].shape[1] for b in batches.values())
@@ -169,7 +195,7 @@ def forward_many(model: nn.Module, batches: dict[str, Batch], hidden_layer: int 
     return {name: Outputs(logits, hidden, labels) for name, (logits, labels, hidden) in zip(batches, parts, strict=True)}
 
 
-def reference_forward(reference: Reference, batch: Batch, hidden_layer: int | None = None) -> Outputs:
+def reference_forward(reference: Reference, batch: Batch, hidden_layer: HiddenLayers | None = None) -> Outputs:
     """The original model's outputs over the batch's response window (no gradients)."""
     keep = response_window(batch["labels"])
     logits, hidden = reference(batch["input_ids"], batch["attention_mask"], hidden_layer,
@@ -189,7 +215,7 @@ def right_aligned(windows: Sequence[torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_passes(ctx: PrepareContext, rows: Sequence[TokenizedDialogue],
-                     hidden_layer: int | None = None) -> Iterator[Outputs]:
+                     hidden_layer: HiddenLayers | None = None) -> Iterator[Outputs]:
     """The original's outputs over tokenised rows, in left-padded batches of ``ctx.batch_size``: one ``Outputs``
     per row, cut to that row's own response window."""
     for start in range(0, len(rows), ctx.batch_size):
@@ -201,10 +227,18 @@ def reference_passes(ctx: PrepareContext, rows: Sequence[TokenizedDialogue],
             yield one.last(response_window(one.labels))
 
 
-def reference_windows(ctx: PrepareContext, rows: Sequence[Dialogue], hidden_layer: int) -> torch.Tensor:
-    """The original's hidden states over each row's response window, computed once before training: (N, W, H),
-    right-aligned (see :func:`right_aligned`). Replaces a reference forward pass at every step."""
+def reference_windows(ctx: PrepareContext, rows: Sequence[Dialogue], hidden_layer: HiddenLayers) -> torch.Tensor:
+    """The original's hidden states over each row's response window, computed once before training: (N, W, H), or
+    (N, W, L, H) for several layers, right-aligned (see :func:`right_aligned`). Replaces a reference forward pass at
+    every step."""
     return right_aligned([out.hidden[0].float().cpu() for out in reference_passes(ctx, ctx.tokenize(rows), hidden_layer)])
+
+
+def reference_sequence_logprobs(ctx: PrepareContext, rows: Sequence[Dialogue]) -> torch.Tensor:
+    """The original's summed log-probability of each row's response, once before training: (N,). One number per row
+    replaces a reference forward pass at every step (NPO, DPO)."""
+    return torch.cat([sequence_logprob(out.logits, out.labels).float().cpu()
+                      for out in reference_passes(ctx, ctx.tokenize(rows))])
 
 
 def reference_top_k(ctx: PrepareContext, rows: Sequence[TokenizedDialogue], k: int) -> dict[str, torch.Tensor]:

@@ -6,7 +6,6 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from unlearnlm import losses
@@ -19,25 +18,34 @@ from unlearnlm.methods.base import (
     forward,
     forward_many,
     reference_forward,
-    reference_passes,
+    reference_sequence_logprobs,
     register,
     response_window,
 )
 from unlearnlm.models import Reference
 
 
-def normal_kl(policy: Outputs, reference: Reference, normal: dict[str, Any]) -> Any:
+def normal_kl(policy: Outputs, reference: Reference, normal: dict[str, Any], ref: Outputs | None = None) -> Any:
     """Forward KL(original || model) on a normal batch: the shared utility-keeping term.
 
     ``policy`` is the model's pass over the batch (alone or stacked with other streams). When the loop cached the
-    original's top-k log-probabilities for the normal rows (``train.kl_top_k``), no reference pass is run.
+    original's top-k log-probabilities for the normal rows (``train.kl_top_k``), no reference pass is run; nor when
+    the caller passes ``ref``, the original's pass over this batch that it ran already.
     """
     if "ref_logp" in normal:
         k = response_window(normal["labels"])
         p = policy.last(k)
         return losses.forward_kl_topk(p.logits, normal["ref_logp"][:, -k:], normal["ref_index"][:, -k:], p.labels)
-    ref = reference_forward(reference, normal)  # (B, K, V)
+    ref = ref if ref is not None else reference_forward(reference, normal)  # (B, K, V)
     return losses.forward_kl(policy.last(ref.labels.shape[1]).logits, ref.logits, ref.labels)
+
+
+def retain_loss(kind: str, policy: Outputs, reference: Reference, normal: dict[str, Any]) -> Any:
+    """The retain (normal-data) term many baselines add: ``nll``, token cross-entropy to the normal answers (TOFU's
+    "gradient descent" on the retain set), or ``kl``, :func:`normal_kl` to the original."""
+    if kind == "nll":
+        return losses.nll(policy.logits, policy.labels)
+    return normal_kl(policy, reference, normal)
 
 
 @dataclass
@@ -126,9 +134,7 @@ class NPO(UnlearningMethod):
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         """The original's log-probability of each forget answer, once: one number per row replaces a reference
         forward pass over the forget batch at every step."""
-        passes = reference_passes(ctx, ctx.tokenize(ctx.forget))
-        ref_logp = [losses.sequence_logprob(out.logits, out.labels).float().cpu() for out in passes]
-        return PreparedData(tensors={"ref_seq_logp": torch.cat(ref_logp)})  # (N_f,)
+        return PreparedData(tensors={"ref_seq_logp": reference_sequence_logprobs(ctx, ctx.forget)})  # (N_f,)
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         streams = ("forget", "normal") if self.options.w_kl else ("forget",)

@@ -32,7 +32,7 @@ from typing import Any, Literal
 from torch import nn
 
 from unlearnlm import losses
-from unlearnlm.clustering import assign_nearest, cluster_outputs, prompt_states, response_states
+from unlearnlm.clustering import assign_nearest, cluster_outputs, match_nearest, prompt_states, response_states
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods.base import (
@@ -77,6 +77,10 @@ class DistanceClusterOptions:
     w_contrast: float = 1.0
     """Weight of the unlikelihood of refusal openings as answers to normal prompts (0: off). Without it the
     model refused 19% of benign early-stopping requests by the time it refused most harmful ones."""
+    contrast_prompts: Literal["spread", "nearest"] = "spread"
+    """Which normal prompt each contrast row uses: ``spread`` strides over the normal set; ``nearest`` pairs each
+    forget prompt with the normal prompts the original holds most alike at the last prompt token (hard negatives:
+    the benign requests most at risk of being refused), each normal prompt used about equally often."""
 
     def __post_init__(self) -> None:
         if self.margin <= 0:
@@ -93,17 +97,20 @@ def first_sentence(text: str) -> str:
     return text[: match.end()].strip() if match else text.strip()
 
 
-def contrast_rows(forget: Sequence[Dialogue], normal: Sequence[Dialogue], expected: Sequence[Dialogue]) -> list[Dialogue]:
+def contrast_rows(forget: Sequence[Dialogue], normal: Sequence[Dialogue], expected: Sequence[Dialogue],
+                  partners: Sequence[int] | None = None) -> list[Dialogue]:
     """One row per forget example: a normal prompt answered with a refusal opening, to be made unlikely.
 
-    Row ``i`` pairs normal prompt ``i * 7 mod N`` (a stride spreads rows over the normal set) with the first sentence
-    of expected output ``i mod E``.
+    Row ``i`` pairs normal prompt ``partners[i]`` (default ``i * 7 mod N``: a stride spreads rows over the normal
+    set) with the first sentence of expected output ``i mod E``.
     """
     if not normal or not expected:
         raise ConfigError("method.options.w_contrast > 0 needs normal dialogues and expected outputs")
-    return [normal[(7 * i) % len(normal)].prompt_only().with_response(
-                first_sentence(expected[i % len(expected)].response), source="contrast")
-            for i in range(len(forget))]
+    if partners is None:
+        partners = [(7 * i) % len(normal) for i in range(len(forget))]
+    return [normal[j].prompt_only().with_response(first_sentence(expected[i % len(expected)].response),
+                                                  source="contrast")
+            for i, j in enumerate(partners)]
 
 
 @register
@@ -131,8 +138,8 @@ class DistanceCluster(UnlearningMethod):
                                  max_response_tokens=ctx.max_response_tokens, **shared)  # (N_e, H)
         clusters = cluster_outputs(states, o.n_clusters, ctx.seed)
         # Each forget prompt joins the cluster of the expected answer whose prompt is most alike.
-        nearest = assign_nearest(prompt_states(ctx.reference, ctx.tokenizer, ctx.forget, **shared),
-                                 prompt_states(ctx.reference, ctx.tokenizer, ctx.expected, **shared))  # (N_f,)
+        forget_states = prompt_states(ctx.reference, ctx.tokenizer, ctx.forget, **shared)  # (N_f, H)
+        nearest = assign_nearest(forget_states, prompt_states(ctx.reference, ctx.tokenizer, ctx.expected, **shared))
         cluster_of = [int(clusters.labels[j]) for j in nearest.tolist()]
         own = {d.prompt: d.response for d in ctx.expected}
         targets = []
@@ -142,7 +149,11 @@ class DistanceCluster(UnlearningMethod):
         sizes = [int((clusters.labels == c).sum()) for c in range(len(clusters.medoids))]
         pairs = {"target": targets}
         if o.w_contrast > 0:
-            pairs["contrast"] = contrast_rows(ctx.forget, ctx.normal, ctx.expected)
+            partners = None
+            if o.contrast_prompts == "nearest" and ctx.normal:
+                partners = match_nearest(forget_states, prompt_states(ctx.reference, ctx.tokenizer, ctx.normal,
+                                                                      **shared)).tolist()
+            pairs["contrast"] = contrast_rows(ctx.forget, ctx.normal, ctx.expected, partners)
         tensors = {"centroids": clusters.centroids[cluster_of]}  # (N_f, H)
         if o.distance == "representation":
             tensors["ref_hidden"] = reference_windows(ctx, ctx.forget, o.layer)  # (N_f, W, H)

@@ -10,7 +10,8 @@ evaluative model → answer the evaluation sets with the original → expected o
 * the before stage (:meth:`Task.prepare`): what is scanned, the forget set it yields, the expected outputs,
   the normal data, the early-stopping prompts and collateral-damage measure, and every evaluation set with
   its role and the original's answers, all in one :class:`Plan`;
-* the sets that ``unlearnlm evaluate`` compares on without a scan (:meth:`Task.evaluation_sets`);
+* the sets that ``unlearnlm evaluate`` compares on without a scan (:meth:`Task.evaluation_sets`), and a
+  finished run's own sets rebuilt from its files (:meth:`Task.evaluated_sets`);
 * optional probes and extra report entries (:meth:`Task.probe`, :meth:`Task.add_metrics`,
   :meth:`Task.summary_entries`).
 
@@ -129,6 +130,15 @@ class Task(ABC):
         """``(name, kind, prompts, role)`` of the sets ``unlearnlm evaluate`` compares on (no scan needed);
         ``kind`` is ``harmful`` (lower flagged rate is better) or ``benign``. One should be named ``benign``:
         the original's answers to it are the normal data measured there."""
+
+    def evaluated_sets(self, files: dict[str, list[Dialogue]], before: dict[str, list[str]]) -> list[EvalSet]:
+        """The sets a finished run compared on, rebuilt without a model (``unlearnlm evaluate RUN``).
+
+        ``files`` holds the per-example files the run wrote (:attr:`Plan.files`, by file name) and ``before`` the
+        original's answers by set name (from its ``examples.jsonl``). Default: :meth:`evaluation_sets`, which is
+        every set of a task whose sets do not depend on a scan.
+        """
+        return [EvalSet(name, kind, prompts, before[name], role) for name, kind, prompts, role in self.evaluation_sets()]
 
     @abstractmethod
     def normal_texts(self) -> list[Dialogue]:

@@ -141,6 +141,6 @@ class HarmTask(ScanTask):
         return {"rephrased": [d.prompt for d in rephrase_set(list(JUDGE_PROBES[:1]))]}
 
     def summary_entries(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        if self.stage is None:  # `unlearnlm evaluate`: no flagged prompts to rephrase
+        if self.rephrased is None:  # `unlearnlm evaluate` on the task's sets: no flagged prompts to rephrase
             return {}
-        return {"rephrased_by_rule": flagged_by_rule(self.stage.rephrased, [r for r in rows if r["set"] == "rephrased"])}
+        return {"rephrased_by_rule": flagged_by_rule(self.rephrased, [r for r in rows if r["set"] == "rephrased"])}

@@ -162,7 +162,7 @@ class KnowledgeTask(Task):
             f"retained + {len(benign_train)} benign dialogues")
         retain_prompts = asked["retain"][:32]  # already a seeded sample; the early-stopping check re-asks these
         retain_kept = [knowledge.reproduced(p, a) >= 1.0 for p, a in zip(retain_prompts, before["retain"], strict=False)]
-        sets = [EvalSet(name, kind, prompts, before[name], role) for name, kind, prompts, role in self.evaluation_sets()]
+        sets = self.evaluated_sets({}, before)
         benign_eval = [p.with_response(a) for p, a in zip(benign.eval, before["benign"], strict=True) if a]
         return Plan(
             forget=forget, expected=knowledge.expected, expected_info={"source": "task", "kept": len(knowledge.expected)},

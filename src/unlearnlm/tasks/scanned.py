@@ -97,6 +97,8 @@ class ScanTask(Task):
         self.data = self.build_data()
         self.stage: BeforeStage | None = None
         """The before stage, once :meth:`prepare` has run."""
+        self.rephrased: list[Dialogue] | None = None
+        """The held-out flagged prompts rephrased, once :meth:`prepare` or :meth:`evaluated_sets` has run."""
 
     def build_data(self) -> ScanData:
         """Every prompt set of the task."""
@@ -222,6 +224,26 @@ class ScanTask(Task):
 
     # -- the plan --------------------------------------------------------------------------------------
 
+    def split_sets(self, splits: tuple[list[Dialogue], list[Dialogue], list[Dialogue]], rephrased: list[Dialogue],
+                   before: dict[str, list[str]]) -> list[EvalSet]:
+        """Every evaluation set: the forget splits (train, early stopping, held-out) with the original's flagged
+        answers, the held-out prompts rephrased (judged against their plain intent), and the task's other sets."""
+        forget = [EvalSet(name, "harmful", [d.prompt_only() for d in rows], [d.response for d in rows], role)
+                  for name, rows, role in zip(("forget_train", "forget_val", "forget_test"), splits,
+                                              ("trained on", "early stopping", "held-out"), strict=True)]
+        return [*forget,
+                EvalSet("rephrased", "harmful", rephrased, before["rephrased"], "held-out, rephrased",
+                        judged_as=[Dialogue(d.meta["intent"]) for d in rephrased]),
+                *(EvalSet(name, kind, prompts, before[name], role) for name, kind, prompts, role in self.evaluation_sets())]
+
+    def evaluated_sets(self, files: dict[str, list[Dialogue]], before: dict[str, list[str]]) -> list[EvalSet]:
+        """The run's sets from its ``flagged.jsonl`` (split again with the same seed) and its before answers."""
+        if "flagged.jsonl" not in files:
+            raise DataError("the run folder has no flagged.jsonl, so its forget splits cannot be rebuilt")
+        splits = split_forget(files["flagged.jsonl"], self.cfg)
+        self.rephrased = self.rephrase([d.prompt_only() for d in splits[2]])
+        return self.split_sets(splits, self.rephrased, before)
+
     def prepare(self, model, tokenizer, panel: JudgePanel, log: Log) -> Plan:
         refusal = RefusalDetector()
         stage = self.stage = self.before_stage(model, tokenizer, panel, refusal, log)
@@ -237,22 +259,14 @@ class ScanTask(Task):
             raise DataError("the original model answered every benign prompt with empty text, so there is no normal "
                             "data to keep its abilities on; check the chat template and generation.max_new_tokens")
 
-        def forget_set(name: str, rows: list[Dialogue], role: str) -> EvalSet:
-            return EvalSet(name, "harmful", [d.prompt_only() for d in rows], [d.response for d in rows], role)
-
         # Reworded copies of the training prompts teach the refusal of the intent, not of one phrasing; they are
         # trained on (with the original's bad answer and expected output) but not evaluated as "trained on".
         copies = training_copies(forget_train, self.cfg.data.forget_rephrasings)
         answer_of = {d.prompt: d.response for d in stage.expected}
         expected = stage.expected + [c.with_response(answer_of[c.meta["intent"]]) for c in copies
                                      if c.meta["intent"] in answer_of]
-        rephrased = stage.rephrased
-        sets = [forget_set("forget_train", forget_train, "trained on"),
-                forget_set("forget_val", forget_val, "early stopping"),
-                forget_set("forget_test", forget_test, "held-out"),
-                EvalSet("rephrased", "harmful", rephrased, before["rephrased"], "held-out, rephrased",
-                        judged_as=[Dialogue(d.meta["intent"]) for d in rephrased]),
-                *(EvalSet(name, kind, prompts, before[name], role) for name, kind, prompts, role in self.evaluation_sets())]
+        self.rephrased = stage.rephrased
+        sets = self.split_sets((forget_train, forget_val, forget_test), stage.rephrased, before)
         return Plan(
             forget=forget_train + copies, expected=expected, expected_info=stage.expected_info, normal=normal,
             stop_prompts=[d.prompt_only() for d in forget_val], stop_normal=normal_val,

@@ -1,0 +1,231 @@
+"""What a report says, as plain data: set titles, number formats, the overview and every table as strings.
+
+The Markdown report (:mod:`unlearnlm.report.markdown`), the HTML page (:mod:`unlearnlm.report.html`), the
+model card and the comparison page all render these same tables, so no two of them can disagree on a figure.
+Every function here reads only the summary dict written to ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SET_TITLES = {
+    "forget_train": "Flagged prompts, trained on",
+    "forget_val": "Flagged prompts, used for early stopping",
+    "forget_test": "Flagged prompts, held-out",
+    "unseen": "Harmful prompts from another source, held-out",
+    "rephrased": "Flagged prompts, held-out, rephrased (past tense, hypothetical, fiction, jailbreak template)",
+    "benign": "Benign prompts, held-out (training sources)",
+    "everyday": "Everyday requests (PersistBench), held-out source",
+    "instructions": "Writing instructions (WritingBench), held-out source",
+    "edgy": "Benign but edgy prompts, held-out source",
+    "forget": "Forget questions",
+    "forget_paraphrase": "Forget questions, paraphrased",
+    "retain": "Retained questions",
+    "retain_paraphrase": "Retained questions, paraphrased",
+    "never_seen": "People never planted",
+    "untouched": "Statement pairs never trained on",
+    "given": "Given prompts",
+    "given_benign": "Given benign prompts",
+}
+PROBE_TITLES = {
+    "mia_forget_vs_never_seen": "Membership AUC, forgotten vs never-seen people (0.5 = indistinguishable)",
+    "mia_retain_vs_never_seen": "Membership AUC, retained vs never-seen people (reference: what training leaves)",
+    "truth_preference_forget": "Truth preference, forget pairs",
+    "truth_preference_retain": "Truth preference, retained pairs",
+    "truth_preference_untouched": "Truth preference, untouched pairs",
+}
+NORMAL_TITLES = {"human_texts": "Human-written benign Q+A (never trained on)",
+                 "benign_answers": "Original's answers to held-out benign prompts"}
+#: How the early-stopping check's two rates are named when ``metrics.json`` predates ``check_labels``.
+DEFAULT_CHECK_LABELS = ("val flagged", "benign refused")
+
+
+@dataclass
+class Table:
+    """A table as strings: one header, rows of cells, and optionally a key per row (a set or run name)."""
+
+    header: list[str]
+    rows: list[list[str]]
+    keys: list[str] = field(default_factory=list)
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def short(text: str, n: int = 160) -> str:
+    """One line of at most ``n`` characters."""
+    text = " ".join(text.split())
+    return text[: n - 1] + "…" if len(text) > n else text
+
+
+def set_title(name: str) -> str:
+    return SET_TITLES.get(name, name)
+
+
+def title(summary: dict[str, Any]) -> str:
+    task = f" ({summary['task']} task)" if "task" in summary else ""
+    return f"Unlearning report: `{summary['method']}` on `{summary['model']}`{task}"
+
+
+def overview(summary: dict[str, Any]) -> str:
+    """Judges, scan counts, training outcome and wall time in a few sentences."""
+    text = f"Judges: {', '.join(summary['judges'])}."
+    if "evaluated" in summary:  # `unlearnlm evaluate RUN`
+        ev = summary["evaluated"]
+        text = (f"Re-evaluation of `{ev['model']}` on its run's own sets"
+                + "".join(f"; added {what}: {', '.join(ev[key])}" for key, what in
+                          (("added_judges", "judges"), ("added_prompts", "prompt files")) if ev.get(key))
+                + ". " + text)
+    if "scan" in summary and "task" in summary:
+        sc = summary["scan"]
+        text += (f" The planted model answered {sc['scanned']} forget questions; the judges flagged {sc['flagged']} "
+                 "(the forget set). Early stopping re-asks every forget question; paraphrases are held out.")
+    elif "scan" in summary:
+        sc = summary["scan"]
+        text += (f" Scanned {sc['scanned']} prompts, flagged {sc['flagged']} (train {sc['train']}, "
+                 f"early-stopping {sc['val']}, held-out {sc['test']}).")
+    if "training" in summary:
+        tr = summary["training"]
+        text += (f" Training: {tr['steps']} steps, best step {tr['best_step']}, stopped by "
+                 f"{tr['stop_reason']} in {tr['seconds']:.0f} s.")
+    return text + f" Whole run: {summary['wall_seconds']:.0f} s."
+
+
+def check_labels(summary: dict[str, Any]) -> tuple[str, str]:
+    """What the early-stopping check's flagged rate and collateral measure are called in this run."""
+    return tuple(summary.get("training", {}).get("check_labels", DEFAULT_CHECK_LABELS))  # type: ignore[return-value]
+
+
+def sets_table(summary: dict[str, Any]) -> Table:
+    """Before vs after for every evaluation set: flagged, refused, distinct-2 and relevance."""
+    header = ["set", "used for", "n", "flagged before", "flagged after", "refused before", "refused after",
+              "distinct-2 before", "distinct-2 after", "relevance before", "relevance after"]
+    rows = []
+    for name, m in summary["sets"].items():
+        b, a = m["before"], m["after"]
+        rel = ([f"{b['relevance']:.2f}", f"{a['relevance']:.2f} ({a['relevance_stock']:.2f})"] if "relevance" in a
+               else ["—", "—"])
+        rows.append([set_title(name), m["role"], str(b["n"]), pct(b["flagged_rate"]), pct(a["flagged_rate"]),
+                     pct(b["refusal_rate"]), pct(a["refusal_rate"]), f"{b['distinct_2']:.2f}", f"{a['distinct_2']:.2f}",
+                     *rel])
+    return Table(header, rows, list(summary["sets"]))
+
+
+def flagged_by_judge(summary: dict[str, Any]) -> str:
+    """Per judge, how many answers of each harmful set it flagged before → after."""
+    return "Flagged by each judge (before → after): " + "; ".join(
+        f"{set_title(name)}: " + ", ".join(
+            f"{judge} {m['before']['flagged_by'][judge]} → {m['after']['flagged_by'][judge]}"
+            for judge in m["after"]["flagged_by"])
+        for name, m in summary["sets"].items() if m["kind"] == "harmful") + "."
+
+
+def by_rule(summary: dict[str, Any]) -> str | None:
+    if "rephrased_by_rule" not in summary:
+        return None
+    return "Held-out flagged prompts rephrased, flagged before → after by rule: " + "; ".join(
+        f"{rule} {pct(r['before'])} → {pct(r['after'])} (n={r['n']})"
+        for rule, r in summary["rephrased_by_rule"].items()) + "."
+
+
+def perplexity_change(m: dict[str, float]) -> float:
+    return m["perplexity"] / m["perplexity_original"] - 1
+
+
+def normal_table(summary: dict[str, Any]) -> Table:
+    """Perplexity of the original and of the unlearned model, and KL between them, on each normal-data set."""
+    rows = [[NORMAL_TITLES.get(name, name), f"{m['perplexity_original']:.2f}", f"{m['perplexity']:.2f}",
+             f"{perplexity_change(m):+.1%}", f"{m['kl_to_original']:.4f}"]
+            for name, m in summary["normal_data"].items()]
+    return Table(["data", "perplexity original", "perplexity after", "change", "KL(original ‖ after)"], rows,
+                 list(summary["normal_data"]))
+
+
+def checks_table(summary: dict[str, Any]) -> Table | None:
+    """Every early-stopping check: step, flagged rate, collateral damage and normal KL (None: no training)."""
+    checks = summary.get("training", {}).get("checks", [])
+    if not checks:
+        return None
+    flagged, collateral = check_labels(summary)
+    rows = [[str(c["step"]), pct(c["flagged_rate"]), pct(c.get("over_refusal", 0.0)), f"{c['normal_kl']:.4f}"]
+            for c in checks]
+    return Table(["step", flagged, f"collateral ({collateral})", "normal KL"], rows, [str(c["step"]) for c in checks])
+
+
+def stages_table(summary: dict[str, Any]) -> Table | None:
+    """Seconds per pipeline stage (None: the run predates ``stage_seconds``)."""
+    stages = summary.get("stage_seconds")
+    if not stages:
+        return None
+    return Table(["stage", "seconds"], [[name, f"{sec:.1f}"] for name, sec in stages.items()], list(stages))
+
+
+def knowledge_intro(summary: dict[str, Any]) -> str:
+    imp = summary["implant"]
+    return (f"The original is `{summary['model']}` fine-tuned for {imp['epochs']} epochs on {imp['dialogues']} "
+            f"planted dialogues (planted rate on a sample: {pct(imp['rate'])}). Reproduced = "
+            f"{summary['reproduced_label']} (exact match against the truth, not a judge).")
+
+
+def knowledge_table(summary: dict[str, Any]) -> Table:
+    """Planted-knowledge tasks: how much of the planted answers each set still reproduces."""
+    rows, keys = [], []
+    for name, m in summary["sets"].items():
+        if "reproduced_rate" not in m["before"]:
+            continue
+        b, a = m["before"]["reproduced_rate"], m["after"]["reproduced_rate"]
+        rows.append([set_title(name), m["role"], str(m["before"]["n"]), pct(b), pct(a), f"{a / b:.0%}" if b else "—"])
+        keys.append(name)
+    return Table(["set", "used for", "n", "reproduced before", "reproduced after", "relative to before"], rows, keys)
+
+
+def probes_table(summary: dict[str, Any]) -> Table:
+    """Log-probability probes of the base model, the original and the unlearned model."""
+    probes = summary["probes"]
+    stages = [s for s in ("base", "original", "after") if s in probes]
+    rows = [[PROBE_TITLES.get(probe, probe), measure, *(f"{probes[s][probe][measure]:.3f}" for s in stages)]
+            for probe in probes[stages[0]] for measure in probes[stages[0]][probe] if measure != "pairs"]
+    return Table(["probe", "measure", *stages], rows)
+
+
+def headline_set(summary: dict[str, Any]) -> str:
+    """The set whose flagged rate says whether unlearning generalised: the first held-out harmful set."""
+    harmful = [name for name, m in summary["sets"].items() if m["kind"] == "harmful"]
+    held_out = [name for name in harmful if summary["sets"][name]["role"].startswith("held-out")]
+    return (held_out or harmful or list(summary["sets"]))[0]
+
+
+def pooled_refusal(summary: dict[str, Any], when: str) -> float:
+    """Refusal rate over every answer to a benign set, pooled (over-refusal in one number)."""
+    benign = [m[when] for m in summary["sets"].values() if m["kind"] == "benign"]
+    n = sum(m["n"] for m in benign)
+    return sum(m["refusal_rate"] * m["n"] for m in benign) / n if n else 0.0
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The few numbers a reader looks at first: efficacy on held-out prompts, over-refusal and utility."""
+    name = headline_set(summary)
+    out: dict[str, Any] = {
+        "set": name,
+        "flagged_before": summary["sets"][name]["before"]["flagged_rate"],
+        "flagged_after": summary["sets"][name]["after"]["flagged_rate"],
+        "over_refusal_before": pooled_refusal(summary, "before"),
+        "over_refusal_after": pooled_refusal(summary, "after"),
+    }
+    normal = summary.get("normal_data", {})
+    if normal:
+        first = normal.get("human_texts") or next(iter(normal.values()))
+        out["perplexity_change"] = perplexity_change(first)
+        out["kl"] = first["kl_to_original"]
+    return out
+
+
+def markdown_table(table: Table) -> list[str]:
+    """The table as Markdown lines (a ``|`` inside a cell is escaped)."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    return [line(table.header), "|" + "---|" * len(table.header), *(line(r) for r in table.rows)]

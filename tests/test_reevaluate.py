@@ -1,0 +1,86 @@
+"""``unlearnlm evaluate RUN``: a finished tiny run's model on the run's own sets, written elsewhere."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from unlearnlm.cli import main
+from unlearnlm.judges import panel
+
+
+class OriginalAnswerJudge:
+    """Flags a weapon prompt's answer while it is still the original's (the first answer seen for that prompt,
+    at the scan), so a model whose answers moved is no longer flagged and training keeps a later step."""
+
+    name = "harm"
+    threshold = 0.5
+    first: dict[str, str] = {}
+
+    def score(self, dialogues):
+        for d in dialogues:
+            self.first.setdefault(d.prompt, d.response)
+        return np.array([float("weapon" in d.prompt and self.first[d.prompt] == d.response) for d in dialogues])
+
+
+@pytest.fixture
+def run_dir(workspace, monkeypatch):
+    tmp_path, config, _ = workspace
+    monkeypatch.setattr(OriginalAnswerJudge, "first", {})
+    monkeypatch.setitem(panel.JUDGE_LOADERS, "harm", OriginalAnswerJudge)
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--output", str(out), "--set", "train.learning_rate=0.01",
+                 "--set", "train.patience=3"]) == 0
+    return out
+
+
+def _digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_evaluate_run_reproduces_the_runs_own_figures(run_dir, tmp_path):
+    run = json.loads((run_dir / "metrics.json").read_text())
+    assert run["training"]["best_step"] > 0  # the saved model is not the original
+    assert any(m["before"] != m["after"] for m in run["sets"].values())
+    untouched = _digest(run_dir)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run_dir), "--output", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["sets"] == run["sets"]  # greedy decoding: the same answers, so the same figures
+    assert metrics["rephrased_by_rule"] == run["rephrased_by_rule"]
+    for name, m in run["normal_data"].items():
+        assert metrics["normal_data"][name] == pytest.approx(m, rel=1e-5)
+    rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    assert rows == [json.loads(line) for line in (run_dir / "examples.jsonl").read_text().splitlines()]
+    assert metrics["evaluated"]["run"] == str(run_dir)
+    assert f"Re-evaluation of `{run_dir / 'model'}` on its run's own sets" in (out / "report.md").read_text()
+    for name in ("report.md", "report.html", "config.yaml", "versions.json"):
+        assert (out / name).is_file()
+    assert _digest(run_dir) == untouched
+
+
+def test_evaluate_run_adds_judges_and_prompt_files(run_dir, tmp_path):
+    benign = tmp_path / "mine.jsonl"
+    benign.write_text("".join(json.dumps({"prompt": f"Name a colour, number {i}."}) + "\n" for i in range(3)))
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run_dir), "--output", str(out), "--judges", "pii",
+                 "--prompts", str(tmp_path / "harmful.jsonl"), "--benign-prompts", str(benign)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["judges"] == ["harm", "pii"]
+    assert metrics["sets"]["given"]["before"]["n"] == 14 and metrics["sets"]["given_benign"]["kind"] == "benign"
+    assert set(metrics["sets"]["forget_test"]["after"]["flagged_by"]) == {"harm", "pii"}
+    row = json.loads((out / "examples.jsonl").read_text().splitlines()[0])
+    assert set(row["after_scores"]) == {"harm", "pii"}
+
+
+def test_evaluate_run_refuses_what_would_touch_the_run(run_dir, tmp_path, capsys):
+    assert main(["evaluate", str(run_dir), "--output", str(run_dir / "eval")]) == 2
+    assert "overlaps" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--output", str(tmp_path / "e"), "--config", "x.yaml"]) == 2
+    assert "brings its own config.yaml" in capsys.readouterr().err
+    assert main(["evaluate", str(run_dir), "--output", str(tmp_path / "e"), "--judges", "harm"]) == 2
+    assert "already judge" in capsys.readouterr().err
