@@ -163,6 +163,7 @@ class _Progress:
     saved_step: int | None = None
     """The step of the checkpoint on disk, if any."""
     resumed_from: int | None = None
+    """The step of the checkpoint this process continued from (None: it started at step 0)."""
 
     def record(self, check: Check, weights: Callable[[], dict[str, torch.Tensor]], cfg: TrainConfig) -> str:
         """Add a check and keep ``weights()`` if it is the best; returns why training stops ("": it goes on)."""
@@ -176,6 +177,7 @@ class _Progress:
         return "patience" if self.stale >= cfg.patience else ""
 
     def state(self) -> dict[str, Any]:
+        """For a checkpoint: plain values and tensors only (loaded back with ``weights_only``)."""
         return {"step": self.step, "stale": self.stale, "best": vars(self.best), "best_state": self.best_state,
                 "checks": [vars(c) for c in self.checks], "history": self.history}
 
@@ -199,6 +201,7 @@ class _Trainer:
     streams: dict[str, _Stream]
 
     def state(self) -> dict[str, Any]:
+        """For a checkpoint, beside :meth:`_Progress.state`."""
         acc = self.accelerator
         return {"trainable": trainable_parameters(acc.unwrap_model(self.model)),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -207,6 +210,7 @@ class _Trainer:
                 "stream_rng": self.rng.getstate(), "stream_order": {n: s.order for n, s in self.streams.items()}}
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Put the weights, optimizer, scheduler, RNGs and data order back where :meth:`state` found them."""
         acc = self.accelerator
         load_parameters(acc.unwrap_model(self.model), state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
