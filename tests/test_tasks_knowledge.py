@@ -446,7 +446,7 @@ def test_task_defaults_apply_under_user_settings():
     harm = load_config()
     assert harm.output_dir == "runs/unlearnlm" and harm.method.options == {}
     assert (harm.train.learning_rate, harm.train.eval_every, harm.data.benign_pool) == (4e-4, 10, "mixed")
-    assert harm.data.forget_rephrasings == 1 and cfg.data.forget_rephrasings == 0  # harm only
+    assert harm.data.forget_rephrasings == 2 and cfg.data.forget_rephrasings == 0  # harm only
     assert (cfg.train.learning_rate, cfg.data.benign_pool, cfg.data.normal_train_size) == (2e-4, "freshqa", 128)
     assert load_config(overrides=["data.task=privacy", "method.name=yao"]).method.options == {}
     mine = load_config(overrides=["data.task=privacy", "generation.max_new_tokens=10", "output_dir=elsewhere",

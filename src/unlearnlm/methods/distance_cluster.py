@@ -77,7 +77,7 @@ class DistanceClusterOptions:
     w_contrast: float = 1.0
     """Weight of the unlikelihood of refusal openings as answers to normal prompts (0: off). Without it the
     model refused 19% of benign early-stopping requests by the time it refused most harmful ones."""
-    contrast_prompts: Literal["spread", "nearest"] = "spread"
+    contrast_prompts: Literal["spread", "nearest"] = "nearest"
     """Which normal prompt each contrast row uses: ``spread`` strides over the normal set; ``nearest`` pairs each
     forget prompt with the normal prompts the original holds most alike at the last prompt token (hard negatives:
     the benign requests most at risk of being refused), each normal prompt used about equally often."""

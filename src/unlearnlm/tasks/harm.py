@@ -123,7 +123,7 @@ class HarmTask(ScanTask):
     name = "harm"
     # Per-prompt refusals under the contrast term are learned more slowly than one stock refusal: 2e-4 left 39%
     # of early-stopping prompts flagged at step 25; checks every 10 steps halve their cost.
-    defaults = {"train": {"learning_rate": 4e-4, "eval_every": 10}, "data": {"forget_rephrasings": 1}}
+    defaults = {"train": {"learning_rate": 4e-4, "eval_every": 10}, "data": {"forget_rephrasings": 2}}
     system_prompt = SAFETY_SYSTEM_PROMPT
     fallback_answers = FALLBACK_REFUSALS
     key_data = _KEY_DATA
