@@ -27,7 +27,7 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["scan"] == {"scanned": 14, "flagged": 10, "train": 6, "val": 2, "test": 2,
-                               "train_rephrased_copies": 6}  # the harm default: one reworded copy each
+                               "train_rephrased_copies": 12}  # the harm default: two reworded copies each
     assert set(metrics["sets"]) == {"forget_train", "forget_val", "forget_test", "rephrased", "unseen", "benign",
                                    "everyday", "instructions", "edgy"}
     assert set(metrics["rephrased_by_rule"]) == {"past_tense", "hypothetical", "fiction", "jailbreak"}
@@ -57,9 +57,9 @@ def test_before_stage_is_reused_and_keyed_by_config(workspace, capsys):
     assert main(["run", str(config), "--output", str(tmp_path / "a")]) == 0
     assert "reusing" not in capsys.readouterr().out
     assert main(["run", str(config), "--output", str(tmp_path / "b"), "--set", "train.max_steps=2",
-                 "--set", "data.forget_rephrasings=2"]) == 0
+                 "--set", "data.forget_rephrasings=1"]) == 0
     assert "reusing the original model's answers" in capsys.readouterr().out  # training settings are not in the key
-    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["scan"]["train_rephrased_copies"] == 12
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["scan"]["train_rephrased_copies"] == 6
     assert (tmp_path / "a" / "flagged.jsonl").read_text() == (tmp_path / "b" / "flagged.jsonl").read_text()
     assert main(["run", str(config), "--output", str(tmp_path / "c"), "--set", "generation.max_new_tokens=3"]) == 0
     assert "reusing" not in capsys.readouterr().out  # generation settings are
