@@ -1,6 +1,7 @@
 """Every registered method trains: parameters change; with LoRA only adapter weights change."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -191,3 +192,26 @@ def test_npo_cached_reference_matches_the_policy_at_the_start(tiny_model, tokeni
                      expected=EXPECTED, train_cfg=cfg, data_cfg=DataConfig(),
                      reference=Reference(tiny_model, copy_weights=True))
     assert result.history[0]["npo"] == pytest.approx(2 / 0.1 * math.log(2), abs=1e-3)
+
+
+@pytest.mark.parametrize(("name", "options", "cached"), [
+    ("distance_cluster", {}, True),
+    ("npo", {}, True),
+    ("npo", {"w_kl": 0.0}, False),
+    ("grad_diff", {}, False),  # retain term: NLL
+    ("grad_diff", {"retain_loss": "kl"}, True),
+    ("rmu", {"layer": 1}, False),  # retain term: hidden states
+])
+def test_the_original_top_k_is_computed_only_for_methods_that_read_the_kl(name, options, cached, tiny_model, tokenizer,
+                                                                         monkeypatch):
+    import unlearnlm.train as train_module
+
+    calls = []
+    real = train_module.reference_top_k
+    monkeypatch.setattr(train_module, "reference_top_k", lambda *a, **k: calls.append(1) or real(*a, **k))
+    method = create_method(name, options)
+    assert method.reads_normal_kl() is cached
+    unlearn(tiny_model, tokenizer, method, forget=FORGET, normal=NORMAL, expected=EXPECTED,
+            train_cfg=replace(TRAIN, max_steps=1, kl_top_k=8), data_cfg=DataConfig(),
+            reference=Reference(tiny_model, copy_weights=True))
+    assert len(calls) == int(cached)

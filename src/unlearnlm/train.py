@@ -270,7 +270,7 @@ def unlearn(
     for name, rows in prepared.pairs.items():
         tokens[name] = ctx.tokenize(rows)
     normal_cache: dict[str, torch.Tensor] = {}
-    if train_cfg.kl_top_k and "normal" in tokens:  # the original's outputs on normal rows, once
+    if train_cfg.kl_top_k and "normal" in tokens and method.reads_normal_kl():  # the original's outputs, once
         normal_cache = reference_top_k(ctx, tokens["normal"], train_cfg.kl_top_k)
     streams = {"forget": _Stream(len(forget), train_cfg.batch_size, rng)}
     if "normal" in tokens:

@@ -88,6 +88,12 @@ class UnlearningMethod(ABC):
         """Build paired streams / tensors before training (default: nothing)."""
         return PreparedData()
 
+    def reads_normal_kl(self) -> bool:
+        """Whether a step takes the KL to the original on the normal rows (through ``normal_kl``). Only then does the
+        loop compute the original's top-k on them before training (``train.kl_top_k``); methods whose retain term is
+        token NLL or hidden states say no and skip that pass."""
+        return "normal" in self.streams
+
     @abstractmethod
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         """Compute the loss for one step from ``batch[stream]`` dicts of (B, T) tensors."""

@@ -94,6 +94,9 @@ class YaoGAMismatchKL(UnlearningMethod):
     Options = YaoOptions
     streams = ("forget", "normal")
 
+    def reads_normal_kl(self) -> bool:
+        return self.options.w_kl > 0
+
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         rng = random.Random(ctx.seed)
         answers = [d.response for d in ctx.normal]
@@ -130,6 +133,9 @@ class NPO(UnlearningMethod):
     name = "npo"
     Options = NPOOptions
     streams = ("forget", "normal")
+
+    def reads_normal_kl(self) -> bool:
+        return self.options.w_kl > 0
 
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         """The original's log-probability of each forget answer, once: one number per row replaces a reference

@@ -121,6 +121,9 @@ class DistanceCluster(UnlearningMethod):
     Options = DistanceClusterOptions
     streams = ("forget", "normal")
 
+    def reads_normal_kl(self) -> bool:
+        return self.options.w_nor > 0
+
     def __init__(self, options: DistanceClusterOptions) -> None:
         super().__init__(options)
         self.hidden_layer = options.layer

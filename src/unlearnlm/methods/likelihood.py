@@ -64,6 +64,9 @@ class GradDiff(UnlearningMethod):
     Options = GradDiffOptions
     streams = ("forget", "normal")
 
+    def reads_normal_kl(self) -> bool:
+        return self.options.alpha > 0 and self.options.retain_loss == "kl"
+
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options
         forget, retain = _forget_and_retain(model, reference, batch, o.retain_loss, o.alpha)
@@ -107,6 +110,9 @@ class SimNPO(UnlearningMethod):
     Options = SimNPOOptions
     streams = ("forget", "normal")
 
+    def reads_normal_kl(self) -> bool:
+        return self.options.alpha > 0 and self.options.retain_loss == "kl"
+
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options
         forget, retain = _forget_and_retain(model, reference, batch, o.retain_loss, o.alpha)
@@ -147,6 +153,9 @@ class MaxEntropy(UnlearningMethod):
     name = "me_gd"
     Options = MaxEntropyOptions
     streams = ("forget", "normal")
+
+    def reads_normal_kl(self) -> bool:
+        return self.options.alpha > 0 and self.options.retain_loss == "kl"
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options

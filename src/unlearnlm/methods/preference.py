@@ -76,6 +76,9 @@ class RefusalDPO(UnlearningMethod):
     Options = RefusalDPOOptions
     streams = ("forget", "normal")
 
+    def reads_normal_kl(self) -> bool:
+        return self.options.alpha > 0 and self.options.retain_loss == "kl"
+
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         refusals = refusal_targets(self.name, ctx.forget, ctx.expected)
         return PreparedData(pairs={"refusal": refusals}, tensors={
@@ -131,6 +134,9 @@ class IdkAP(UnlearningMethod):
     name = "idk_ap"
     Options = IdkAPOptions
     streams = ("forget", "normal")
+
+    def reads_normal_kl(self) -> bool:
+        return self.options.w_kl > 0
 
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         refusals = refusal_targets(self.name, ctx.forget, ctx.expected)

@@ -69,6 +69,9 @@ class RMU(UnlearningMethod):
     Options = RMUOptions
     streams = ("forget", "normal")
 
+    def reads_normal_kl(self) -> bool:
+        return False  # its retain term compares hidden states
+
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         check_layers(ctx.reference, self.options.layer, "method.options.layer")
         generator = torch.Generator().manual_seed(ctx.seed)
@@ -128,6 +131,9 @@ class CircuitBreakers(UnlearningMethod):
     Options = CircuitBreakersOptions
     streams = ("forget", "normal")
 
+    def reads_normal_kl(self) -> bool:
+        return False  # its retain term compares hidden states
+
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         check_layers(ctx.reference, self.options.layers, "method.options.layers")
         return PreparedData(tensors={"ref_hidden": reference_windows(ctx, ctx.forget, tuple(self.options.layers))})
@@ -185,6 +191,9 @@ class RepBend(UnlearningMethod):
     name = "repbend"
     Options = RepBendOptions
     streams = ("forget", "normal")
+
+    def reads_normal_kl(self) -> bool:
+        return self.options.epsilon > 0
 
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         o = self.options
