@@ -106,9 +106,13 @@ def match_nearest(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     cap = -(-n_q // n_k)
     partner = torch.full((n_q,), -1, dtype=torch.long)
     uses = torch.zeros(n_k, dtype=torch.long)
+    matched = 0
     for flat in sims.flatten().argsort(descending=True).tolist():
         q, k = divmod(flat, n_k)
         if partner[q] < 0 and uses[k] < cap:
             partner[q] = k
             uses[k] += 1
+            matched += 1
+            if matched == n_q:  # every query has its partner: the rest of the pairs cannot change anything
+                break
     return partner

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -40,12 +40,25 @@ def normal_kl(policy: Outputs, reference: Reference, normal: dict[str, Any], ref
     return losses.forward_kl(policy.last(ref.labels.shape[1]).logits, ref.logits, ref.labels)
 
 
+RetainLoss = Literal["nll", "kl"]
+
+
 def retain_loss(kind: str, policy: Outputs, reference: Reference, normal: dict[str, Any]) -> Any:
     """The retain (normal-data) term many baselines add: ``nll``, token cross-entropy to the normal answers (TOFU's
     "gradient descent" on the retain set), or ``kl``, :func:`normal_kl` to the original."""
     if kind == "nll":
         return losses.nll(policy.logits, policy.labels)
     return normal_kl(policy, reference, normal)
+
+
+class RetainTermMethod(UnlearningMethod):
+    """A method whose normal-data term is ``alpha · retain_loss(options.retain_loss)``: its options have ``alpha``
+    and ``retain_loss``, and it reads the KL to the original only when that term is the KL."""
+
+    streams = ("forget", "normal")
+
+    def reads_normal_kl(self) -> bool:
+        return self.options.alpha > 0 and self.options.retain_loss == "kl"
 
 
 @dataclass

@@ -9,24 +9,20 @@ package's own method and NPO use.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
 from unlearnlm import losses
 from unlearnlm.methods.base import (
     StepOutput,
-    UnlearningMethod,
     forward_many,
     register,
     require_non_negative,
     require_positive,
 )
-from unlearnlm.methods.baselines import retain_loss
+from unlearnlm.methods.baselines import RetainLoss, RetainTermMethod, retain_loss
 from unlearnlm.models import Reference
-
-RetainLoss = Literal["nll", "kl"]
-
 
 def _forget_and_retain(model: nn.Module, reference: Reference, batch: dict[str, Any], kind: str, alpha: float):
     """One pass over the forget batch (and the normal batch when its weight is not 0): (forget Outputs, retain term)."""
@@ -53,7 +49,7 @@ class GradDiffOptions:
 
 
 @register
-class GradDiff(UnlearningMethod):
+class GradDiff(RetainTermMethod):
     """Gradient difference: ascent on the forget answers, descent on the retain set (TOFU, arXiv 2401.06121).
 
     Maini, Feng, Schwarzschild, Lipton & Kolter, "TOFU: A Task of Fictitious Unlearning for LLMs" (2024), the
@@ -62,10 +58,6 @@ class GradDiff(UnlearningMethod):
 
     name = "grad_diff"
     Options = GradDiffOptions
-    streams = ("forget", "normal")
-
-    def reads_normal_kl(self) -> bool:
-        return self.options.alpha > 0 and self.options.retain_loss == "kl"
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options
@@ -97,7 +89,7 @@ class SimNPOOptions:
 
 
 @register
-class SimNPO(UnlearningMethod):
+class SimNPO(RetainTermMethod):
     """SimNPO: reference-free, length-normalised NPO (Fan et al. 2024, arXiv 2410.07163).
 
     Fan, Liu, Lin, Jia, Zhang, Mei & Liu, "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM
@@ -108,10 +100,6 @@ class SimNPO(UnlearningMethod):
 
     name = "simnpo"
     Options = SimNPOOptions
-    streams = ("forget", "normal")
-
-    def reads_normal_kl(self) -> bool:
-        return self.options.alpha > 0 and self.options.retain_loss == "kl"
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options
@@ -138,7 +126,7 @@ class MaxEntropyOptions:
 
 
 @register
-class MaxEntropy(UnlearningMethod):
+class MaxEntropy(RetainTermMethod):
     """ME+GD: maximise next-token entropy on forget answers, NLL on retain (Yuan et al. 2024, arXiv 2410.08109).
 
     Yuan, Pang, Du, Chen, Zhang & Lin, "A Closer Look at Machine Unlearning for Large Language Models", their
@@ -152,10 +140,6 @@ class MaxEntropy(UnlearningMethod):
 
     name = "me_gd"
     Options = MaxEntropyOptions
-    streams = ("forget", "normal")
-
-    def reads_normal_kl(self) -> bool:
-        return self.options.alpha > 0 and self.options.retain_loss == "kl"
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from torch import nn
 
@@ -26,7 +26,7 @@ from unlearnlm.methods.base import (
     require_non_negative,
     require_positive,
 )
-from unlearnlm.methods.baselines import normal_kl, retain_loss
+from unlearnlm.methods.baselines import RetainLoss, RetainTermMethod, normal_kl, retain_loss
 from unlearnlm.methods.distance_cluster import contrast_rows
 from unlearnlm.models import Reference
 
@@ -53,7 +53,7 @@ class RefusalDPOOptions:
     """Weight of the DPO term."""
     alpha: float = 1.0
     """Weight of the retain term on normal dialogues."""
-    retain_loss: Literal["nll", "kl"] = "nll"
+    retain_loss: RetainLoss = "nll"
     """``nll`` (published) or ``kl`` (to the original)."""
 
     def __post_init__(self) -> None:
@@ -62,7 +62,7 @@ class RefusalDPOOptions:
 
 
 @register
-class RefusalDPO(UnlearningMethod):
+class RefusalDPO(RetainTermMethod):
     """Refusal DPO (IdkDPO): prefer the expected output to the flagged answer (Rafailov et al. 2023, arXiv 2305.18290).
 
     DPO (Rafailov, Sharma, Mitchell, Ermon, Manning & Finn, "Direct Preference Optimization", 2023) with the
@@ -74,10 +74,6 @@ class RefusalDPO(UnlearningMethod):
 
     name = "refusal_dpo"
     Options = RefusalDPOOptions
-    streams = ("forget", "normal")
-
-    def reads_normal_kl(self) -> bool:
-        return self.options.alpha > 0 and self.options.retain_loss == "kl"
 
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         refusals = refusal_targets(self.name, ctx.forget, ctx.expected)
