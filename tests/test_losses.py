@@ -202,3 +202,25 @@ def test_pairwise_alignment_worked_value():
     two = torch.stack([states, states.flip(-1)[[0, 0, 0]]], dim=1)  # layer 1: every row (0, 1), aligned
     assert losses.pairwise_alignment(two).item() == pytest.approx(expected / 2, abs=1e-6)
     assert losses.pairwise_alignment(states[:1]).item() == 0.0
+
+
+def test_first_tokens_keeps_each_rows_opening():
+    # Row 0's response starts at column 1, row 1's at column 3 (left padding): first 2 of each survive.
+    mask = torch.tensor([[0.0, 1, 1, 1, 1], [0, 0, 0, 1, 1]])
+    assert losses.first_tokens(mask, 2).tolist() == [[0, 1, 1, 0, 0], [0, 0, 0, 1, 1]]
+    assert losses.first_tokens(mask, 0) is mask
+
+
+def test_opening_losses_average_the_first_positions_only():
+    # Per-token KL on SKEWED vs UNIFORM is 0.130812 everywhere; make the second response token's KL 0 by giving the
+    # policy the reference's logits there, so the opening (first token) mean stays 0.130812 and the full mean halves.
+    policy = UNIFORM.clone()
+    policy[0, 1] = SKEWED[0, 1]  # position 1 predicts the second response token
+    assert losses.forward_kl(policy, SKEWED, LABELS).item() == pytest.approx(0.130812 / 2, abs=1e-5)
+    assert losses.forward_kl(policy, SKEWED, LABELS, first=1).item() == pytest.approx(0.130812, abs=1e-5)
+    top = torch.log_softmax(SKEWED, -1).topk(2, dim=-1)
+    assert losses.forward_kl_topk(policy, top.values, top.indices, LABELS, first=1).item() == pytest.approx(
+        0.130812, abs=1e-5)
+    # Unlikelihood: the first token has p = 0.75 under SKEWED (-log 0.25), the second p = 0.25 (-log 0.75).
+    assert losses.unlikelihood(SKEWED, LABELS, first=1).item() == pytest.approx(math.log(4))
+    assert losses.unlikelihood(SKEWED, LABELS).item() == pytest.approx((math.log(4) + math.log(4 / 3)) / 2)

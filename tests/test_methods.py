@@ -79,6 +79,20 @@ def test_distance_variants_start_at_their_bound(distance, tiny_model, tokenizer)
     assert result.history[0]["kl"] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_opening_term_is_logged_read_and_validated(tiny_model, tokenizer):
+    method = create_method("distance_cluster", {"w_nor": 0.0, "w_open": 2.0, "open_tokens": 2})
+    assert method.reads_normal_kl()  # the opening KL needs the original's normal outputs even with w_nor 0
+    assert not create_method("distance_cluster", {"w_nor": 0.0}).reads_normal_kl()
+    result = unlearn(tiny_model, tokenizer, method, forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                     train_cfg=TrainConfig(max_steps=2, batch_size=2, learning_rate=1e-2, eval_every=0),
+                     data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True))
+    assert result.history[0]["open"] == pytest.approx(0.0, abs=1e-6)  # step 1: the model is the original
+    assert result.history[1]["open"] > 1e-6  # then it has moved, and the opening KL sees it
+    for bad in ({"w_open": -1.0}, {"open_tokens": 0}, {"contrast_tokens": -2}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            create_method("distance_cluster", bad)
+
+
 def test_yao_defaults_are_the_papers_weights():
     o = create_method("yao").options
     assert (o.w_ga, o.w_mismatch, o.w_kl) == (0.5, 1.0, 1.0)

@@ -27,6 +27,16 @@ def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, to
     return logits, targets.clamp_min(0), mask
 
 
+def first_tokens(mask: torch.Tensor, k: int) -> torch.Tensor:
+    """``mask`` (B, T) kept on each row's first ``k`` response positions only (``k`` = 0: unchanged).
+
+    A refusal is decided in the first few tokens of an answer; a mean over every response token dilutes them.
+    """
+    if k <= 0:
+        return mask
+    return mask * (mask.cumsum(dim=-1) <= k).to(mask.dtype)
+
+
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``values`` over positions where ``mask`` is 1 (0 when the mask is empty)."""
     return (values * mask).sum() / mask.sum().clamp_min(1.0)
@@ -52,8 +62,9 @@ def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return -picked.sum() / mask.sum().clamp_min(1.0)
 
 
-def unlikelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Bounded probability-space push-away: mean of -log(1 - p(y_t)) over response tokens.
+def unlikelihood(logits: torch.Tensor, labels: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """Bounded probability-space push-away: mean of -log(1 - p(y_t)) over response tokens (``first`` > 0: over
+    each row's first ``first`` response tokens only).
 
     Unlike gradient ascent (-log p → ∞ as p → 0 never stops pulling), this goes to 0 as p(y_t) → 0,
     so once a bad token is unlikely its gradient vanishes (Welleck et al., 2019, arXiv 1908.04319).
@@ -61,11 +72,12 @@ def unlikelihood(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
     picked, mask = token_logprobs(logits, labels)
     p = picked.exp().clamp(max=1.0 - _EPS)  # (B, T-1); masked positions are exp(0) = 1 → clamped
-    return _masked_mean(-torch.log1p(-p), mask)
+    return _masked_mean(-torch.log1p(-p), first_tokens(mask, first))
 
 
-def forward_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """KL(p_ref || p_θ) per response token, averaged: the normal loss that keeps standard abilities.
+def forward_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """KL(p_ref || p_θ) per response token, averaged: the normal loss that keeps standard abilities (``first`` > 0:
+    over each row's first ``first`` response tokens only).
 
     Yao et al. (arXiv 2310.10683) keep the unlearned model close to the original on normal data with
     this forward KL. Identical distributions give exactly 0.
@@ -75,11 +87,11 @@ def forward_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels: to
     logp = torch.log_softmax(policy_logits.float(), dim=-1)  # (B, T-1, V)
     logq = torch.log_softmax(ref_logits.float(), dim=-1)  # (B, T-1, V)
     kl = (logq.exp() * (logq - logp)).sum(dim=-1)  # (B, T-1)
-    return _masked_mean(kl, mask)
+    return _masked_mean(kl, first_tokens(mask, first))
 
 
 def forward_kl_topk(
-    policy_logits: torch.Tensor, ref_logp: torch.Tensor, ref_index: torch.Tensor, labels: torch.Tensor
+    policy_logits: torch.Tensor, ref_logp: torch.Tensor, ref_index: torch.Tensor, labels: torch.Tensor, first: int = 0
 ) -> torch.Tensor:
     """:func:`forward_kl` from the original's top-k log-probabilities only, the rest of its mass lumped together.
 
@@ -94,6 +106,7 @@ def forward_kl_topk(
         ref_logp: (B, T, k) the original's log-probabilities of its top-k tokens at each position.
         ref_index: (B, T, k) those tokens' ids.
         labels: (B, T) response labels.
+        first: > 0: average over each row's first ``first`` response tokens only.
     """
     policy_logits, _, mask = _shift(policy_logits, labels)  # (B, T-1, V), mask (B, T-1)
     logq = ref_logp[:, :-1].float()  # (B, T-1, k)
@@ -103,7 +116,7 @@ def forward_kl_topk(
     q_rest = (1.0 - q.sum(dim=-1)).clamp(_EPS, 1.0)  # (B, T-1)
     p_rest = (1.0 - logp.exp().sum(dim=-1)).clamp(_EPS, 1.0)  # (B, T-1)
     tail = q_rest * (q_rest.log() - p_rest.log())  # (B, T-1)
-    return _masked_mean(head + tail, mask)
+    return _masked_mean(head + tail, first_tokens(mask, first))
 
 
 def bounded_divergence(

@@ -25,8 +25,10 @@ from unlearnlm.methods.base import (
 from unlearnlm.models import Reference
 
 
-def normal_kl(policy: Outputs, reference: Reference, normal: dict[str, Any], ref: Outputs | None = None) -> Any:
-    """Forward KL(original || model) on a normal batch: the shared utility-keeping term.
+def normal_kl(policy: Outputs, reference: Reference, normal: dict[str, Any], ref: Outputs | None = None,
+              first: int = 0) -> Any:
+    """Forward KL(original || model) on a normal batch: the shared utility-keeping term (``first`` > 0: on each
+    row's first ``first`` response tokens only).
 
     ``policy`` is the model's pass over the batch (alone or stacked with other streams). When the loop cached the
     original's top-k log-probabilities for the normal rows (``train.kl_top_k``), no reference pass is run; nor when
@@ -35,9 +37,10 @@ def normal_kl(policy: Outputs, reference: Reference, normal: dict[str, Any], ref
     if "ref_logp" in normal:
         k = response_window(normal["labels"])
         p = policy.last(k)
-        return losses.forward_kl_topk(p.logits, normal["ref_logp"][:, -k:], normal["ref_index"][:, -k:], p.labels)
+        return losses.forward_kl_topk(p.logits, normal["ref_logp"][:, -k:], normal["ref_index"][:, -k:], p.labels,
+                                      first=first)
     ref = ref if ref is not None else reference_forward(reference, normal)  # (B, K, V)
-    return losses.forward_kl(policy.last(ref.labels.shape[1]).logits, ref.logits, ref.labels)
+    return losses.forward_kl(policy.last(ref.labels.shape[1]).logits, ref.logits, ref.labels, first=first)
 
 
 RetainLoss = Literal["nll", "kl"]

@@ -17,9 +17,12 @@ from its abstract (the full text and code are not public):
   states, and each refusal fits its request while the cluster mean acts in representation space.
 * ``kl``   — the normal loss, KL(p_original || p_θ) on normal dialogues, keeping standard abilities.
 * ``contrast`` (``w_contrast``, an addition of ours) — unlikelihood of a refusal opening (the first sentence of
-  an expected output) as the answer to a normal prompt. The KL term averages over every response token, so a
-  refusal that changes only the first few tokens of a benign answer barely moves it; this term names that
-  failure directly: refusing is for flagged prompts only.
+  an expected output, or its first ``contrast_tokens`` tokens) as the answer to a normal prompt. The KL term
+  averages over every response token, so a refusal that changes only the first few tokens of a benign answer
+  barely moves it; this term names that failure directly: refusing is for flagged prompts only.
+* ``open`` (``w_open``, an addition of ours) — the same KL as ``kl``, on the first ``open_tokens`` response tokens
+  of each normal row only: the positions where an answer turns into a refusal, held to the original's
+  distribution whatever refusal wording the model drifts toward.
 """
 
 from __future__ import annotations
@@ -82,11 +85,22 @@ class DistanceClusterOptions:
     forget prompt with the normal prompts the original holds most alike at the last prompt token (hard negatives:
     the benign requests most at risk of being refused), each normal prompt used about equally often."""
 
+    contrast_tokens: int = 0
+    """The contrast term's unlikelihood over each row's first this many tokens only (0: the whole first sentence,
+    whose request-naming words dilute the opening that decides a refusal)."""
+    w_open: float = 0.0
+    """Weight of the KL to the original on the first ``open_tokens`` response tokens of normal rows (0: off)."""
+    open_tokens: int = 4
+    """How many response tokens count as an answer's opening for ``w_open``."""
+
     def __post_init__(self) -> None:
+        for name in ("w_contrast", "w_open", "contrast_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"method.options.{name}: must be >= 0, got {getattr(self, name)}")
+        if self.open_tokens < 1:
+            raise ConfigError(f"method.options.open_tokens: must be >= 1, got {self.open_tokens}")
         if self.margin <= 0:
             raise ConfigError(f"method.options.margin: must be positive, got {self.margin}")
-        if self.w_contrast < 0:
-            raise ConfigError(f"method.options.w_contrast: must be >= 0, got {self.w_contrast}")
         if self.n_clusters < 1:
             raise ConfigError(f"method.options.n_clusters: must be >= 1, got {self.n_clusters}")
 
@@ -122,7 +136,7 @@ class DistanceCluster(UnlearningMethod):
     streams = ("forget", "normal")
 
     def reads_normal_kl(self) -> bool:
-        return self.options.w_nor > 0
+        return self.options.w_nor > 0 or self.options.w_open > 0
 
     def __init__(self, options: DistanceClusterOptions) -> None:
         super().__init__(options)
@@ -183,11 +197,17 @@ class DistanceCluster(UnlearningMethod):
             neg = losses.unlikelihood(f.logits, f.labels)
         pull = losses.cluster_pull(f.hidden, f.labels, batch["centroids"])
         ce = losses.nll(out["target"].logits, out["target"].labels)
-        kl = normal_kl(out["normal"], reference, batch["normal"])
+        normal = batch["normal"]
+        ref = None if "ref_logp" in normal or o.w_open == 0 else reference_forward(reference, normal)  # once for both
+        kl = normal_kl(out["normal"], reference, normal, ref)
         loss = o.w_neg * neg + o.w_pos * pull + o.w_ce * ce + o.w_nor * kl
         terms = {"neg": neg.item(), "pull": pull.item(), "ce": ce.item(), "kl": kl.item()}
+        if o.w_open > 0:
+            opening = normal_kl(out["normal"], reference, normal, ref, first=o.open_tokens)
+            loss = loss + o.w_open * opening
+            terms["open"] = opening.item()
         if "contrast" in batch:
-            contrast = losses.unlikelihood(out["contrast"].logits, out["contrast"].labels)
+            contrast = losses.unlikelihood(out["contrast"].logits, out["contrast"].labels, first=o.contrast_tokens)
             loss = loss + o.w_contrast * contrast
             terms["contrast"] = contrast.item()
         return StepOutput(loss=loss, terms=terms)
