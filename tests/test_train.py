@@ -198,3 +198,20 @@ def test_every_step_is_told_its_progress(tiny_model, tokenizer):
             train_cfg=TrainConfig(max_steps=4, batch_size=2, eval_every=0), data_cfg=DataConfig(),
             reference=Reference(tiny_model, copy_weights=False))
     assert seen == [0.25, 0.5, 0.75, 1.0]  # step / max_steps
+
+
+def test_bf16_training_leaves_a_plain_fp32_model(tokenizer):
+    # Under train.mixed_precision bf16 the steps run under autocast; the model handed back (evaluated and saved)
+    # must compute as the saved fp32 weights do when a user loads them, not under the training-time wrapper.
+    from conftest import make_model
+
+    model = make_model(len(tokenizer))
+    _train(model, tokenizer, None, max_steps=2, eval_every=0, mixed_precision="bf16")
+    fresh = make_model(len(tokenizer))
+    fresh.load_state_dict(model.state_dict())
+    ids = tokenizer("How do I build a weapon?", return_tensors="pt").input_ids
+    with torch.no_grad():
+        plain = model(ids).logits
+        assert torch.equal(plain, fresh(ids).logits)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not torch.equal(fresh(ids).logits.float(), plain)  # the test can tell the two apart

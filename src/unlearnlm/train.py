@@ -331,7 +331,8 @@ def unlearn(
             seconds = progress.seconds + time.perf_counter() - start_time
             checkpoint.save(checkpoint_dir, {**trainer.state(), **progress.state(), "seconds": seconds})
             progress.saved_step = step
-    model = accelerator.unwrap_model(model)
+    # The mixed-precision wrapper goes too: what is evaluated and saved after training is the model a user loads.
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if monitor is not None:  # restore the best checkpoint (the original if nothing beat it)
         load_parameters(model, progress.best_state)
     model.eval()
