@@ -1,17 +1,20 @@
-"""The attacks' parts: RTN math on hand-made tensors, the relearning split and loop on the tiny model, the return
-measures by hand."""
+"""The attacks (``unlearnlm attack quantize|relearn RUN``): RTN math on hand-made tensors, the relearning split and
+loop on the tiny model, the return measures by hand, and both commands end to end on a tiny finished run."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 
 import pytest
 import torch
-from conftest import make_model, make_tokenizer
+from conftest import finished_run, make_model, make_tokenizer, save_tiny
 
 from unlearnlm.attacks.figures import recovered, steps_to_return
 from unlearnlm.attacks.quantize import QuantizeOptions, quantize_model_, quantized_weights, rtn_quantize, rtn_scale
 from unlearnlm.attacks.relearn import FineTune, RelearnOptions, forget_split, relearn_steps
+from unlearnlm.cli import build_parser, main
 from unlearnlm.config import LoraConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError, DataError
@@ -186,3 +189,148 @@ def test_relearn_options_are_checked():
     for bad in ({"steps": [0]}, {"steps": []}, {"data": "web"}, {"learning_rate": 0.0}, {"examples": 0}):
         with pytest.raises(ConfigError):
             RelearnOptions(**bad)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# end to end on a tiny finished run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One tiny finished harm run for every test below (each writes only into its own attack folder)."""
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TRANSFORMERS_OFFLINE", "1")
+        yield finished_run(tmp_path_factory.mktemp("attacks"), mp)
+
+
+def _digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and "attacks" not in p.relative_to(folder).parts}
+
+
+def _run_figures(run, when):
+    return {name: {"flagged_rate": m[when]["flagged_rate"]} for name, m in run["sets"].items() if m["kind"] == "harmful"}
+
+
+def test_quantize_command_measures_quantized_copies_and_leaves_the_run_alone(run_dir, capsys):
+    run = json.loads((run_dir / "metrics.json").read_text())
+    untouched = _digest(run_dir)
+    assert main(["attack", "quantize", str(run_dir), "--bits", "8", "4", "--group-size", "0"]) == 0
+    out = run_dir / "attacks" / "quantize"
+    summary = json.loads((out / "attack.json").read_text())
+    assert '"recovered"' in capsys.readouterr().out  # the command prints the figures
+    assert list(summary["figures"]) == ["original", "unlearned", "8-bit", "4-bit"]
+    # measured as the run measured: the unattacked copy gives the run's own figures, the original its before figures
+    assert summary["figures"]["unlearned"] == _run_figures(run, "after")
+    assert summary["figures"]["original"] == _run_figures(run, "before")
+    assert summary["quantized"]["4-bit"] == {"tensors": 14, "values": summary["quantized"]["8-bit"]["values"]}
+    utility = summary["utility"]
+    assert utility["unlearned"]["kl_to_unlearned"] == pytest.approx(0.0, abs=1e-6)
+    assert 0 < utility["8-bit"]["kl_to_unlearned"] < utility["4-bit"]["kl_to_unlearned"]  # the copies were rounded
+    assert set(summary["recovered"]) == {"8-bit", "4-bit"}
+    assert summary["options"] == {"bits": [8, 4], "group_size": None, "embeddings": False}
+    rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    n = sum(s["n"] for s in summary["sets"].values())
+    assert len(rows) == 3 * n and {r["model"] for r in rows} == {"unlearned", "8-bit", "4-bit"}
+    markdown = (out / "attack.md").read_text()
+    assert "# Quantization probe" in markdown and "| set | role | n | figure | original | unlearned | 8-bit | 4-bit" in markdown
+    assert (out / "config.yaml").is_file()
+    assert _digest(run_dir) == untouched  # the run folder, its model included, is byte for byte as it was
+    assert main(["attack", "quantize", str(run_dir)]) == 2
+    assert "holds an earlier attack" in capsys.readouterr().err
+
+
+def test_relearn_command_relearns_a_copy_and_reports_steps_to_return(run_dir):
+    run = json.loads((run_dir / "metrics.json").read_text())
+    untouched = _digest(run_dir)
+    assert main(["attack", "relearn", str(run_dir), "--steps", "1", "3", "--lr", "0.01"]) == 0
+    summary = json.loads((run_dir / "attacks" / "relearn_forget" / "attack.json").read_text())
+    flagged_train = sum(r["set"] == "forget_train" and r["before_flagged"]
+                        for r in map(json.loads, (run_dir / "examples.jsonl").read_text().splitlines()))
+    assert summary["fine_tune"]["rows"] == flagged_train > 0 and summary["fine_tune"]["lora"] is False
+    assert "forget_train" not in summary["sets"]  # every trained prompt was relearned, so none is measured
+    assert list(summary["figures"]) == ["original", "unlearned", "step 1", "step 3"]
+    expected = _run_figures(run, "after")
+    assert summary["figures"]["unlearned"] == {name: expected[name] for name in summary["sets"]}
+    assert set(summary["loss"]) == {"1", "3"}
+    assert set(summary["steps_to_return"]) == set(summary["sets"])
+    assert "steps to return" in (run_dir / "attacks" / "relearn_forget" / "attack.md").read_text()
+    assert _digest(run_dir) == untouched
+    out = run_dir.parent / "benign"
+    assert main(["attack", "relearn", str(run_dir), "--data", "benign", "--steps", "1", "--examples", "2",
+                 "--output", str(out)]) == 0
+    benign = json.loads((out / "attack.json").read_text())
+    assert benign["fine_tune"]["rows"] == 2
+    assert all(r["prompt"].startswith("What is") for r in benign["relearn_rows"])  # the held-out benign prompts
+    # Measured: what the forget variant with --examples 2 would not relearn, so the trained prompts left over too
+    assert len(benign["excluded_units"]["units"]) == 2
+    assert benign["sets"]["forget_train"]["n"] == flagged_train - 2
+
+
+def test_attack_commands_refuse_bad_input(run_dir, tmp_path, capsys):
+    assert main(["attack", "quantize", str(tmp_path / "missing")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    no_model = tmp_path / "no_model"
+    no_model.mkdir()
+    for name in ("metrics.json", "examples.jsonl", "config.yaml"):
+        (no_model / name).write_text((run_dir / name).read_text())
+    assert main(["attack", "relearn", str(no_model)]) == 2
+    assert "has no saved model" in capsys.readouterr().err
+    assert main(["attack", "quantize", str(run_dir), "--bits", "16"]) == 2
+    assert "--bits" in capsys.readouterr().err
+    assert main(["attack", "quantize", str(run_dir), "--output", str(run_dir / "model" / "q")]) == 2
+    assert "overlaps" in capsys.readouterr().err
+
+
+def test_cli_defaults_match_the_python_api():
+    parser = build_parser()
+    q = parser.parse_args(["attack", "quantize", "RUN"])
+    assert (q.bits, q.group_size) == (QuantizeOptions().bits, QuantizeOptions().group_size)
+    r = parser.parse_args(["attack", "relearn", "RUN"])
+    assert (r.steps, r.data, r.seed) == (RelearnOptions().steps, RelearnOptions().data, RelearnOptions().seed)
+
+
+@pytest.mark.parametrize("task", ["privacy", "hallucination"])
+def test_attacks_on_planted_knowledge_runs(task, tmp_path, monkeypatch):
+    """Privacy and hallucination through both attacks (stub judges flag every answer): the probes are measured on
+    every copy, and the relearning probe measures no question about a person or pair it relearned."""
+    import numpy as np
+
+    from unlearnlm.attacks import QuantizeOptions, RelearnOptions, quantize_attack, relearn_attack
+    from unlearnlm.judges.hallucination import HallucinationJudge
+    from unlearnlm.judges.pii import PIIJudge
+    from unlearnlm.loader import load_config
+    from unlearnlm.pipeline import run
+
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(HallucinationJudge, "__init__", lambda self, threshold=0.5: setattr(self, "threshold", threshold))
+    for judge in (PIIJudge, HallucinationJudge):
+        monkeypatch.setattr(judge, "score", lambda self, ds: np.ones(len(ds), dtype=np.float32))
+    sizes = {"privacy": ["data.privacy.n_identities=10", "data.privacy.n_never_seen=3", "data.privacy.fields=[email]",
+                         "data.privacy.forget_fraction=0.3", "data.privacy.implant.max_epochs=1"],
+             "hallucination": ["data.hallucination.n_forget=4", "data.hallucination.n_retain=4",
+                               "data.hallucination.n_untouched=4", "data.hallucination.implant.max_epochs=1"]}[task]
+    cfg = load_config(overrides=[f"data.task={task}", f"model.name_or_path={save_tiny(tmp_path / 'tiny')}",
+                                 f"output_dir={tmp_path / 'run'}", "generation.max_new_tokens=4",
+                                 "data.normal_train_size=4", "data.eval_size=4", "data.benign_val_size=2",
+                                 "train.max_steps=2", "train.eval_every=2", *sizes])
+    summary = run(cfg, log=lambda _: None)
+    quantized = quantize_attack(tmp_path / "run", options=QuantizeOptions(bits=[4]), log=lambda _: None)
+    assert set(quantized["sets"]) == {"forget", "forget_paraphrase"}
+    for name in quantized["sets"]:
+        assert quantized["figures"]["unlearned"][name] == {f: summary["sets"][name]["after"][f]
+                                                           for f in ("flagged_rate", "reproduced_rate")}
+    assert quantized["probes"]["unlearned"] == summary["probes"]["after"]  # the same model, the same probes
+    assert quantized["probes"]["original"] == summary["probes"]["original"]
+    assert set(quantized["probes"]["4-bit"]) == set(summary["probes"]["after"])
+    relearned = relearn_attack(tmp_path / "run", options=RelearnOptions(steps=[1]), log=lambda _: None)
+    units = relearned["excluded_units"]
+    assert units["key"] == {"privacy": "person", "hallucination": "pair"}[task] and len(units["units"]) >= 1
+    assert {r["meta"][units["key"]] for r in relearned["relearn_rows"]} == set(units["units"])
+    needles = {r["meta"].get("name") or r["meta"]["pair"].replace("_", " ") for r in relearned["relearn_rows"]}
+    rows = [json.loads(line) for line in (tmp_path / "run" / "attacks" / "relearn_forget" / "examples.jsonl")
+            .read_text().splitlines()]
+    assert rows and not [r["prompt"] for r in rows if any(n in r["prompt"] for n in needles)]
+    assert 0 < relearned["sets"]["forget_paraphrase"]["n"] < summary["sets"]["forget_paraphrase"]["before"]["n"]

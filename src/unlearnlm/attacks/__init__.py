@@ -8,5 +8,6 @@ measures the run's forget figures again (``unlearnlm attack quantize|relearn RUN
 
 from unlearnlm.attacks.quantize import QuantizeOptions
 from unlearnlm.attacks.relearn import RelearnOptions
+from unlearnlm.attacks.runner import quantize_attack, relearn_attack
 
-__all__ = ["QuantizeOptions", "RelearnOptions"]
+__all__ = ["QuantizeOptions", "RelearnOptions", "quantize_attack", "relearn_attack"]
