@@ -35,7 +35,8 @@ def test_rtn_by_hand_per_row_and_in_groups():
     # Groups of 2: [1, 0.4] has scale 1/7 (0.4 → 2.8 → 3 → 3/7); [0.1, 0.03] has scale 0.1/7 (0.03 → 2.1 → 2 →
     # 0.2/7), where one scale per row would round 0.03 to 0. A last group of one (5 columns) keeps its value exactly.
     w = torch.tensor([[1.0, 0.4, 0.1, 0.03, -0.37]])
-    assert torch.allclose(rtn_quantize(w, 4, group_size=2), torch.tensor([[1.0, 3 / 7, 0.1, 0.2 / 7, -0.37]]), atol=1e-7)
+    grouped = torch.tensor([[1.0, 3 / 7, 0.1, 0.2 / 7, -0.37]])
+    assert torch.allclose(rtn_quantize(w, 4, group_size=2), grouped, atol=1e-7)
     assert torch.allclose(rtn_quantize(w, 4), torch.tensor([[1.0, 3 / 7, 1 / 7, 0.0, -3 / 7]]), atol=1e-7)
     assert torch.allclose(rtn_scale(w, 4, group_size=2), torch.tensor([[1 / 7, 1 / 7, 0.1 / 7, 0.1 / 7, 0.37 / 7]]))
     # 8 bits: qmax = 127
@@ -211,7 +212,8 @@ def _digest(folder):
 
 
 def _run_figures(run, when):
-    return {name: {"flagged_rate": m[when]["flagged_rate"]} for name, m in run["sets"].items() if m["kind"] == "harmful"}
+    return {name: {"flagged_rate": m[when]["flagged_rate"]} for name, m in run["sets"].items()
+            if m["kind"] == "harmful"}
 
 
 def test_quantize_command_measures_quantized_copies_and_leaves_the_run_alone(run_dir, capsys):
@@ -235,7 +237,8 @@ def test_quantize_command_measures_quantized_copies_and_leaves_the_run_alone(run
     n = sum(s["n"] for s in summary["sets"].values())
     assert len(rows) == 3 * n and {r["model"] for r in rows} == {"unlearned", "8-bit", "4-bit"}
     markdown = (out / "attack.md").read_text()
-    assert "# Quantization probe" in markdown and "| set | role | n | figure | original | unlearned | 8-bit | 4-bit" in markdown
+    assert "# Quantization probe" in markdown
+    assert "| set | role | n | figure | original | unlearned | 8-bit | 4-bit" in markdown
     assert (out / "config.yaml").is_file()
     assert _digest(run_dir) == untouched  # the run folder, its model included, is byte for byte as it was
     assert main(["attack", "quantize", str(run_dir)]) == 2

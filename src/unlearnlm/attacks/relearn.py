@@ -2,9 +2,9 @@
 
 If unlearning only hid the knowledge, a few steps of ordinary fine-tuning bring it back, even on data that does not
 contain it: Łucki et al., 2024 ("An Adversarial Perspective on Machine Unlearning for AI Safety", arXiv 2409.18025)
-recover most hazardous knowledge by fine-tuning on unrelated text, and Deeb & Roger, 2024 ("Do Unlearning Methods
-Remove Information from Language Model Weights?", arXiv 2410.08827) recover 88 % of pre-unlearning accuracy by
-fine-tuning on one part of the forgotten facts and testing on a disjoint part.
+recover most hazardous capabilities of RMU-edited models by fine-tuning on 10 unrelated examples, and Deeb & Roger,
+2024 ("Do Unlearning Methods Remove Information from Language Model Weights?", arXiv 2410.08827) recover 88 % of
+pre-unlearning accuracy by fine-tuning on some of the forgotten facts and testing on others of the same kind.
 
 The data (``RelearnOptions.data``) is the run's own, never new:
 

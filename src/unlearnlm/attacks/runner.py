@@ -123,15 +123,15 @@ def write_attack(target: Target, summary: dict[str, Any], rows: list[dict[str, A
 # -- quantization ------------------------------------------------------------------------------------------------
 
 
-def quantize_attack(run_dir: str | Path, output_dir: str | Path | None = None,
-                    options: QuantizeOptions | None = None, *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
+def quantize_attack(run_dir: str | Path, output_dir: str | Path | None = None, options: QuantizeOptions | None = None,
+                    *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
     """The run's unlearned model after round-to-nearest weight quantization at each of ``options.bits``
     (:mod:`unlearnlm.attacks.quantize`), measured beside the unquantized model and the original.
 
     Per copy: every harmful set's figures, the task's probes (membership AUC, truth preference) and, to show the
     copy still works, perplexity on the task's human-written texts and KL(unquantized || quantized) there.
-    Motivation: Zhang et al., 2024 (arXiv 2410.16454): 4-bit RTN brought forgotten knowledge back on MUSE for
-    gradient-ascent-style methods (21 % → 83 % retained).
+    Motivation: Zhang et al., 2024 (arXiv 2410.16454): on MUSE, models unlearned with gradient ascent or NPO and a
+    retain term kept 21 % of the forgotten knowledge on average, and 83 % after 4-bit quantization.
     """
     options = options or QuantizeOptions()
     t0 = time.perf_counter()
@@ -204,7 +204,8 @@ def quantize_markdown(summary: dict[str, Any]) -> str:
              "of what unlearning removed that came back (Zhang et al. 2024, arXiv 2410.16454)."]
     extra = {f"recovered at {label}": {name: {f: _share(v) for f, v in figs.items()} for name, figs in back.items()}
              for label, back in summary["recovered"].items()}
-    utility = [f"| {label} | {u['perplexity']:.2f} | {u['kl_to_unlearned']:.3g} |" for label, u in summary["utility"].items()]
+    utility = [f"| {label} | {u['perplexity']:.2f} | {u['kl_to_unlearned']:.3g} |"
+               for label, u in summary["utility"].items()]
     if utility:
         utility = ["| model | perplexity (human texts) | KL(unlearned ‖ model) |", "|---|---|---|", *utility]
     return attack_markdown("Quantization probe", intro, [
