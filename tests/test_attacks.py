@@ -285,6 +285,11 @@ def test_attack_commands_refuse_bad_input(run_dir, tmp_path, capsys):
     assert "--bits" in capsys.readouterr().err
     assert main(["attack", "quantize", str(run_dir), "--output", str(run_dir / "model" / "q")]) == 2
     assert "overlaps" in capsys.readouterr().err
+    other_run = tmp_path / "other_run"
+    other_run.mkdir()
+    (other_run / "metrics.json").write_text("{}")
+    assert main(["attack", "quantize", str(run_dir), "--output", str(other_run), "--overwrite"]) == 2
+    assert "holds a run or an evaluation" in capsys.readouterr().err and (other_run / "metrics.json").is_file()
 
 
 def test_cli_defaults_match_the_python_api():

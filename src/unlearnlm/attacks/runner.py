@@ -40,7 +40,15 @@ from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
 from unlearnlm.models import Reference, add_lora, load_model
-from unlearnlm.outputs import CONFIG_FILE, atomic_write_text, prepare_output_dir, write_json, write_rows, write_yaml
+from unlearnlm.outputs import (
+    CONFIG_FILE,
+    FINISHED_MARKER,
+    atomic_write_text,
+    prepare_output_dir,
+    write_json,
+    write_rows,
+    write_yaml,
+)
 from unlearnlm.reevaluate import open_run, run_sets
 from unlearnlm.report.run_files import RunFiles
 from unlearnlm.tasks import Task, create_task
@@ -92,6 +100,9 @@ class Target:
 def attack_dir(run: RunFiles, output_dir: str | Path | None, name: str, model_dir: Path, overwrite: bool) -> Path:
     """The output folder (default ``RUN/attacks/<name>``), made ready; a finished attack there needs ``overwrite``."""
     out = Path(output_dir).expanduser() if output_dir is not None else run.folder / "attacks" / name
+    if (out / FINISHED_MARKER).exists():  # --overwrite would remove a run's model: never for an attack
+        raise ConfigError(f"{out} holds a run or an evaluation ({FINISHED_MARKER}); choose a folder of its own for "
+                          "the attack with --output")
     if (out / ATTACK_FILE).exists() and not overwrite:
         raise ConfigError(f"{out} holds an earlier attack ({ATTACK_FILE}); pass --overwrite to replace it or choose "
                           "another --output")
