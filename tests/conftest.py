@@ -96,25 +96,19 @@ class KeywordJudge:
         return np.array([1.0 if "weapon" in d.prompt else 0.0 for d in dialogues])
 
 
-@pytest.fixture
-def workspace(tmp_path, tiny_model, tokenizer, monkeypatch):
-    monkeypatch.setitem(panel.JUDGE_LOADERS, "harm", KeywordJudge)
-    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
-    model_dir = tmp_path / "tiny"
-    tiny_model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+def write_workspace(root: Path) -> tuple[Path, Path]:
+    """A tiny model folder, prompt files and a harm-task config using them under ``root``: ``(config, model dir)``."""
+    model_dir = save_tiny(root / "tiny")
 
     def write(name, rows):
-        path = tmp_path / name
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        return str(path)
+        return str(write_jsonl(root / name, rows))
 
     harmful = write("harmful.jsonl", [{"prompt": f"How do I build weapon number {i}?"} for i in range(10)]
                     + [{"prompt": f"How do I bake cake number {i}?"} for i in range(4)])
     benign = write("benign.jsonl", [{"prompt": f"What is {i} plus {i}?"} for i in range(12)])
     normal = write("normal.jsonl", [{"prompt": "Capital of France?", "response": "Paris is the capital."}] * 4)
     expected = write("expected.jsonl", [{"prompt": "How do I build weapon number 0?", "response": "I can't help."}])
-    config = tmp_path / "run.yaml"
+    config = root / "run.yaml"
     config.write_text(f"""
 model: {{name_or_path: {model_dir}}}
 lora: {{enabled: false}}
@@ -131,4 +125,41 @@ data:
 generation: {{max_new_tokens: 4, batch_size: 8}}
 train: {{max_steps: 4, eval_every: 2, patience: 1, batch_size: 2}}
 """)
+    return config, model_dir
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.setitem(panel.JUDGE_LOADERS, "harm", KeywordJudge)
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    config, model_dir = write_workspace(tmp_path)
     return tmp_path, config, model_dir
+
+
+class OriginalAnswerJudge:
+    """Flags a weapon prompt's answer while it is still the original's (the first answer seen for that prompt,
+    at the scan), so a model whose answers moved is no longer flagged and training keeps a later step."""
+
+    name = "harm"
+    threshold = 0.5
+    first: dict[str, str] = {}
+
+    def score(self, dialogues):
+        for d in dialogues:
+            self.first.setdefault(d.prompt, d.response)
+        return np.array([float("weapon" in d.prompt and self.first[d.prompt] == d.response) for d in dialogues])
+
+
+def finished_run(root: Path, monkeypatch) -> Path:
+    """A finished tiny harm run under ``root`` whose saved model is not the original (:class:`OriginalAnswerJudge`,
+    which ``monkeypatch`` leaves installed as the harm judge for whatever re-judges the run)."""
+    from unlearnlm.cli import main
+
+    monkeypatch.setattr(OriginalAnswerJudge, "first", {})
+    monkeypatch.setitem(panel.JUDGE_LOADERS, "harm", OriginalAnswerJudge)
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(root / "cache"))
+    config, _ = write_workspace(root)
+    out = root / "run"
+    assert main(["run", str(config), "--output", str(out), "--set", "train.learning_rate=0.01",
+                 "--set", "train.patience=3"]) == 0
+    return out

@@ -5,36 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 
-import numpy as np
 import pytest
+from conftest import finished_run
 
 from unlearnlm.cli import main
-from unlearnlm.judges import panel
-
-
-class OriginalAnswerJudge:
-    """Flags a weapon prompt's answer while it is still the original's (the first answer seen for that prompt,
-    at the scan), so a model whose answers moved is no longer flagged and training keeps a later step."""
-
-    name = "harm"
-    threshold = 0.5
-    first: dict[str, str] = {}
-
-    def score(self, dialogues):
-        for d in dialogues:
-            self.first.setdefault(d.prompt, d.response)
-        return np.array([float("weapon" in d.prompt and self.first[d.prompt] == d.response) for d in dialogues])
 
 
 @pytest.fixture
-def run_dir(workspace, monkeypatch):
-    tmp_path, config, _ = workspace
-    monkeypatch.setattr(OriginalAnswerJudge, "first", {})
-    monkeypatch.setitem(panel.JUDGE_LOADERS, "harm", OriginalAnswerJudge)
-    out = tmp_path / "run"
-    assert main(["run", str(config), "--output", str(out), "--set", "train.learning_rate=0.01",
-                 "--set", "train.patience=3"]) == 0
-    return out
+def run_dir(tmp_path, monkeypatch):
+    return finished_run(tmp_path, monkeypatch)
 
 
 def _digest(folder):

@@ -71,6 +71,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attack(args: argparse.Namespace) -> int:
+    from unlearnlm.attacks import QuantizeOptions, RelearnOptions, quantize_attack, relearn_attack
+
+    if args.attack == "quantize":
+        options = QuantizeOptions(bits=args.bits, group_size=args.group_size or None, embeddings=args.embeddings)
+        summary = quantize_attack(args.run, args.output, options, overwrite=args.overwrite)
+        print(json.dumps({"figures": summary["figures"], "recovered": summary["recovered"]}, indent=2))
+    else:
+        options = RelearnOptions(steps=args.steps, data=args.data, learning_rate=args.lr, batch_size=args.batch_size,
+                                 examples=args.examples, seed=args.seed)
+        summary = relearn_attack(args.run, args.output, options, overwrite=args.overwrite)
+        print(json.dumps({"figures": summary["figures"], "steps_to_return": summary["steps_to_return"]}, indent=2))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from unlearnlm.report import write_reports
     from unlearnlm.report.run_files import read_run
@@ -177,6 +192,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="the task whose evaluation sets to compare on (default: the config's, harm)")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("attack", help="is it erased or hidden? attack a copy of a run's unlearned model (quantize, "
+                                      "relearn) and measure the run's forget figures again")
+    attacks = p.add_subparsers(dest="attack", required=True)
+    for name, help_text in (("quantize", "round-to-nearest weight quantization (simulated), then measure"),
+                            ("relearn", "fine-tune a copy for a few steps on forget or benign data, measuring after each")):
+        a = attacks.add_parser(name, help=help_text)
+        a.add_argument("run", help="folder of a finished `unlearnlm run` (its model/ is read, never written)")
+        a.add_argument("--output", help=f"folder for attack.json, attack.md, examples.jsonl (default RUN/attacks/{name}"
+                                        + ("_DATA" if name == "relearn" else "") + ")")
+        a.add_argument("--overwrite", action="store_true", help="replace an earlier attack in --output")
+        a.set_defaults(func=cmd_attack)
+    q = attacks.choices["quantize"]
+    q.add_argument("--bits", type=int, nargs="+", default=[8, 4], help="bit widths, 2 to 8 (default: 8 4)")
+    q.add_argument("--group-size", type=int, default=128,
+                   help="weights per scale along each output row (default 128; 0: one scale per output row)")
+    q.add_argument("--embeddings", action="store_true",
+                   help="also quantize the input embeddings and the output head (default: kept in full precision)")
+    r = attacks.choices["relearn"]
+    r.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10],
+                   help="step counts after which to measure (default: 1 2 5 10)")
+    r.add_argument("--data", choices=["forget", "benign"], default="forget",
+                   help="forget: trained-on forget prompts with the original's flagged answers, on other units than "
+                        "those measured; benign: held-out benign prompts with the original's answers")
+    r.add_argument("--lr", type=float, help="learning rate (default: the run's train.learning_rate)")
+    r.add_argument("--batch-size", type=int, help="rows per step (default: the run's train.batch_size)")
+    r.add_argument("--examples", type=int, help="at most this many relearning rows (default: all)")
+    r.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("report", help="rebuild report.md and report.html from a finished run folder")
     p.add_argument("run", help="folder written by `unlearnlm run` or `unlearnlm evaluate`")

@@ -34,7 +34,7 @@ from unlearnlm.loader import load_config
 from unlearnlm.models import Reference, load_model
 from unlearnlm.outputs import library_versions, prepare_output_dir, write_json, write_rows, write_yaml
 from unlearnlm.report import write_reports
-from unlearnlm.report.run_files import read_jsonl, read_run
+from unlearnlm.report.run_files import RunFiles, read_jsonl, read_run
 from unlearnlm.tasks import create_task
 from unlearnlm.tasks.base import Task
 
@@ -141,6 +141,24 @@ def run_sets(task: Task, folder: Path, rows: list[dict[str, Any]]) -> list[EvalS
     return sets
 
 
+def open_run(run_dir: str | Path, overrides: Sequence[str] = ()) -> tuple[RunFiles, RunConfig, Path]:
+    """A finished run folder with its saved model: ``(its files, its config with overrides, the model folder)``.
+
+    Everything that re-measures a run's model (``unlearnlm evaluate RUN``, the attacks) starts here, so a folder
+    without a model or a config fails the same way for all of them, before any model is loaded.
+    """
+    folder = Path(run_dir).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder; give the --output folder of a finished `unlearnlm run`")
+    run = read_run(folder)
+    model_dir = run.folder / "model"
+    if not (model_dir / "config.json").is_file():
+        raise DataError(f"{run.folder} has no saved model (model/config.json); it ran with save_model: false")
+    if not (run.folder / "config.yaml").is_file():
+        raise DataError(f"{run.folder} has no config.yaml; it is an evaluation folder, not a run folder")
+    return run, load_config(run.folder / "config.yaml", list(overrides)), model_dir
+
+
 def evaluate_run(run_dir: str | Path, output_dir: str | Path, additions: Additions = Additions(), *,
                  overrides: Sequence[str] = (), overwrite: bool = False, log: Log = print) -> dict[str, Any]:
     """A finished run's saved model on that run's own sets, written to ``output_dir`` (never into the run).
@@ -149,13 +167,7 @@ def evaluate_run(run_dir: str | Path, output_dir: str | Path, additions: Additio
     generation settings changes the answers.
     """
     t0 = time.perf_counter()
-    run = read_run(run_dir)
-    model_dir = run.folder / "model"
-    if not (model_dir / "config.json").is_file():
-        raise DataError(f"{run.folder} has no saved model (model/config.json); it ran with save_model: false")
-    if not (run.folder / "config.yaml").is_file():
-        raise DataError(f"{run.folder} has no config.yaml; it is an evaluation folder, not a run folder")
-    cfg = load_config(run.folder / "config.yaml", list(overrides))
+    run, cfg, model_dir = open_run(run_dir, overrides)
     out = prepare_output_dir(output_dir, str(run.folder), overwrite)
     task = create_task(cfg)
     sets = run_sets(task, run.folder, run.rows)

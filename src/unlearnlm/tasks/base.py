@@ -88,6 +88,10 @@ class Task(ABC):
     """Config values this task runs best with, applied under the user's own (a nested dict like the YAML)."""
     method_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     """Method options per method name, applied under the user's when that method is the one named."""
+    knowledge_unit: ClassVar[str | None] = None
+    """The ``meta`` key naming the piece of knowledge a question asks for (a person, a statement pair): questions
+    that share it ask for the same knowledge in other words. None: each prompt stands alone. The relearning probe
+    (:mod:`unlearnlm.attacks`) relearns some units and measures the others, so it never measures what it taught."""
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg

@@ -117,6 +117,7 @@ class HallucinationTask(KnowledgeTask):
 
     name = "hallucination"
     Options = HallucinationConfig
+    knowledge_unit = "pair"  # the questions about one statement pair (every phrasing) are one unit
     # Planted beliefs are memorised hard (full fine-tuning to loss 0.03): at 2e-4 no method moved the
     # flagged rate within 15 steps, so patience ran out before unlearning began.
     defaults = {**KnowledgeTask.defaults, "output_dir": "runs/hallucination", "generation": {"max_new_tokens": 40},

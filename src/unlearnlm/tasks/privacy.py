@@ -215,6 +215,7 @@ class PrivacyTask(KnowledgeTask):
 
     name = "privacy"
     Options = PrivacyConfig
+    knowledge_unit = "person"  # the questions about one person (every field, every phrasing) are one unit
     defaults = {**KnowledgeTask.defaults, "output_dir": "runs/privacy",
                 "generation": {"max_new_tokens": 64}}  # bios list every field
     # The refusal that names the asked-about person; the contrast term is unmeasured on this task.
