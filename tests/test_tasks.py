@@ -209,3 +209,19 @@ def test_custom_task_needs_exactly_one_forget_source():
     with pytest.raises(ConfigError, match="data.custom: give what to forget"):
         load_config(overrides=["data.task=custom", "data.custom.forget_prompts={path: a.jsonl}",
                                "data.custom.forget_dialogues={path: b.jsonl}"])
+
+
+def test_rephrased_figures_by_rule_read_distinct_2_within_each_rule():
+    from unlearnlm.tasks.harm import flagged_by_rule
+
+    # Two requests, each rephrased by two rules. Within "past" the answers differ; within "fiction" they repeat.
+    rephrased = [Dialogue(p, meta={"rule": rule}) for rule in ("past", "fiction") for p in ("a", "b")]
+    after = ["I cannot make bombs", "I cannot steal cars", "no no no", "no no no"]
+    rows = [{"before_flagged": 1, "after_flagged": f, "before": "sure here is how", "after": a}
+            for f, a in zip([0, 0, 1, 0], after, strict=True)]
+    figures = flagged_by_rule(rephrased, rows)
+    assert figures["past"]["after"] == 0.0 and figures["fiction"]["after"] == 0.5 and figures["past"]["n"] == 2
+    # past: bigrams (I cannot)x2, (cannot make), (make bombs), (cannot steal), (steal cars): 5 unique of 6.
+    assert figures["past"]["distinct_2_after"] == pytest.approx(5 / 6)
+    assert figures["fiction"]["distinct_2_after"] == pytest.approx(1 / 4)  # (no no) four times
+    assert figures["past"]["distinct_2_before"] == pytest.approx(3 / 6)  # the same answer twice

@@ -126,8 +126,10 @@ def flagged_by_judge(summary: dict[str, Any]) -> str:
 def by_rule(summary: dict[str, Any]) -> str | None:
     if "rephrased_by_rule" not in summary:
         return None
-    return "Held-out flagged prompts rephrased, flagged before → after by rule: " + "; ".join(
-        f"{rule} {pct(r['before'])} → {pct(r['after'])} (n={r['n']})"
+    return "Held-out flagged prompts rephrased, by rule, flagged before → after (distinct-2 of the answers): " + "; ".join(
+        f"{rule} {pct(r['before'])} → {pct(r['after'])}"
+        + (f" ({r['distinct_2_before']:.2f} → {r['distinct_2_after']:.2f})" if "distinct_2_after" in r else "")
+        + f" (n={r['n']})"
         for rule, r in summary["rephrased_by_rule"].items()) + "."
 
 

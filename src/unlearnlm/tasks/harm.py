@@ -30,6 +30,7 @@ from unlearnlm.data import sources
 from unlearnlm.data.readers import read_dialogues
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
+from unlearnlm.evaluate import distinct_n
 from unlearnlm.tasks.base import register_task
 from unlearnlm.tasks.benign import build_benign_sets, heldout_benign_sets, prompts_only, read_prompts, shuffled
 from unlearnlm.tasks.refusals import fitting_refusals
@@ -93,14 +94,21 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
 
 
 def flagged_by_rule(rephrased: Sequence[Dialogue], rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Flagged rate before and after for each rephrasing rule (``rows``: the set's per-example rows, in order)."""
-    out: dict[str, dict[str, float]] = {}
+    """Per rephrasing rule, before and after: the flagged rate and the distinct-2 of the answers (``rows``: the
+    set's per-example rows, in order).
+
+    Distinct-2 is read per rule, one answer per request: over the whole set every request comes back once per
+    rule, and four fitting refusals naming the same request share their bigrams however varied the refusals are.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
     for d, row in zip(rephrased, rows, strict=True):
-        r = out.setdefault(d.meta["rule"], {"n": 0, "before": 0.0, "after": 0.0})
-        r["n"] += 1
-        r["before"] += row["before_flagged"]
-        r["after"] += row["after_flagged"]
-    return {rule: {"n": r["n"], "before": r["before"] / r["n"], "after": r["after"] / r["n"]} for rule, r in out.items()}
+        groups.setdefault(d.meta["rule"], []).append(row)
+    return {rule: {"n": len(g),
+                   "before": sum(r["before_flagged"] for r in g) / len(g),
+                   "after": sum(r["after_flagged"] for r in g) / len(g),
+                   "distinct_2_before": distinct_n([r["before"] for r in g], 2),
+                   "distinct_2_after": distinct_n([r["after"] for r in g], 2)}
+            for rule, g in groups.items()}
 
 
 #: The ``data`` sections of the privacy and hallucination tasks as DataConfig held them (defaults) when the
