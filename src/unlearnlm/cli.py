@@ -210,12 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        code = args.func(args)
+        return args.func(args)
     except UnlearnLMError as exc:
         print(f"unlearnlm: error: {exc}", file=sys.stderr)
         return 2
-    distributed.finish()  # under a launcher: every process is done, the process group goes down cleanly
-    return code
+    finally:
+        distributed.finish()  # under a launcher the process group goes down, so the process exits with this code
 
 
 if __name__ == "__main__":

@@ -216,8 +216,12 @@ def accelerator(*, mixed_precision: str = "no", gradient_accumulation_steps: int
 
 
 def finish() -> None:
-    """Take the process group down at the end of a launched command (torch warns at exit otherwise)."""
+    """Take the process group down at the end of a launched command, whether it succeeded or failed.
+
+    Without this gloo aborts the process at exit ("terminate called without an active exception"), so a finished run
+    exits non-zero. No barrier first: after an error on one process the others may never arrive, and the launcher
+    stops them only once this one has exited.
+    """
     torch = sys.modules.get("torch")
-    if launched() and torch is not None and torch.distributed.is_initialized():
-        process_state().wait_for_everyone()
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
