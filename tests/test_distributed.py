@@ -33,10 +33,12 @@ from unlearnlm.errors import ConfigError
 
 TESTS = Path(__file__).resolve().parent
 SRC = TESTS.parent / "src"
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
-"""accelerate's multi-process launcher (torchrun underneath; its ``--cpu`` alone starts one process). A free port,
-so runs side by side do not collide; with ``ACCELERATE_USE_CPU`` the processes talk over gloo, even on a GPU machine."""
+LAUNCH_CONFIGS = TESTS.parent / "configs" / "accelerate"
+DDP_CONFIG = LAUNCH_CONFIGS / "ddp.yaml"
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(DDP_CONFIG), "--num_processes", "2",
+          "--main_process_port", "0"]
+"""The README's DDP command, on two processes and a free port (runs side by side do not collide); with
+``ACCELERATE_USE_CPU`` the processes talk over gloo, even on a machine with GPUs."""
 #: What the 2-process run's answers and figures after training may differ by (see test_two_processes_match_one).
 PERPLEXITY_RTOL, KL_RATIO = 0.02, 1.5
 
@@ -73,15 +75,19 @@ train: {{max_steps: 4, eval_every: 0, checkpoint_every: 2, batch_size: 2, learni
     return config
 
 
-def _launch(tmp_path: Path, config: Path, out: Path) -> subprocess.CompletedProcess:
-    """The run on two CPU processes, each recording what it writes under ``tmp_path`` into ``tmp_path/audit``."""
-    (tmp_path / "audit").mkdir()
+def _launch(tmp_path: Path, config: Path, out: Path, *launcher_args: str) -> tuple[int, str, dict[int, list[str]]]:
+    """The run on two CPU processes: its exit code, its console output, and what each process wrote under
+    ``tmp_path`` (by rank)."""
+    audit = tmp_path / "audit"
+    audit.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (SRC, TESTS, TESTS / "write_audit"))),
            "UNLEARNLM_CACHE": str(tmp_path / "cache2"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "CUDA_VISIBLE_DEVICES": "",
-           "UNLEARNLM_AUDIT_ROOT": str(tmp_path), "UNLEARNLM_AUDIT_DIR": str(tmp_path / "audit")}
-    return subprocess.run([*LAUNCH, "-m", "unlearnlm.cli", "run", str(config), "--output", str(out)], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+           "UNLEARNLM_AUDIT_ROOT": str(tmp_path), "UNLEARNLM_AUDIT_DIR": str(audit)}
+    done = subprocess.run([*LAUNCH, *launcher_args, "-m", "unlearnlm.cli", "run", str(config), "--output", str(out)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    written = {rank: (audit / f"rank{rank}.txt").read_text().splitlines() for rank in (0, 1)}
+    return done.returncode, done.stdout + done.stderr, written
 
 
 def _files(folder: Path) -> list[str]:
@@ -98,13 +104,11 @@ def test_two_processes_match_one(tmp_path, run_config, monkeypatch, capsys):
     monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache1"))  # each run makes its own before stage
     assert main(["run", str(run_config), "--output", str(one)]) == 0
     capsys.readouterr()
-    launched = _launch(tmp_path, run_config, two)
-    log = launched.stdout + launched.stderr
-    assert launched.returncode == 0, log[-4000:]
+    code, log, audit = _launch(tmp_path, run_config, two)
+    assert code == 0, log[-4000:]
 
     # One set of files, written by process 0 alone; progress printed once.
     assert _files(two) == _files(one)
-    audit = {rank: (tmp_path / "audit" / f"rank{rank}.txt").read_text().splitlines() for rank in (0, 1)}
     assert audit[1] == [], audit[1]
     for written in (two / "metrics.json", two / "checkpoint" / "state.pt", tmp_path / "cache2" / "before"):
         assert str(written) in audit[0], written
@@ -137,6 +141,18 @@ def test_two_processes_match_one(tmp_path, run_config, monkeypatch, capsys):
         after = m2["normal_data"][name]
         assert after["perplexity"] == pytest.approx(normal["perplexity"], rel=PERPLEXITY_RTOL), name
         assert 1 / KL_RATIO < after["kl_to_original"] / normal["kl_to_original"] < KL_RATIO, name
+
+
+def test_an_error_on_the_main_process_stops_both(tmp_path, run_config):
+    # The output folder is checked and made by process 0 alone. Its error reaches process 1, which would otherwise
+    # wait for it forever: process 1 prints it too (it never looks at the folder itself), both exit with the CLI's
+    # error code rather than a crash of the process group, and the launcher exits non-zero. The launcher looks at its
+    # processes every 5 s (not 0.1), so it does not stop process 1 before process 1 has spoken.
+    (tmp_path / "taken").write_text("a file where the output folder should go")
+    code, log, audit = _launch(tmp_path, run_config, tmp_path / "taken", "--monitor_interval", "5")
+    assert code != 0 and "failed (exitcode: 2)" in log, log[-4000:]
+    assert log.count("unlearnlm: error: output_dir") == 2 and str(SRC) not in log, log[-4000:]  # no traceback of ours
+    assert audit[1] == []
 
 
 def test_one_process_communicates_nothing():
@@ -172,3 +188,13 @@ def test_a_checkpoint_holds_each_process_data_order():
     assert checkpoint.for_process(saved, 1, 2) == {**saved, **other}
     with pytest.raises(ConfigError, match="written by 2 process.*resume with --num_processes 2"):
         checkpoint.for_process(saved, 0, 1)
+
+
+@pytest.mark.parametrize(("name", "kind"), [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero3", "DEEPSPEED")])
+def test_launch_configs_are_read_by_accelerate(name, kind):
+    # Only that accelerate reads them as written; FSDP and DeepSpeed were never run (README: Multi-GPU).
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    cfg = load_config_from_file(str(LAUNCH_CONFIGS / f"{name}.yaml"))
+    assert cfg.distributed_type == kind and cfg.num_processes == 2 and cfg.mixed_precision == "no"
+    assert cfg.fsdp_config.get("fsdp_version", 2) == 2 and cfg.deepspeed_config.get("zero_stage", 3) == 3
