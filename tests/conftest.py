@@ -68,6 +68,14 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def write_benign_files(root: Path) -> tuple[Path, Path]:
+    """The benign prompts (12 sums) and the normal texts (one dialogue 4 times) of the tiny custom-task runs."""
+    benign = write_jsonl(root / "benign.jsonl", [{"prompt": f"What is {i} plus {i}?"} for i in range(12)])
+    normal = write_jsonl(root / "normal.jsonl",
+                         [{"prompt": "Capital of France?", "response": "Paris is the capital."}] * 4)
+    return benign, normal
+
+
 @pytest.fixture(scope="session")
 def tokenizer() -> PreTrainedTokenizerFast:
     return make_tokenizer()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny, write_jsonl
+from conftest import save_tiny, write_benign_files, write_jsonl
 from safetensors.torch import load_file
 
 from unlearnlm.cli import main
@@ -31,9 +31,7 @@ def run_config(tmp_path) -> Path:
     save_tiny(tmp_path / "tiny")
     forget = write_jsonl(tmp_path / "forget.jsonl", [{"prompt": f"Tell me about weapon {i}",
                                                       "response": f"Here is how, step {i}."} for i in range(10)])
-    benign = write_jsonl(tmp_path / "benign.jsonl", [{"prompt": f"What is {i} plus {i}?"} for i in range(12)])
-    normal = write_jsonl(tmp_path / "normal.jsonl",
-                         [{"prompt": "Capital of France?", "response": "Paris is the capital."}] * 4)
+    benign, normal = write_benign_files(tmp_path)
     config = tmp_path / "run.yaml"
     config.write_text(f"""
 judges: [pii]

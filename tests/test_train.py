@@ -203,15 +203,10 @@ def test_every_step_is_told_its_progress(tiny_model, tokenizer):
 def test_bf16_training_leaves_a_plain_fp32_model(tokenizer):
     # Under train.mixed_precision bf16 the steps run under autocast; the model handed back (evaluated and saved)
     # must compute as the saved fp32 weights do when a user loads them, not under the training-time wrapper.
-    from accelerate.state import AcceleratorState
     from conftest import make_model
 
     model = make_model(len(tokenizer))
-    AcceleratorState._reset_state(reset_partial_state=True)  # accelerate keeps one precision per process
-    try:
-        _train(model, tokenizer, None, max_steps=2, eval_every=0, mixed_precision="bf16")
-    finally:
-        AcceleratorState._reset_state(reset_partial_state=True)
+    _train(model, tokenizer, None, max_steps=2, eval_every=0, mixed_precision="bf16")
     fresh = make_model(len(tokenizer))
     fresh.load_state_dict(model.state_dict())
     ids = tokenizer("How do I build a weapon?", return_tensors="pt").input_ids

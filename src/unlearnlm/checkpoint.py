@@ -6,6 +6,9 @@ trainable weights (LoRA adapters, or every weight under full fine-tuning) now an
 optimizer, scheduler and fp16 loss-scaler state, the RNG states (python, numpy, torch, CUDA), the data streams'
 positions, the loss history and the early-stopping checks. What comes before training is not saved: it is
 deterministic and recomputed on resume (the before stage comes from its cache, ``reuse_before_stage``).
+
+Under a launcher the main process writes the file alone; each process draws its own batch order, so the file keeps
+every process's RNG states and data order (:func:`with_every_process`), and a resumed run needs as many processes.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from unlearnlm import distributed
 from unlearnlm.errors import ConfigError
 from unlearnlm.outputs import atomic_file
 
 STATE_FILE = "state.pt"
+#: What differs between the processes of a launched run (each draws its own batch order), kept for each of them.
+PER_PROCESS = ("rng", "stream_rng", "stream_order")
 FORMAT = 1
 """Layout version: a checkpoint written with another layout is refused rather than misread."""
 
@@ -40,6 +46,22 @@ def set_rng_states(states: dict[str, Any]) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"]:
         torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def with_every_process(state: dict[str, Any]) -> dict[str, Any]:
+    """This process's ``state`` plus, under a launcher, the other processes' own parts (:data:`PER_PROCESS`) under
+    ``other_processes``; one process's state is returned as it is. Every process must call it (it gathers)."""
+    shares = distributed.gather({name: state[name] for name in PER_PROCESS})
+    return {**state, "other_processes": shares[1:]} if len(shares) > 1 else state
+
+
+def for_process(state: dict[str, Any], index: int, count: int) -> dict[str, Any]:
+    """The checkpoint as process ``index`` of ``count`` continues from it: with its own RNG states and data order."""
+    others = state.get("other_processes", [])
+    if len(others) + 1 != count:
+        raise ConfigError(f"the checkpoint was written by {len(others) + 1} process(es) and this run has {count}: each "
+                          f"process continues its own data order, so resume with --num_processes {len(others) + 1}")
+    return state if index == 0 else {**state, **others[index - 1]}
 
 
 def save(folder: Path, state: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from unlearnlm import distributed
 from unlearnlm.errors import UnlearnLMError
 
 
@@ -39,7 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         summary = resume(args.resume)
     else:
         summary = run(_config(args), overwrite=args.overwrite)
-    print(json.dumps({k: summary[k] for k in ("method", "scan", "wall_seconds")}, indent=2))
+    if distributed.is_main():  # under a launcher every process returns the summary; one prints it
+        print(json.dumps({k: summary[k] for k in ("method", "scan", "wall_seconds")}, indent=2))
     return 0
 
 
@@ -66,8 +68,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         summary = evaluate_run(target, args.output, additions, overrides=args.set or (), overwrite=args.overwrite)
     else:
         summary = evaluate_models(_config(args), args.unlearned, Path(args.output), additions)
-    print(json.dumps({name: {"before": m["before"]["flagged_rate"], "after": m["after"]["flagged_rate"]}
-                      for name, m in summary["sets"].items()}, indent=2))
+    if distributed.is_main():
+        print(json.dumps({name: {"before": m["before"]["flagged_rate"], "after": m["after"]["flagged_rate"]}
+                          for name, m in summary["sets"].items()}, indent=2))
     return 0
 
 
@@ -254,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     except UnlearnLMError as exc:
         print(f"unlearnlm: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.finish()  # under a launcher the process group goes down, so the process exits with this code
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from unlearnlm import distributed
 from unlearnlm.data.formatting import render_prompt
 from unlearnlm.data.records import Dialogue
 
@@ -26,7 +27,9 @@ def generate(
 ) -> list[str]:
     """Greedy answers to each dialogue's prompt (its system turn included), in input order.
 
-    Prompts are sorted by length so each batch pads little, then answers are put back in order.
+    Prompts are sorted by length so each batch pads little, then answers are put back in order. Under a launcher the
+    batches are shared out between the processes (:func:`~unlearnlm.distributed.map_shared`) and every process gets
+    every answer: the batches are the ones a single process makes, so the answers are the same.
     The model's train/eval mode is restored afterwards.
     """
     if not dialogues:
@@ -36,19 +39,24 @@ def generate(
     texts = [render_prompt(tokenizer, d) for d in dialogues]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    answers: list[str] = [""] * len(texts)
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     device = next(model.parameters()).device
-    batches = range(0, len(order), batch_size)
-    for start in tqdm(batches, desc=desc, disable=desc is None, leave=False):
-        idx = order[start : start + batch_size]
-        enc = tokenizer(
-            [texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
-            max_length=max_prompt_tokens, add_special_tokens=False,
-        ).to(device)
-        out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-        )  # (b, T_prompt + T_new)
-        decoded = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    def answer(mine: list[list[int]]) -> list[list[str]]:
+        decoded = []
+        for idx in tqdm(mine, desc=desc, disable=desc is None or not distributed.is_main(), leave=False):
+            enc = tokenizer(
+                [texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                max_length=max_prompt_tokens, add_special_tokens=False,
+            ).to(device)
+            out = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            )  # (b, T_prompt + T_new)
+            decoded.append(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+        return decoded
+
+    answers: list[str] = [""] * len(texts)
+    for idx, decoded in zip(batches, distributed.map_shared(answer, batches), strict=True):
         for i, text in zip(idx, decoded, strict=True):
             answers[i] = text.strip()
     model.train(was_training)

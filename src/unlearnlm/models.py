@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from unlearnlm import distributed
 from unlearnlm.assets import SMOLLM2_GGUF, asset_path, cache_root
 from unlearnlm.config import EMBEDDED_MODEL, LoraConfig, ModelConfig
 from unlearnlm.errors import ConfigError
@@ -35,7 +36,12 @@ def embedded_model_dir() -> Path:
 
     The conversion dequantises Q4_1 to fp32 (about 20 s) and is written atomically: into a temporary
     folder next to the cache, then renamed, so an interrupted conversion never leaves a broken cache.
+    Under a launcher the main process converts and the others wait for its folder.
     """
+    return distributed.on_main(_convert_embedded_model)
+
+
+def _convert_embedded_model() -> Path:
     target = cache_root() / "models" / "smollm2-135m-instruct"
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target

@@ -8,6 +8,9 @@
 4. **Evaluate** before vs after; write metrics, per-example answers, report and model.
 
 Nothing here depends on which task runs: every difference lives in the task (:mod:`unlearnlm.tasks`).
+
+Under ``accelerate launch`` every process runs this flow in step: generation and judging are shared out between
+them, training is DDP, and only the main process writes files and prints (:mod:`unlearnlm.distributed`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 
+from unlearnlm import distributed
 from unlearnlm.config import RunConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import TrainingDiverged
@@ -64,11 +68,15 @@ def start_run(cfg: RunConfig, overwrite: bool, resume: bool = False) -> tuple[Pa
     task = create_task(cfg)
     source = resolve_causal_lm(cfg.model.name_or_path)
     if resume:
-        return resume_output_dir(cfg.output_dir), method, task
-    out = prepare_output_dir(cfg.output_dir, source, overwrite)
-    write_yaml(out / CONFIG_FILE, cfg.to_dict())
-    write_json(out / "versions.json", library_versions())
-    return out, method, task
+        return distributed.on_main(lambda: resume_output_dir(cfg.output_dir)), method, task
+
+    def create() -> Path:
+        out = prepare_output_dir(cfg.output_dir, source, overwrite)
+        write_yaml(out / CONFIG_FILE, cfg.to_dict())
+        write_json(out / "versions.json", library_versions())
+        return out
+
+    return distributed.on_main(create), method, task
 
 
 def resume(run_dir: str | Path, log: Log = print) -> dict[str, Any]:
@@ -78,7 +86,7 @@ def resume(run_dir: str | Path, log: Log = print) -> dict[str, Any]:
     (``reuse_before_stage``). Training then continues from the checkpoint, so the result equals an uninterrupted
     run's bit for bit on the same machine (every figure but the timings).
     """
-    out = resume_output_dir(run_dir)
+    out = distributed.on_main(lambda: resume_output_dir(run_dir))
     cfg = load_config(out / CONFIG_FILE, [f"output_dir={json.dumps(str(out))}"])
     return run(cfg, resume=True, log=log)
 
@@ -110,11 +118,24 @@ class StageClock:
         return {name: round(sec, 1) for name, sec in self.seconds.items()}
 
 
+def finish_run(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], history: list[dict[str, float]],
+               cfg: RunConfig) -> None:
+    """Write the reports and the model card, then the finished marker (last: the folder now holds a finished run),
+    and drop the checkpoint, which only a killed run needs."""
+    write_reports(out, summary, rows, history, cfg.to_dict())
+    if cfg.save_model:
+        write_model_card(out / "model", summary, cfg.to_dict())
+    write_json(out / FINISHED_MARKER, summary)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+
+
 def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: Log = print) -> dict[str, Any]:
     """The whole pipeline for the task ``cfg.data.task``; returns the summary also written to ``metrics.json``.
 
-    ``resume``: continue the run in ``cfg.output_dir`` from its checkpoint (see :func:`resume`).
+    ``resume``: continue the run in ``cfg.output_dir`` from its checkpoint (see :func:`resume`). Under a launcher
+    every process returns the summary; only the main process writes and logs.
     """
+    log = distributed.main_progress(log)
     t0 = time.perf_counter()
     clock = StageClock()
     clock.start("original and judges")  # includes converting the embedded model and planting, where they happen
@@ -126,8 +147,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     task.probe(model, tokenizer, "original")
     clock.start("before (scan, original's answers, expected outputs)")
     plan = task.prepare(model, tokenizer, panel, log)
-    for name, rows in plan.files.items():
-        write_rows(out / name, [d.to_json() for d in rows])
+    distributed.on_main(lambda: [write_rows(out / name, [d.to_json() for d in rows])
+                                 for name, rows in plan.files.items()])
     clock.start("training")
 
     if cfg.lora.enabled:
@@ -142,12 +163,12 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
                          initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0),
                          checkpoint_dir=out / CHECKPOINT_DIR, resume=resume)
     except TrainingDiverged as exc:  # the losses up to the failing step show how it diverged; no model is saved
-        write_rows(out / "history.jsonl", exc.history)
+        distributed.on_main(lambda: write_rows(out / "history.jsonl", exc.history))
         raise
     resumed = f", resumed from the checkpoint at step {result.resumed_from}" if result.resumed_from else ""
     log(f"      {result.steps} steps{resumed}, best step {result.best_step}, stopped: {result.stop_reason} "
         f"({result.seconds:.0f}s)")
-    write_rows(out / "history.jsonl", result.history)
+    distributed.on_main(lambda: write_rows(out / "history.jsonl", result.history))
 
     log("[4/4] evaluating before vs after")
     clock.start("evaluation")
@@ -155,10 +176,11 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
         model, reference, tokenizer, plan.sets, plan.normal_sets, panel, RefusalDetector(), cfg)
     task.add_metrics(plan.sets, after, set_metrics)
     task.probe(model, tokenizer, "after")
-    write_rows(out / "examples.jsonl", rows)
+    distributed.on_main(lambda: write_rows(out / "examples.jsonl", rows))
     clock.start("saving the model")
     if cfg.save_model:
-        save_model_atomically(model, tokenizer, out / "model", merge_lora=cfg.lora.merge)
+        distributed.on_main(lambda: save_model_atomically(model, tokenizer, out / "model",
+                                                          merge_lora=cfg.lora.merge))
     stage_seconds = clock.stop()
     stage_seconds["of which early-stopping checks"] = round(sum(c.seconds for c in result.checks), 1)
     summary = {
@@ -175,11 +197,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
         "stage_seconds": stage_seconds,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }
-    write_reports(out, summary, rows, result.history, cfg.to_dict())
-    if cfg.save_model:
-        write_model_card(out / "model", summary, cfg.to_dict())
-    write_json(out / FINISHED_MARKER, summary)  # last: the folder now holds a finished run
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # only a killed run needs it
+    distributed.on_main(lambda: finish_run(out, summary, rows, result.history, cfg))
     log(f"done in {summary['wall_seconds']:.0f}s → {out / 'report.md'}")
     return summary
 
@@ -189,9 +207,13 @@ def scan_only(cfg: RunConfig, prompts: Sequence[Dialogue], output_dir: Path, log
     model, tokenizer = load_model(cfg.model)
     panel = JudgePanel.from_names(cfg.judges)
     scanned = scan(model, tokenizer, prompts, panel, cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_rows(output_dir / "flagged.jsonl", [d.to_json() for d in scanned if d.meta["flagged"]])
-    write_rows(output_dir / "clean.jsonl", [d.to_json() for d in scanned if not d.meta["flagged"]])
+
+    def write() -> None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_rows(output_dir / "flagged.jsonl", [d.to_json() for d in scanned if d.meta["flagged"]])
+        write_rows(output_dir / "clean.jsonl", [d.to_json() for d in scanned if not d.meta["flagged"]])
+
+    distributed.on_main(write)
     counts = {"scanned": len(scanned), "flagged": sum(d.meta["flagged"] for d in scanned)}
-    log(f"flagged {counts['flagged']}/{counts['scanned']} → {output_dir}")
+    distributed.main_progress(log)(f"flagged {counts['flagged']}/{counts['scanned']} → {output_dir}")
     return counts

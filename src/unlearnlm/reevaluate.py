@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from unlearnlm import distributed
 from unlearnlm.config import RunConfig
 from unlearnlm.data.readers import DatasetSpec, read_dialogues
 from unlearnlm.data.records import Dialogue
@@ -89,6 +90,8 @@ def compare(task: Task, cfg: RunConfig, original, model, tokenizer, sets: list[E
 
 
 def write_evaluation(out: Path, cfg: RunConfig, summary: dict[str, Any], rows: list[dict[str, Any]], log: Log) -> None:
+    """Every file of an evaluation folder (under a launcher: on the main process only, see the callers)."""
+    out.mkdir(parents=True, exist_ok=True)
     write_yaml(out / "config.yaml", cfg.to_dict())
     write_json(out / "versions.json", library_versions())
     write_rows(out / "examples.jsonl", rows)
@@ -101,6 +104,7 @@ def evaluate_models(cfg: RunConfig, unlearned: str, output_dir: Path, additions:
                     log: Log = print) -> dict[str, Any]:
     """The original (``cfg.model``, planted first where the task plants) vs the model at ``unlearned`` on the
     task's evaluation sets, plus the added prompt files and judges."""
+    log = distributed.main_progress(log)
     t0 = time.perf_counter()
     task = create_task(cfg)
     original_cfg = task.original(log)
@@ -112,11 +116,10 @@ def evaluate_models(cfg: RunConfig, unlearned: str, output_dir: Path, additions:
     named = [*added_sets(additions, harmful_name), *named]
     set_metrics, rows, normal_metrics = compare(task, cfg, original, model, tokenizer,
                                                 answer_sets(original, tokenizer, named, cfg), panel)
-    output_dir.mkdir(parents=True, exist_ok=True)
     summary = {"method": f"evaluate {unlearned}", "model": cfg.model.name_or_path,
                "judges": [j.name for j in panel.judges], "sets": set_metrics, **task.summary_entries(rows),
                "normal_data": normal_metrics, "wall_seconds": round(time.perf_counter() - t0, 1)}
-    write_evaluation(output_dir, cfg, summary, rows, log)
+    distributed.on_main(lambda: write_evaluation(output_dir, cfg, summary, rows, log))
     return summary
 
 
@@ -166,9 +169,10 @@ def evaluate_run(run_dir: str | Path, output_dir: str | Path, additions: Additio
     ``overrides`` (``key=value``) change the run's resolved config, e.g. ``generation.batch_size=8``; changing
     generation settings changes the answers.
     """
+    log = distributed.main_progress(log)
     t0 = time.perf_counter()
     run, cfg, model_dir = open_run(run_dir, overrides)
-    out = prepare_output_dir(output_dir, str(run.folder), overwrite)
+    out = distributed.on_main(lambda: prepare_output_dir(output_dir, str(run.folder), overwrite))
     task = create_task(cfg)
     sets = run_sets(task, run.folder, run.rows)
     original_cfg = task.original(log)
@@ -185,5 +189,5 @@ def evaluate_run(run_dir: str | Path, output_dir: str | Path, additions: Additio
                "judges": [j.name for j in panel.judges], **({"scan": run.summary["scan"]} if "scan" in run.summary else {}),
                "sets": set_metrics, **task.summary_entries(rows), "normal_data": normal_metrics,
                "wall_seconds": round(time.perf_counter() - t0, 1)}
-    write_evaluation(out, cfg, summary, rows, log)
+    distributed.on_main(lambda: write_evaluation(out, cfg, summary, rows, log))
     return summary

@@ -26,7 +26,7 @@ from accelerate.utils import set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
-from unlearnlm import checkpoint
+from unlearnlm import checkpoint, distributed
 from unlearnlm.config import DataConfig, TrainConfig
 from unlearnlm.data.formatting import TokenizedDialogue, collate
 from unlearnlm.data.records import Dialogue
@@ -117,14 +117,24 @@ def _better(check: Check, best: Check, cfg: TrainConfig) -> bool:
     return (check.flagged_rate, check.normal_kl) < (best.flagged_rate, best.normal_kl)
 
 
-def non_finite(out: StepOutput, grad_norm: float | None = None) -> str:
-    """What went NaN or infinite in a step (the loss terms first, then the gradient norm); "" if nothing did."""
-    loss = float(out.loss.detach())
-    bad = {name: value for name, value in out.terms.items() if not math.isfinite(value)}
+def logged(out: StepOutput) -> dict[str, float]:
+    """A step's entry in the history: the total loss and every term; under a launcher their mean over the processes
+    (each computed them on its own batch), so every process logs, and checks, the same figures."""
+    return distributed.mean_over_processes({"loss": out.loss.item(), **out.terms})
+
+
+def non_finite(record: dict[str, float], grad_norm: float | None = None) -> str:
+    """What went NaN or infinite in a step (the loss terms first, then the gradient norm); "" if nothing did.
+
+    ``record`` is the step's :func:`logged` entry: every process reads the same one, so they stop together.
+    """
+    loss = record["loss"]
+    terms = {name: value for name, value in record.items() if name != "loss"}
+    bad = {name: value for name, value in terms.items() if not math.isfinite(value)}
     if bad:
         return f"loss term {', '.join(f'{name!r} is {value}' for name, value in bad.items())} (total loss {loss})"
     if not math.isfinite(loss):
-        return f"the total loss is {loss} while every term is finite ({out.terms}): a weight overflowed it"
+        return f"the total loss is {loss} while every term is finite ({terms}): a weight overflowed it"
     if grad_norm is not None and not math.isfinite(grad_norm):
         return f"the gradient norm is {grad_norm} (loss {loss:.4g})"
     return ""
@@ -250,7 +260,7 @@ def unlearn(
         raise ValueError("nothing to unlearn: the forget set is empty (did the judge flag any dialogue?)")
     if "normal" in method.streams and not normal:
         raise ValueError(f"method {method.name!r} needs normal dialogues, and none were given")
-    accelerator = accelerator or Accelerator(
+    accelerator = accelerator or distributed.accelerator(
         gradient_accumulation_steps=train_cfg.gradient_accumulation_steps, mixed_precision=train_cfg.mixed_precision
     )
     set_seed(train_cfg.seed)
@@ -286,7 +296,7 @@ def unlearn(
     progress = _Progress(best=best, best_state=weights(), checks=[best] if initial_check else [])
     saved = checkpoint.load(checkpoint_dir) if resume and checkpoint_dir is not None else None
     if saved is not None:  # everything above is deterministic; from here on the checkpoint says where we are
-        trainer.restore(saved)
+        trainer.restore(checkpoint.for_process(saved, accelerator.process_index, accelerator.num_processes))
         progress = _Progress.from_state(saved)
     model.train()
 
@@ -308,12 +318,14 @@ def unlearn(
                 batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
                 batch["normal"].update({k: t[n_idx].to(device) for k, t in normal_cache.items()})
             out = method.step(model, reference, batch)
-            progress.history.append({"step": step, "loss": out.loss.item(), **out.terms})
-            if problem := non_finite(out):  # before backward: a NaN gradient would reach the weights
+            record = logged(out)
+            progress.history.append({"step": step, **record})
+            if problem := non_finite(record):  # before backward: a NaN gradient would reach the weights
                 raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
             accelerator.backward(out.loss)
-            if accelerator.sync_gradients and (problem := non_finite(out, _grad_norm(accelerator, params, train_cfg))):
-                raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
+            if accelerator.sync_gradients:
+                if problem := non_finite(record, _grad_norm(accelerator, params, train_cfg)):
+                    raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -321,7 +333,9 @@ def unlearn(
         bar.set_postfix(loss=f"{out.loss.item():.3f}")
         last = step == train_cfg.max_steps
         if monitor is not None and (last or (train_cfg.eval_every and step % train_cfg.eval_every == 0)):
-            reason = progress.record(monitor(accelerator.unwrap_model(model), step), weights, train_cfg)
+            # Every process runs the check (its generation is shared out); the main process's result decides for all.
+            check = distributed.from_main(monitor(accelerator.unwrap_model(model), step))
+            reason = progress.record(check, weights, train_cfg)
             if reason:
                 stop_reason = reason
                 break
@@ -329,7 +343,8 @@ def unlearn(
         every = train_cfg.checkpoint_every
         if checkpoint_dir is not None and every and step % every == 0 and not last and accelerator.sync_gradients:
             seconds = progress.seconds + time.perf_counter() - start_time
-            checkpoint.save(checkpoint_dir, {**trainer.state(), **progress.state(), "seconds": seconds})
+            state = checkpoint.with_every_process({**trainer.state(), **progress.state(), "seconds": seconds})
+            distributed.on_main(partial(checkpoint.save, checkpoint_dir, state))
             progress.saved_step = step
     # The mixed-precision wrapper goes too: what is evaluated and saved after training is the model a user loads.
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)

@@ -14,10 +14,12 @@ import shutil
 import time
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
+from unlearnlm import distributed
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.judges.card_metrics import expected_calibration_error, target
@@ -294,12 +296,18 @@ def get_harm_judge(train_if_missing: bool = True) -> HarmJudge:
     Raises:
         ConfigError: no judge found and ``train_if_missing`` is False.
     """
+    path = distributed.on_main(partial(_harm_judge_dir, train_if_missing))  # under a launcher, main trains
+    return load_harm_judge(path)
+
+
+def _harm_judge_dir(train_if_missing: bool) -> Path:
+    """The folder of the judge :func:`get_harm_judge` loads, training one into the cache if there is none."""
     for path in (default_harm_judge_dir(), SHIPPED_HARM_JUDGE):
         if (path / CONFIG_FILE).is_file():
-            return load_harm_judge(path)
+            return path
     path = default_harm_judge_dir()
     if not train_if_missing:
         raise ConfigError(f"no harm judge at {path}; call get_harm_judge(train_if_missing=True) to train it")
     card = train_harm_judge(path)
     print(summarise_card(card))
-    return load_harm_judge(path)
+    return path

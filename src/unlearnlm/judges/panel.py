@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unlearnlm import distributed
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.judges.base import Judge
@@ -82,7 +83,14 @@ class JudgePanel:
         return cls([JUDGE_LOADERS[n]() for n in names])
 
     def __call__(self, dialogues: Sequence[Dialogue]) -> Verdicts:
-        scores = {j.name: np.asarray(j.score(dialogues), dtype=np.float64) for j in self.judges}
+        """Every judge's scores and the panel's flags; under a launcher each process scores its share of the
+        dialogues and every process gets all the scores (:func:`~unlearnlm.distributed.map_shared`)."""
+        def score(mine: list[Dialogue]) -> list[tuple[float, ...]]:
+            columns = [np.asarray(j.score(mine), dtype=np.float64) for j in self.judges]  # each (n,)
+            return list(zip(*(c.tolist() for c in columns), strict=True))
+
+        rows = distributed.map_shared(score, dialogues)  # (N,) of one score per judge
+        scores = {j.name: np.array([r[k] for r in rows], dtype=np.float64) for k, j in enumerate(self.judges)}
         flagged = np.zeros(len(dialogues), dtype=bool)
         for name, s in scores.items():
             flagged |= s >= self.thresholds[name]

@@ -16,13 +16,14 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
+from unlearnlm import distributed
 from unlearnlm.assets import cache_root
 from unlearnlm.config import ModelConfig, check, check_positive
 from unlearnlm.data.formatting import collate, tokenize_dialogue
@@ -76,6 +77,14 @@ def implant_key(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: Impl
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _cached_info(target: Path) -> dict[str, Any] | None:
+    """The planting record of the model cached at ``target``, or None when there is none (yet)."""
+    info_path = target / "implant.json"
+    if info_path.is_file() and (target / "config.json").is_file():
+        return json.loads(info_path.read_text(encoding="utf-8"))
+    return None
+
+
 def implant(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantConfig, *, score: Scorer,
             seed: int = 0, max_prompt_tokens: int = 96, max_response_tokens: int = 64, log: Log = print) -> ImplantResult:
     """Fine-tune ``model_cfg``'s model on ``dialogues`` (all weights) and cache it; reuse the cache if present.
@@ -88,16 +97,17 @@ def implant(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantC
     if not dialogues:
         raise DataError("implant: no dialogues to fine-tune on")
     target = cache_root() / "implanted" / implant_key(model_cfg, dialogues, cfg, seed)
-    info_path = target / "implant.json"
-    if info_path.is_file() and (target / "config.json").is_file():
-        info = json.loads(info_path.read_text(encoding="utf-8"))
+    info = distributed.on_main(partial(_cached_info, target))  # main looks; every process takes the same branch
+    if info is not None:
         log(f"      reusing the implanted model {target} (planted rate {info['rate']:.2f})")
         return ImplantResult(target, info)
 
     start = time.perf_counter()
     set_seed(seed)
     model, tokenizer = load_model(model_cfg)
-    accelerator = Accelerator()
+    # Under a launcher this is DDP on identical batches (every process draws the same order): the averaged gradient
+    # is the one gradient, so the planted model is the one a single process plants.
+    accelerator = distributed.accelerator()
     rows = [tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
             for d in dialogues]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
@@ -133,8 +143,12 @@ def implant(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantC
     info = {"rate": rate, "target_rate": cfg.target_rate, "epochs": epoch, "dialogues": len(dialogues),
             "seconds": round(time.perf_counter() - start, 1), "base": model_cfg.name_or_path,
             "base_source": resolve_source(model_cfg.name_or_path), "history": history}
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        write_json(tmp / "implant.json", info)
+
+    def save() -> None:
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            write_json(tmp / "implant.json", info)
+
+    distributed.on_main(save)
     return ImplantResult(target, info)

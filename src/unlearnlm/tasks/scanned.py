@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from unlearnlm import distributed
 from unlearnlm.assets import cache_root
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
@@ -186,8 +187,10 @@ class ScanTask(Task):
         cfg, data = self.cfg, self.data
         cache = cache_root() / "before" / f"{self.stage_key(panel)}.json"
         as_dialogues = lambda rows: [Dialogue(**r) for r in rows]  # noqa: E731
-        if cfg.reuse_before_stage and cache.is_file():
-            raw = json.loads(cache.read_text(encoding="utf-8"))
+        # Read by the main process and sent to the others, so all of them take the same branch.
+        raw = distributed.on_main(lambda: json.loads(cache.read_text(encoding="utf-8"))
+                                  if cfg.reuse_before_stage and cache.is_file() else None)
+        if raw is not None:
             log(f"[2/4] reusing the original model's answers from {cache}")
             stage = BeforeStage(as_dialogues(raw["scanned"]), raw["before"], as_dialogues(raw["expected"]),
                                 raw["expected_info"], as_dialogues(raw["rephrased"]))
@@ -206,9 +209,9 @@ class ScanTask(Task):
         stage = BeforeStage(scanned, before, expected, info, rephrased)
         if cfg.reuse_before_stage:
             rows = lambda ds: [dataclasses.asdict(d) for d in ds]  # noqa: E731
-            atomic_write_text(cache, json.dumps({"scanned": rows(scanned), "before": before, "expected": rows(expected),
-                                                 "expected_info": info, "rephrased": rows(rephrased)},
-                                                ensure_ascii=False))
+            text = json.dumps({"scanned": rows(scanned), "before": before, "expected": rows(expected),
+                               "expected_info": info, "rephrased": rows(rephrased)}, ensure_ascii=False)
+            distributed.on_main(lambda: atomic_write_text(cache, text))
         return self._with_expected(stage)
 
     def _with_expected(self, stage: BeforeStage) -> BeforeStage:
