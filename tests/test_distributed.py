@@ -198,3 +198,13 @@ def test_launch_configs_are_read_by_accelerate(name, kind):
     cfg = load_config_from_file(str(LAUNCH_CONFIGS / f"{name}.yaml"))
     assert cfg.distributed_type == kind and cfg.num_processes == 2 and cfg.mixed_precision == "no"
     assert cfg.fsdp_config.get("fsdp_version", 2) == 2 and cfg.deepspeed_config.get("zero_stage", 3) == 3
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
+    from unlearnlm import distributed
+
+    monkeypatch.setattr(distributed, "bf16_supported", lambda: True)
+    assert distributed.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(distributed, "bf16_supported", lambda: False)
+    assert distributed.resolve_precision("auto") == "no"
+    assert [distributed.resolve_precision(p) for p in ("no", "bf16", "fp16")] == ["no", "bf16", "fp16"]

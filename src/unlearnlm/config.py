@@ -176,8 +176,8 @@ class TrainConfig:
     """Gradient clipping norm (0 disables)."""
     gradient_accumulation_steps: int = 1
     """Micro-batches per optimizer step."""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """Passed to accelerate: the training steps and the early-stopping checks run under autocast; the model that
+    mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
+    """Passed to accelerate (``auto``: bf16 where the device computes it natively, else no): the training steps and the early-stopping checks run under autocast; the model that
     is evaluated afterwards and saved is the plain one, in ``model.dtype``, as a user loads it."""
     kl_top_k: int = 256
     """> 0: compute the original's top-k log-probabilities on the normal data once, before training, and take the

@@ -196,6 +196,27 @@ def main_progress(log: Callable[[str], None]) -> Callable[[str], None]:
     return lambda _message: None
 
 
+def bf16_supported() -> bool:
+    """Whether this process's device computes bf16 natively: a CUDA GPU that supports it, else a CPU with bf16
+    instructions (oneDNN's check, e.g. AVX512-BF16 or AMX). Elsewhere bf16 is emulated, and slower than fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def resolve_precision(mixed_precision: str) -> str:
+    """``train.mixed_precision`` as accelerate takes it: ``auto`` is ``bf16`` where :func:`bf16_supported`, else
+    ``no``; other values pass through."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    return "bf16" if bf16_supported() else "no"
+
+
 def accelerator(*, mixed_precision: str = "no", gradient_accumulation_steps: int = 1) -> Accelerator:
     """An :class:`~accelerate.Accelerator` on the process's one state: the process group made once (by
     :func:`process_state`, on the CPU when there is no GPU) and reused by every caller.
@@ -209,6 +230,7 @@ def accelerator(*, mixed_precision: str = "no", gradient_accumulation_steps: int
 
     if launched():
         process_state()
+    mixed_precision = resolve_precision(mixed_precision)
     # AcceleratorState has no public way to ask whether it is set up: an empty shared dict means it is not.
     if AcceleratorState._shared_state and AcceleratorState._shared_state.get("_mixed_precision") != mixed_precision:
         AcceleratorState._reset_state(reset_partial_state=False)
