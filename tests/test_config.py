@@ -58,3 +58,19 @@ def test_missing_or_invalid_yaml(tmp_path):
     listy.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_config(listy)
+
+
+def test_the_shipped_harm_config_is_the_default_run():
+    # README: `unlearnlm run configs/harm.yaml` equals `unlearnlm run`; a default changed in one place only breaks it.
+    from pathlib import Path
+
+    from unlearnlm.loader import load_config
+    from unlearnlm.methods import create_method
+
+    shipped = load_config(Path(__file__).parents[1] / "configs" / "harm.yaml")
+    default = load_config(None)
+    assert (shipped.train, shipped.data, shipped.lora, shipped.generation) == (
+        default.train, default.data, default.lora, default.generation)
+    assert shipped.method.name == default.method.name
+    assert create_method(shipped.method.name, shipped.method.options).options == create_method(
+        default.method.name, default.method.options).options

@@ -131,7 +131,10 @@ class HarmTask(ScanTask):
     name = "harm"
     # Per-prompt refusals under the contrast term are learned more slowly than one stock refusal: 2e-4 left 39%
     # of early-stopping prompts flagged at step 25; checks every 10 steps halve their cost.
-    defaults = {"train": {"learning_rate": 4e-4, "eval_every": 10}, "data": {"forget_rephrasings": 2}}
+    # bf16 autocast where the hardware has it: 1.37x faster steps on this project's CPU (benchmarks/bench_methods.py
+    # --bf16), and run H's checks followed run F's (fp32) within one prompt.
+    defaults = {"train": {"learning_rate": 4e-4, "eval_every": 10, "mixed_precision": "auto"},
+                "data": {"forget_rephrasings": 2}}
     system_prompt = SAFETY_SYSTEM_PROMPT
     fallback_answers = FALLBACK_REFUSALS
     key_data = _KEY_DATA
