@@ -56,9 +56,24 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def lm_eval_overrides(args: argparse.Namespace) -> list[str]:
+    """``--lm-eval`` (names, space- or comma-separated), ``--lm-eval-include`` and ``--lm-eval-limit`` as ``utility.*``
+    overrides, so the command line and a config's ``utility`` section reach the bridge the same way."""
+    overrides = []
+    if args.lm_eval:
+        names = [name for given in args.lm_eval for name in given.split(",") if name]
+        overrides.append(f"utility.lm_eval_tasks={json.dumps(names)}")
+    if args.lm_eval_include is not None:  # absolute: the saved config.yaml is read again from other folders
+        overrides.append(f"utility.lm_eval_include={json.dumps(str(Path(args.lm_eval_include).expanduser().absolute()))}")
+    if args.lm_eval_limit is not None:
+        overrides.append(f"utility.lm_eval_limit={args.lm_eval_limit}")
+    return overrides
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from unlearnlm.reevaluate import Additions, evaluate_models, evaluate_run
 
+    args.set = [*(args.set or []), *lm_eval_overrides(args)]
     additions = Additions(judges=args.judges or (), prompts=args.prompts, benign_prompts=args.benign_prompts)
     target = Path(args.unlearned)
     if (target / "metrics.json").is_file():  # a run folder: its model on its own sets, with its own config
@@ -193,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --output (run folders)")
     p.add_argument("--config", help="YAML run config (the original model, data, judges); not with a run folder")
     p.add_argument("--task", help="the task whose evaluation sets to compare on (default: the config's, harm)")
+    p.add_argument("--lm-eval", nargs="+", metavar="TASK",
+                   help="also score both models on lm-evaluation-harness tasks (needs the [lm-eval] extra): "
+                        "unlearnlm_truth (shipped, offline), tasks in --lm-eval-include, or lm_eval's own names "
+                        "(mmlu, arc_easy, ...: their data needs a hub); sets utility.lm_eval_tasks")
+    p.add_argument("--lm-eval-include", metavar="DIR", help="a folder of your own lm_eval task YAMLs")
+    p.add_argument("--lm-eval-limit", type=int, metavar="N", help="at most N documents per lm-eval task (a quick look)")
     _add_common(p)
     p.set_defaults(func=cmd_evaluate)
 

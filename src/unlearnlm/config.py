@@ -216,6 +216,34 @@ class TrainConfig:
 
 
 @dataclass
+class UtilityConfig:
+    """Utility measured with the field's own tools, beside the task's perplexity and KL on normal data."""
+
+    lm_eval_tasks: list[str] = field(default_factory=list)
+    """lm-evaluation-harness tasks to score the original and the unlearned model on (needs the ``[lm-eval]`` extra).
+    ``unlearnlm_truth`` ships with unlearnlm and runs offline; standard names (mmlu, arc_easy, hellaswag, ...) need a
+    hub for their data. Empty: no lm-eval."""
+    lm_eval_include: str | None = None
+    """A folder of your own task YAMLs (lm_eval's ``include_path``), e.g. tasks over local JSON files."""
+    lm_eval_limit: int | None = None
+    """At most this many documents per task (lm_eval's ``limit``; for quick looks, not for reported figures)."""
+    lm_eval_num_fewshot: int | None = None
+    """Few-shot examples per prompt (None: each task's own default, 0 where it sets none)."""
+    lm_eval_batch_size: int = 8
+    """Requests per forward pass."""
+
+    def __post_init__(self) -> None:
+        check(all(isinstance(t, str) and t.strip() for t in self.lm_eval_tasks), "utility.lm_eval_tasks",
+              f"must be a list of task names, got {self.lm_eval_tasks!r}")
+        check(self.lm_eval_include is None or Path(self.lm_eval_include).expanduser().is_dir(),
+              "utility.lm_eval_include", f"{self.lm_eval_include} is not a folder; give a folder of task YAMLs")
+        check(self.lm_eval_limit is None or self.lm_eval_limit > 0, "utility.lm_eval_limit", "must be positive")
+        check(self.lm_eval_num_fewshot is None or self.lm_eval_num_fewshot >= 0, "utility.lm_eval_num_fewshot",
+              "must be >= 0")
+        check(self.lm_eval_batch_size > 0, "utility.lm_eval_batch_size", "must be positive")
+
+
+@dataclass
 class RunConfig:
     """Everything one ``unlearnlm run`` needs."""
 
@@ -225,6 +253,7 @@ class RunConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    utility: UtilityConfig = field(default_factory=UtilityConfig)
     judges: list[str] = field(default_factory=lambda: ["harm"])
     """Judges composing the evaluative model (harm and custom tasks); a dialogue is flagged when any flags it. The
     privacy and hallucination tasks build their own judge from the task's truth (pii with the forget records;

@@ -19,7 +19,7 @@ from torch import nn
 
 from unlearnlm.errors import ConfigError
 
-_LIBRARIES = ["unlearnlm", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn", "numpy"]
+_LIBRARIES = ["unlearnlm", "torch", "transformers", "peft", "accelerate", "datasets", "scikit-learn", "numpy", "lm_eval"]
 
 
 @contextlib.contextmanager

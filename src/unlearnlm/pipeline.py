@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from unlearnlm import distributed
+from unlearnlm import distributed, lm_eval_bridge
 from unlearnlm.config import RunConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import TrainingDiverged
@@ -67,6 +67,7 @@ def start_run(cfg: RunConfig, overwrite: bool, resume: bool = False) -> tuple[Pa
     method = create_method(cfg.method.name, cfg.method.options)
     task = create_task(cfg)
     source = resolve_causal_lm(cfg.model.name_or_path)
+    lm_eval_bridge.check_tasks(cfg)
     if resume:
         return distributed.on_main(lambda: resume_output_dir(cfg.output_dir)), method, task
 
@@ -145,6 +146,11 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     model, tokenizer = load_model(task.original(log))
     panel = task.panel()
     task.probe(model, tokenizer, "original")
+    lm_original = None
+    if cfg.utility.lm_eval_tasks:  # before training: with LoRA the original is not kept as a model of its own
+        clock.start("lm-eval, original")
+        log(f"      lm-eval: {', '.join(cfg.utility.lm_eval_tasks)} on the original")
+        lm_original = lm_eval_bridge.score(model, tokenizer, cfg.utility)
     clock.start("before (scan, original's answers, expected outputs)")
     plan = task.prepare(model, tokenizer, panel, log)
     distributed.on_main(lambda: [write_rows(out / name, [d.to_json() for d in rows])
@@ -177,6 +183,14 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     task.add_metrics(plan.sets, after, set_metrics)
     task.probe(model, tokenizer, "after")
     distributed.on_main(lambda: write_rows(out / "examples.jsonl", rows))
+    utility = {}
+    if lm_original is not None:
+        clock.start("lm-eval, unlearned")
+        log(f"      lm-eval: {', '.join(cfg.utility.lm_eval_tasks)} on the unlearned model")
+        lm_after = lm_eval_bridge.score(model, tokenizer, cfg.utility)
+        seconds = clock.stop()
+        utility = {"lm_eval": lm_eval_bridge.comparison(lm_original, lm_after, cfg.utility,
+                                                        seconds["lm-eval, original"] + seconds["lm-eval, unlearned"])}
     clock.start("saving the model")
     if cfg.save_model:
         distributed.on_main(lambda: save_model_atomically(model, tokenizer, out / "model",
@@ -194,6 +208,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
         "sets": set_metrics,
         **task.summary_entries(rows),
         "normal_data": normal_metrics,
+        **utility,
         "stage_seconds": stage_seconds,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }

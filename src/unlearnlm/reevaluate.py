@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from unlearnlm import distributed
+from unlearnlm import distributed, lm_eval_bridge
 from unlearnlm.config import RunConfig
 from unlearnlm.data.readers import DatasetSpec, read_dialogues
 from unlearnlm.data.records import Dialogue
@@ -107,6 +107,7 @@ def evaluate_models(cfg: RunConfig, unlearned: str, output_dir: Path, additions:
     log = distributed.main_progress(log)
     t0 = time.perf_counter()
     task = create_task(cfg)
+    lm_eval_bridge.check_tasks(cfg)
     original_cfg = task.original(log)
     original, tokenizer = load_model(original_cfg)
     model, _ = load_model(replace(original_cfg, name_or_path=unlearned))
@@ -118,7 +119,8 @@ def evaluate_models(cfg: RunConfig, unlearned: str, output_dir: Path, additions:
                                                 answer_sets(original, tokenizer, named, cfg), panel)
     summary = {"method": f"evaluate {unlearned}", "model": cfg.model.name_or_path,
                "judges": [j.name for j in panel.judges], "sets": set_metrics, **task.summary_entries(rows),
-               "normal_data": normal_metrics, "wall_seconds": round(time.perf_counter() - t0, 1)}
+               "normal_data": normal_metrics, **lm_eval_bridge.compare_models(original, model, tokenizer, cfg, log),
+               "wall_seconds": round(time.perf_counter() - t0, 1)}
     distributed.on_main(lambda: write_evaluation(output_dir, cfg, summary, rows, log))
     return summary
 
@@ -174,6 +176,7 @@ def evaluate_run(run_dir: str | Path, output_dir: str | Path, additions: Additio
     run, cfg, model_dir = open_run(run_dir, overrides)
     out = distributed.on_main(lambda: prepare_output_dir(output_dir, str(run.folder), overwrite))
     task = create_task(cfg)
+    lm_eval_bridge.check_tasks(cfg)
     sets = run_sets(task, run.folder, run.rows)
     original_cfg = task.original(log)
     original, tokenizer = load_model(original_cfg)
@@ -188,6 +191,7 @@ def evaluate_run(run_dir: str | Path, output_dir: str | Path, additions: Additio
                              "added_prompts": [p for p in (additions.prompts, additions.benign_prompts) if p]},
                "judges": [j.name for j in panel.judges], **({"scan": run.summary["scan"]} if "scan" in run.summary else {}),
                "sets": set_metrics, **task.summary_entries(rows), "normal_data": normal_metrics,
+               **lm_eval_bridge.compare_models(original, model, tokenizer, cfg, log),
                "wall_seconds": round(time.perf_counter() - t0, 1)}
     distributed.on_main(lambda: write_evaluation(out, cfg, summary, rows, log))
     return summary
