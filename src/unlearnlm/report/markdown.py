@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from unlearnlm.report.content import (Table, by_rule, checks_table, flagged_by_judge, knowledge_intro, knowledge_table,
-                                      markdown_table, normal_table, probes_table, set_title, sets_table, short, title,
-                                      overview)
+from unlearnlm.report.content import (LM_EVAL_NOTE, Table, by_rule, checks_table, flagged_by_judge, knowledge_intro,
+                                      knowledge_table, lm_eval_table, markdown_table, normal_table, probes_table,
+                                      set_title, sets_table, short, title, overview)
 
 
 def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_per_set: int = 3) -> str:
@@ -32,6 +32,9 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_
     if rule:
         lines += ["", rule]
     lines += ["", "## Normal data", "", *markdown_table(normal_table(summary))]
+    lm_eval = lm_eval_table(summary)
+    if lm_eval:
+        lines += ["", "## lm-evaluation-harness", "", LM_EVAL_NOTE, "", *markdown_table(lm_eval)]
     if "probes" in summary:
         lines += ["", "## Planted knowledge", "", knowledge_intro(summary), "", *markdown_table(knowledge_table(summary)),
                   "", "## Probes (log-probabilities)", "", "Base = the model before planting; original = planted, "

@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 
 from unlearnlm.outputs import atomic_write_text
 from unlearnlm.report import figures
-from unlearnlm.report.content import (Table, by_rule, check_labels, checks_table, flagged_by_judge, headline,
-                                      knowledge_intro, knowledge_table, normal_table, pct, probes_table, set_title,
-                                      sets_table, stages_table, title, overview)
+from unlearnlm.report.content import (LM_EVAL_NOTE, Table, by_rule, check_labels, checks_table, flagged_by_judge,
+                                      headline, knowledge_intro, knowledge_table, lm_eval_table, normal_table, pct,
+                                      probes_table, set_title, sets_table, stages_table, title, overview)
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 1060px; margin: 1.5em auto;
@@ -177,6 +177,10 @@ def render_html(summary: dict[str, Any], rows: Sequence[dict[str, Any]], history
                  table_html(probes_table(summary), "probes")]
     body += ["<h2>Utility</h2>", figure_html(figures.utility_figure(summary["normal_data"]), "perplexity and KL"),
              table_html(normal_table(summary), "normal")]
+    lm_eval = lm_eval_table(summary)
+    if lm_eval:
+        body += ["<h3>lm-evaluation-harness</h3>", f'<p class="note">{text_html(LM_EVAL_NOTE)}</p>',
+                 table_html(lm_eval, "lm_eval")]
     stages = stages_table(summary)
     if stages:
         body += ["<h2>Run time</h2>", figure_html(figures.stages_figure(summary["stage_seconds"]), "seconds per stage"),
