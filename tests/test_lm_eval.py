@@ -1,6 +1,7 @@
 """The lm-evaluation-harness bridge on tiny random models, offline: the shipped task and a task YAML over a local
 JSON file, scores checked against log-likelihoods computed here by hand, the figures in metrics.json and both
-reports, and the one-line error without the extra."""
+reports, and the one-line error without the extra. ``make install`` installs the ``[lm-eval]`` extra, so these tests
+are never skipped: without it they fail."""
 
 from __future__ import annotations
 
@@ -20,8 +21,6 @@ from unlearnlm.config import RunConfig, UtilityConfig
 from unlearnlm.lm_eval_bridge import compare_models
 from unlearnlm.lm_eval_tasks import TRUTH_FILE, truth_rows
 from unlearnlm.losses import token_logprobs
-
-pytest.importorskip("lm_eval", reason="the [lm-eval] extra (make install installs it)")
 
 QUESTION = "Q: Which statement is true?\nA:"  # unlearnlm_truth.yaml's doc_to_text
 
