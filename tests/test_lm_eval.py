@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import make_model, save_tiny, write_jsonl
+from conftest import make_model, write_jsonl
 from unlearnlm.cli import main
 from unlearnlm.config import RunConfig, UtilityConfig
 from unlearnlm.lm_eval_bridge import compare_models
