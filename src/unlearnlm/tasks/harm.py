@@ -132,7 +132,8 @@ class HarmTask(ScanTask):
     # Per-prompt refusals under the contrast term are learned more slowly than one stock refusal: 2e-4 left 39%
     # of early-stopping prompts flagged at step 25; checks every 10 steps halve their cost.
     # bf16 autocast where the hardware has it: 1.37x faster steps on this project's CPU (benchmarks/bench_methods.py
-    # --bf16), and run H's checks followed run F's (fp32) within one prompt.
+    # --bf16); on the full default run (J) training took 970 s against 1,349 s in fp32 (run F), and every check and
+    # reported figure stayed within two prompts of F's.
     defaults = {"train": {"learning_rate": 4e-4, "eval_every": 10, "mixed_precision": "auto"},
                 "data": {"forget_rephrasings": 2}}
     system_prompt = SAFETY_SYSTEM_PROMPT
