@@ -6,6 +6,10 @@ second count the answer tokens actually produced (up to and including end-of-tur
 is not counted as work done.
 
     python benchmarks/bench_generation.py [--prompts 64] [--max-new-tokens 48] [--batch-sizes 1 8 32 64]
+                                          [--mixed-precision no bf16]
+
+With two precisions, each batch size is run in both and the bf16 rows also give the share of answers identical to
+fp32's (greedy decoding diverges once one token differs).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--mixed-precision", nargs="+", choices=["no", "bf16"], default=["no"],
+                        help="generation.mixed_precision settings to time (bf16: autocast)")
     args = parser.parse_args()
 
     import torch
@@ -32,16 +38,26 @@ def main() -> None:
     prompts = build_benign_sets(DataConfig(), seed=0).train[: args.prompts]
     print(f"SmolLM2-135M, {len(prompts)} benign prompts, greedy, max_new_tokens {args.max_new_tokens}, "
           f"torch threads {torch.get_num_threads()}")
-    print("| batch size | seconds | answer tokens | tokens/s | speed-up vs batch 1 |\n|---|---|---|---|---|")
+    print("| precision | batch size | seconds | answer tokens | tokens/s | speed-up vs first row | same answer as fp32 |\n"
+          "|---|---|---|---|---|---|---|")
     base = None
+    fp32: dict[int, list[str]] = {}
     for bs in args.batch_sizes:
-        start = time.perf_counter()
-        answers = generate(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs)
-        seconds = time.perf_counter() - start
-        tokens = sum(min(len(tok(a, add_special_tokens=False)["input_ids"]) + 1, args.max_new_tokens) for a in answers)
-        rate = tokens / seconds
-        base = base or rate
-        print(f"| {bs} | {seconds:.1f} | {tokens} | {rate:.0f} | {rate / base:.1f}x |", flush=True)
+        for precision in args.mixed_precision:
+            start = time.perf_counter()
+            answers = generate(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs,
+                               mixed_precision=precision)
+            seconds = time.perf_counter() - start
+            tokens = sum(min(len(tok(a, add_special_tokens=False)["input_ids"]) + 1, args.max_new_tokens)
+                         for a in answers)
+            rate = tokens / seconds
+            base = base or rate
+            if precision == "no":
+                fp32[bs] = answers
+            same = (f"{sum(a == b for a, b in zip(answers, fp32[bs], strict=True)) / len(answers):.0%}"
+                    if bs in fp32 else "–")
+            print(f"| {precision} | {bs} | {seconds:.1f} | {tokens} | {rate:.0f} | {rate / base:.1f}x | {same} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

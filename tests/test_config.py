@@ -22,6 +22,15 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.method.name == "yao" and cfg.data.harmful_prompts.path == "p.jsonl"
 
 
+def test_an_unquoted_no_is_the_setting_not_false(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  mixed_precision: no\ngeneration:\n  mixed_precision: no\n")
+    cfg = load_config(path, ["generation.mixed_precision=no"])
+    assert cfg.train.mixed_precision == "no" and cfg.generation.mixed_precision == "no"
+    with pytest.raises(ConfigError, match="model.dtype: False is not one of"):  # only where `no` is a choice
+        load_config(None, ["model.dtype=no"])
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

@@ -169,3 +169,19 @@ def test_a_run_that_stopped_before_training_is_rerun_without_overwrite(workspace
     assert main(["run", str(config), "--output", str(out)]) == 0
     assert main(["run", str(config), "--output", str(out)]) == 2  # now it holds a finished run
     assert "holds a finished run (metrics.json); pass --overwrite" in capsys.readouterr().err
+
+
+def test_generation_precision_is_in_the_cache_key_as_resolved(workspace, capsys, monkeypatch):
+    from unlearnlm import distributed
+
+    tmp_path, config, _ = workspace
+    monkeypatch.setattr(distributed, "bf16_supported", lambda: False)  # the harm default "auto" resolves to "no"
+    steps = ["--set", "train.max_steps=1"]
+    assert main(["run", str(config), "--output", str(tmp_path / "a"), *steps]) == 0
+    capsys.readouterr()
+    assert main(["run", str(config), "--output", str(tmp_path / "b"), *steps,
+                 "--set", "generation.mixed_precision=no"]) == 0
+    assert "reusing the original model's answers" in capsys.readouterr().out  # same arithmetic, same answers
+    assert main(["run", str(config), "--output", str(tmp_path / "c"), *steps,
+                 "--set", "generation.mixed_precision=bf16"]) == 0
+    assert "reusing" not in capsys.readouterr().out

@@ -140,10 +140,19 @@ class GenerationConfig:
     """Answer length read by the judges."""
     batch_size: int = 32
     """Prompts per generate() call (left-padded, KV cache)."""
+    mixed_precision: Literal["no", "bf16", "auto"] = "no"
+    """Generate under bf16 autocast (``auto``: where the device computes bf16 natively, else no). Every answer of
+    a run, the original's and the unlearned model's, is generated the same way, so before and after compare like
+    with like; perplexity and KL are always computed in the model's own dtype."""
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens > 0, "generation.max_new_tokens", "must be positive")
         check(self.batch_size > 0, "generation.batch_size", "must be positive")
+
+    def kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`unlearnlm.generation.generate` these settings give."""
+        return {"max_new_tokens": self.max_new_tokens, "batch_size": self.batch_size,
+                "mixed_precision": self.mixed_precision}
 
 
 @dataclass
@@ -313,6 +322,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return build(tp, value, key)
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if value is False and "no" in allowed:  # YAML 1.1 reads an unquoted `no` as false
+            value = "no"
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
         return value

@@ -165,8 +165,7 @@ def evaluate_sets(model, reference: Reference, tokenizer, sets: Sequence[EvalSet
     Returns ``(set metrics, per-example rows, normal-data metrics, the after answers by set name)``.
     """
     sets = [s for s in sets if s.prompts]
-    after = {s.name: generate(model, tokenizer, s.prompts, desc=f"after:{s.name}",
-                              max_new_tokens=cfg.generation.max_new_tokens, batch_size=cfg.generation.batch_size)
+    after = {s.name: generate(model, tokenizer, s.prompts, desc=f"after:{s.name}", **cfg.generation.kwargs())
              for s in sets}
     set_metrics, rows = compare_sets(panel, refusal, sets, after, encoder=relevance_encoder())
     lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}

@@ -23,6 +23,7 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     max_prompt_tokens: int = 256,
+    mixed_precision: str = "no",
     desc: str | None = None,
 ) -> list[str]:
     """Greedy answers to each dialogue's prompt (its system turn included), in input order.
@@ -30,6 +31,10 @@ def generate(
     Prompts are sorted by length so each batch pads little, then answers are put back in order. Under a launcher the
     batches are shared out between the processes (:func:`~unlearnlm.distributed.map_shared`) and every process gets
     every answer: the batches are the ones a single process makes, so the answers are the same.
+    ``mixed_precision``: ``bf16`` generates under bf16 autocast, ``auto`` does so where the device computes bf16
+    natively (:func:`~unlearnlm.distributed.resolve_precision`). On 64 benign prompts, SmolLM2-135M, 2 CPU cores,
+    batch 32: 12.5 s against 26.9 s in fp32 (``benchmarks/bench_generation.py --mixed-precision no bf16``); 41% of
+    the greedy answers are identical to fp32's, the rest part ways after some words, as they would on another GPU.
     The model's train/eval mode is restored afterwards.
     """
     if not dialogues:
@@ -41,6 +46,7 @@ def generate(
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     device = next(model.parameters()).device
+    bf16 = distributed.resolve_precision(mixed_precision) == "bf16"
 
     def answer(mine: list[list[int]]) -> list[list[str]]:
         decoded = []
@@ -49,9 +55,10 @@ def generate(
                 [texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
                 max_length=max_prompt_tokens, add_special_tokens=False,
             ).to(device)
-            out = model.generate(
-                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-            )  # (b, T_prompt + T_new)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model.generate(
+                    **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                )  # (b, T_prompt + T_new)
             decoded.append(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
         return decoded
 

@@ -71,7 +71,7 @@ def added_sets(additions: Additions, harmful_name: str = "given") -> list[tuple[
 
 def answer_sets(original, tokenizer, named: Sequence[tuple[str, str, list[Dialogue], str]], cfg: RunConfig) -> list[EvalSet]:
     """The original's answers to each named set (the "before" side)."""
-    gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
+    gen = cfg.generation.kwargs()
     return [EvalSet(name, kind, prompts, generate(original, tokenizer, prompts, desc=f"before:{name}", **gen), role)
             for name, kind, prompts, role in named]
 

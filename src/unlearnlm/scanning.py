@@ -33,8 +33,7 @@ Collateral = Callable[[list[Dialogue], list[str]], float]
 
 def scan(model, tokenizer, prompts: Sequence[Dialogue], panel: JudgePanel, cfg: RunConfig, desc: str = "scan") -> list[Dialogue]:
     """Generate the model's answers and judge them; each returned dialogue carries its verdict in meta."""
-    answers = generate(model, tokenizer, prompts, max_new_tokens=cfg.generation.max_new_tokens,
-                       batch_size=cfg.generation.batch_size, desc=desc)
+    answers = generate(model, tokenizer, prompts, desc=desc, **cfg.generation.kwargs())
     return panel.annotate([p.with_response(a) for p, a in zip(prompts, answers, strict=True)])
 
 
@@ -121,8 +120,8 @@ class Monitor:
 
     def __call__(self, model, step: int) -> Check:
         start = time.perf_counter()
-        gen = {"max_new_tokens": self.cfg.generation.max_new_tokens, "batch_size": self.cfg.generation.batch_size}
-        answers = generate(model, self.tokenizer, [*self.prompts, *self.collateral_prompts], **gen)
+        answers = generate(model, self.tokenizer, [*self.prompts, *self.collateral_prompts],
+                           **self.cfg.generation.kwargs())
         generated = time.perf_counter()
         forget, other = answers[: len(self.prompts)], answers[len(self.prompts) :]
         flagged = self.panel([p.with_response(a) for p, a in zip(self.prompts, forget, strict=True)]).flagged

@@ -83,9 +83,8 @@ class Target:
     def measure(self, model, tokenizer, sets: list[EvalSet], label: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Answer ``sets`` with ``model`` and judge them as the run did: each set's before (the original's answers)
         and after (``model``'s) metrics, and one row per answer tagged with ``label``."""
-        gen = self.cfg.generation
-        after = {s.name: generate(model, tokenizer, s.prompts, desc=f"{label}:{s.name}",
-                                  max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size) for s in sets}
+        after = {s.name: generate(model, tokenizer, s.prompts, desc=f"{label}:{s.name}", **self.cfg.generation.kwargs())
+                 for s in sets}
         metrics, rows = compare_sets(self.panel, RefusalDetector(), sets, after)
         self.task.add_metrics(sets, after, metrics)
         return metrics, [{"model": label, **row} for row in rows]

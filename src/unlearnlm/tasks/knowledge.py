@@ -114,8 +114,7 @@ class KnowledgeTask(Task):
         probe = sample(knowledge.planted, 64, cfg.train.seed)
 
         def score(model, tokenizer) -> float:
-            answers = generate(model, tokenizer, [d.prompt_only() for d in probe],
-                               max_new_tokens=cfg.generation.max_new_tokens, batch_size=cfg.generation.batch_size)
+            answers = generate(model, tokenizer, [d.prompt_only() for d in probe], **cfg.generation.kwargs())
             return reproduced_rate(knowledge, probe, answers)
 
         self.planted = implant(cfg.model, knowledge.planted, self.options.implant, score=score, seed=cfg.train.seed,
@@ -144,7 +143,7 @@ class KnowledgeTask(Task):
 
     def prepare(self, model, tokenizer, panel: JudgePanel, log: Log) -> Plan:
         cfg, knowledge, benign, asked = self.cfg, self.knowledge, self.benign, self.asked
-        gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
+        gen = cfg.generation.kwargs()
         log("[2/4] scanning the forget questions and answering every set with the planted (original) model")
         before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in asked.items()}
         before["benign"] = generate(model, tokenizer, benign.eval, desc="benign", **gen)

@@ -146,7 +146,12 @@ class ScanTask(Task):
         data.pop("options")
         data.pop("forget_rephrasings")
         data.update(self.key_data)
-        parts = {"model": cfg.model, "data": data, "generation": cfg.generation, "judges": judged,
+        # The precision as resolved on this machine; left out at fp32 so that caches written before it existed stay valid.
+        generation = dataclasses.asdict(cfg.generation)
+        generation["mixed_precision"] = distributed.resolve_precision(cfg.generation.mixed_precision)
+        if generation["mixed_precision"] == "no":
+            del generation["mixed_precision"]
+        parts = {"model": cfg.model, "data": data, "generation": generation, "judges": judged,
                  "seed": cfg.train.seed, "version": __version__,
                  "task": dataclasses.replace(self.data, expected=None), "user_expected": self.data.expected,
                  "expected_recipe": ([self.system_prompt, self.fallback_answers, MIN_EXPECTED] if self._self_made()
@@ -161,10 +166,8 @@ class ScanTask(Task):
 
         The kept dialogues drop the system prompt again: the model must learn to answer this way without it.
         """
-        gen = self.cfg.generation
         asked = [Dialogue(prompt=p.prompt, system=self.system_prompt, meta=p.meta) for p in prompts]
-        answers = generate(model, tokenizer, asked, max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
-                           desc="expected outputs")
+        answers = generate(model, tokenizer, asked, desc="expected outputs", **self.cfg.generation.kwargs())
         candidates = [Dialogue(prompt=p.prompt, response=a, meta={"source": "self_safe"})
                       for p, a in zip(prompts, answers, strict=True)]
         verdicts = panel(candidates)
@@ -195,7 +198,7 @@ class ScanTask(Task):
             stage = BeforeStage(as_dialogues(raw["scanned"]), raw["before"], as_dialogues(raw["expected"]),
                                 raw["expected_info"], as_dialogues(raw["rephrased"]))
             return self._with_expected(stage)
-        gen = {"max_new_tokens": cfg.generation.max_new_tokens, "batch_size": cfg.generation.batch_size}
+        gen = cfg.generation.kwargs()
         log(f"[2/4] scanning {len(data.harmful)} prompts and answering the evaluation sets with the original model")
         scanned = self.scan_forget(model, tokenizer, panel)
         forget_train, _, forget_test = split_forget([d for d in scanned if d.meta["flagged"]], cfg)
