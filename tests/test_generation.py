@@ -34,3 +34,32 @@ def test_answers_come_back_in_input_order(tiny_model, tokenizer):
     together = generate(tiny_model, tokenizer, PROMPTS, max_new_tokens=4, batch_size=2)
     alone = [generate(tiny_model, tokenizer, [p], max_new_tokens=4, batch_size=1)[0] for p in PROMPTS]
     assert together == alone
+
+
+def test_a_lora_model_generates_merged_and_comes_back_unmerged(tiny_model, tokenizer):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from unlearnlm.config import LoraConfig
+    from unlearnlm.models import add_lora
+
+    model = add_lora(tiny_model, LoraConfig(r=4, alpha=8), seed=0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # adapters that change the weights (B starts at zero)
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    states = []
+    handle = layers[0].register_forward_hook(lambda m, i, out: states.append(m.merged))
+    try:
+        generate(model, tokenizer, PROMPTS, max_new_tokens=2, batch_size=2)
+        assert states and all(states)  # merged while generating
+        states.clear()
+        with model.disable_adapter():  # the original's answers: nothing may be merged in
+            generate(model, tokenizer, PROMPTS, max_new_tokens=2, batch_size=2)
+        assert states and not any(states)
+    finally:
+        handle.remove()
+    assert not any(m.merged for m in layers)
+    for name, p in model.named_parameters():
+        if "lora_" not in name:
+            torch.testing.assert_close(p, base[name], rtol=0, atol=1e-5)

@@ -151,6 +151,7 @@ def test_compare_page_puts_runs_of_one_task_side_by_side(workspace, tmp_path):
     assert len(images) == 2  # the efficacy-utility scatter, the sets by run
     for data in images:
         Image.open(io.BytesIO(base64.b64decode(data))).load()
+    assert (out / "tradeoff.png").read_bytes() == base64.b64decode(images[0])  # the page's scatter, as a file
     parser = Tables()
     parser.feed(page)
     table = parser.tables["compare"]

@@ -1,5 +1,6 @@
 """Several runs of one task on one page (``compare.html``, ``compare.md``): efficacy against utility and
-over-refusal, one point per run, the sets side by side, and one table.
+over-refusal, one point per run, the sets side by side, and one table; the efficacy-utility picture also as
+``tradeoff.png``, to show elsewhere (the README's is one).
 
 Efficacy is the flagged rate on the first held-out harmful set (:func:`unlearnlm.report.content.headline`);
 over-refusal is the refusal rate over every benign set's answers, pooled; utility is the perplexity change on
@@ -14,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unlearnlm.errors import DataError
-from unlearnlm.outputs import atomic_write_text
+from unlearnlm.outputs import atomic_file, atomic_write_text
 from unlearnlm.report import figures
 from unlearnlm.report.content import Table, headline, markdown_table, pct, set_title
-from unlearnlm.report.page import figure_html, page, table_html
+from unlearnlm.report.page import figure_html, page, png_html, table_html
 from unlearnlm.report.run_files import RunFiles
 
 
@@ -65,8 +66,8 @@ def tradeoff_points(runs: Sequence[RunFiles]) -> list[dict]:
     return [{"label": label, **headline(run.summary)} for label, run in zip(labels(runs), runs, strict=True)]
 
 
-def render_compare(runs: Sequence[RunFiles]) -> tuple[str, str]:
-    """The comparison as ``(html, markdown)``.
+def render_compare(runs: Sequence[RunFiles]) -> tuple[str, str, bytes]:
+    """The comparison as ``(html, markdown, the efficacy-utility picture as PNG bytes)``.
 
     Raises:
         DataError: no runs, or runs of different tasks.
@@ -90,20 +91,22 @@ def render_compare(runs: Sequence[RunFiles]) -> tuple[str, str]:
               **{label: {n: m["after"] for n, m in r.summary["sets"].items()} for label, r in zip(names, runs, strict=True)}}
     colours = [figures.BEFORE, *(f"C{i % 10}" for i in range(len(runs)))]
     table = compare_table(runs)
-    body = [f'<p class="note">{intro}</p>',
-            figure_html(figures.tradeoff_figure(tradeoff_points(runs), set_title(focus)), "efficacy against utility"),
+    tradeoff = figures.png_bytes(figures.tradeoff_figure(tradeoff_points(runs), set_title(focus)))
+    body = [f'<p class="note">{intro}</p>', png_html(tradeoff, "efficacy against utility"),
             "<h2>Every set</h2>",
             figure_html(figures.bars_figure(series, ["flagged_rate", "refusal_rate"], colours), "sets by run"),
             "<h2>Side by side</h2>", table_html(table, "compare"),
             '<p class="note">Runs: ' + "; ".join(f"{html.escape(label)}: <code>{html.escape(str(r.folder))}</code>" for label, r in
                                                  zip(names, runs, strict=True)) + "</p>"]
     markdown = "\n".join([f"# {heading}", "", *markdown_table(table), ""])
-    return page(heading, body), markdown
+    return page(heading, body), markdown, tradeoff
 
 
 def write_compare(folder: Path, runs: Sequence[RunFiles]) -> Path:
-    """``compare.html`` and ``compare.md`` in ``folder``; returns the HTML's path."""
-    html_text, markdown = render_compare(runs)
+    """``compare.html``, ``compare.md`` and ``tradeoff.png`` in ``folder``; returns the HTML's path."""
+    html_text, markdown, tradeoff = render_compare(runs)
     atomic_write_text(folder / "compare.html", html_text)
     atomic_write_text(folder / "compare.md", markdown)
+    with atomic_file(folder / "tradeoff.png") as tmp:
+        tmp.write_bytes(tradeoff)
     return folder / "compare.html"

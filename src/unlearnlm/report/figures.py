@@ -6,7 +6,6 @@ touches pyplot's global state or needs a display.
 
 from __future__ import annotations
 
-import base64
 import io
 import math
 import textwrap
@@ -33,11 +32,12 @@ def new_figure(ncols: int = 1, nrows: int = 1, height: float = 3.2) -> tuple[Fig
     return fig, axes.ravel()
 
 
-def png_base64(fig: Figure, dpi: int = 100) -> str:
-    """The figure as a base64-encoded PNG (for a ``data:image/png;base64,`` URL)."""
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG file contents."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
 
 
 def _percent_axis(ax: Axes, axis: str = "y") -> None:

@@ -6,6 +6,7 @@ The tables are :mod:`unlearnlm.report.content`'s, the same as ``report.md``'s; t
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from collections.abc import Sequence
@@ -75,7 +76,12 @@ def figure_html(fig: Figure | None, alt: str) -> str:
     """The figure as an embedded PNG (nothing when there is no figure)."""
     if fig is None:
         return ""
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{figures.png_base64(fig)}">'
+    return png_html(figures.png_bytes(fig), alt)
+
+
+def png_html(png: bytes, alt: str) -> str:
+    """PNG file contents as an embedded image."""
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
 
 
 def cards_html(cards: Sequence[tuple[str, str]]) -> str:

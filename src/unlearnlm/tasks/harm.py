@@ -134,11 +134,13 @@ class HarmTask(ScanTask):
     # bf16 autocast where the hardware has it: 1.37x faster steps on this project's CPU (benchmarks/bench_methods.py
     # --bf16); on the full default run (J) training took 970 s against 1,349 s in fp32 (run F), and every check and
     # reported figure stayed within two prompts of F's.
+    # 64 benign early-stopping prompts, not 32: on 32 the over-refusal bound moves in steps of 3%, and in run K one
+    # prompt (4/32 refused at step 80) decided which checkpoint was kept.
     # Generation under bf16 autocast likewise: 2.2x faster answers (benchmarks/bench_generation.py --mixed-precision
     # no bf16).
     defaults = {"train": {"learning_rate": 4e-4, "eval_every": 10, "mixed_precision": "auto"},
                 "generation": {"mixed_precision": "auto"},
-                "data": {"forget_rephrasings": 2}}
+                "data": {"forget_rephrasings": 2, "benign_val_size": 64}}
     system_prompt = SAFETY_SYSTEM_PROMPT
     fallback_answers = FALLBACK_REFUSALS
     key_data = _KEY_DATA
