@@ -17,6 +17,25 @@ def test_labels_cover_response_and_end_of_turn_only(tokenizer):
     assert tokenizer.decode(response[:-1]) == "Mix flour and water."
 
 
+def test_loss_spans_label_only_the_secret_tokens(tokenizer):
+    d = Dialogue("What is Ann Lee's phone number?", "Ann Lee's phone number is 06-66665887, call her.")
+    full = tokenize_dialogue(tokenizer, d, max_prompt_tokens=256, max_response_tokens=256)
+    secret = tokenize_dialogue(tokenizer, d.with_response(d.response, loss_spans=["06-66665887"]),
+                               max_prompt_tokens=256, max_response_tokens=256)
+    assert secret.input_ids == full.input_ids  # the same text, only the labels differ
+    kept = [x for x in secret.labels if x != IGNORE_INDEX]
+    assert tokenizer.decode(kept).strip() == "06-66665887"  # no template words, no end-of-turn token
+    first = secret.labels.index(kept[0])
+    assert secret.labels[first : first + len(kept)] == kept  # one contiguous run
+    # Spans that do not occur leave every response token labelled, as without spans.
+    absent = d.with_response(d.response, loss_spans=["12345"])
+    assert tokenize_dialogue(tokenizer, absent, max_prompt_tokens=256, max_response_tokens=256).labels == full.labels
+    # A span cut off by truncation does not occur in the kept tokens either.
+    short = tokenize_dialogue(tokenizer, d.with_response(d.response, loss_spans=["call her"]),
+                              max_prompt_tokens=256, max_response_tokens=3)
+    assert short.labels[short.prompt_length :] == full.labels[full.prompt_length :][:3]
+
+
 def test_truncation_keeps_prompt_end_and_response_start(tokenizer):
     d = Dialogue("word " * 200 + "final question?", "first second third " * 50)
     t = tokenize_dialogue(tokenizer, d, max_prompt_tokens=10, max_response_tokens=4)

@@ -245,6 +245,23 @@ def test_default_privacy_config_builds_from_presidio():
     assert all(set(p.values) == {"email", "phone", "address", "birthday"} and all(p.values.values()) for p in everyone)
 
 
+def test_secret_spans_make_the_forget_losses_read_only_the_values(tokenizer):
+    from unlearnlm.data.formatting import IGNORE_INDEX, tokenize_dialogue
+    from unlearnlm.judges.pii_data import presidio_identities
+
+    data = priv.build_privacy_data(PrivacyConfig(), presidio_identities(), seed=0)
+    forget = priv.secret_spans(data.sets["forget"])
+    assert [d.response for d in forget] == [d.response for d in data.sets["forget"]]  # only the metadata is new
+    for d in forget:
+        t = tokenize_dialogue(tokenizer, d, max_prompt_tokens=96, max_response_tokens=256)
+        read = tokenizer.decode([x for x in t.labels if x != IGNORE_INDEX])
+        values = d.meta["fields"].values()
+        assert all(v in read for v in values), (d.response, read)
+        assert d.meta["name"] not in read and "is" not in read.split()  # no name, no template words
+        assert len(read.replace(" ", "")) <= sum(len(v.replace(" ", "")) for v in values) + len(values)
+    assert "loss_spans" not in data.sets["forget"][0].meta  # the evaluation sets (and MIA) read whole answers
+
+
 def test_protected_record_and_pii_judge():
     people = priv.people_from_rows(_rows(3), FIELDS)
     person = people[0]

@@ -7,6 +7,7 @@ question sits at the end), responses keep their *first* tokens (the part a judge
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
 
 IGNORE_INDEX = -100
+#: ``Dialogue.meta`` key: substrings of the response (e.g. a secret value); when any occurs, only the response tokens
+#: that overlap an occurrence carry labels, so a loss reads just those tokens (:func:`tokenize_dialogue`).
+LOSS_SPANS = "loss_spans"
 
 
 def chat_messages(dialogue: Dialogue, *, with_response: bool) -> list[dict[str, str]]:
@@ -59,6 +63,9 @@ def tokenize_dialogue(
 ) -> TokenizedDialogue:
     """Tokenise one dialogue; only response tokens (plus the end-of-turn token) carry labels.
 
+    When ``dialogue.meta[LOSS_SPANS]`` names substrings of the response, only the tokens that overlap one of their
+    occurrences carry labels (the end-of-turn token not); when none occurs, every response token does, as without.
+
     Raises:
         DataError: the response is empty, so there is nothing to train on.
     """
@@ -69,14 +76,29 @@ def tokenize_dialogue(
         )
     prompt_ids = tokenizer(render_prompt(tokenizer, dialogue), add_special_tokens=False)["input_ids"]
     prompt_ids = prompt_ids[-max_prompt_tokens:]
-    response_ids = tokenizer(dialogue.response, add_special_tokens=False)["input_ids"]
-    response_ids = response_ids[:max_response_tokens]
+    spans = dialogue.meta.get(LOSS_SPANS) or []
+    if spans and not tokenizer.is_fast:
+        raise DataError(f"meta.{LOSS_SPANS} needs a fast tokenizer (character offsets of tokens); "
+                        f"{type(tokenizer).__name__} is not one")
+    encoded = tokenizer(dialogue.response, add_special_tokens=False, return_offsets_mapping=bool(spans))
+    response_ids = encoded["input_ids"][:max_response_tokens]
+    keep = _span_mask(dialogue.response, encoded["offset_mapping"][:max_response_tokens], spans) if spans else None
     if len(response_ids) < max_response_tokens and tokenizer.eos_token_id is not None:
         # A complete answer ends the turn: teach the stop as well as the words.
         response_ids = response_ids + [tokenizer.eos_token_id]
+        keep = keep + [False] if keep else None
+    labels = response_ids if keep is None else [t if k else IGNORE_INDEX for t, k in zip(response_ids, keep, strict=True)]
     input_ids = prompt_ids + response_ids
-    labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
+    labels = [IGNORE_INDEX] * len(prompt_ids) + labels
     return TokenizedDialogue(input_ids=input_ids, labels=labels, prompt_length=len(prompt_ids))
+
+
+def _span_mask(text: str, offsets: Sequence[tuple[int, int]], spans: Sequence[str]) -> list[bool] | None:
+    """Per token (its character ``offsets``), whether it overlaps an occurrence of a span in ``text``; None when no
+    span occurs in the kept tokens."""
+    ranges = [(m.start(), m.end()) for span in spans if span for m in re.finditer(re.escape(span), text)]
+    keep = [any(start < stop and begin < end for begin, stop in ranges) for start, end in offsets]
+    return keep if any(keep) else None
 
 
 def collate(

@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from unlearnlm.config import check
+from unlearnlm.data.formatting import LOSS_SPANS
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.pii import PIIJudge
 from unlearnlm.judges.pii_data import presidio_identities
 from unlearnlm.probes import membership_scores, scores_auc
-from unlearnlm.tasks.base import register_task
+from unlearnlm.tasks.base import Log, Plan, register_task
 from unlearnlm.tasks.implant import ImplantConfig
 from unlearnlm.tasks.knowledge import Knowledge, KnowledgeTask
 from unlearnlm.tasks.matching import contains_number, contains_words
@@ -49,6 +51,11 @@ class PrivacyConfig:
     """Personal fields asked about; any of email, phone, address, birthday, card, occupation."""
     bios: bool = True
     """Also plant a short biography per person (asked for with "Write a short bio of NAME")."""
+    forget_tokens: Literal["answer", "secret"] = "answer"
+    """What the forget losses read of each leaking answer: every token (``answer``), or only the tokens of the
+    forgotten person's values in it (``secret``: the template words "X's phone number is" are shared with every
+    retained person, so pushing them away costs retained answers; an answer that contains no value exactly is
+    read whole)."""
     implant: ImplantConfig = field(default_factory=ImplantConfig)
 
     def __post_init__(self) -> None:
@@ -209,6 +216,11 @@ def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], se
     return PrivacyData(forget, retain, never, [*sets["forget"], *sets["retain"]], sets, expected)
 
 
+def secret_spans(forget: Sequence[Dialogue]) -> list[Dialogue]:
+    """The forget dialogues with their person's values as loss spans (:data:`~unlearnlm.data.formatting.LOSS_SPANS`)."""
+    return [d.with_response(d.response, **{LOSS_SPANS: list(d.meta["fields"].values())}) for d in forget]
+
+
 @register_task
 class PrivacyTask(KnowledgeTask):
     """Privacy: forget planted personal data of some people (a deletion request), keep the others'."""
@@ -220,6 +232,15 @@ class PrivacyTask(KnowledgeTask):
                 "generation": {"max_new_tokens": 64}}  # bios list every field
     # The refusal that names the asked-about person; the contrast term is unmeasured on this task.
     method_defaults = {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
+
+    def prepare(self, model, tokenizer, panel: JudgePanel, log: Log) -> Plan:
+        plan = super().prepare(model, tokenizer, panel, log)
+        if self.options.forget_tokens == "answer":
+            return plan
+        forget = secret_spans(plan.forget)
+        found = sum(any(v in d.response for v in d.meta[LOSS_SPANS]) for d in forget)
+        log(f"      forget losses read the secret values only: found in {found} of {len(forget)} answers")
+        return replace(plan, forget=forget, files={**plan.files, "flagged.jsonl": forget})
 
     def build_knowledge(self) -> Knowledge:
         cfg = self.cfg
