@@ -67,7 +67,10 @@ def _limits(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
     lines = [f"- Every figure is an automatic judgement (judges: {', '.join(summary['judges'])}); a judge's errors "
              "are the figures' errors.",
              f"- Answers are greedy, at most {gen.get('max_new_tokens', '?')} new tokens; sampled or longer answers "
-             "were not evaluated.",
+             "were not evaluated." + (" Both models answered under bf16 autocast "
+                                      f"(`generation.mixed_precision: {gen['mixed_precision']}`); greedy answers in "
+                                      "fp32 can part ways with these after some words."
+                                      if gen.get("mixed_precision", "no") != "no" else ""),
              "- Unlearning trained on the model's outputs; it changes what the model says, which does not prove that "
              "the knowledge is gone from the weights."]
     if summary.get("training", {}).get("best_step") == 0:
