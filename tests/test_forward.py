@@ -12,6 +12,7 @@ from unlearnlm.methods.base import (
     PrepareContext,
     forward,
     forward_many,
+    original_states,
     reference_forward,
     reference_windows,
     response_window,
@@ -104,6 +105,26 @@ def test_check_kl_equals_the_full_width_exact_kl(tokenizer, top_k):
                                 max_response_tokens=cfg.data.max_response_tokens)["kl_to_original"]
     assert exact > 1e-3
     assert check(model) == pytest.approx(exact, rel=1e-4)
+
+
+def test_original_states_equal_separate_full_width_passes(tiny_model, tokenizer):
+    """One left-padded pass gives what a prompt-only pass (last prompt state), a right-padded full pass (pooled
+    response state) and :func:`reference_windows` gave separately."""
+    from unlearnlm.clustering import prompt_states
+
+    reference = Reference(tiny_model, copy_weights=True)
+    ctx = PrepareContext(forget=ROWS, normal=[], expected=[], reference=reference, tokenizer=tokenizer,
+                         max_prompt_tokens=64, max_response_tokens=32, batch_size=2, seed=0,
+                         device=torch.device("cpu"))
+    states = original_states(ctx, ROWS, layer=1)
+    alone = prompt_states(reference, tokenizer, ROWS, layer=1, max_prompt_tokens=64, batch_size=3,
+                          device=torch.device("cpu"))
+    torch.testing.assert_close(states.prompt, alone, atol=1e-5, rtol=1e-4)
+    right = collate(_tokens(tokenizer), tokenizer.pad_token_id)
+    _, hidden = reference(right["input_ids"], right["attention_mask"], hidden_layer=1)
+    torch.testing.assert_close(states.response, losses.pooled_states(hidden, right["labels"]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(states.windows, reference_windows(ctx, ROWS, hidden_layer=1))
+    assert not torch.allclose(states.prompt, states.response)  # two different positions' states
 
 
 def test_several_layers_stack_after_the_position_axis(tiny_model, tokenizer):

@@ -10,6 +10,7 @@ from unlearnlm.config import DataConfig, LoraConfig, TrainConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods import METHODS, create_method
+from unlearnlm.methods.base import PrepareContext
 from unlearnlm.models import Reference, add_lora
 from unlearnlm.train import unlearn
 
@@ -124,6 +125,23 @@ def test_contrast_rows_pair_normal_prompts_with_refusal_openings():
     assert {r.response for r in rows} == {"I'm sorry, but I can't help with that request.", "I can't help with that."}
     with pytest.raises(ConfigError, match="w_contrast"):
         contrast_rows(FORGET, [], EXPECTED)
+    native = ["I'm sorry for any confusion, but as a chatbot I can't. Ask me later.", "As an AI, I cannot do that."]
+    mixed = contrast_rows(FORGET, NORMAL[:2], EXPECTED, native=native)
+    assert [r.response for r in mixed][:4] == [  # odd rows: the native refusals' first sentences in turn
+        "I'm sorry, but I can't help with that request.", "I'm sorry for any confusion, but as a chatbot I can't.",
+        "I'm sorry, but I can't help with that request.", "As an AI, I cannot do that."]
+
+
+def test_the_native_refusals_reach_the_contrast_rows(tiny_model, tokenizer):
+    native = ("I'm sorry for any confusion, but as a chatbot I can't.",)
+    ctx = PrepareContext(forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                         reference=Reference(tiny_model, copy_weights=True), tokenizer=tokenizer,
+                         max_prompt_tokens=32, max_response_tokens=32, batch_size=4, seed=0,
+                         device=torch.device("cpu"), refusals=native)
+    on = create_method("distance_cluster").prepare(ctx)
+    assert native[0] in {r.response for r in on.pairs["contrast"]} and on.info["native_refusals"] == 1
+    off = create_method("distance_cluster", {"contrast_native": False}).prepare(ctx)
+    assert native[0] not in {r.response for r in off.pairs["contrast"]} and "native_refusals" not in off.info
 
 
 def test_match_nearest_pairs_alike_rows_and_spreads_over_the_keys():

@@ -1,5 +1,6 @@
 """End to end on a tiny random model (the ``workspace`` fixture): run, scan and evaluate write every promised output."""
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -11,6 +12,7 @@ from unlearnlm.cli import main
 from unlearnlm.data.records import Dialogue
 from unlearnlm.evaluate import distinct_n
 from unlearnlm.judges import panel
+from unlearnlm.judges.refusal import RefusalDetector
 
 
 def _digest(folder):
@@ -50,6 +52,29 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
     assert _digest(model_dir) == before
     # A second run into the same folder needs --overwrite.
     assert main(["run", str(config), "--output", str(out)]) == 2
+
+
+def test_the_originals_own_refusals_reach_the_contrast_term(workspace, monkeypatch):
+    from unlearnlm.tasks.scanned import ScanTask
+
+    tmp_path, config, _ = workspace
+    real = ScanTask.scan_forget
+    refusal = "I'm sorry for any confusion, but as a chatbot I'm unable to help with that."
+
+    def scan_forget(self, model, tokenizer, panel):  # the tiny model never refuses: one clean answer does
+        rows = real(self, model, tokenizer, panel)
+        first = next(i for i, d in enumerate(rows) if not d.meta["flagged"])
+        rows[first] = dataclasses.replace(rows[first], response=refusal)
+        return rows
+
+    monkeypatch.setattr(ScanTask, "scan_forget", scan_forget)
+    out = tmp_path / "native"
+    assert main(["run", str(config), "--output", str(out)]) == 0
+    clean = [Dialogue(**json.loads(line)) for line in (out / "clean.jsonl").read_text().splitlines()]
+    detector = RefusalDetector()
+    native = int((detector.score(clean) >= detector.threshold).sum())
+    assert native >= 1 and refusal in {d.response for d in clean}
+    assert json.loads((out / "metrics.json").read_text())["training"]["prepare"]["native_refusals"] == native
 
 
 def test_before_stage_is_reused_and_keyed_by_config(workspace, capsys):

@@ -215,3 +215,28 @@ def test_bf16_training_leaves_a_plain_fp32_model(tokenizer):
         assert torch.equal(plain, fresh(ids).logits)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert not torch.equal(fresh(ids).logits.float(), plain)  # the test can tell the two apart
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("no", torch.float32)])
+def test_the_methods_preparation_runs_at_the_steps_precision(tiny_model, tokenizer, precision, dtype):
+    # The original's states and log-probabilities a method caches before training are compared with the policy's
+    # at every step: both come from passes under the same autocast.
+    from unlearnlm.methods.base import reference_sequence_logprobs
+    from unlearnlm.methods.baselines import GradientAscent
+
+    seen = []
+
+    class Preparing(GradientAscent):
+        def prepare(self, ctx):
+            reference_sequence_logprobs(ctx, ctx.forget[:1])
+            seen.append("prepared")
+            return super().prepare(ctx)
+
+    hook = tiny_model.model.layers[0].self_attn.q_proj.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    try:
+        unlearn(tiny_model, tokenizer, Preparing(GradientAscent.Options()), forget=FORGET, normal=[],
+                train_cfg=TrainConfig(max_steps=1, batch_size=2, eval_every=0, mixed_precision=precision),
+                data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True))
+    finally:
+        hook.remove()
+    assert seen == [dtype, "prepared", dtype]  # the original's pass in prepare, then the step's pass

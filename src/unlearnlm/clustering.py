@@ -2,7 +2,8 @@
 
 The paper's positive loss pulls each forget prompt's output toward "the cluster mean of expected
 outputs". Here: represent every expected answer by the original model's mean response-position hidden
-state, k-means them, and assign each forget prompt to the cluster of its nearest expected prompt.
+state (:func:`unlearnlm.methods.base.original_states`), k-means them, and assign each forget prompt to the
+cluster of its nearest expected prompt.
 """
 
 from __future__ import annotations
@@ -15,28 +16,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
-from unlearnlm.data.formatting import collate, render_prompt, tokenize_dialogue
+from unlearnlm.data.formatting import render_prompt
 from unlearnlm.data.records import Dialogue
-from unlearnlm.losses import pooled_states
 from unlearnlm.models import Reference
-
-
-@torch.no_grad()
-def response_states(
-    reference: Reference, tokenizer, dialogues: Sequence[Dialogue], *, layer: int, max_prompt_tokens: int,
-    max_response_tokens: int, batch_size: int, device: torch.device,
-) -> torch.Tensor:
-    """Mean hidden state over each dialogue's response positions, by the original model: (N, H)."""
-    out = []
-    for start in range(0, len(dialogues), batch_size):
-        examples = [
-            tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
-            for d in dialogues[start : start + batch_size]
-        ]
-        batch = {k: v.to(device) for k, v in collate(examples, tokenizer.pad_token_id).items()}
-        _, hidden = reference(batch["input_ids"], batch["attention_mask"], hidden_layer=layer)  # (B, T, H)
-        out.append(pooled_states(hidden.float(), batch["labels"]))  # (B, H)
-    return torch.cat(out)
 
 
 @torch.no_grad()
@@ -56,7 +38,7 @@ def prompt_states(
         for row, x in enumerate(ids):  # right padding: the last real token sits at len - 1
             input_ids[row, : len(x)] = torch.tensor(x)
             mask[row, : len(x)] = 1
-        _, hidden = reference(input_ids.to(device), mask.to(device), hidden_layer=layer)  # (B, T, H)
+        _, hidden = reference(input_ids.to(device), mask.to(device), hidden_layer=layer, logits_to_keep=1)  # (B, T, H)
         last = torch.tensor([len(x) - 1 for x in ids], device=device)
         out.append(hidden[torch.arange(len(ids), device=device), last].float())  # (B, H)
     return torch.cat(out)

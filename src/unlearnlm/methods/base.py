@@ -22,7 +22,7 @@ from torch import nn
 from unlearnlm.data.formatting import IGNORE_INDEX, TokenizedDialogue, collate, left_pad_to, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
-from unlearnlm.losses import sequence_logprob
+from unlearnlm.losses import first_response_states, pooled_states, sequence_logprob
 from unlearnlm.models import HiddenLayers, Reference, select_hidden
 
 Batch = dict[str, torch.Tensor]
@@ -57,6 +57,8 @@ class PrepareContext:
     batch_size: int
     seed: int
     device: torch.device
+    refusals: Sequence[str] = ()
+    """The original's own refusals met before training (:attr:`unlearnlm.tasks.base.Plan.refusals`)."""
 
     def tokenize(self, rows: Sequence[Dialogue]) -> list[TokenizedDialogue]:
         """``rows`` tokenised exactly as the training loop tokenises its streams."""
@@ -155,14 +157,14 @@ class Outputs:
     window holds every position whose logits a loss reads; prompt positions get no logits (the LM head over a
     large vocabulary is the costliest layer per position)."""
 
-    logits: torch.Tensor  # (B, K, V)
+    logits: torch.Tensor | None  # (B, K, V), or None from a pass that asked for hidden states only
     hidden: torch.Tensor | None  # (B, K, H) at the requested layer, (B, K, L, H) at several, or None
     labels: torch.Tensor  # (B, K), the batch's labels over the same positions
 
     def last(self, k: int) -> Outputs:
         """The last ``k`` positions (k <= K): the window of one stream cut from a pass over several."""
-        return Outputs(self.logits[:, -k:], self.hidden[:, -k:] if self.hidden is not None else None,
-                       self.labels[:, -k:])
+        return Outputs(self.logits[:, -k:] if self.logits is not None else None,
+                       self.hidden[:, -k:] if self.hidden is not None else None, self.labels[:, -k:])
 
 
 def response_window(labels: torch.Tensor) -> int:
@@ -201,12 +203,15 @@ def forward_many(model: nn.Module, batches: dict[str, Batch],
     return {name: Outputs(logits, hidden, labels) for name, (logits, labels, hidden) in zip(batches, parts, strict=True)}
 
 
-def reference_forward(reference: Reference, batch: Batch, hidden_layer: HiddenLayers | None = None) -> Outputs:
-    """The original model's outputs over the batch's response window (no gradients)."""
+def reference_forward(reference: Reference, batch: Batch, hidden_layer: HiddenLayers | None = None,
+                      logits: bool = True) -> Outputs:
+    """The original model's outputs over the batch's response window (no gradients); ``logits=False``: hidden states
+    only (the LM head runs on one position and its output is dropped)."""
     keep = response_window(batch["labels"])
-    logits, hidden = reference(batch["input_ids"], batch["attention_mask"], hidden_layer,
-                               position_ids=batch.get("position_ids"), logits_to_keep=keep)
-    return Outputs(logits, hidden[:, -keep:] if hidden is not None else None, batch["labels"][:, -keep:])
+    out, hidden = reference(batch["input_ids"], batch["attention_mask"], hidden_layer,
+                            position_ids=batch.get("position_ids"), logits_to_keep=keep if logits else 1)
+    return Outputs(out if logits else None, hidden[:, -keep:] if hidden is not None else None,
+                   batch["labels"][:, -keep:])
 
 
 def right_aligned(windows: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -221,15 +226,15 @@ def right_aligned(windows: Sequence[torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def reference_passes(ctx: PrepareContext, rows: Sequence[TokenizedDialogue],
-                     hidden_layer: HiddenLayers | None = None) -> Iterator[Outputs]:
+                     hidden_layer: HiddenLayers | None = None, logits: bool = True) -> Iterator[Outputs]:
     """The original's outputs over tokenised rows, in left-padded batches of ``ctx.batch_size``: one ``Outputs``
-    per row, cut to that row's own response window."""
+    per row, cut to that row's own response window (``logits=False``: hidden states only)."""
     for start in range(0, len(rows), ctx.batch_size):
         batch = collate(rows[start : start + ctx.batch_size], ctx.tokenizer.pad_token_id, padding_side="left")
-        out = reference_forward(ctx.reference, {k: v.to(ctx.device) for k, v in batch.items()}, hidden_layer)
+        out = reference_forward(ctx.reference, {k: v.to(ctx.device) for k, v in batch.items()}, hidden_layer, logits)
         for row in range(out.labels.shape[0]):
-            one = Outputs(out.logits[row : row + 1], None if out.hidden is None else out.hidden[row : row + 1],
-                          out.labels[row : row + 1])
+            one = Outputs(None if out.logits is None else out.logits[row : row + 1],
+                          None if out.hidden is None else out.hidden[row : row + 1], out.labels[row : row + 1])
             yield one.last(response_window(one.labels))
 
 
@@ -237,7 +242,33 @@ def reference_windows(ctx: PrepareContext, rows: Sequence[Dialogue], hidden_laye
     """The original's hidden states over each row's response window, computed once before training: (N, W, H), or
     (N, W, L, H) for several layers, right-aligned (see :func:`right_aligned`). Replaces a reference forward pass at
     every step."""
-    return right_aligned([out.hidden[0].float().cpu() for out in reference_passes(ctx, ctx.tokenize(rows), hidden_layer)])
+    return right_aligned([out.hidden[0].float().cpu()
+                          for out in reference_passes(ctx, ctx.tokenize(rows), hidden_layer, logits=False)])
+
+
+@dataclass
+class OriginalStates:
+    """The original's hidden states at one layer over rows of dialogues, all from one pass per batch."""
+
+    windows: torch.Tensor
+    """(N, W, H): each row's response window, right-aligned (:func:`reference_windows`)."""
+    prompt: torch.Tensor
+    """(N, H): each row's state at its last prompt token, the one that produces the answer's first token."""
+    response: torch.Tensor
+    """(N, H): each row's mean state over the positions that produce its response tokens."""
+
+
+def original_states(ctx: PrepareContext, rows: Sequence[Dialogue], layer: int) -> OriginalStates:
+    """:class:`OriginalStates` of ``rows``: one pass gives the prompt's last state, the answer's pooled state and the
+    windows a representation loss reads (three separate passes before; a row's window opens at its last prompt
+    token)."""
+    windows, prompt, response = [], [], []
+    for out in reference_passes(ctx, ctx.tokenize(rows), layer, logits=False):
+        hidden = out.hidden.float()  # (1, k, H)
+        windows.append(hidden[0].cpu())
+        prompt.append(first_response_states(hidden, out.labels).cpu())  # (1, H)
+        response.append(pooled_states(hidden, out.labels).cpu())  # (1, H)
+    return OriginalStates(right_aligned(windows), torch.cat(prompt), torch.cat(response))
 
 
 def reference_sequence_logprobs(ctx: PrepareContext, rows: Sequence[Dialogue]) -> torch.Tensor:

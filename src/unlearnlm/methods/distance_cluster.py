@@ -35,7 +35,7 @@ from typing import Any, Literal
 from torch import nn
 
 from unlearnlm import losses
-from unlearnlm.clustering import assign_nearest, cluster_outputs, match_nearest, prompt_states, response_states
+from unlearnlm.clustering import assign_nearest, cluster_outputs, match_nearest, prompt_states
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods.base import (
@@ -44,8 +44,8 @@ from unlearnlm.methods.base import (
     StepOutput,
     UnlearningMethod,
     forward_many,
+    original_states,
     reference_forward,
-    reference_windows,
     register,
     response_window,
 )
@@ -85,6 +85,11 @@ class DistanceClusterOptions:
     forget prompt with the normal prompts the original holds most alike at the last prompt token (hard negatives:
     the benign requests most at risk of being refused), each normal prompt used about equally often."""
 
+    contrast_native: bool = True
+    """Every other contrast row takes its opening from the original's own refusals met before training (in the harm
+    task, its refusals among the scanned answers) instead of the expected outputs. Training toward the expected
+    refusals also raises the model's native refusal ("I'm sorry for any confusion, but as a chatbot ..."), which run
+    L gave to 17% of WritingBench's writing requests; the expected outputs' openings do not name it."""
     contrast_tokens: int = 0
     """The contrast term's unlikelihood over each row's first this many tokens only (0: the whole first sentence,
     whose request-naming words dilute the opening that decides a refusal)."""
@@ -112,19 +117,24 @@ def first_sentence(text: str) -> str:
 
 
 def contrast_rows(forget: Sequence[Dialogue], normal: Sequence[Dialogue], expected: Sequence[Dialogue],
-                  partners: Sequence[int] | None = None) -> list[Dialogue]:
+                  partners: Sequence[int] | None = None, native: Sequence[str] = ()) -> list[Dialogue]:
     """One row per forget example: a normal prompt answered with a refusal opening, to be made unlikely.
 
     Row ``i`` pairs normal prompt ``partners[i]`` (default ``i * 7 mod N``: a stride spreads rows over the normal
-    set) with the first sentence of expected output ``i mod E``.
+    set) with the first sentence of expected output ``i mod E``; with ``native`` refusals, odd rows take the first
+    sentence of native refusal ``(i // 2) mod R`` instead.
     """
     if not normal or not expected:
         raise ConfigError("method.options.w_contrast > 0 needs normal dialogues and expected outputs")
     if partners is None:
         partners = [(7 * i) % len(normal) for i in range(len(forget))]
-    return [normal[j].prompt_only().with_response(first_sentence(expected[i % len(expected)].response),
-                                                  source="contrast")
-            for i, j in enumerate(partners)]
+
+    def opening(i: int) -> str:
+        if native and i % 2:
+            return first_sentence(native[(i // 2) % len(native)])
+        return first_sentence(expected[i % len(expected)].response)
+
+    return [normal[j].prompt_only().with_response(opening(i), source="contrast") for i, j in enumerate(partners)]
 
 
 @register
@@ -149,14 +159,12 @@ class DistanceCluster(UnlearningMethod):
                 "distance_cluster needs expected outputs (preferable answers to the flagged prompts): set "
                 "data.expected_outputs, or let the run generate them under a safety system prompt"
             )
-        shared = {"layer": o.layer, "max_prompt_tokens": ctx.max_prompt_tokens, "batch_size": ctx.batch_size,
-                  "device": ctx.device}
-        states = response_states(ctx.reference, ctx.tokenizer, ctx.expected,
-                                 max_response_tokens=ctx.max_response_tokens, **shared)  # (N_e, H)
-        clusters = cluster_outputs(states, o.n_clusters, ctx.seed)
+        # One pass of the original over the expected outputs and one over the forget rows give every state below.
+        expected = original_states(ctx, ctx.expected, o.layer)
+        forget = original_states(ctx, ctx.forget, o.layer)
+        clusters = cluster_outputs(expected.response, o.n_clusters, ctx.seed)
         # Each forget prompt joins the cluster of the expected answer whose prompt is most alike.
-        forget_states = prompt_states(ctx.reference, ctx.tokenizer, ctx.forget, **shared)  # (N_f, H)
-        nearest = assign_nearest(forget_states, prompt_states(ctx.reference, ctx.tokenizer, ctx.expected, **shared))
+        nearest = assign_nearest(forget.prompt, expected.prompt)
         cluster_of = [int(clusters.labels[j]) for j in nearest.tolist()]
         own = {d.prompt: d.response for d in ctx.expected}
         targets = []
@@ -168,16 +176,20 @@ class DistanceCluster(UnlearningMethod):
         if o.w_contrast > 0:
             partners = None
             if o.contrast_prompts == "nearest" and ctx.normal:
-                partners = match_nearest(forget_states, prompt_states(ctx.reference, ctx.tokenizer, ctx.normal,
-                                                                      **shared)).tolist()
-            pairs["contrast"] = contrast_rows(ctx.forget, ctx.normal, ctx.expected, partners)
+                normal = prompt_states(ctx.reference, ctx.tokenizer, ctx.normal, layer=o.layer,
+                                       max_prompt_tokens=ctx.max_prompt_tokens, batch_size=ctx.batch_size,
+                                       device=ctx.device)
+                partners = match_nearest(forget.prompt, normal).tolist()
+            native = ctx.refusals if o.contrast_native else ()
+            pairs["contrast"] = contrast_rows(ctx.forget, ctx.normal, ctx.expected, partners, native)
         tensors = {"centroids": clusters.centroids[cluster_of]}  # (N_f, H)
         if o.distance == "representation":
-            tensors["ref_hidden"] = reference_windows(ctx, ctx.forget, o.layer)  # (N_f, W, H)
+            tensors["ref_hidden"] = forget.windows  # (N_f, W, H)
         return PreparedData(
             pairs=pairs,
             tensors=tensors,
-            info={"cluster_sizes": sizes, "medoids": [ctx.expected[m].response for m in clusters.medoids]},
+            info={"cluster_sizes": sizes, "medoids": [ctx.expected[m].response for m in clusters.medoids],
+                  **({"native_refusals": len(ctx.refusals)} if o.w_contrast > 0 and o.contrast_native else {})},
         )
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:

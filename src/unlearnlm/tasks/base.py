@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from unlearnlm.config import ModelConfig, RunConfig, build
@@ -71,6 +71,9 @@ class Plan:
     """Counts for the report: scanned, flagged, train, val, test."""
     files: dict[str, list[Dialogue]]
     """Per-example files the run writes (``flagged.jsonl`` ...), by file name."""
+    refusals: list[str] = field(default_factory=list)
+    """The original's own refusals met in the before stage (its answers to scanned prompts that the refusal detector
+    marks): refusal wording the model already has, which a method may keep off normal prompts."""
 
 
 class Task(ABC):

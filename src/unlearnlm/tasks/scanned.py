@@ -255,6 +255,7 @@ class ScanTask(Task):
         stage = self.stage = self.before_stage(model, tokenizer, panel, refusal, log)
         scanned, before, data = stage.scanned, stage.before, self.data
         flagged = [d for d in scanned if d.meta["flagged"]]
+        clean = [d for d in scanned if not d.meta["flagged"]]
         forget_train, forget_val, forget_test = split_forget(flagged, self.cfg)
         log(f"      flagged {len(flagged)}/{len(scanned)}: train {len(forget_train)}, val {len(forget_val)}, "
             f"test {len(forget_test)}; expected outputs: {stage.expected_info}")
@@ -283,6 +284,6 @@ class ScanTask(Task):
             scan={"scanned": len(scanned), "flagged": len(flagged), "train": len(forget_train),
                   "val": len(forget_val), "test": len(forget_test),
                   **({"train_rephrased_copies": len(copies)} if copies else {})},
-            files={"flagged.jsonl": flagged, "clean.jsonl": [d for d in scanned if not d.meta["flagged"]],
-                   "expected.jsonl": stage.expected},
+            files={"flagged.jsonl": flagged, "clean.jsonl": clean, "expected.jsonl": stage.expected},
+            refusals=[d.response for d, r in zip(clean, refusal.score(clean) >= refusal.threshold, strict=True) if r],
         )
