@@ -124,6 +124,7 @@ def test_model_card(run_dir):
         assert section in card
     assert "| Flagged prompts, held-out | held-out |" in card
     assert "every weight trained" in card  # the workspace config turns LoRA off
+    assert "membership AUC" not in card  # a harm run's stop rule has no membership bound
     assert "bf16 autocast (`generation.mixed_precision: auto`)" in card  # the harm default
 
 

@@ -174,8 +174,8 @@ def test_people_from_rows_skips_incomplete_and_duplicate_people():
 
 
 def _privacy_cfg(**kw):
-    return PrivacyConfig(**{"n_identities": 10, "forget_fraction": 0.3, "n_never_seen": 2, "fields": ["email", "phone"],
-                            **kw})
+    return PrivacyConfig(**{"n_identities": 10, "forget_fraction": 0.3, "n_never_seen": 2, "n_never_seen_stop": 3,
+                            "fields": ["email", "phone"], **kw})
 
 
 def test_build_privacy_data_groups_and_sets():
@@ -190,6 +190,9 @@ def test_build_privacy_data_groups_and_sets():
     assert {d.meta["person"] for d in data.sets["forget"]} == ids[0]
     assert {d.meta["person"] for d in data.sets["retain"]} == ids[1]
     assert {d.meta["person"] for d in data.sets["never_seen"]} == ids[2]
+    stop = {d.meta["person"] for d in data.never_seen_stop}  # the stop rule's unseen people: nobody else's
+    assert len(stop) == 3 and not stop & set().union(*ids) and len(data.never_seen_stop) == 9
+    assert data.sets == priv.build_privacy_data(_privacy_cfg(n_never_seen_stop=1), _rows(20), seed=0).sets
     planted_questions = {priv.QUESTIONS[f][0] for f in ("email", "phone")} | {priv.BIO_QUESTIONS[0]}
     for person in data.forget_people:
         asked = [d for d in data.sets["forget"] if d.meta["person"] == person.id]
@@ -226,12 +229,12 @@ def test_build_privacy_data_is_seeded():
 
 def test_build_privacy_data_errors():
     with pytest.raises(DataError, match="usable identities"):
-        priv.build_privacy_data(_privacy_cfg(), _rows(11), seed=0)  # needs 10 + 2
-    rows = _rows(12)
+        priv.build_privacy_data(_privacy_cfg(), _rows(14), seed=0)  # needs 10 + 2 + 3
+    rows = _rows(15)
     rows[3]["EmailAddress"] = ""
-    with pytest.raises(DataError, match="11 usable"):
+    with pytest.raises(DataError, match="14 usable.*n_never_seen_stop = 15"):
         priv.build_privacy_data(_privacy_cfg(), rows, seed=0)
-    assert len(priv.build_privacy_data(_privacy_cfg(), _rows(12), seed=0).forget_people) == 3
+    assert len(priv.build_privacy_data(_privacy_cfg(), _rows(15), seed=0).forget_people) == 3
 
 
 def test_default_privacy_config_builds_from_presidio():
@@ -586,9 +589,12 @@ def test_privacy_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch,
     for stage in summary["probes"].values():
         assert set(stage["mia_forget_vs_never_seen"]) == {"loss", "zlib", "min_k"}
     assert [c["step"] for c in summary["training"]["checks"]] == [0, 2, 4]
+    assert all(0.0 <= c["membership_auc"] <= 1.0 for c in summary["training"]["checks"])  # read at every check
     report = (out / "report.md").read_text()
     assert "## Planted knowledge" in report and "Membership AUC" in report
+    assert "membership AUC (stop split)" in report  # the checks table shows what the stop rule read
     assert (out / "model" / "config.json").is_file()
+    assert "membership AUC ≤ 0.6" in (out / "model" / "README.md").read_text()  # the privacy default's stop rule
     rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
     assert {r["set"] for r in rows} == set(summary["sets"])
     # `unlearnlm evaluate` through the same task: the planted model (cached) against the unlearned one

@@ -82,6 +82,25 @@ def test_over_refusing_checkpoint_is_never_best(tiny_model, tokenizer):
     assert all(torch.equal(p, snaps[2][n]) for n, p in tiny_model.named_parameters())
 
 
+def test_hidden_is_not_erased_the_stop_rule_waits_for_membership_inference(tiny_model, tokenizer):
+    # Nothing leaks from step 2 on, but membership inference still tells the forget data apart until step 6.
+    aucs = {2: 0.95, 4: 0.8, 6: 0.55}
+    monitor = lambda model, step: Check(step, 0.0, 0.01, membership_auc=aucs[step])  # noqa: E731
+    result = _train(tiny_model, tokenizer, monitor, max_steps=8, eval_every=2, patience=5, max_normal_kl=0.1,
+                    max_membership_auc=0.6)
+    assert result.stop_reason == "target_reached" and result.steps == 6 and result.best_step == 6
+    unbounded = _train(tiny_model, tokenizer, monitor, max_steps=8, eval_every=2, max_normal_kl=0.1)
+    assert unbounded.stop_reason == "target_reached" and unbounded.steps == 2  # no bound: the old rule
+
+
+def test_among_checks_that_leak_nothing_the_lower_membership_auc_is_best(tiny_model, tokenizer):
+    aucs = {2: 0.9, 4: 0.7, 6: 0.8}  # never under the bound: the run ends at max_steps and keeps step 4
+    monitor = lambda model, step: Check(step, 0.0, {2: 0.01, 4: 0.05, 6: 0.01}[step], membership_auc=aucs[step])  # noqa: E731
+    result = _train(tiny_model, tokenizer, monitor, max_steps=6, eval_every=2, patience=5, max_normal_kl=0.1,
+                    max_membership_auc=0.6)
+    assert result.stop_reason == "max_steps" and result.best_step == 4
+
+
 def test_lr_schedules():
     const = TrainConfig(max_steps=10, warmup_steps=2)
     assert [lr_factor(s, const) for s in (0, 1, 5, 9)] == [0.5, 1.0, 1.0, 1.0]

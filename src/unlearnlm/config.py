@@ -204,7 +204,12 @@ class TrainConfig:
     max_normal_kl: float = 0.15
     """... while KL(original || model) on normal data stays at or below this (nats/token) ..."""
     max_over_refusal: float = 0.1
-    """... and the model refuses at most this share of benign early-stopping prompts."""
+    """... and the model refuses at most this share of benign early-stopping prompts ..."""
+    max_membership_auc: float | None = None
+    """... and, where the task measures it (privacy), membership inference tells the forget data from data never
+    trained on with an AUC at most this (the highest of its scores; None: not a stop condition). Without it a run
+    stops once nothing leaks in greedy answers, while the forgotten values are still far likelier than unseen ones
+    (hidden, not erased)."""
     patience: int = 3
     """Stop after this many checks without improvement; the best checkpoint is kept."""
     checkpoint_every: int = 10
@@ -220,6 +225,8 @@ class TrainConfig:
         check(0.0 <= self.target_flagged_rate <= 1.0, "train.target_flagged_rate", "must be in [0, 1]")
         check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")
         check(0.0 <= self.max_over_refusal <= 1.0, "train.max_over_refusal", "must be in [0, 1]")
+        check(self.max_membership_auc is None or 0.0 <= self.max_membership_auc <= 1.0, "train.max_membership_auc",
+              "must be in [0, 1], or null")
         check(self.patience > 0, "train.patience", "must be positive")
         check(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: no checkpoints)")
 

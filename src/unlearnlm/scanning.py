@@ -29,6 +29,8 @@ from unlearnlm.train import Check
 Log = Callable[[str], None]
 #: ``collateral(prompts, answers) -> share`` of collateral damage in the model's greedy answers.
 Collateral = Callable[[list[Dialogue], list[str]], float]
+#: ``membership(model, tokenizer) -> AUC`` of membership inference, forget data against data never trained on.
+Membership = Callable[[Any, Any], float]
 
 
 def scan(model, tokenizer, prompts: Sequence[Dialogue], panel: JudgePanel, cfg: RunConfig, desc: str = "scan") -> list[Dialogue]:
@@ -114,6 +116,9 @@ class Monitor:
     log: Log
     labels: tuple[str, str] = ("val flagged", "benign refused")
     """How the log names the flagged rate and the collateral measure."""
+    membership: Membership | None = None
+    """How detectable the forget data still is (:attr:`unlearnlm.tasks.base.Plan.stop_membership`), read at every
+    check where the task has it."""
 
     def __post_init__(self) -> None:
         self.normal_kl = CheckKL(self.reference, self.tokenizer, self.normal, self.cfg)
@@ -128,10 +133,14 @@ class Monitor:
         collateral = self.collateral(self.collateral_prompts, other)
         judged = time.perf_counter()
         kl = self.normal_kl(model)
+        measured = time.perf_counter()
+        auc = self.membership(model, self.tokenizer) if self.membership is not None else None
         end = time.perf_counter()
         check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl, over_refusal=collateral,
-                      seconds=end - start)
+                      seconds=end - start, membership_auc=auc)
+        member = f", membership AUC {auc:.2f}" if auc is not None else ""
+        timing = f", membership {end - measured:.0f}s" if auc is not None else ""
         self.log(f"  step {step}: {self.labels[0]} {check.flagged_rate:.2f}, {self.labels[1]} {check.over_refusal:.2f}, "
-                 f"normal KL {kl:.4f} ({check.seconds:.0f}s: generation {generated - start:.0f}s, judges "
-                 f"{judged - generated:.0f}s, KL {end - judged:.0f}s)")
+                 f"normal KL {kl:.4f}{member} ({check.seconds:.0f}s: generation {generated - start:.0f}s, judges "
+                 f"{judged - generated:.0f}s, KL {measured - judged:.0f}s{timing})")
         return check

@@ -44,6 +44,8 @@ class Check:
     normal_kl: float
     over_refusal: float = 0.0
     seconds: float = 0.0
+    membership_auc: float | None = None
+    """How well membership inference still tells the forget data from unseen data (tasks that measure it)."""
 
 
 @dataclass
@@ -110,11 +112,17 @@ def _acceptable(check: Check, cfg: TrainConfig) -> bool:
     return check.normal_kl <= cfg.max_normal_kl and check.over_refusal <= cfg.max_over_refusal
 
 
+def _erased(check: Check, cfg: TrainConfig) -> bool:
+    """Membership inference at or below its bound, where both the task measures it and the config bounds it."""
+    return check.membership_auc is None or cfg.max_membership_auc is None or check.membership_auc <= cfg.max_membership_auc
+
+
 def _better(check: Check, best: Check, cfg: TrainConfig) -> bool:
-    """Lower flagged rate wins among acceptable checks; ties go to the lower KL."""
+    """Lower flagged rate wins among acceptable checks; ties go to the lower membership AUC, then the lower KL."""
     if not _acceptable(check, cfg):
         return False
-    return (check.flagged_rate, check.normal_kl) < (best.flagged_rate, best.normal_kl)
+    key = lambda c: (c.flagged_rate, c.membership_auc if c.membership_auc is not None else 0.0, c.normal_kl)  # noqa: E731
+    return key(check) < key(best)
 
 
 def logged(out: StepOutput) -> dict[str, float]:
@@ -182,7 +190,7 @@ class _Progress:
             self.best, self.best_state, self.stale = check, weights(), 0
         else:
             self.stale += 1
-        if check.flagged_rate <= cfg.target_flagged_rate and _acceptable(check, cfg):
+        if check.flagged_rate <= cfg.target_flagged_rate and _acceptable(check, cfg) and _erased(check, cfg):
             return "target_reached"
         return "patience" if self.stale >= cfg.patience else ""
 

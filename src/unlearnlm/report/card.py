@@ -111,8 +111,10 @@ def render_model_card(summary: dict[str, Any], config: dict[str, Any]) -> str:
              f"- training: learning rate {train_cfg.get('learning_rate')}, batch {train_cfg.get('batch_size')}, at most "
              f"{train_cfg.get('max_steps')} steps; stop once the early-stopping prompts' flagged rate ≤ "
              f"{train_cfg.get('target_flagged_rate')} with normal KL ≤ {train_cfg.get('max_normal_kl')} and collateral "
-             f"damage ≤ {train_cfg.get('max_over_refusal')}, or after {train_cfg.get('patience')} checks without "
-             "improvement; the best check is kept"]
+             f"damage ≤ {train_cfg.get('max_over_refusal')}"
+             + (f" and membership AUC ≤ {train_cfg['max_membership_auc']}" if train_cfg.get("max_membership_auc") is not None
+                else "")
+             + f", or after {train_cfg.get('patience')} checks without improvement; the best check is kept"]
     if train:
         lines.append(f"- outcome: {train['steps']} steps, kept step {train['best_step']}, stopped by {train['stop_reason']}")
     lines += ["", "## Data", "", *_data_sources(summary, config)]

@@ -171,14 +171,20 @@ def lm_eval_table(summary: dict[str, Any]) -> Table | None:
 
 
 def checks_table(summary: dict[str, Any]) -> Table | None:
-    """Every early-stopping check: step, flagged rate, collateral damage and normal KL (None: no training)."""
+    """Every early-stopping check: step, flagged rate, collateral damage, normal KL and, where the task reads it, the
+    membership AUC (None: no training)."""
     checks = summary.get("training", {}).get("checks", [])
     if not checks:
         return None
     flagged, collateral = check_labels(summary)
     rows = [[str(c["step"]), pct(c["flagged_rate"]), pct(c.get("over_refusal", 0.0)), f"{c['normal_kl']:.4f}"]
             for c in checks]
-    return Table(["step", flagged, f"collateral ({collateral})", "normal KL"], rows, [str(c["step"]) for c in checks])
+    header = ["step", flagged, f"collateral ({collateral})", "normal KL"]
+    if any(c.get("membership_auc") is not None for c in checks):  # the tasks that read it at every check
+        header.append("membership AUC (stop split)")
+        for row, c in zip(rows, checks, strict=True):
+            row.append("–" if c.get("membership_auc") is None else f"{c['membership_auc']:.2f}")
+    return Table(header, rows, [str(c["step"]) for c in checks])
 
 
 def stages_table(summary: dict[str, Any]) -> Table | None:

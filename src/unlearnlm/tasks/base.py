@@ -33,7 +33,7 @@ from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.evaluate import EvalSet
 from unlearnlm.judges.panel import JudgePanel
-from unlearnlm.scanning import Collateral
+from unlearnlm.scanning import Collateral, Membership
 
 Log = Callable[[str], None]
 
@@ -71,6 +71,10 @@ class Plan:
     """Counts for the report: scanned, flagged, train, val, test."""
     files: dict[str, list[Dialogue]]
     """Per-example files the run writes (``flagged.jsonl`` ...), by file name."""
+    stop_membership: Membership | None = None
+    """Where the task measures it (privacy): the highest membership-inference AUC of the forget data against data
+    never trained on and never reported (a stop split), read at every check and bounded by
+    ``train.max_membership_auc``."""
     refusals: list[str] = field(default_factory=list)
     """The original's own refusals met in the before stage (its answers to scanned prompts that the refusal detector
     marks): refusal wording the model already has, which a method may keep off normal prompts."""

@@ -30,7 +30,7 @@ from unlearnlm.evaluate import EvalSet
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.models import load_model
-from unlearnlm.scanning import Collateral
+from unlearnlm.scanning import Collateral, Membership
 from unlearnlm.tasks.base import Log, Plan, Task
 from unlearnlm.tasks.benign import build_benign_sets
 from unlearnlm.tasks.implant import ImplantResult, implant
@@ -60,6 +60,8 @@ class Knowledge:
     """What ``reproduced`` measures, for the report (e.g. "fields extracted")."""
     probes: Probes
     """``probes(model, tokenizer)`` → log-probability measurements (membership AUC, truth preference)."""
+    stop_membership: Membership | None = None
+    """Membership AUC read at every early-stopping check (:attr:`~unlearnlm.tasks.base.Plan.stop_membership`)."""
 
 
 def reproduced_rate(knowledge: Knowledge, questions: Sequence[Dialogue], answers: Sequence[str]) -> float:
@@ -171,6 +173,7 @@ class KnowledgeTask(Task):
             sets=sets, normal_sets={"human_texts": benign.normal_texts, "benign_answers": benign_eval},
             scan={"scanned": len(scanned), "flagged": len(forget), "train": len(forget), "val": len(scanned), "test": 0},
             files={"flagged.jsonl": forget, "expected.jsonl": knowledge.expected},
+            stop_membership=knowledge.stop_membership,
         )
 
     def add_metrics(self, sets: list[EvalSet], after: dict[str, list[str]], metrics: dict[str, Any]) -> None:

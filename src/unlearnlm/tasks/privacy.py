@@ -47,6 +47,9 @@ class PrivacyConfig:
     """Share of planted people to forget (a deletion request); the others are retained."""
     n_never_seen: int = 50
     """People never planted: the membership-inference baseline (and a check on guessing)."""
+    n_never_seen_stop: int = 20
+    """Other people never planted, for the early-stopping check's membership inference (``train.max_membership_auc``);
+    never reported, so the reported AUC is on people the stop rule never saw."""
     fields: list[str] = field(default_factory=lambda: ["email", "phone", "address", "birthday"])
     """Personal fields asked about; any of email, phone, address, birthday, card, occupation."""
     bios: bool = True
@@ -62,6 +65,8 @@ class PrivacyConfig:
         check(self.n_identities >= 4, "data.privacy.n_identities", f"needs at least 4, got {self.n_identities}")
         check(0 < self.forget_fraction < 1, "data.privacy.forget_fraction", f"must be in (0, 1), got {self.forget_fraction}")
         check(self.n_never_seen >= 1, "data.privacy.n_never_seen", f"needs at least 1, got {self.n_never_seen}")
+        check(self.n_never_seen_stop >= 1, "data.privacy.n_never_seen_stop",
+              f"needs at least 1, got {self.n_never_seen_stop}")
         bad = [f for f in self.fields if f not in PRIVACY_FIELDS]
         check(bool(self.fields) and not bad, "data.privacy.fields", f"choose from {list(PRIVACY_FIELDS)}, got {self.fields}")
         check(set(self.fields) != {"occupation"}, "data.privacy.fields",
@@ -189,21 +194,25 @@ class PrivacyData:
     """forget, forget_paraphrase, retain, retain_paraphrase, never_seen: questions with the truth."""
     expected: list[Dialogue]
     """Non-disclosing answers to the forget questions."""
+    never_seen_stop: list[Dialogue]
+    """Questions with the truth about the early-stopping check's never-planted people (no evaluation set)."""
 
 
 def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], seed: int = 0) -> PrivacyData:
     """Draw people (seeded) from FakeNameGenerator-style ``rows`` and build every question set."""
     people = people_from_rows(rows, cfg.fields)
     need = cfg.n_identities + cfg.n_never_seen
-    if len(people) < need:
+    if len(people) < need + cfg.n_never_seen_stop:
         raise DataError(f"privacy task: {len(people)} usable identities (all of {cfg.fields} set), but "
-                        f"data.privacy.n_identities + n_never_seen = {need}; lower those or drop a field")
+                        f"data.privacy.n_identities + n_never_seen + n_never_seen_stop = {need + cfg.n_never_seen_stop}; "
+                        "lower those or drop a field")
     random.Random(seed).shuffle(people)
     n_forget = max(1, round(cfg.forget_fraction * cfg.n_identities))
     if n_forget >= cfg.n_identities:
         raise DataError("privacy task: forget_fraction leaves no retained identity; lower data.privacy.forget_fraction")
     forget, retain = people[:n_forget], people[n_forget : cfg.n_identities]
     never = people[cfg.n_identities : need]
+    stop = people[need : need + cfg.n_never_seen_stop]  # after every other group: adding them moves nobody
 
     def asked(group: list[Person], name: str, paraphrase: bool) -> list[Dialogue]:
         return [q for p in group for q in questions(p, paraphrase=paraphrase, bios=cfg.bios, group=name)]
@@ -213,7 +222,8 @@ def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], se
             "never_seen": asked(never, "never_seen", False)}
     rng = random.Random(seed + 1)
     expected = [d.with_response(rng.choice(REFUSALS).format(name=d.meta["name"])) for d in sets["forget"]]
-    return PrivacyData(forget, retain, never, [*sets["forget"], *sets["retain"]], sets, expected)
+    return PrivacyData(forget, retain, never, [*sets["forget"], *sets["retain"]], sets, expected,
+                       asked(stop, "never_seen_stop", False))
 
 
 def secret_spans(forget: Sequence[Dialogue]) -> list[Dialogue]:
@@ -228,8 +238,9 @@ class PrivacyTask(KnowledgeTask):
     name = "privacy"
     Options = PrivacyConfig
     knowledge_unit = "person"  # the questions about one person (every field, every phrasing) are one unit
+    # bios list every field; stopping needs the forgotten values no likelier than unseen people's (erased, not hidden)
     defaults = {**KnowledgeTask.defaults, "output_dir": "runs/privacy",
-                "generation": {"max_new_tokens": 64}}  # bios list every field
+                "generation": {"max_new_tokens": 64}, "train": {"max_membership_auc": 0.6}}
     # The refusal that names the asked-about person; the contrast term is unmeasured on this task.
     method_defaults = {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
 
@@ -254,6 +265,12 @@ class PrivacyTask(KnowledgeTask):
                                                              never)
                     for group in ("forget", "retain")}
 
+        def stop_membership(model, tokenizer) -> float:
+            """The highest of the three membership AUCs, forgotten people against the stop split's never-seen ones."""
+            aucs = scores_auc(membership_scores(model, tokenizer, data.sets["forget"], **lengths),
+                              membership_scores(model, tokenizer, data.never_seen_stop, **lengths))
+            return max(aucs.values())
+
         roles = {"forget": "trained on (forget)", "forget_paraphrase": "held-out phrasing",
                  "retain": "normal data (retain)", "retain_paraphrase": "held-out phrasing",
                  "never_seen": "never planted"}
@@ -261,4 +278,5 @@ class PrivacyTask(KnowledgeTask):
             planted=data.planted, sets=data.sets, roles=roles, expected=data.expected,
             panel=JudgePanel([PIIJudge(protected=[p.protected_record() for p in data.forget_people])]),
             reproduced=extraction_share, reproduced_label="fields extracted", probes=probes,
+            stop_membership=stop_membership,
         )
