@@ -138,9 +138,9 @@ def test_the_native_refusals_reach_the_contrast_rows(tiny_model, tokenizer):
                          reference=Reference(tiny_model, copy_weights=True), tokenizer=tokenizer,
                          max_prompt_tokens=32, max_response_tokens=32, batch_size=4, seed=0,
                          device=torch.device("cpu"), refusals=native)
-    on = create_method("distance_cluster").prepare(ctx)
+    on = create_method("distance_cluster", {"contrast_native": True}).prepare(ctx)
     assert native[0] in {r.response for r in on.pairs["contrast"]} and on.info["native_refusals"] == 1
-    off = create_method("distance_cluster", {"contrast_native": False}).prepare(ctx)
+    off = create_method("distance_cluster").prepare(ctx)  # the default
     assert native[0] not in {r.response for r in off.pairs["contrast"]} and "native_refusals" not in off.info
 
 

@@ -69,7 +69,7 @@ def test_the_originals_own_refusals_reach_the_contrast_term(workspace, monkeypat
 
     monkeypatch.setattr(ScanTask, "scan_forget", scan_forget)
     out = tmp_path / "native"
-    assert main(["run", str(config), "--output", str(out)]) == 0
+    assert main(["run", str(config), "--output", str(out), "--set", "method.options.contrast_native=true"]) == 0
     clean = [Dialogue(**json.loads(line)) for line in (out / "clean.jsonl").read_text().splitlines()]
     detector = RefusalDetector()
     native = int((detector.score(clean) >= detector.threshold).sum())

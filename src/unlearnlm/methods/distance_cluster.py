@@ -85,11 +85,13 @@ class DistanceClusterOptions:
     forget prompt with the normal prompts the original holds most alike at the last prompt token (hard negatives:
     the benign requests most at risk of being refused), each normal prompt used about equally often."""
 
-    contrast_native: bool = True
+    contrast_native: bool = False
     """Every other contrast row takes its opening from the original's own refusals met before training (in the harm
     task, its refusals among the scanned answers) instead of the expected outputs. Training toward the expected
     refusals also raises the model's native refusal ("I'm sorry for any confusion, but as a chatbot ..."), which run
-    L gave to 17% of WritingBench's writing requests; the expected outputs' openings do not name it."""
+    L gave to 17% of WritingBench's writing requests; the expected outputs' openings do not name it. Off: on the
+    harm default (run N) it kept a fifth of the benign early-stopping requests refused from step 20 on, so the stop
+    rule kept step 10 (82% of held-out harmful prompts still flagged)."""
     contrast_tokens: int = 0
     """The contrast term's unlikelihood over each row's first this many tokens only (0: the whole first sentence,
     whose request-naming words dilute the opening that decides a refusal)."""
