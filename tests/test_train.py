@@ -237,9 +237,9 @@ def test_bf16_training_leaves_a_plain_fp32_model(tokenizer):
 
 
 @pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("no", torch.float32)])
-def test_the_methods_preparation_runs_at_the_steps_precision(tiny_model, tokenizer, precision, dtype):
-    # The original's states and log-probabilities a method caches before training are compared with the policy's
-    # at every step: both come from passes under the same autocast.
+def test_the_methods_preparation_runs_in_the_models_own_precision(tiny_model, tokenizer, precision, dtype):
+    # The original's states and log-probabilities a method caches before training come from fp32 passes whatever
+    # the steps' autocast (what run L measured; bf16 preparation, run N2, is not the default).
     from unlearnlm.methods.base import reference_sequence_logprobs
     from unlearnlm.methods.baselines import GradientAscent
 
@@ -258,4 +258,4 @@ def test_the_methods_preparation_runs_at_the_steps_precision(tiny_model, tokeniz
                 data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True))
     finally:
         hook.remove()
-    assert seen == [dtype, "prepared", dtype]  # the original's pass in prepare, then the step's pass
+    assert seen == [torch.float32, "prepared", dtype]  # the original's pass in prepare, then the step's pass

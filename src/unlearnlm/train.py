@@ -282,18 +282,18 @@ def unlearn(
         max_prompt_tokens=data_cfg.max_prompt_tokens, max_response_tokens=data_cfg.max_response_tokens,
         batch_size=train_cfg.batch_size * 4, seed=train_cfg.seed, device=device, refusals=refusals,
     )
-    # The original's passes before training run under the steps' autocast: the states and log-probabilities the
-    # losses compare with are the ones the original computes at the steps' precision (and twice as fast in bf16).
-    with accelerator.autocast():
-        prepared = method.prepare(ctx)
-        tokens = {"forget": ctx.tokenize(forget)}
-        if "normal" in method.streams:
-            tokens["normal"] = ctx.tokenize(normal)
-        for name, rows in prepared.pairs.items():
-            tokens[name] = ctx.tokenize(rows)
-        normal_cache: dict[str, torch.Tensor] = {}
-        if train_cfg.kl_top_k and "normal" in tokens and method.reads_normal_kl():  # the original's outputs, once
-            normal_cache = reference_top_k(ctx, tokens["normal"], train_cfg.kl_top_k)
+    # The original's passes before training stay in the model's own precision, even where the steps run under
+    # autocast: under bf16 (run N2) the harm default's stop rule kept another checkpoint, and whether that was the
+    # precision or chance is not measured; fp32 is what run L measured.
+    prepared = method.prepare(ctx)
+    tokens = {"forget": ctx.tokenize(forget)}
+    if "normal" in method.streams:
+        tokens["normal"] = ctx.tokenize(normal)
+    for name, rows in prepared.pairs.items():
+        tokens[name] = ctx.tokenize(rows)
+    normal_cache: dict[str, torch.Tensor] = {}
+    if train_cfg.kl_top_k and "normal" in tokens and method.reads_normal_kl():  # the original's outputs, once
+        normal_cache = reference_top_k(ctx, tokens["normal"], train_cfg.kl_top_k)
     streams = {"forget": _Stream(len(forget), train_cfg.batch_size, rng)}
     if "normal" in tokens:
         streams["normal"] = _Stream(len(normal), train_cfg.batch_size, rng)
