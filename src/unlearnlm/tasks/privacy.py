@@ -28,7 +28,7 @@ from unlearnlm.errors import DataError
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.pii import PIIJudge
 from unlearnlm.judges.pii_data import presidio_identities
-from unlearnlm.probes import membership_scores, scores_auc
+from unlearnlm.probes import membership_auc, membership_scores, scores_auc
 from unlearnlm.tasks.base import Log, Plan, register_task
 from unlearnlm.tasks.implant import ImplantConfig
 from unlearnlm.tasks.knowledge import Knowledge, KnowledgeTask
@@ -267,9 +267,7 @@ class PrivacyTask(KnowledgeTask):
 
         def stop_membership(model, tokenizer) -> float:
             """The highest of the three membership AUCs, forgotten people against the stop split's never-seen ones."""
-            aucs = scores_auc(membership_scores(model, tokenizer, data.sets["forget"], **lengths),
-                              membership_scores(model, tokenizer, data.never_seen_stop, **lengths))
-            return max(aucs.values())
+            return max(membership_auc(model, tokenizer, data.sets["forget"], data.never_seen_stop, **lengths).values())
 
         roles = {"forget": "trained on (forget)", "forget_paraphrase": "held-out phrasing",
                  "retain": "normal data (retain)", "retain_paraphrase": "held-out phrasing",
