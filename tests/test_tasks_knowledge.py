@@ -307,8 +307,8 @@ def _pairs(n):
              "domain": "test"} for i in range(n)]
 
 
-def _hal_cfg():
-    return HallucinationConfig(n_forget=4, n_retain=4, n_untouched=4)
+def _hal_cfg(n_anchor: int = 0):
+    return HallucinationConfig(n_forget=4, n_retain=4, n_untouched=4, n_anchor=n_anchor)
 
 
 def test_build_hallucination_data_groups():
@@ -334,6 +334,26 @@ def test_build_hallucination_data_groups():
     assert all(hal.planted_share(d, d.response) == 1.0 for d in data.planted)
     same = hal.build_hallucination_data(_hal_cfg(), _pairs(14), seed=0)
     assert [p["id"] for p in same.forget_pairs] == [p["id"] for p in data.forget_pairs]
+
+
+def test_anchor_pairs_are_drawn_last_and_give_both_statements():
+    """Anchors come from pairs outside every other group, leave those groups as they were, and ask each question
+    with the true and with the false statement (the KL term then holds the original's preference between them)."""
+    without, data = (hal.build_hallucination_data(_hal_cfg(n), _pairs(16), seed=0) for n in (0, 3))
+    for group in ("forget_pairs", "retain_pairs", "untouched_pairs"):
+        assert getattr(data, group) == getattr(without, group), group
+    assert without.anchors == [] and len(data.anchor_pairs) == 3
+    others = {p["id"] for g in (data.forget_pairs, data.retain_pairs, data.untouched_pairs) for p in g}
+    assert not {p["id"] for p in data.anchor_pairs} & others
+    by_id = {p["id"]: p for p in data.anchor_pairs}
+    assert len(data.anchors) == 3 * 2 * 2  # pairs x phrasings x (true, false)
+    for question in {d.prompt for d in data.anchors}:
+        answers = [d for d in data.anchors if d.prompt == question]
+        pair = by_id[answers[0].meta["pair"]]
+        assert sorted(d.response for d in answers) == sorted([pair["true"], pair["false"]])
+    assert not {d.prompt for d in data.anchors} & {d.prompt for rows in data.sets.values() for d in rows}
+    with pytest.raises(DataError, match="n_anchor = 17"):
+        hal.build_hallucination_data(_hal_cfg(5), _pairs(16), seed=0)
 
 
 def test_build_hallucination_data_errors_and_duplicates():
@@ -622,9 +642,12 @@ def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkey
         "data.hallucination.n_forget=4", "data.hallucination.n_retain=4", "data.hallucination.n_untouched=4",
         "data.hallucination.implant.max_epochs=1", "generation.max_new_tokens=4", "data.normal_train_size=4",
         "data.eval_size=4", "data.benign_val_size=2", "train.max_steps=2", "train.eval_every=2",
+        "data.hallucination.n_anchor=2",
     ])
-    summary = run(cfg, log=lambda _: None)
+    logged = []
+    summary = run(cfg, log=logged.append)
     assert summary["scan"]["scanned"] == 8  # 4 pairs x 2 planted phrasings
+    assert any("normal data: 8 retained + 8 anchor + 4 benign" in line for line in logged)  # 2 pairs x 2 x 2
     assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "untouched", "benign"}
     for stage in ("base", "original", "after"):
         pref = summary["probes"][stage]["truth_preference_untouched"]

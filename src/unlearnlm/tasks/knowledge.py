@@ -9,7 +9,8 @@ said, a ``reproduced`` function (how much of the planted answer a generated answ
 1. **Plant** the knowledge into the configured model (cached, :mod:`unlearnlm.tasks.implant`); the
    planted model is *the original* from here on. Probes run on the base model and on the original.
 2. **Scan**: the original answers the forget questions; the answers the panel flags are the forget set.
-3. Normal data: the retained planted dialogues plus the original's answers to benign prompts. Early
+3. Normal data: the retained planted dialogues, the task's anchors (if any) and the original's answers to
+   benign prompts. Early
    stopping: flagged rate on the forget questions, KL on benign answers, and collateral damage = share of
    retained questions the original answered with the planted answer and the model no longer does
    (``train.max_over_refusal`` bounds it).
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from unlearnlm.config import ModelConfig
@@ -62,6 +63,8 @@ class Knowledge:
     """``probes(model, tokenizer)`` → log-probability measurements (membership AUC, truth preference)."""
     stop_membership: Membership | None = None
     """Membership AUC read at every early-stopping check (:attr:`~unlearnlm.tasks.base.Plan.stop_membership`)."""
+    anchors: list[Dialogue] = field(default_factory=list)
+    """More normal data, never planted nor evaluated: the normal loss holds the original on these answers."""
 
 
 def reproduced_rate(knowledge: Knowledge, questions: Sequence[Dialogue], answers: Sequence[str]) -> float:
@@ -159,15 +162,16 @@ class KnowledgeTask(Task):
                             f"data.{cfg.data.task}.implant.max_epochs or its learning_rate")
         benign_train = [p.with_response(a) for p, a in zip(benign.train, normal_answers, strict=False) if a]
         benign_val = [p.with_response(a) for p, a in zip(benign.val, normal_answers[len(benign.train) :], strict=True) if a]
+        anchored = f" + {len(knowledge.anchors)} anchor" if knowledge.anchors else ""
         log(f"      flagged {len(forget)}/{len(scanned)} forget answers; normal data: {len(knowledge.sets['retain'])} "
-            f"retained + {len(benign_train)} benign dialogues")
+            f"retained{anchored} + {len(benign_train)} benign dialogues")
         retain_prompts = asked["retain"][:32]  # already a seeded sample; the early-stopping check re-asks these
         retain_kept = [knowledge.reproduced(p, a) >= 1.0 for p, a in zip(retain_prompts, before["retain"], strict=False)]
         sets = self.evaluated_sets({}, before)
         benign_eval = [p.with_response(a) for p, a in zip(benign.eval, before["benign"], strict=True) if a]
         return Plan(
             forget=forget, expected=knowledge.expected, expected_info={"source": "task", "kept": len(knowledge.expected)},
-            normal=[*knowledge.sets["retain"], *benign_train], stop_prompts=asked["forget"], stop_normal=benign_val,
+            normal=[*knowledge.sets["retain"], *knowledge.anchors, *benign_train], stop_prompts=asked["forget"], stop_normal=benign_val,
             collateral_prompts=retain_prompts, collateral=retained_lost(knowledge, retain_kept),
             labels=("forget flagged", "retained answers lost"), initial_flagged=len(forget) / len(scanned),
             sets=sets, normal_sets={"human_texts": benign.normal_texts, "benign_answers": benign_eval},
