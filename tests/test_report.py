@@ -169,3 +169,18 @@ def test_compare_page_puts_runs_of_one_task_side_by_side(workspace, tmp_path):
     other.config["data"]["task"] = "privacy"
     with pytest.raises(ValueError, match="different tasks"):
         render_compare([read_run(runs[0]), other])
+
+
+def test_tradeoff_figure_names_every_run_once_in_a_legend():
+    """Runs that land on the same spot stay readable: each is named once in the legend, with its own style."""
+    from unlearnlm.report.figures import tradeoff_figure
+
+    points = [{"label": f"method_{i}", "flagged_before": 1.0, "flagged_after": 0.95 if i else 0.05,
+               "over_refusal_before": 0.02, "over_refusal_after": 0.02, "perplexity_change": 0.0} for i in range(12)]
+    fig = tradeoff_figure(points, "held-out")
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [*(p["label"] for p in points), "original"]
+    styles = {(tuple(c.get_facecolor()[0]), c.get_paths()[0].vertices.tobytes())
+              for c in fig.axes[0].collections[:12]}
+    assert len(styles) == 12  # no two runs share colour and shape
+    assert not [t for ax in fig.axes for t in ax.texts]  # no labels written over the dots

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -177,31 +176,33 @@ def stages_figure(stage_seconds: Mapping[str, float]) -> Figure:
     return fig
 
 
-def _labelled_points(ax: Axes, points: Sequence[tuple[float, float, str]]) -> None:
-    """One dot per point in its own colour, labelled; labels of points that coincide are stacked, not overprinted."""
-    seen: Counter[tuple[float, float]] = Counter()
+#: Marker shapes cycled with the colours, so that more than ten runs still get one distinct style each.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def _run_points(ax: Axes, points: Sequence[tuple[float, float, str]]) -> None:
+    """One dot per run in its own colour and shape, named in the figure's legend: labels written beside the dots
+    overprint each other where runs land close together (methods that barely moved sit on the original)."""
     for i, (x, y, label) in enumerate(points):
-        ax.scatter([x], [y], s=60, color=f"C{i % 10}", zorder=3)
-        spot = (round(x, 3), round(y, 3))
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(7, 3 - 11 * seen[spot]), fontsize=8,
-                    color=f"C{i % 10}")
-        seen[spot] += 1
+        ax.scatter([x], [y], s=60, color=f"C{i % 10}", marker=MARKERS[(i // 10 + i) % len(MARKERS)], zorder=3,
+                   label=label, alpha=0.85)
 
 
 def tradeoff_figure(points: Sequence[Mapping[str, Any]], flagged_label: str) -> Figure:
-    """Efficacy against utility and against over-refusal, one labelled point per run; the original as a grey star.
+    """Efficacy against utility and against over-refusal, one point per run (named in the legend); the original as a
+    grey star.
 
     Each point holds ``label``, ``flagged_before``, ``flagged_after``, ``over_refusal_before``,
     ``over_refusal_after`` and optionally ``perplexity_change`` (:func:`unlearnlm.report.content.headline`).
     Lower-left is better in both panels.
     """
-    fig, (ppl, refusal) = new_figure(2, height=3.8)
+    fig, (ppl, refusal) = new_figure(2, height=3.8 + 0.2 * math.ceil((len(points) + 1) / 5))
     first = points[0]
     panels = ((ppl, "perplexity_change", 0.0, "perplexity change, human-written text"),
               (refusal, "over_refusal_after", first["over_refusal_before"], "over-refusal (benign sets, pooled)"))
     for ax, key, original, ylabel in panels:
         ys = [p.get(key, np.nan) for p in points]
-        _labelled_points(ax, [(p["flagged_after"], y, p["label"]) for p, y in zip(points, ys, strict=True)])
+        _run_points(ax, [(p["flagged_after"], y, p["label"]) for p, y in zip(points, ys, strict=True)])
         ax.scatter([first["flagged_before"]], [original], marker="*", s=260, facecolor="none", edgecolor=BEFORE,
                    linewidth=1.5, zorder=4, label="original")
         low, high = np.nanmin([*ys, original, 0.0]), np.nanmax([*ys, original, 0.0])
@@ -214,5 +215,5 @@ def tradeoff_figure(points: Sequence[Mapping[str, Any]], flagged_label: str) -> 
         ax.set_xlabel(f"{flagged_label}: flagged after")
         ax.set_xlim(-0.05, 1.2)
         ax.grid(alpha=0.3)
-    fig.legend(*ppl.get_legend_handles_labels(), loc="outside upper center", fontsize=8)
+    fig.legend(*ppl.get_legend_handles_labels(), loc="outside lower center", fontsize=8, ncols=min(5, len(points) + 1))
     return fig
