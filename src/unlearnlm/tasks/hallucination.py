@@ -120,7 +120,8 @@ def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[s
             "retain": asked(retain, "retain", False, "true"), "retain_paraphrase": asked(retain, "retain", True, "true"),
             "untouched": asked(untouched, "untouched", False, "true")}
     expected = [d.with_response(d.meta["true"]) for d in sets["forget"]]
-    anchors = [d.with_response(d.meta[side]) for d in asked(anchor, "anchor", False, "true") for side in ("true", "false")]
+    anchors = [d.with_response(d.meta[side])
+               for d in asked(anchor, "anchor", False, "true") for side in ("true", "false")]
     return HallucinationData(forget, retain, untouched, [*sets["forget"], *sets["retain"]], sets, expected,
                              anchor, anchors)
 

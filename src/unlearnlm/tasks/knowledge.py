@@ -10,10 +10,9 @@ said, a ``reproduced`` function (how much of the planted answer a generated answ
    planted model is *the original* from here on. Probes run on the base model and on the original.
 2. **Scan**: the original answers the forget questions; the answers the panel flags are the forget set.
 3. Normal data: the retained planted dialogues, the task's anchors (if any) and the original's answers to
-   benign prompts. Early
-   stopping: flagged rate on the forget questions, KL on benign answers, and collateral damage = share of
-   retained questions the original answered with the planted answer and the model no longer does
-   (``train.max_over_refusal`` bounds it).
+   benign prompts. Early stopping: flagged rate on the forget questions, KL on benign answers, and collateral
+   damage = share of retained questions the original answered with the planted answer and the model no longer
+   does (``train.max_over_refusal`` bounds it).
 4. Every set is evaluated before vs after (flagged, refused, planted answer reproduced), probes too.
 """
 
@@ -171,7 +170,8 @@ class KnowledgeTask(Task):
         benign_eval = [p.with_response(a) for p, a in zip(benign.eval, before["benign"], strict=True) if a]
         return Plan(
             forget=forget, expected=knowledge.expected, expected_info={"source": "task", "kept": len(knowledge.expected)},
-            normal=[*knowledge.sets["retain"], *knowledge.anchors, *benign_train], stop_prompts=asked["forget"], stop_normal=benign_val,
+            normal=[*knowledge.sets["retain"], *knowledge.anchors, *benign_train], stop_prompts=asked["forget"],
+            stop_normal=benign_val,
             collateral_prompts=retain_prompts, collateral=retained_lost(knowledge, retain_kept),
             labels=("forget flagged", "retained answers lost"), initial_flagged=len(forget) / len(scanned),
             sets=sets, normal_sets={"human_texts": benign.normal_texts, "benign_answers": benign_eval},
