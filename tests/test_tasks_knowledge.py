@@ -517,6 +517,7 @@ def test_task_settings_from_yaml(tmp_path):
         ("data.privacy.forget_fraction=1.5", "data.privacy.forget_fraction"),
         ("data.privacy.n_identities=2", "data.privacy.n_identities"),
         ("data.hallucination.n_forget=1", "data.hallucination.n_forget"),
+        ("data.hallucination.n_anchor=-1", "data.hallucination.n_anchor"),
         ("data.privacy.implant.target_rate=0", "implant.target_rate"),
         ("data.hallucination.implant.max_epochs=0", "implant.max_epochs"),
         ("data.task=poetry", "data.task"),
