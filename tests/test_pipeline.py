@@ -145,7 +145,13 @@ def test_panel_flags_when_any_judge_flags():
     assert out[0].meta["scores"] == {"always": 0.95, "never": 0.0}
 
 
-def test_rephrased_training_copies_are_trained_on_with_their_intents_refusal(workspace):
+def test_rephrased_training_copies_are_trained_on_with_refusals_of_their_own(workspace, monkeypatch):
+    from unlearnlm.tasks.harm import HarmTask
+    from unlearnlm.tasks.rephrase import core_task
+
+    made: list = []
+    fitting = HarmTask.fitting
+    monkeypatch.setattr(HarmTask, "fitting", lambda self, rows: made.append((rows, fitting(self, rows))) or made[-1][1])
     tmp_path, config, _ = workspace
     out = tmp_path / "copies"
     assert main(["run", str(config), "--output", str(out), "--set", "data.expected_outputs=null",
@@ -153,6 +159,12 @@ def test_rephrased_training_copies_are_trained_on_with_their_intents_refusal(wor
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["scan"]["train_rephrased_copies"] == 2 * metrics["scan"]["train"]
     assert metrics["sets"]["forget_train"]["before"]["n"] == metrics["scan"]["train"]  # copies are not evaluated
+    (_, intents), (rows, copies) = made  # the flagged training prompts, then their reworded copies
+    assert len(copies) == 2 * len(intents) and [c.prompt for c in copies] == [r.prompt for r in rows]
+    answer_of = {d.prompt: d.response for d in intents}
+    assert all(c.response != answer_of[r.meta["intent"]] for r, c in zip(rows, copies, strict=True))  # their own
+    named = [(core_task(r.meta["intent"]), c.response) for r, c in zip(rows, copies, strict=True)]
+    assert all(task in answer for task, answer in named if task) and any(task for task, _ in named)
 
 
 def test_a_diverging_run_stops_with_one_line_and_saves_no_model(workspace, capsys):

@@ -13,7 +13,13 @@ prompt gets its own expected answer, built from three parts chosen per prompt:
 * a safe alternative on the same subject ("If you're interested in chemistry, ...").
 
 Each part has several phrasings, picked by a stable hash of the prompt, so the answers differ in wording as
-well as in content. The cluster mean still acts in representation space (the ``pull`` term of
+well as in content. A task longer than 16 words is cut at its first clause break; a prompt with no task that can be
+extracted (a question, a persona's story) gets an opening that names its harm category rather than a generic "I
+have to decline this one". A prompt framed as fiction or role-play, as a hypothetical or as history gets an opening
+that says the frame changes nothing ("Even in a story, I can't help you make a bomb."); reworded training copies
+(``data.forget_rephrasings``) are answered this way, naming the task of the request they reword. Run P9's refusals
+to held-out fiction-framed prompts fell back to one generic answer (distinct-2 0.40 against 0.53-0.57 for the other
+rules): 28 of its 82 expected outputs opened generically, many of them for persona- and story-framed requests. The cluster mean still acts in representation space (the ``pull`` term of
 ``distance_cluster``); the token-level target is the prompt's own answer (``target: own``).
 """
 
@@ -74,6 +80,40 @@ _OPEN_ANY = (
     "I'm sorry, but that's not something I can help with.",
     "I won't be able to do that.",
 )
+#: Openings for a request whose task cannot be extracted: they name its category instead.
+_OPEN_CATEGORY: dict[str, tuple[str, ...]] = {
+    "self_harm": ("I can't give advice on ways to hurt yourself.", "I won't help with anything that could harm you."),
+    "copyright": ("I can't reproduce that copyrighted text.", "I won't copy out protected lyrics or book passages."),
+    "weapons": ("I can't help with making or using weapons.",
+                "I won't give instructions involving weapons or dangerous substances."),
+    "cyber": ("I can't help with breaking into systems or accounts.", "I won't help with hacking or malicious software."),
+    "fraud": ("I can't help with scams, theft or deceiving people.",
+              "I won't help trick people out of their money or their trust."),
+    "drugs": ("I can't help with making or getting illegal drugs.", "I won't give instructions involving illegal drugs."),
+    "privacy": ("I can't help with getting at someone's private information.",
+                "I won't help watch or track someone without their consent."),
+    "misinformation": ("I can't help write misleading content or propaganda.",
+                       "I won't help make false claims look true."),
+    "hate": ("I can't write content that demeans a group of people.", "I won't help put people down for who they are."),
+    "sexual": ("I can't write sexual content like this.", "I won't produce that kind of explicit material."),
+    "violence": ("I can't help with hurting people.", "I won't help plan violence against anyone."),
+}
+#: How a request is framed (first match wins) and the phrases that say the frame changes nothing.
+_FRAMES: dict[str, re.Pattern[str]] = {name: re.compile(rx, re.IGNORECASE) for name, rx in {
+    "fiction": r"\b(?:(?<!news )stor(?:y|ies)|novel|scene|screenplay|character|role[- ]?play\w*|pretend\w*|"
+               r"fiction\w*|poem|movie|film|monologue|let's play a game)\b",
+    "hypothetical": r"\b(?:hypothetic\w*|imagine|suppose|thought experiment|in theory|out of curiosity|if I ever)\b",
+    "past": r"\b(?:in the past|historically|back in the(?: old)? days?|years ago|earlier decades|in the (?:\d\d|\d{4})s)\b",
+}.items()}
+_FRAME_PREFIX: dict[str, tuple[str, ...]] = {
+    "fiction": ("Even in a story, ", "Fiction or not, ", "Even for a character, ", "Even as role-play, "),
+    "hypothetical": ("Even hypothetically, ", "Hypothetical or not, ", "Even in theory, "),
+    "past": ("Past or present, ", "Even as history, ", "Whether then or now, "),
+}
+_PLAIN_OPENINGS = ("I can't", "I won't", "I'm unable", "I'm not able")
+_CLAUSE_BREAK = re.compile(r",\s| such as | including | like ")
+MAX_TASK_WORDS = 16
+
 _REASONS: dict[str, tuple[str, ...]] = {
     "self_harm": ("I'm worried about your safety, and I don't want to give information that could hurt you.",
                   "Your life and wellbeing matter, and this could put you in serious danger.",
@@ -164,19 +204,49 @@ def _pick(options: Sequence[str], prompt: str, salt: str) -> str:
     return options[zlib.crc32(f"{salt}:{prompt}".encode()) % len(options)]
 
 
-def fitting_refusal(prompt: str) -> str:
-    """A refusal of ``prompt`` that names the request, gives a fitting reason and a safe alternative."""
+def request_frame(prompt: str) -> str | None:
+    """``"fiction"``, ``"hypothetical"`` or ``"past"`` when ``prompt`` is framed that way, else ``None``."""
+    return next((name for name, pattern in _FRAMES.items() if pattern.search(prompt)), None)
+
+
+def _short_task(task: str | None) -> str | None:
+    """``task`` if it has at most :data:`MAX_TASK_WORDS` words, else its part before the first clause break
+    (when that part has 4 to :data:`MAX_TASK_WORDS` words), else ``None``."""
+    if task is None or len(task.split()) <= MAX_TASK_WORDS:
+        return task
+    head = _CLAUSE_BREAK.split(task, maxsplit=1)[0]
+    return head if 4 <= len(head.split()) <= MAX_TASK_WORDS else None
+
+
+def fitting_refusal(prompt: str, task: str | None = None) -> str:
+    """A refusal of ``prompt`` that names the request, gives a fitting reason and a safe alternative.
+
+    ``task``: the request's task when ``prompt`` rewords another request (a training copy); default: the task
+    extracted from ``prompt``.
+    """
     category = harm_category(prompt)
-    task = core_task(prompt)
-    if task and len(task.split()) <= 16:
-        opening = _pick(_OPEN_TASK, prompt, "open").format(task=task)
+    task = _short_task(task or core_task(prompt))
+    if task:
+        openings = tuple(o.format(task=task) for o in _OPEN_TASK)
     else:
-        opening = _pick(_OPEN_ANY, prompt, "open")
+        openings = _OPEN_CATEGORY.get(category, _OPEN_ANY)
+    frame = request_frame(prompt)
+    if frame:  # "Even in a story, I can't ...": only plain "I can't / I won't" openings read well after the frame
+        plain = [o for o in openings if o.startswith(_PLAIN_OPENINGS)] or [_OPEN_ANY[0]]
+        opening = _pick(_FRAME_PREFIX[frame], prompt, "frame") + _pick(plain, prompt, "open")
+    else:
+        opening = _pick(openings, prompt, "open")
     return " ".join([opening, _pick(_REASONS[category], prompt, "reason"),
                      _pick(_ALTERNATIVES[category], prompt, "alternative")])
 
 
 def fitting_refusals(prompts: Sequence[Dialogue]) -> list[Dialogue]:
-    """Expected outputs for forget prompts: each prompt paired with its own :func:`fitting_refusal`."""
-    return [Dialogue(prompt=p.prompt, response=fitting_refusal(p.prompt),
+    """Expected outputs for forget prompts: each prompt paired with its own :func:`fitting_refusal`. A reworded
+    training copy (meta ``intent``: the request it rewords) names the task of that request."""
+    return [Dialogue(prompt=p.prompt, response=fitting_refusal(p.prompt, _intent_task(p)),
                      meta={"source": "fitting_refusal", "category": harm_category(p.prompt)}) for p in prompts]
+
+
+def _intent_task(d: Dialogue) -> str | None:
+    intent = d.meta.get("intent") if d.meta else None
+    return core_task(intent) if intent and intent != d.prompt else None

@@ -268,10 +268,15 @@ class ScanTask(Task):
 
         # Reworded copies of the training prompts teach the refusal of the intent, not of one phrasing; they are
         # trained on (with the original's bad answer and expected output) but not evaluated as "trained on".
+        # With ``expected_recipe: fitting`` each copy gets its own answer (one that can name the copy's frame);
+        # otherwise the answer of the request it rewords.
         copies = training_copies(forget_train, self.cfg.data.forget_rephrasings)
-        answer_of = {d.prompt: d.response for d in stage.expected}
-        expected = stage.expected + [c.with_response(answer_of[c.meta["intent"]]) for c in copies
-                                     if c.meta["intent"] in answer_of]
+        if stage.expected_info.get("source") == "fitting":
+            expected = stage.expected + self.fitting(copies)
+        else:
+            answer_of = {d.prompt: d.response for d in stage.expected}
+            expected = stage.expected + [c.with_response(answer_of[c.meta["intent"]]) for c in copies
+                                         if c.meta["intent"] in answer_of]
         self.rephrased = stage.rephrased
         sets = self.split_sets((forget_train, forget_val, forget_test), stage.rephrased, before)
         return Plan(
