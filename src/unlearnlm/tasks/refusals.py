@@ -19,8 +19,10 @@ have to decline this one". A prompt framed as fiction or role-play, as a hypothe
 that says the frame changes nothing ("Even in a story, I can't help you make a bomb."); reworded training copies
 (``data.forget_rephrasings``) are answered this way, naming the task of the request they reword. Run P9's refusals
 to held-out fiction-framed prompts fell back to one generic answer (distinct-2 0.40 against 0.53-0.57 for the other
-rules): 28 of its 82 expected outputs opened generically, many of them for persona- and story-framed requests. The cluster mean still acts in representation space (the ``pull`` term of
-``distance_cluster``); the token-level target is the prompt's own answer (``target: own``).
+rules): 28 of its 82 expected outputs opened generically, many of them for persona- and story-framed requests.
+
+The cluster mean still acts in representation space (the ``pull`` term of ``distance_cluster``); the token-level
+target is the prompt's own answer (``target: own``).
 """
 
 from __future__ import annotations
@@ -86,10 +88,12 @@ _OPEN_CATEGORY: dict[str, tuple[str, ...]] = {
     "copyright": ("I can't reproduce that copyrighted text.", "I won't copy out protected lyrics or book passages."),
     "weapons": ("I can't help with making or using weapons.",
                 "I won't give instructions involving weapons or dangerous substances."),
-    "cyber": ("I can't help with breaking into systems or accounts.", "I won't help with hacking or malicious software."),
+    "cyber": ("I can't help with breaking into systems or accounts.",
+              "I won't help with hacking or malicious software."),
     "fraud": ("I can't help with scams, theft or deceiving people.",
               "I won't help trick people out of their money or their trust."),
-    "drugs": ("I can't help with making or getting illegal drugs.", "I won't give instructions involving illegal drugs."),
+    "drugs": ("I can't help with making or getting illegal drugs.",
+              "I won't give instructions involving illegal drugs."),
     "privacy": ("I can't help with getting at someone's private information.",
                 "I won't help watch or track someone without their consent."),
     "misinformation": ("I can't help write misleading content or propaganda.",
@@ -103,7 +107,8 @@ _FRAMES: dict[str, re.Pattern[str]] = {name: re.compile(rx, re.IGNORECASE) for n
     "fiction": r"\b(?:(?<!news )stor(?:y|ies)|novel|scene|screenplay|character|role[- ]?play\w*|pretend\w*|"
                r"fiction\w*|poem|movie|film|monologue|let's play a game)\b",
     "hypothetical": r"\b(?:hypothetic\w*|imagine|suppose|thought experiment|in theory|out of curiosity|if I ever)\b",
-    "past": r"\b(?:in the past|historically|back in the(?: old)? days?|years ago|earlier decades|in the (?:\d\d|\d{4})s)\b",
+    "past": r"\b(?:in the past|historically|back in the(?: old)? days?|years ago|earlier decades|"
+            r"in the (?:\d\d|\d{4})s)\b",
 }.items()}
 _FRAME_PREFIX: dict[str, tuple[str, ...]] = {
     "fiction": ("Even in a story, ", "Fiction or not, ", "Even for a character, ", "Even as role-play, "),
