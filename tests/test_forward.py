@@ -5,6 +5,7 @@ import torch
 from conftest import make_model
 
 from unlearnlm import losses
+from unlearnlm.clustering import prompt_states
 from unlearnlm.config import LoraConfig, RunConfig
 from unlearnlm.data.formatting import IGNORE_INDEX, collate, left_pad_to, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
@@ -14,6 +15,7 @@ from unlearnlm.methods.base import (
     forward_many,
     original_states,
     reference_forward,
+    reference_map,
     reference_windows,
     response_window,
 )
@@ -87,6 +89,31 @@ def test_cached_reference_windows_match_a_reference_pass(tiny_model, tokenizer):
     torch.testing.assert_close(cache[1:, -k:][state], ref.hidden[state], atol=1e-5, rtol=1e-4)
 
 
+def test_passes_batched_by_length_come_back_in_the_rows_order(tiny_model, tokenizer):
+    """``reference_map`` batches rows by length; each row's result equals a pass of that row alone, in place."""
+    rows = [ROWS[0], ROWS[1], ROWS[2], ROWS[1], ROWS[0]]  # lengths not in order
+    reference = Reference(tiny_model, copy_weights=True)
+
+    def ctx(batch_size):
+        return PrepareContext(forget=rows, normal=[], expected=[], reference=reference, tokenizer=tokenizer,
+                              max_prompt_tokens=64, max_response_tokens=32, batch_size=batch_size, seed=0,
+                              device=torch.device("cpu"))
+
+    tokens = _tokens(tokenizer, rows)
+    assert sorted(len(t.input_ids) for t in tokens) != [len(t.input_ids) for t in tokens]
+    last = lambda out: out.logits[0, -1]  # noqa: E731  (V,): the logits at the row's end of turn
+    batched, alone = reference_map(ctx(3), tokens, last), reference_map(ctx(1), tokens, last)
+    for b, a in zip(batched, alone, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(batched[0], batched[1])  # different rows, different results
+    torch.testing.assert_close(batched[0], batched[4])  # the same row in two batches
+    states = prompt_states(reference, tokenizer, rows, layer=1, max_prompt_tokens=64, batch_size=3,
+                           device=torch.device("cpu"))
+    one_by_one = torch.cat([prompt_states(reference, tokenizer, [d], layer=1, max_prompt_tokens=64, batch_size=1,
+                                          device=torch.device("cpu")) for d in rows])
+    torch.testing.assert_close(states, one_by_one, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("top_k", [0, 320])  # 0: exact pass per call; k = V: the cached top-k holds every token
 def test_check_kl_equals_the_full_width_exact_kl(tokenizer, top_k):
     """The early-stopping check's cached, windowed KL is the utility metric's exact KL (at k = V)."""
@@ -110,8 +137,6 @@ def test_check_kl_equals_the_full_width_exact_kl(tokenizer, top_k):
 def test_original_states_equal_separate_full_width_passes(tiny_model, tokenizer):
     """One left-padded pass gives what a prompt-only pass (last prompt state), a right-padded full pass (pooled
     response state) and :func:`reference_windows` gave separately."""
-    from unlearnlm.clustering import prompt_states
-
     reference = Reference(tiny_model, copy_weights=True)
     ctx = PrepareContext(forget=ROWS, normal=[], expected=[], reference=reference, tokenizer=tokenizer,
                          max_prompt_tokens=64, max_response_tokens=32, batch_size=2, seed=0,

@@ -26,12 +26,14 @@ def prompt_states(
     reference: Reference, tokenizer, dialogues: Sequence[Dialogue], *, layer: int, max_prompt_tokens: int,
     batch_size: int, device: torch.device,
 ) -> torch.Tensor:
-    """Hidden state at the last prompt token (the one that decides the answer's first token): (N, H)."""
+    """Hidden state at the last prompt token (the one that decides the answer's first token): (N, H). Prompts are
+    batched by length, so that a batch pads little; the rows come back in the order of ``dialogues``."""
+    every = [tokenizer(render_prompt(tokenizer, d), add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
+             for d in dialogues]
+    order = sorted(range(len(every)), key=lambda i: len(every[i]))
     out = []
-    for start in range(0, len(dialogues), batch_size):
-        chunk = dialogues[start : start + batch_size]
-        ids = [tokenizer(render_prompt(tokenizer, d), add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
-               for d in chunk]
+    for start in range(0, len(order), batch_size):
+        ids = [every[i] for i in order[start : start + batch_size]]
         width = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
         mask = torch.zeros_like(input_ids)
@@ -41,7 +43,8 @@ def prompt_states(
         _, hidden = reference(input_ids.to(device), mask.to(device), hidden_layer=layer, logits_to_keep=1)  # (B, T, H)
         last = torch.tensor([len(x) - 1 for x in ids], device=device)
         out.append(hidden[torch.arange(len(ids), device=device), last].float())  # (B, H)
-    return torch.cat(out)
+    states = torch.cat(out)  # (N, H) in length order
+    return states[torch.argsort(torch.tensor(order, device=states.device))]
 
 
 @dataclass

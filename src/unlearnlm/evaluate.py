@@ -55,11 +55,12 @@ def relevance_encoder():
     return MiniLMEncoder()
 
 
-def relevance(encoder, prompts: Sequence[Dialogue], answers: Sequence[str]) -> np.ndarray:
-    """Cosine similarity of each prompt with its answer in the encoder's space: (N,)."""
+def relevance(encoder, prompts: Sequence[Dialogue] | np.ndarray, answers: Sequence[str]) -> np.ndarray:
+    """Cosine similarity of each prompt with its answer in the encoder's space: (N,). ``prompts`` may be given
+    already encoded ((N, D) unit rows), to encode a set's prompts once for several answer lists."""
     if not answers:
         return np.zeros(0)
-    p = encoder.encode([d.prompt for d in prompts])  # (N, D), unit rows
+    p = prompts if isinstance(prompts, np.ndarray) else encoder.encode([d.prompt for d in prompts])  # (N, D)
     a = encoder.encode(list(answers))  # (N, D)
     return (p * a).sum(axis=1)
 
@@ -97,16 +98,18 @@ def normal_data_metrics(
     model: nn.Module, reference: Reference, tokenizer, dialogues: Sequence[Dialogue], *,
     max_prompt_tokens: int, max_response_tokens: int, batch_size: int = 8,
 ) -> dict[str, float]:
-    """Perplexity of the model and of the original on response tokens, and KL(original || model)."""
+    """Perplexity of the model and of the original on response tokens, and KL(original || model). Rows are batched
+    by length (the figures are sums over tokens, so the order does not change them)."""
     device = next(model.parameters()).device
     nll_model = nll_ref = kl_sum = 0.0
     tokens = 0
     was_training = model.training
     model.eval()
-    for start in range(0, len(dialogues), batch_size):
-        rows = [tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens,
-                                  max_response_tokens=max_response_tokens)
-                for d in dialogues[start : start + batch_size]]
+    every = sorted((tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens,
+                                      max_response_tokens=max_response_tokens) for d in dialogues),
+                   key=lambda r: len(r.input_ids))
+    for start in range(0, len(every), batch_size):
+        rows = every[start : start + batch_size]
         batch = {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
         ref_logits, _ = reference(batch["input_ids"], batch["attention_mask"])  # (B, T, V)
@@ -141,9 +144,10 @@ def compare_sets(
         before_m, before_d = answer_metrics(panel, refusal, judged, s.before)
         after_m, after_d = answer_metrics(panel, refusal, judged, after[s.name])
         if encoder is not None and s.prompts:
-            stock = float(relevance(encoder, s.prompts, [STOCK_REFUSAL] * len(s.prompts)).mean())  # same before/after
+            asked = encoder.encode([d.prompt for d in s.prompts])  # (N, D)
+            stock = float((asked @ encoder.encode([STOCK_REFUSAL])[0]).mean())  # the same before and after
             for m, answers in ((before_m, s.before), (after_m, after[s.name])):
-                m["relevance"] = float(relevance(encoder, s.prompts, answers).mean())
+                m["relevance"] = float(relevance(encoder, asked, answers).mean())
                 m["relevance_stock"] = stock
         metrics[s.name] = {"kind": s.kind, "role": s.role, "before": before_m, "after": after_m}
         for asked, b, a in zip(s.prompts, before_d, after_d, strict=True):

@@ -73,7 +73,7 @@ class CheckKL:
 
     def _build(self, device: torch.device) -> list[dict[str, torch.Tensor]]:
         self.ctx.device = device
-        rows = self.ctx.tokenize(self.ctx.normal)
+        rows = sorted(self.ctx.tokenize(self.ctx.normal), key=lambda r: len(r.input_ids))  # batches pad little
         batches = []
         for start in range(0, len(rows), self.ctx.batch_size):
             part = rows[start : start + self.ctx.batch_size]

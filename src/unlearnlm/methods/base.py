@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +24,8 @@ from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.losses import first_response_states, pooled_states, sequence_logprob
 from unlearnlm.models import HiddenLayers, Reference, select_hidden
+
+T = TypeVar("T")
 
 Batch = dict[str, torch.Tensor]
 
@@ -225,25 +227,35 @@ def right_aligned(windows: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reference_passes(ctx: PrepareContext, rows: Sequence[TokenizedDialogue],
-                     hidden_layer: HiddenLayers | None = None, logits: bool = True) -> Iterator[Outputs]:
-    """The original's outputs over tokenised rows, in left-padded batches of ``ctx.batch_size``: one ``Outputs``
-    per row, cut to that row's own response window (``logits=False``: hidden states only)."""
-    for start in range(0, len(rows), ctx.batch_size):
-        batch = collate(rows[start : start + ctx.batch_size], ctx.tokenizer.pad_token_id, padding_side="left")
+def reference_map(ctx: PrepareContext, rows: Sequence[TokenizedDialogue], fn: Callable[[Outputs], T],
+                  hidden_layer: HiddenLayers | None = None, logits: bool = True) -> list[T]:
+    """``fn`` of the original's outputs on each row (one ``Outputs`` per row, cut to the row's own response window;
+    ``logits=False``: hidden states only), in the order of ``rows``.
+
+    Rows are batched by length, ``ctx.batch_size`` to a left-padded batch, so that a batch pads little: on the
+    default harm run's forget rows (flagged prompts and their reworded copies) length order needs 37% fewer
+    positions than the rows' own order. ``fn`` runs on each row as its batch comes out, so only what it returns is
+    kept (a row's logits are not).
+    """
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
+    results: list[Any] = [None] * len(rows)
+    for start in range(0, len(order), ctx.batch_size):
+        picked = order[start : start + ctx.batch_size]
+        batch = collate([rows[i] for i in picked], ctx.tokenizer.pad_token_id, padding_side="left")
         out = reference_forward(ctx.reference, {k: v.to(ctx.device) for k, v in batch.items()}, hidden_layer, logits)
-        for row in range(out.labels.shape[0]):
+        for row, i in enumerate(picked):
             one = Outputs(None if out.logits is None else out.logits[row : row + 1],
                           None if out.hidden is None else out.hidden[row : row + 1], out.labels[row : row + 1])
-            yield one.last(response_window(one.labels))
+            results[i] = fn(one.last(response_window(one.labels)))
+    return results
 
 
 def reference_windows(ctx: PrepareContext, rows: Sequence[Dialogue], hidden_layer: HiddenLayers) -> torch.Tensor:
     """The original's hidden states over each row's response window, computed once before training: (N, W, H), or
     (N, W, L, H) for several layers, right-aligned (see :func:`right_aligned`). Replaces a reference forward pass at
     every step."""
-    return right_aligned([out.hidden[0].float().cpu()
-                          for out in reference_passes(ctx, ctx.tokenize(rows), hidden_layer, logits=False)])
+    return right_aligned(reference_map(ctx, ctx.tokenize(rows), lambda out: out.hidden[0].float().cpu(), hidden_layer,
+                                       logits=False))
 
 
 @dataclass
@@ -262,28 +274,28 @@ def original_states(ctx: PrepareContext, rows: Sequence[Dialogue], layer: int) -
     """:class:`OriginalStates` of ``rows``: one pass gives the prompt's last state, the answer's pooled state and the
     windows a representation loss reads (three separate passes before; a row's window opens at its last prompt
     token)."""
-    windows, prompt, response = [], [], []
-    for out in reference_passes(ctx, ctx.tokenize(rows), layer, logits=False):
+    def states(out: Outputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         hidden = out.hidden.float()  # (1, k, H)
-        windows.append(hidden[0].cpu())
-        prompt.append(first_response_states(hidden, out.labels).cpu())  # (1, H)
-        response.append(pooled_states(hidden, out.labels).cpu())  # (1, H)
+        return (hidden[0].cpu(), first_response_states(hidden, out.labels).cpu(),  # (k, H), (1, H)
+                pooled_states(hidden, out.labels).cpu())  # (1, H)
+
+    windows, prompt, response = zip(*reference_map(ctx, ctx.tokenize(rows), states, layer, logits=False), strict=True)
     return OriginalStates(right_aligned(windows), torch.cat(prompt), torch.cat(response))
 
 
 def reference_sequence_logprobs(ctx: PrepareContext, rows: Sequence[Dialogue]) -> torch.Tensor:
     """The original's summed log-probability of each row's response, once before training: (N,). One number per row
     replaces a reference forward pass at every step (NPO, DPO)."""
-    return torch.cat([sequence_logprob(out.logits, out.labels).float().cpu()
-                      for out in reference_passes(ctx, ctx.tokenize(rows))])
+    return torch.cat(reference_map(ctx, ctx.tokenize(rows),
+                                   lambda out: sequence_logprob(out.logits, out.labels).float().cpu()))
 
 
 def reference_top_k(ctx: PrepareContext, rows: Sequence[TokenizedDialogue], k: int) -> dict[str, torch.Tensor]:
     """The original's top-``k`` log-probabilities and their token ids over each row's response window, for
     :func:`~unlearnlm.losses.forward_kl_topk`: ``ref_logp`` (N, W, k) float and ``ref_index`` (N, W, k) int32."""
-    values, indices = [], []
-    for out in reference_passes(ctx, rows):
-        top = torch.log_softmax(out.logits[0].float(), dim=-1).topk(k, dim=-1)  # (k_i, k)
-        values.append(top.values.cpu())
-        indices.append(top.indices.to(torch.int32).cpu())
+    def top(out: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        best = torch.log_softmax(out.logits[0].float(), dim=-1).topk(k, dim=-1)  # (k_i, k)
+        return best.values.cpu(), best.indices.to(torch.int32).cpu()
+
+    values, indices = zip(*reference_map(ctx, rows, top), strict=True)
     return {"ref_logp": right_aligned(values), "ref_index": right_aligned(indices)}
