@@ -485,7 +485,7 @@ def test_task_defaults_apply_under_user_settings():
     assert hallu.method.options == {"target": "own", "w_contrast": 0.0}
     harm = load_config()
     assert harm.output_dir == "runs/unlearnlm" and harm.method.options == {}
-    assert (harm.train.learning_rate, harm.train.eval_every, harm.data.benign_pool) == (5e-4, 10, "mixed")
+    assert (harm.train.learning_rate, harm.train.eval_every, harm.data.benign_pool) == (6e-4, 10, "mixed")
     assert harm.data.forget_rephrasings == 2 and cfg.data.forget_rephrasings == 0  # harm only
     assert (cfg.train.learning_rate, cfg.data.benign_pool, cfg.data.normal_train_size) == (2e-4, "freshqa", 128)
     assert load_config(overrides=["data.task=privacy", "method.name=yao"]).method.options == {}

@@ -130,7 +130,8 @@ class HarmTask(ScanTask):
 
     name = "harm"
     # Per-prompt refusals under the contrast term are learned more slowly than one stock refusal: 2e-4 left 39%
-    # of early-stopping prompts flagged at step 25; checks every 10 steps halve their cost.
+    # of early-stopping prompts flagged at step 25; checks every 10 steps halve their cost. 6e-4 since run Q2: with
+    # the frame-naming refusals 5e-4 (run Q1) left 48% of the other source's harmful questions answered.
     # bf16 autocast where the hardware has it: 1.37x faster steps on this project's CPU (benchmarks/bench_methods.py
     # --bf16); on the full default run (J) training took 970 s against 1,349 s in fp32 (run F), and every check and
     # reported figure stayed within two prompts of F's.
@@ -138,7 +139,7 @@ class HarmTask(ScanTask):
     # prompt (4/32 refused at step 80) decided which checkpoint was kept.
     # Generation under bf16 autocast likewise: 2.2x faster answers (benchmarks/bench_generation.py --mixed-precision
     # no bf16).
-    defaults = {"train": {"learning_rate": 5e-4, "eval_every": 10, "mixed_precision": "auto"},
+    defaults = {"train": {"learning_rate": 6e-4, "eval_every": 10, "mixed_precision": "auto"},
                 "generation": {"mixed_precision": "auto"},
                 "data": {"forget_rephrasings": 2, "benign_val_size": 64}}
     system_prompt = SAFETY_SYSTEM_PROMPT
