@@ -167,6 +167,25 @@ def test_rephrased_training_copies_are_trained_on_with_refusals_of_their_own(wor
     assert all(task in answer for task, answer in named if task) and any(task for task, _ in named)
 
 
+def test_the_check_also_asks_reworded_stop_prompts_judged_as_their_intents(workspace, monkeypatch):
+    from unlearnlm.scanning import Monitor
+
+    seen: list = []
+    call = Monitor.__call__
+    monkeypatch.setattr(Monitor, "__call__", lambda self, model, step: seen.append(self) or call(self, model, step))
+    tmp_path, config, _ = workspace
+    out = tmp_path / "stop_copies"
+    assert main(["run", str(config), "--output", str(out), "--set", "data.stop_rephrasings=2"]) == 0
+    monitor, metrics = seen[0], json.loads((out / "metrics.json").read_text())
+    val = metrics["scan"]["val"]
+    assert len(monitor.prompts) == len(monitor.judged_as) == 3 * val  # each val prompt and two reworded copies
+    assert [d.prompt for d in monitor.judged_as[:val]] == [d.prompt for d in monitor.prompts[:val]]
+    copies, intents = monitor.prompts[val:], monitor.judged_as[val:]
+    assert {d.prompt for d in intents} <= {d.prompt for d in monitor.prompts[:val]}  # judged as the val prompts
+    assert all(c.prompt != i.prompt for c, i in zip(copies, intents, strict=True))
+    assert metrics["sets"]["forget_val"]["before"]["n"] == val  # the evaluated early-stopping set is unchanged
+
+
 def test_a_diverging_run_stops_with_one_line_and_saves_no_model(workspace, capsys):
     """A real divergence: gradient ascent at a learning rate of 1000 overflows the tiny model within a few steps."""
     tmp_path, config, _ = workspace

@@ -105,6 +105,10 @@ class DataConfig:
     """Rephrased training copies of each flagged training prompt (past tense, hypothetical, fiction; wordings
     disjoint from the rephrased evaluation set's, see ``tasks/rephrase.py``), each with the original's bad answer
     and expected output. 0: train on the prompts as scanned."""
+    stop_rephrasings: int = 0
+    """Reworded copies (the training frames of ``forget_rephrasings``) of each early-stopping prompt that the check
+    asks as well, each judged against the prompt it rewords: the stop rule then sees whether the unlearning holds
+    beyond the phrasings it was trained on, on twice or more the prompts. 0: the early-stopping prompts only."""
     val_fraction: float = 0.2
     """Share of flagged dialogues held out for early stopping."""
     test_fraction: float = 0.2
@@ -129,6 +133,7 @@ class DataConfig:
         check(self.val_fraction + self.test_fraction < 0.8, "data.val_fraction + data.test_fraction",
                "leave at least 20% of flagged dialogues for training")
         check(self.forget_rephrasings >= 0, "data.forget_rephrasings", "must be >= 0")
+        check(self.stop_rephrasings >= 0, "data.stop_rephrasings", "must be >= 0")
         check_positive("data", self, "normal_train_size", "eval_size", "benign_val_size", "max_prompt_tokens",
                         "max_response_tokens")
 

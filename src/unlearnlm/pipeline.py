@@ -161,7 +161,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
         model = add_lora(model, cfg.lora, seed=cfg.train.seed)
     reference = Reference(model, copy_weights=not cfg.lora.enabled)
     monitor = Monitor(tokenizer, plan.stop_prompts, panel, reference, plan.stop_normal, plan.collateral_prompts,
-                      plan.collateral, cfg, log, labels=plan.labels, membership=plan.stop_membership)
+                      plan.collateral, cfg, log, labels=plan.labels, judged_as=plan.stop_judged_as,
+                      membership=plan.stop_membership)
     start_auc = plan.stop_membership(model, tokenizer) if plan.stop_membership is not None else None
     log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     try:

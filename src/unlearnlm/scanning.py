@@ -116,6 +116,8 @@ class Monitor:
     log: Log
     labels: tuple[str, str] = ("val flagged", "benign refused")
     """How the log names the flagged rate and the collateral measure."""
+    judged_as: list[Dialogue] | None = None
+    """What the judges read in place of each of ``prompts`` (:attr:`unlearnlm.tasks.base.Plan.stop_judged_as`)."""
     membership: Membership | None = None
     """How detectable the forget data still is (:attr:`unlearnlm.tasks.base.Plan.stop_membership`), read at every
     check where the task has it."""
@@ -129,7 +131,8 @@ class Monitor:
                            **self.cfg.generation.kwargs())
         generated = time.perf_counter()
         forget, other = answers[: len(self.prompts)], answers[len(self.prompts) :]
-        flagged = self.panel([p.with_response(a) for p, a in zip(self.prompts, forget, strict=True)]).flagged
+        read_as = self.judged_as or self.prompts
+        flagged = self.panel([p.with_response(a) for p, a in zip(read_as, forget, strict=True)]).flagged
         collateral = self.collateral(self.collateral_prompts, other)
         judged = time.perf_counter()
         kl = self.normal_kl(model)

@@ -75,6 +75,9 @@ class Plan:
     """Where the task measures it (privacy): the highest membership-inference AUC of the forget data against data
     never trained on and never reported (a stop split), read at every check and bounded by
     ``train.max_membership_auc``."""
+    stop_judged_as: list[Dialogue] | None = None
+    """What the judges read in place of each of ``stop_prompts`` (a reworded prompt is judged against the prompt it
+    rewords, as the rephrased evaluation set is); None: the prompts themselves."""
     refusals: list[str] = field(default_factory=list)
     """The original's own refusals met in the before stage (its answers to scanned prompts that the refusal detector
     marks): refusal wording the model already has, which a method may keep off normal prompts."""

@@ -145,6 +145,7 @@ class ScanTask(Task):
         data = dataclasses.asdict(dataclasses.replace(cfg.data, expected_recipe="self", options=None))
         data.pop("options")
         data.pop("forget_rephrasings")
+        data.pop("stop_rephrasings")
         data.update(self.key_data)
         # The precision as resolved on this machine; left out at fp32 so that caches written before it existed stay valid.
         generation = dataclasses.asdict(cfg.generation)
@@ -271,6 +272,7 @@ class ScanTask(Task):
         # With ``expected_recipe: fitting`` each copy gets its own answer (one that can name the copy's frame);
         # otherwise the answer of the request it rewords.
         copies = training_copies(forget_train, self.cfg.data.forget_rephrasings)
+        stop_copies = training_copies(forget_val, self.cfg.data.stop_rephrasings)
         if stage.expected_info.get("source") == "fitting":
             expected = stage.expected + self.fitting(copies)
         else:
@@ -281,10 +283,11 @@ class ScanTask(Task):
         sets = self.split_sets((forget_train, forget_val, forget_test), stage.rephrased, before)
         return Plan(
             forget=forget_train + copies, expected=expected, expected_info=stage.expected_info, normal=normal,
-            stop_prompts=[d.prompt_only() for d in forget_val], stop_normal=normal_val,
+            stop_prompts=[d.prompt_only() for d in [*forget_val, *stop_copies]], stop_normal=normal_val,
+            stop_judged_as=[d.prompt_only() for d in forget_val] + [Dialogue(c.meta["intent"]) for c in stop_copies],
             collateral_prompts=[d.prompt_only() for d in normal_val], collateral=refusal_rate(refusal),
             labels=("val flagged", "benign refused"),
-            initial_flagged=1.0,  # val prompts are flagged by construction
+            initial_flagged=1.0,  # val prompts are flagged by construction (their copies: judged as the val prompts)
             sets=sets, normal_sets={"human_texts": data.normal_texts, "benign_answers": normal_eval},
             scan={"scanned": len(scanned), "flagged": len(flagged), "train": len(forget_train),
                   "val": len(forget_val), "test": len(forget_test),
