@@ -131,7 +131,8 @@ class HarmTask(ScanTask):
     name = "harm"
     # Per-prompt refusals under the contrast term are learned more slowly than one stock refusal: 2e-4 left 39%
     # of early-stopping prompts flagged at step 25; checks every 10 steps halve their cost. 6e-4 since run Q2: with
-    # the frame-naming refusals 5e-4 (run Q1) left 48% of the other source's harmful questions answered.
+    # the frame-naming refusals 5e-4 (run Q1) left 48% of the other source's harmful questions answered; at 6e-4
+    # Q2 kept step 70 (28%), but the same setting in a fresh clone (run D1) kept step 50 (48%): see README.
     # bf16 autocast where the hardware has it: 1.37x faster steps on this project's CPU (benchmarks/bench_methods.py
     # --bf16); on the full default run (J) training took 970 s against 1,349 s in fp32 (run F), and every check and
     # reported figure stayed within two prompts of F's.
