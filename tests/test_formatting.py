@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from unlearnlm.data.formatting import IGNORE_INDEX, collate, render_prompt, response_mask, tokenize_dialogue
+from unlearnlm.data.formatting import (
+    IGNORE_INDEX,
+    collate,
+    length_batches,
+    render_prompt,
+    response_mask,
+    tokenize_dialogue,
+)
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
 
@@ -70,3 +77,12 @@ def test_collate_right_pads_and_masks(tokenizer):
 def test_prompt_only_drops_just_the_response():
     d = Dialogue("q", "bad answer", system="sys", meta={"id": 1})
     assert d.prompt_only() == Dialogue("q", "", system="sys", meta={"id": 1})
+
+
+def test_length_batches_group_rows_by_length_and_cover_each_once() -> None:
+    lengths = [9, 2, 7, 2, 5, 11, 1]
+    batches = length_batches(lengths, 3)
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # every row once
+    assert [[lengths[i] for i in b] for b in batches] == [[1, 2, 2], [5, 7, 9], [11]]  # shortest first
+    assert length_batches([], 4) == []

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.cluster import KMeans
 
-from unlearnlm.data.formatting import render_prompt
+from unlearnlm.data.formatting import length_batches, render_prompt
 from unlearnlm.data.records import Dialogue
 from unlearnlm.models import Reference
 
@@ -30,10 +30,9 @@ def prompt_states(
     batched by length, so that a batch pads little; the rows come back in the order of ``dialogues``."""
     every = [tokenizer(render_prompt(tokenizer, d), add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
              for d in dialogues]
-    order = sorted(range(len(every)), key=lambda i: len(every[i]))
-    out = []
-    for start in range(0, len(order), batch_size):
-        ids = [every[i] for i in order[start : start + batch_size]]
+    states: list[torch.Tensor | None] = [None] * len(every)
+    for picked in length_batches([len(x) for x in every], batch_size):
+        ids = [every[i] for i in picked]
         width = max(len(x) for x in ids)
         input_ids = torch.full((len(ids), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
         mask = torch.zeros_like(input_ids)
@@ -41,10 +40,9 @@ def prompt_states(
             input_ids[row, : len(x)] = torch.tensor(x)
             mask[row, : len(x)] = 1
         _, hidden = reference(input_ids.to(device), mask.to(device), hidden_layer=layer, logits_to_keep=1)  # (B, T, H)
-        last = torch.tensor([len(x) - 1 for x in ids], device=device)
-        out.append(hidden[torch.arange(len(ids), device=device), last].float())  # (B, H)
-    states = torch.cat(out)  # (N, H) in length order
-    return states[torch.argsort(torch.tensor(order, device=states.device))]
+        for row, i in enumerate(picked):
+            states[i] = hidden[row, len(ids[row]) - 1].float()  # (H,): the row's last real token
+    return torch.stack(states)
 
 
 @dataclass

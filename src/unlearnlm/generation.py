@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from unlearnlm import distributed
-from unlearnlm.data.formatting import render_prompt
+from unlearnlm.data.formatting import length_batches, render_prompt
 from unlearnlm.data.records import Dialogue
 
 
@@ -70,8 +70,7 @@ def generate(
     model.eval()
     texts = [render_prompt(tokenizer, d) for d in dialogues]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = length_batches(lengths, batch_size)
     device = next(model.parameters()).device
     bf16 = distributed.resolve_precision(mixed_precision) == "bf16"
 

@@ -128,6 +128,13 @@ def collate(
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "position_ids": position_ids}
 
 
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices in batches of ``batch_size``, shortest rows first, so that each padded batch pads little; the
+    caller puts each row's result back at its index."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def left_pad_to(batch: dict[str, torch.Tensor], width: int, pad_token_id: int) -> dict[str, torch.Tensor]:
     """Widen a left-padded batch to ``width`` columns by adding padding on the left."""
     extra = width - batch["input_ids"].shape[1]

@@ -19,7 +19,14 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
-from unlearnlm.data.formatting import IGNORE_INDEX, TokenizedDialogue, collate, left_pad_to, tokenize_dialogue
+from unlearnlm.data.formatting import (
+    IGNORE_INDEX,
+    TokenizedDialogue,
+    collate,
+    left_pad_to,
+    length_batches,
+    tokenize_dialogue,
+)
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.losses import first_response_states, pooled_states, sequence_logprob
@@ -237,10 +244,8 @@ def reference_map(ctx: PrepareContext, rows: Sequence[TokenizedDialogue], fn: Ca
     positions than the rows' own order. ``fn`` runs on each row as its batch comes out, so only what it returns is
     kept (a row's logits are not).
     """
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
     results: list[Any] = [None] * len(rows)
-    for start in range(0, len(order), ctx.batch_size):
-        picked = order[start : start + ctx.batch_size]
+    for picked in length_batches([len(r.input_ids) for r in rows], ctx.batch_size):
         batch = collate([rows[i] for i in picked], ctx.tokenizer.pad_token_id, padding_side="left")
         out = reference_forward(ctx.reference, {k: v.to(ctx.device) for k, v in batch.items()}, hidden_layer, logits)
         for row, i in enumerate(picked):
