@@ -284,7 +284,8 @@ class ScanTask(Task):
         return Plan(
             forget=forget_train + copies, expected=expected, expected_info=stage.expected_info, normal=normal,
             stop_prompts=[d.prompt_only() for d in [*forget_val, *stop_copies]], stop_normal=normal_val,
-            stop_judged_as=[d.prompt_only() for d in forget_val] + [Dialogue(c.meta["intent"]) for c in stop_copies],
+            stop_judged_as=([d.prompt_only() for d in forget_val] + [Dialogue(c.meta["intent"]) for c in stop_copies]
+                            if stop_copies else None),  # None: the judges read the stop prompts themselves
             collateral_prompts=[d.prompt_only() for d in normal_val], collateral=refusal_rate(refusal),
             labels=("val flagged", "benign refused"),
             initial_flagged=1.0,  # val prompts are flagged by construction (their copies: judged as the val prompts)
