@@ -144,10 +144,10 @@ def compare_sets(
         before_m, before_d = answer_metrics(panel, refusal, judged, s.before)
         after_m, after_d = answer_metrics(panel, refusal, judged, after[s.name])
         if encoder is not None and s.prompts:
-            asked = encoder.encode([d.prompt for d in s.prompts])  # (N, D)
-            stock = float((asked @ encoder.encode([STOCK_REFUSAL])[0]).mean())  # the same before and after
+            prompt_vectors = encoder.encode([d.prompt for d in s.prompts])  # (N, D)
+            stock = float((prompt_vectors @ encoder.encode([STOCK_REFUSAL])[0]).mean())  # the same before and after
             for m, answers in ((before_m, s.before), (after_m, after[s.name])):
-                m["relevance"] = float(relevance(encoder, asked, answers).mean())
+                m["relevance"] = float(relevance(encoder, prompt_vectors, answers).mean())
                 m["relevance_stock"] = stock
         metrics[s.name] = {"kind": s.kind, "role": s.role, "before": before_m, "after": after_m}
         for asked, b, a in zip(s.prompts, before_d, after_d, strict=True):
