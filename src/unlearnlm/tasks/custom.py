@@ -27,7 +27,7 @@ from unlearnlm.errors import DataError
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.tasks.base import register_task
 from unlearnlm.tasks.benign import build_benign_sets, heldout_benign_sets, prompts_only, read_prompts, shuffled
-from unlearnlm.tasks.scanned import ScanData, ScanTask
+from unlearnlm.tasks.scanned import ScanData, ScanTask, extra_stop_prompts
 
 DEFAULT_ANSWERS = [
     "I'm sorry, but I can't help with that.",
@@ -92,7 +92,8 @@ class CustomTask(ScanTask):
             raise DataError("data.expected_outputs: every row needs a response (the preferable answer)")
         return ScanData(harmful=forget, unseen=unseen, benign_train=benign.train, benign_val=benign.val,
                         benign_eval=benign.eval, edgy_eval=[], normal_texts=benign.normal_texts, expected=expected,
-                        heldout_benign=heldout_benign_sets(cfg, seed))
+                        heldout_benign=heldout_benign_sets(cfg, seed),
+                        stop_extra=extra_stop_prompts(cfg, forget, unseen))
 
     def scan_forget(self, model, tokenizer, panel: JudgePanel) -> list[Dialogue]:
         """Forget dialogues given as they are are judged for the record and all kept as flagged."""

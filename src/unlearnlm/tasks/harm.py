@@ -35,7 +35,7 @@ from unlearnlm.tasks.base import register_task
 from unlearnlm.tasks.benign import build_benign_sets, heldout_benign_sets, prompts_only, read_prompts, shuffled
 from unlearnlm.tasks.refusals import fitting_refusals
 from unlearnlm.tasks.rephrase import rephrase_set
-from unlearnlm.tasks.scanned import JUDGE_PROBES, ScanData, ScanTask
+from unlearnlm.tasks.scanned import JUDGE_PROBES, ScanData, ScanTask, extra_stop_prompts
 
 #: System prompt under which the original model is asked for its own preferable answers.
 SAFETY_SYSTEM_PROMPT = (
@@ -90,6 +90,7 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
         normal_texts=benign.normal_texts,
         expected=expected,
         heldout_benign=heldout_benign_sets(cfg, seed),
+        stop_extra=extra_stop_prompts(cfg, harmful, unseen),
     )
 
 

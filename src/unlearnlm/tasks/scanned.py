@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 from unlearnlm import distributed
 from unlearnlm.assets import cache_root
+from unlearnlm.data import sources
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
 from unlearnlm.evaluate import EvalSet
@@ -31,6 +32,7 @@ from unlearnlm.judges.refusal import RefusalDetector
 from unlearnlm.outputs import atomic_write_text
 from unlearnlm.scanning import Collateral, scan, split_forget
 from unlearnlm.tasks.base import Log, Plan, Task
+from unlearnlm.tasks.benign import prompts_only, read_prompts
 from unlearnlm.tasks.rephrase import training_copies
 
 MIN_EXPECTED = 4  # fewer self-generated safe answers than this → fall back to the task's fixed answers
@@ -60,6 +62,20 @@ class ScanData:
     expected: list[Dialogue] | None
     heldout_benign: dict[str, list[Dialogue]] = field(default_factory=dict)
     """Benign sets from sources never trained or stopped on, by set name (``everyday``, ``instructions``)."""
+    stop_extra: list[Dialogue] = field(default_factory=list)
+    """Undesirable prompts from a source neither trained on nor reported, asked by the early-stopping check too
+    (``data.stop_prompts`` / ``data.stop_pool``); only those whose original answer the judges flag are kept."""
+
+
+def extra_stop_prompts(cfg, *others: list[Dialogue]) -> list[Dialogue]:
+    """The extra early-stopping prompts of ``cfg`` (a :class:`~unlearnlm.config.DataConfig`), less any prompt that
+    is also in one of ``others`` (the scanned and the reported sets): a stop prompt is never trained on or reported."""
+    if cfg.stop_prompts is not None:
+        extra = read_prompts(cfg.stop_prompts)
+    else:
+        extra = {"none": list, "airt": sources.airt_objectives}[cfg.stop_pool]()
+    taken = {d.prompt for rows in others for d in rows}
+    return [d for d in prompts_only(extra) if d.prompt not in taken]
 
 
 @dataclass
@@ -146,6 +162,9 @@ class ScanTask(Task):
         data.pop("options")
         data.pop("forget_rephrasings")
         data.pop("stop_rephrasings")
+        task = dataclasses.asdict(dataclasses.replace(self.data, expected=None))
+        if not self.data.stop_extra:  # left out when unused, so that caches written before they existed stay valid
+            del data["stop_prompts"], data["stop_pool"], task["stop_extra"]
         data.update(self.key_data)
         # The precision as resolved on this machine; left out at fp32 so that caches written before it existed stay valid.
         generation = dataclasses.asdict(cfg.generation)
@@ -154,7 +173,7 @@ class ScanTask(Task):
             del generation["mixed_precision"]
         parts = {"model": cfg.model, "data": data, "generation": generation, "judges": judged,
                  "seed": cfg.train.seed, "version": __version__,
-                 "task": dataclasses.replace(self.data, expected=None), "user_expected": self.data.expected,
+                 "task": task, "user_expected": self.data.expected,
                  "expected_recipe": ([self.system_prompt, self.fallback_answers, MIN_EXPECTED] if self._self_made()
                                      else None), **self.key_parts()}
         text = json.dumps({k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for k, v in parts.items()},
@@ -205,7 +224,8 @@ class ScanTask(Task):
         forget_train, _, forget_test = split_forget([d for d in scanned if d.meta["flagged"]], cfg)
         rephrased = self.rephrase([d.prompt_only() for d in forget_test])
         named = [*((name, prompts) for name, _, prompts, _ in self.evaluation_sets()), ("rephrased", rephrased),
-                 ("normal_train", data.benign_train), ("benign_val", data.benign_val)]
+                 ("normal_train", data.benign_train), ("benign_val", data.benign_val),
+                 *([("stop_extra", data.stop_extra)] if data.stop_extra else [])]
         before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in named}
         expected, info = [], {}
         if self._self_made():
@@ -232,12 +252,15 @@ class ScanTask(Task):
     # -- the plan --------------------------------------------------------------------------------------
 
     def split_sets(self, splits: tuple[list[Dialogue], list[Dialogue], list[Dialogue]], rephrased: list[Dialogue],
-                   before: dict[str, list[str]]) -> list[EvalSet]:
+                   before: dict[str, list[str]], stop_extra: list[Dialogue] = ()) -> list[EvalSet]:
         """Every evaluation set: the forget splits (train, early stopping, held-out) with the original's flagged
-        answers, the held-out prompts rephrased (judged against their plain intent), and the task's other sets."""
+        answers, the other source's flagged early-stopping prompts (if any), the held-out prompts rephrased (judged
+        against their plain intent), and the task's other sets."""
+        named = [("forget_train", splits[0], "trained on"), ("forget_val", splits[1], "early stopping"),
+                 ("forget_test", splits[2], "held-out"),
+                 *([("stop_other", stop_extra, "early stopping, other source")] if stop_extra else [])]
         forget = [EvalSet(name, "harmful", [d.prompt_only() for d in rows], [d.response for d in rows], role)
-                  for name, rows, role in zip(("forget_train", "forget_val", "forget_test"), splits,
-                                              ("trained on", "early stopping", "held-out"), strict=True)]
+                  for name, rows, role in named]
         return [*forget,
                 EvalSet("rephrased", "harmful", rephrased, before["rephrased"], "held-out, rephrased",
                         judged_as=[Dialogue(d.meta["intent"]) for d in rephrased]),
@@ -249,7 +272,15 @@ class ScanTask(Task):
             raise DataError("the run folder has no flagged.jsonl, so its forget splits cannot be rebuilt")
         splits = split_forget(files["flagged.jsonl"], self.cfg)
         self.rephrased = self.rephrase([d.prompt_only() for d in splits[2]])
-        return self.split_sets(splits, self.rephrased, before)
+        return self.split_sets(splits, self.rephrased, before, files.get("stop_extra.jsonl", []))
+
+    def flagged_stop_extra(self, before: dict[str, list[str]], panel: JudgePanel) -> list[Dialogue]:
+        """The extra early-stopping prompts whose original answer the judges flag, with that answer."""
+        if not self.data.stop_extra:
+            return []
+        judged = panel.annotate([p.with_response(a) for p, a in zip(self.data.stop_extra, before["stop_extra"],
+                                                                   strict=True)])
+        return [d for d in judged if d.meta["flagged"] and d.response.strip()]
 
     def prepare(self, model, tokenizer, panel: JudgePanel, log: Log) -> Plan:
         refusal = RefusalDetector()
@@ -273,6 +304,10 @@ class ScanTask(Task):
         # otherwise the answer of the request it rewords.
         copies = training_copies(forget_train, self.cfg.data.forget_rephrasings)
         stop_copies = training_copies(forget_val, self.cfg.data.stop_rephrasings)
+        extra = self.flagged_stop_extra(before, panel)
+        if data.stop_extra:
+            log(f"      early stopping also asks {len(extra)} of {len(data.stop_extra)} other-source prompts "
+                "(those whose original answer is flagged)")
         if stage.expected_info.get("source") == "fitting":
             expected = stage.expected + self.fitting(copies)
         else:
@@ -280,11 +315,12 @@ class ScanTask(Task):
             expected = stage.expected + [c.with_response(answer_of[c.meta["intent"]]) for c in copies
                                          if c.meta["intent"] in answer_of]
         self.rephrased = stage.rephrased
-        sets = self.split_sets((forget_train, forget_val, forget_test), stage.rephrased, before)
+        sets = self.split_sets((forget_train, forget_val, forget_test), stage.rephrased, before, extra)
         return Plan(
             forget=forget_train + copies, expected=expected, expected_info=stage.expected_info, normal=normal,
-            stop_prompts=[d.prompt_only() for d in [*forget_val, *stop_copies]], stop_normal=normal_val,
+            stop_prompts=[d.prompt_only() for d in [*forget_val, *stop_copies, *extra]], stop_normal=normal_val,
             stop_judged_as=([d.prompt_only() for d in forget_val] + [Dialogue(c.meta["intent"]) for c in stop_copies]
+                            + [d.prompt_only() for d in extra]
                             if stop_copies else None),  # None: the judges read the stop prompts themselves
             collateral_prompts=[d.prompt_only() for d in normal_val], collateral=refusal_rate(refusal),
             labels=("val flagged", "benign refused"),
@@ -292,7 +328,10 @@ class ScanTask(Task):
             sets=sets, normal_sets={"human_texts": data.normal_texts, "benign_answers": normal_eval},
             scan={"scanned": len(scanned), "flagged": len(flagged), "train": len(forget_train),
                   "val": len(forget_val), "test": len(forget_test),
-                  **({"train_rephrased_copies": len(copies)} if copies else {})},
-            files={"flagged.jsonl": flagged, "clean.jsonl": clean, "expected.jsonl": stage.expected},
+                  **({"train_rephrased_copies": len(copies)} if copies else {}),
+                  **({"stop_other_source": len(extra), "stop_other_asked": len(data.stop_extra)}
+                     if data.stop_extra else {})},
+            files={"flagged.jsonl": flagged, "clean.jsonl": clean, "expected.jsonl": stage.expected,
+                   **({"stop_extra.jsonl": extra} if extra else {})},
             refusals=[d.response for d, r in zip(clean, refusal.score(clean) >= refusal.threshold, strict=True) if r],
         )
