@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from unlearnlm.config import ModelConfig
+from unlearnlm.data.formatting import tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.judges.pii import PIIJudge
@@ -386,8 +387,18 @@ def test_response_token_logprobs_lengths_and_batching(tiny_model, tokenizer):
         assert len(lp) == len(tokenizer(d.response, add_special_tokens=False)["input_ids"]) + 1  # + end of turn
         assert np.all(lp <= 0) and np.all(np.isfinite(lp)) and np.any(lp < 0)
     one_by_one = response_token_logprobs(tiny_model, tokenizer, DIALOGUES, batch_size=1)
-    for a, b in zip(out, one_by_one, strict=True):  # right padding must not change any log-probability
+    pairs = response_token_logprobs(tiny_model, tokenizer, DIALOGUES, batch_size=2)  # length order, not given order
+    for a, b, c in zip(out, one_by_one, pairs, strict=True):  # padding must not change any log-probability
         np.testing.assert_allclose(a, b, atol=1e-4)
+        np.testing.assert_allclose(a, c, atol=1e-4)
+    for d, lp in zip(DIALOGUES, out, strict=True):  # the plain definition: every position's logits, no padding
+        row = tokenize_dialogue(tokenizer, d, max_prompt_tokens=96, max_response_tokens=64)
+        ids, labels = torch.tensor([row.input_ids]), torch.tensor(row.labels)
+        with torch.no_grad():
+            logp = torch.log_softmax(tiny_model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        target = labels[1:]
+        expected = logp[target != -100].gather(-1, target[target != -100, None]).squeeze(-1)
+        np.testing.assert_allclose(lp, expected.numpy(), atol=1e-4)
     short = response_token_logprobs(tiny_model, tokenizer, DIALOGUES, max_response_tokens=3)
     assert [len(x) for x in short] == [3, 3, 3]
     assert tiny_model.training  # the mode is restored

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unlearnlm.data.formatting import collate, tokenize_dialogue
+from unlearnlm.data.formatting import collate, length_batches, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.losses import token_logprobs
 
@@ -70,19 +70,26 @@ def mia_scores(token_logps: Sequence[float], text: str, k: float = 0.2) -> dict[
 @torch.no_grad()
 def response_token_logprobs(model: nn.Module, tokenizer, dialogues: Sequence[Dialogue], *, max_prompt_tokens: int = 96,
                             max_response_tokens: int = 64, batch_size: int = 16) -> list[np.ndarray]:
-    """Per dialogue, the log-probability of each response token (end-of-turn token included)."""
+    """Per dialogue, the log-probability of each response token (end-of-turn token included), in the order given.
+
+    Rows are batched by length and left-padded, and the LM head runs over each batch's response window only
+    (:func:`~unlearnlm.methods.base.forward`): a check that reads membership at every step pays for the answers'
+    positions, not for the chat template's.
+    """
+    from unlearnlm.methods.base import forward  # local import: the methods package imports the losses this one does
+
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out: list[np.ndarray] = []
-    for start in range(0, len(dialogues), batch_size):
-        rows = [tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
-                for d in dialogues[start : start + batch_size]]
-        batch = {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
-        picked, mask = token_logprobs(logits, batch["labels"])  # (B, T-1)
-        for row, m in zip(picked.cpu().numpy(), mask.cpu().numpy().astype(bool), strict=True):
-            out.append(row[m])
+    rows = [tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
+            for d in dialogues]
+    out: list[np.ndarray] = [np.empty(0)] * len(rows)
+    for picked_rows in length_batches([len(r.input_ids) for r in rows], batch_size):
+        batch = collate([rows[i] for i in picked_rows], tokenizer.pad_token_id, padding_side="left")
+        window = forward(model, {k: v.to(device) for k, v in batch.items()})
+        picked, mask = token_logprobs(window.logits, window.labels)  # (B, K-1)
+        for i, row, m in zip(picked_rows, picked.float().cpu().numpy(), mask.cpu().numpy().astype(bool), strict=True):
+            out[i] = row[m]
     model.train(was_training)
     return out
 
