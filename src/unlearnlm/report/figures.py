@@ -39,7 +39,8 @@ def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
 
 
 def _percent_axis(ax: Axes, axis: str = "y") -> None:
-    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=0))
+    # decimals=None: as many as the ticks need (0.5% steps would otherwise read "1%, 1%, 2%")
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_formatter(PercentFormatter(1.0, decimals=None))
 
 
 def checks_figure(checks: Sequence[Mapping[str, float]], *, best_step: int | None, labels: tuple[str, str],
