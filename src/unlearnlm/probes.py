@@ -30,6 +30,7 @@ from torch import nn
 from unlearnlm.data.formatting import collate, length_batches, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.losses import token_logprobs
+from unlearnlm.methods.base import forward
 
 MIA_SCORES = ("loss", "zlib", "min_k")
 
@@ -76,8 +77,6 @@ def response_token_logprobs(model: nn.Module, tokenizer, dialogues: Sequence[Dia
     (:func:`~unlearnlm.methods.base.forward`): a check that reads membership at every step pays for the answers'
     positions, not for the chat template's.
     """
-    from unlearnlm.methods.base import forward  # local import: the methods package imports the losses this one does
-
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -88,7 +87,7 @@ def response_token_logprobs(model: nn.Module, tokenizer, dialogues: Sequence[Dia
         batch = collate([rows[i] for i in picked_rows], tokenizer.pad_token_id, padding_side="left")
         window = forward(model, {k: v.to(device) for k, v in batch.items()})
         picked, mask = token_logprobs(window.logits, window.labels)  # (B, K-1)
-        for i, row, m in zip(picked_rows, picked.float().cpu().numpy(), mask.cpu().numpy().astype(bool), strict=True):
+        for i, row, m in zip(picked_rows, picked.cpu().numpy(), mask.cpu().numpy().astype(bool), strict=True):
             out[i] = row[m]
     model.train(was_training)
     return out
