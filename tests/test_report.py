@@ -184,3 +184,18 @@ def test_tradeoff_figure_names_every_run_once_in_a_legend():
               for c in fig.axes[0].collections[:12]}
     assert len(styles) == 12  # no two runs share colour and shape
     assert not [t for ax in fig.axes for t in ax.texts]  # no labels written over the dots
+
+
+def test_percent_axes_label_every_tick_differently():
+    """Ticks half a percent apart read 0.5%, 1.0%, ...: with whole percents two ticks would both read "1%"."""
+    import matplotlib.pyplot as plt
+
+    from unlearnlm.report.figures import _percent_axis
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0.0, 0.035])
+    _percent_axis(ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    plt.close(fig)
+    assert len(labels) > 4 and len(set(labels)) == len(labels), labels
