@@ -171,3 +171,33 @@ def finished_run(root: Path, monkeypatch) -> Path:
     assert main(["run", str(config), "--output", str(out), "--set", "train.learning_rate=0.01",
                  "--set", "train.patience=3"]) == 0
     return out
+
+
+#: Sizes that make a planted-knowledge run tiny (one planting epoch, a handful of questions).
+KNOWLEDGE_SIZES = {
+    "privacy": ["data.privacy.n_identities=10", "data.privacy.n_never_seen=3", "data.privacy.fields=[email]",
+                "data.privacy.forget_fraction=0.3", "data.privacy.implant.max_epochs=1"],
+    "hallucination": ["data.hallucination.n_forget=4", "data.hallucination.n_retain=4",
+                      "data.hallucination.n_untouched=4", "data.hallucination.implant.max_epochs=1"],
+}
+
+
+def tiny_knowledge_config(task: str, root: Path, monkeypatch, *overrides: str):
+    """The config of a tiny ``task`` run (privacy or hallucination) under ``root``, caching into ``root/cache``,
+    with stub judges that flag every answer (so the tiny model always has something to unlearn)."""
+    from unlearnlm.judges.hallucination import HallucinationJudge
+    from unlearnlm.judges.pii import PIIJudge
+    from unlearnlm.loader import load_config
+
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(root / "cache"))
+    monkeypatch.setattr(HallucinationJudge, "__init__",
+                        lambda self, threshold=0.5: setattr(self, "threshold", threshold))
+    for judge in (PIIJudge, HallucinationJudge):
+        monkeypatch.setattr(judge, "score", lambda self, ds: np.ones(len(ds), dtype=np.float32))
+    model_dir = root / "tiny"
+    if not model_dir.is_dir():
+        save_tiny(model_dir)
+    return load_config(overrides=[f"data.task={task}", f"model.name_or_path={model_dir}",
+                                  f"output_dir={root / 'run'}", "generation.max_new_tokens=4",
+                                  "data.normal_train_size=4", "data.eval_size=4", "data.benign_val_size=2",
+                                  "train.max_steps=2", "train.eval_every=2", *KNOWLEDGE_SIZES[task], *overrides])

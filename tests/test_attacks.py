@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from conftest import finished_run, make_model, make_tokenizer, save_tiny
+from conftest import finished_run, make_model, make_tokenizer, tiny_knowledge_config
 
 from unlearnlm.attacks.figures import recovered, steps_to_return
 from unlearnlm.attacks.quantize import QuantizeOptions, quantize_model_, quantized_weights, rtn_quantize, rtn_scale
@@ -304,26 +304,10 @@ def test_cli_defaults_match_the_python_api():
 def test_attacks_on_planted_knowledge_runs(task, tmp_path, monkeypatch):
     """Privacy and hallucination through both attacks (stub judges flag every answer): the probes are measured on
     every copy, and the relearning probe measures no question about a person or pair it relearned."""
-    import numpy as np
-
     from unlearnlm.attacks import QuantizeOptions, RelearnOptions, quantize_attack, relearn_attack
-    from unlearnlm.judges.hallucination import HallucinationJudge
-    from unlearnlm.judges.pii import PIIJudge
-    from unlearnlm.loader import load_config
     from unlearnlm.pipeline import run
 
-    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(HallucinationJudge, "__init__", lambda self, threshold=0.5: setattr(self, "threshold", threshold))
-    for judge in (PIIJudge, HallucinationJudge):
-        monkeypatch.setattr(judge, "score", lambda self, ds: np.ones(len(ds), dtype=np.float32))
-    sizes = {"privacy": ["data.privacy.n_identities=10", "data.privacy.n_never_seen=3", "data.privacy.fields=[email]",
-                         "data.privacy.forget_fraction=0.3", "data.privacy.implant.max_epochs=1"],
-             "hallucination": ["data.hallucination.n_forget=4", "data.hallucination.n_retain=4",
-                               "data.hallucination.n_untouched=4", "data.hallucination.implant.max_epochs=1"]}[task]
-    cfg = load_config(overrides=[f"data.task={task}", f"model.name_or_path={save_tiny(tmp_path / 'tiny')}",
-                                 f"output_dir={tmp_path / 'run'}", "generation.max_new_tokens=4",
-                                 "data.normal_train_size=4", "data.eval_size=4", "data.benign_val_size=2",
-                                 "train.max_steps=2", "train.eval_every=2", *sizes])
+    cfg = tiny_knowledge_config(task, tmp_path, monkeypatch)
     summary = run(cfg, log=lambda _: None)
     quantized = quantize_attack(tmp_path / "run", options=QuantizeOptions(bits=[4]), log=lambda _: None)
     assert set(quantized["sets"]) == {"forget", "forget_paraphrase"}

@@ -671,3 +671,45 @@ def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkey
     again = evaluate_run(out, tmp_path / "again", log=lambda _: None)
     assert again["sets"] == summary["sets"] and again["task"] == "hallucination"
     assert again["probes"]["original"] == summary["probes"]["original"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the original's stage, cached
+
+
+@pytest.mark.parametrize("task", ["privacy", "hallucination"])
+def test_original_stage_is_cached_with_its_probes_and_keyed_by_config(task, tmp_path, monkeypatch):
+    """A second run reuses the planted model's answers and the base and planted models' probes (it neither loads
+    the base model nor generates before training) and gets the same figures; another generation setting or
+    ``reuse_before_stage: false`` recomputes them."""
+    from conftest import tiny_knowledge_config
+
+    from unlearnlm.pipeline import run
+    from unlearnlm.tasks import knowledge
+
+    first = run(tiny_knowledge_config(task, tmp_path, monkeypatch), overwrite=True, log=lambda _: None)
+    cached = list((tmp_path / "cache" / "before").glob(f"{task}-*.json"))
+    assert len(cached) == 1
+    assert json.loads(cached[0].read_text())["probes"] == {k: first["probes"][k] for k in ("base", "original")}
+
+    def untouchable(*args, **kwargs):
+        raise AssertionError("the cached stage was recomputed")
+
+    with monkeypatch.context() as m:
+        m.setattr(knowledge, "load_model", untouchable)
+        m.setattr(knowledge, "generate", untouchable)
+        logged = []
+        second = run(tiny_knowledge_config(task, tmp_path, monkeypatch), overwrite=True, log=logged.append)
+    assert any("reusing the planted (original) model's answers and probes" in line for line in logged)
+    assert second["probes"] == first["probes"]
+    assert {n: s["before"] for n, s in second["sets"].items()} == {n: s["before"] for n, s in first["sets"].items()}
+
+    calls = []
+    real_load = knowledge.load_model
+    monkeypatch.setattr(knowledge, "load_model", lambda *a, **k: calls.append(1) or real_load(*a, **k))
+    run(tiny_knowledge_config(task, tmp_path, monkeypatch, "generation.max_new_tokens=3"), overwrite=True,
+        log=lambda _: None)
+    assert len(calls) == 1 and len(list((tmp_path / "cache" / "before").glob(f"{task}-*.json"))) == 2
+    run(tiny_knowledge_config(task, tmp_path, monkeypatch, "reuse_before_stage=false"), overwrite=True,
+        log=lambda _: None)
+    assert len(calls) == 2

@@ -293,7 +293,8 @@ class RunConfig:
     save_model: bool = True
     """Write the unlearned model (safetensors) into ``output_dir/model``."""
     reuse_before_stage: bool = True
-    """Cache the original model's scan/answers/expected outputs (deterministic) and reuse them across runs."""
+    """Cache the original model's scan/answers/expected outputs (deterministic) and reuse them across runs; for
+    the planted-knowledge tasks, the planted model's answers and the base and planted models' probes."""
 
     def to_dict(self) -> dict[str, Any]:
         """The tree as YAML would hold it: the task's settings under ``data.<task>``."""

@@ -7,7 +7,9 @@ said, a ``reproduced`` function (how much of the planted answer a generated answ
 :class:`KnowledgeTask` turns it into the pipeline's hooks:
 
 1. **Plant** the knowledge into the configured model (cached, :mod:`unlearnlm.tasks.implant`); the
-   planted model is *the original* from here on. Probes run on the base model and on the original.
+   planted model is *the original* from here on. Probes run on the base model and on the original; with
+   ``reuse_before_stage`` they are cached with the original's answers of step 2 (greedy decoding and the
+   probes are deterministic), keyed by everything they depend on (:meth:`KnowledgeTask.stage_key`).
 2. **Scan**: the original answers the forget questions; the answers the panel flags are the forget set.
 3. Normal data: the retained planted dialogues, the task's anchors (if any) and the original's answers to
    benign prompts. Early stopping: flagged rate on the forget questions, KL on benign answers, and collateral
@@ -18,11 +20,16 @@ said, a ``reproduced`` function (how much of the planted answer a generated answ
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from unlearnlm import distributed
+from unlearnlm.assets import cache_root
 from unlearnlm.config import ModelConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
@@ -30,6 +37,7 @@ from unlearnlm.evaluate import EvalSet
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.models import load_model
+from unlearnlm.outputs import atomic_write_text
 from unlearnlm.scanning import Collateral, Membership
 from unlearnlm.tasks.base import Log, Plan, Task
 from unlearnlm.tasks.benign import build_benign_sets
@@ -106,6 +114,8 @@ class KnowledgeTask(Task):
                       for name, rows in self.knowledge.sets.items()}
         self.planted: ImplantResult | None = None
         self.probes: dict[str, Any] = {}
+        self._stage: dict[str, Any] | None = None
+        """The cached original stage (answers and probes), once read."""
 
     def build_knowledge(self) -> Knowledge:
         """The task's planted data, question sets, judges and probes."""
@@ -130,12 +140,60 @@ class KnowledgeTask(Task):
         return self.knowledge.panel
 
     def probe(self, model, tokenizer, stage: str) -> None:
-        """Probes of the original (and of the base model before planting) or of the unlearned model."""
+        """Probes of the original (and of the base model before planting; both cached with the original's
+        answers, see :meth:`stage_key`) or of the unlearned model."""
         if stage == "original":
+            cached = self.cached_stage()
+            if cached is not None:
+                self.probes.update(cached["probes"])
+                return
             base, _ = load_model(self.cfg.model)
             self.probes["base"] = self.knowledge.probes(base, tokenizer)
             del base
         self.probes[stage] = self.knowledge.probes(model, tokenizer)
+
+    # -- the original's stage, cached ----------------------------------------------------------------------
+
+    def stage_key(self) -> str | None:
+        """Hash of everything the original's answers and probes depend on: the planted model (its cache folder is
+        named by the hash of its own recipe; its planting record tells one planting from another), the settings,
+        the question and benign sets themselves. None when nothing was planted (no cache)."""
+        from unlearnlm import __version__
+
+        if self.planted is None:
+            return None
+        cfg = self.cfg
+        generation = dataclasses.asdict(cfg.generation)
+        generation["mixed_precision"] = distributed.resolve_precision(cfg.generation.mixed_precision)
+        rows = lambda ds: [[d.prompt, d.response] for d in ds]  # noqa: E731
+        parts = {"task": self.name, "version": __version__, "model": dataclasses.asdict(cfg.model),
+                 "planted": [self.planted.path.name, self.planted.info], "data": dataclasses.asdict(cfg.data),
+                 "generation": generation, "seed": cfg.train.seed, "sets": {name: rows(ds) for name, ds in self.knowledge.sets.items()},
+                 "asked": {name: rows(ds) for name, ds in self.asked.items()},
+                 "benign": [rows(ds) for ds in (self.benign.train, self.benign.val, self.benign.eval)]}
+        text = json.dumps(parts, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def _stage_path(self):
+        key = self.stage_key()
+        return cache_root() / "before" / f"{self.name}-{key}.json" if key and self.cfg.reuse_before_stage else None
+
+    def cached_stage(self) -> dict[str, Any] | None:
+        """The cached original stage (``probes``, ``before``, ``normal``), or None when there is none."""
+        if self._stage is None and (path := self._stage_path()) is not None:
+            # Read by the main process and sent to the others, so all of them take the same branch.
+            self._stage = distributed.on_main(lambda: json.loads(path.read_text(encoding="utf-8"))
+                                              if path.is_file() else None)
+        return self._stage
+
+    def _save_stage(self, before: dict[str, list[str]], normal: list[str]) -> None:
+        """Cache the original's answers with the probes of the base and planted models (when both ran)."""
+        path = self._stage_path()
+        if path is None or not {"base", "original"} <= self.probes.keys():
+            return
+        self._stage = {"probes": {k: self.probes[k] for k in ("base", "original")}, "before": before, "normal": normal}
+        text = json.dumps(self._stage, ensure_ascii=False)
+        distributed.on_main(lambda: atomic_write_text(path, text))
 
     def evaluation_sets(self) -> list[tuple[str, str, list[Dialogue], str]]:
         return [*((name, "harmful" if name.startswith("forget") else "benign", prompts, self.knowledge.roles[name])
@@ -148,10 +206,15 @@ class KnowledgeTask(Task):
     def prepare(self, model, tokenizer, panel: JudgePanel, log: Log) -> Plan:
         cfg, knowledge, benign, asked = self.cfg, self.knowledge, self.benign, self.asked
         gen = cfg.generation.kwargs()
-        log("[2/4] scanning the forget questions and answering every set with the planted (original) model")
-        before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in asked.items()}
-        before["benign"] = generate(model, tokenizer, benign.eval, desc="benign", **gen)
-        normal_answers = generate(model, tokenizer, [*benign.train, *benign.val], desc="normal", **gen)
+        if (cached := self.cached_stage()) is not None:
+            log(f"[2/4] reusing the planted (original) model's answers and probes from {self._stage_path()}")
+            before, normal_answers = cached["before"], cached["normal"]
+        else:
+            log("[2/4] scanning the forget questions and answering every set with the planted (original) model")
+            before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in asked.items()}
+            before["benign"] = generate(model, tokenizer, benign.eval, desc="benign", **gen)
+            normal_answers = generate(model, tokenizer, [*benign.train, *benign.val], desc="normal", **gen)
+            self._save_stage(before, normal_answers)
         scanned = panel.annotate([p.with_response(a) for p, a in zip(asked["forget"], before["forget"], strict=True)])
         forget = [d for d in scanned if d.meta["flagged"]]
         if len(forget) < 3:
