@@ -7,6 +7,12 @@ method sees identical forget, normal and evaluation sets. Held-out rows are neve
     python benchmarks/compare_methods.py                       # the embedded default harm task
     python benchmarks/compare_methods.py configs/harm.yaml --methods distance_cluster yao --set train.max_steps=40
     python benchmarks/compare_methods.py configs/privacy.yaml --methods distance_cluster gradient_ascent yao
+    python benchmarks/compare_methods.py --methods npo rmu --tries train.learning_rate=1e-4,6e-4
+
+``--tries KEY=V1,V2`` (repeatable: every combination) runs each method once per value, the same tries for every
+method, into ``OUTPUT/METHOD/try-N``, and keeps per method the try whose kept checkpoint the stop rule ranks best
+on the early-stopping split (:mod:`unlearnlm.tuning`; held-out figures never enter the choice); the table shows the
+kept try, and ``OUTPUT/METHOD/tries.json`` every try's overrides and kept check.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ from pathlib import Path
 
 from unlearnlm.loader import load_config
 from unlearnlm.methods import METHODS
+from unlearnlm.outputs import write_json
 from unlearnlm.pipeline import run
 from unlearnlm.report.compare import write_compare
 from unlearnlm.report.run_files import read_run
+from unlearnlm.tuning import best_try, kept_check, tries_grid
 
 
 def _pct_change(sets: dict, name: str, key: str) -> str:
@@ -48,9 +56,9 @@ HEADERS = {
 }
 
 
-def knowledge_row(summary: dict) -> str:
+def knowledge_row(summary: dict, label: str | None = None) -> str:
     sets, probes, tr = summary["sets"], summary["probes"], summary["training"]
-    head = f"| {summary['method']} | {tr['steps']} ({tr['best_step']}) | {tr['stop_reason']} | "
+    head = f"| {label or summary['method']} | {tr['steps']} ({tr['best_step']}) | {tr['stop_reason']} | "
     kept = sets["retain"]["after"]["reproduced_rate"] / max(sets["retain"]["before"]["reproduced_rate"], 1e-9)
     if summary["task"] == "privacy":
         mia = probes["after"]["mia_forget_vs_never_seen"]
@@ -69,13 +77,13 @@ def knowledge_row(summary: dict) -> str:
             + _utility(summary))
 
 
-def row(summary: dict) -> str:
+def row(summary: dict, label: str | None = None) -> str:
     if "task" in summary:
-        return knowledge_row(summary)
+        return knowledge_row(summary, label)
     sets, human = summary["sets"], summary["normal_data"]["human_texts"]
     tr = summary["training"]
     ppl = human["perplexity"] / human["perplexity_original"] - 1
-    return (f"| {summary['method']} | {tr['steps']} ({tr['best_step']}) | {tr['stop_reason']} | "
+    return (f"| {label or summary['method']} | {tr['steps']} ({tr['best_step']}) | {tr['stop_reason']} | "
             f"{_pct_change(sets, 'forget_test', 'flagged_rate')} | {_pct_change(sets, 'rephrased', 'flagged_rate')} | "
             f"{_pct_change(sets, 'unseen', 'flagged_rate')} | {_pct_change(sets, 'everyday', 'refusal_rate')} | "
             f"{_pct_change(sets, 'instructions', 'refusal_rate')} | {_pct_change(sets, 'benign', 'refusal_rate')} | "
@@ -92,6 +100,8 @@ def main() -> None:
     parser.add_argument("--output", default="runs/compare")
     parser.add_argument("--include", nargs="*", default=[], metavar="RUN",
                         help="earlier run folders (same config) whose metrics.json rows lead the table")
+    parser.add_argument("--tries", action="append", default=[], metavar="KEY=V1,V2",
+                        help="run each method once per value and keep the try the early-stopping split ranks best")
     args = parser.parse_args()
     base = load_config(args.config, args.set)
     lines = list(HEADERS[base.data.task])
@@ -99,13 +109,25 @@ def main() -> None:
     methods = sorted(METHODS, key=lambda n: n != "distance_cluster") if args.methods is None else args.methods
     if not methods:  # `--methods` with no names: only the --include rows
         print("\n".join(lines))
+    grid = tries_grid(args.tries)
+    folders = list(args.include)
     for name in methods:
         own_options = [] if name == base.method.name else ["method.options={}"]  # options belong to one method
-        cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}",
-                                        f"output_dir={Path(args.output) / name}"])
-        lines.append(row(run(cfg, overwrite=True)))
+        tried = []
+        for i, overrides in enumerate(grid):
+            folder = Path(args.output) / name / (f"try-{i}" if len(grid) > 1 else "")
+            cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}", *overrides,
+                                            f"output_dir={folder}"])
+            tried.append((folder, overrides, run(cfg, overwrite=True)))
+        chosen = best_try([summary for _, _, summary in tried])
+        folder, overrides, summary = tried[chosen]
+        if len(grid) > 1:
+            write_json(Path(args.output) / name / "tries.json",
+                       [{"folder": str(f), "overrides": o, "kept_check": vars(kept_check(s)), "chosen": i == chosen}
+                        for i, (f, o, s) in enumerate(tried)])
+        lines.append(row(summary, f"{name} ({', '.join(overrides)})" if len(grid) > 1 else None))
+        folders.append(folder)
         print("\n".join(lines), flush=True)
-    folders = [*args.include, *(Path(args.output) / name for name in methods)]
     if folders:
         print(write_compare(Path(args.output), [read_run(folder) for folder in folders]))
 

@@ -117,12 +117,14 @@ def _erased(check: Check, cfg: TrainConfig) -> bool:
     return check.membership_auc is None or cfg.max_membership_auc is None or check.membership_auc <= cfg.max_membership_auc
 
 
+def rank(check: Check) -> tuple[float, float, float]:
+    """How checks are ordered (lower is better): flagged rate, then membership AUC, then KL."""
+    return check.flagged_rate, check.membership_auc if check.membership_auc is not None else 0.0, check.normal_kl
+
+
 def _better(check: Check, best: Check, cfg: TrainConfig) -> bool:
     """Lower flagged rate wins among acceptable checks; ties go to the lower membership AUC, then the lower KL."""
-    if not _acceptable(check, cfg):
-        return False
-    key = lambda c: (c.flagged_rate, c.membership_auc if c.membership_auc is not None else 0.0, c.normal_kl)  # noqa: E731
-    return key(check) < key(best)
+    return _acceptable(check, cfg) and rank(check) < rank(best)
 
 
 def logged(out: StepOutput) -> dict[str, float]:

@@ -1,0 +1,76 @@
+"""Choosing among tries of one method by the early-stopping split only (``unlearnlm.tuning``)."""
+
+import pytest
+
+from unlearnlm.errors import ConfigError
+from unlearnlm.tuning import best_try, kept_check, tries_grid
+
+
+def test_tries_grid_is_every_combination_first_axis_slowest():
+    assert tries_grid([]) == [[]]
+    assert tries_grid(["train.learning_rate=1e-4, 6e-4"]) == [["train.learning_rate=1e-4"],
+                                                               ["train.learning_rate=6e-4"]]
+    assert tries_grid(["a.x=1,2", "b.y=3,4,5"]) == [["a.x=1", "b.y=3"], ["a.x=1", "b.y=4"], ["a.x=1", "b.y=5"],
+                                                    ["a.x=2", "b.y=3"], ["a.x=2", "b.y=4"], ["a.x=2", "b.y=5"]]
+
+
+@pytest.mark.parametrize("spec", ["train.learning_rate", "=1,2", "a.x=1,,2", "a.x=[1,2]"])
+def test_tries_grid_rejects_what_it_cannot_split(spec):
+    with pytest.raises(ConfigError, match="section.key=V1,V2"):
+        tries_grid([spec])
+
+
+def _summary(best_step, checks, held_out=0.5):
+    """A run's summary: ``checks`` as (step, flagged, kl[, auc]); a held-out figure the choice must not read."""
+    return {"method": "m", "sets": {"forget_test": {"after": {"flagged_rate": held_out}}},
+            "training": {"best_step": best_step,
+                         "checks": [{"step": c[0], "flagged_rate": c[1], "normal_kl": c[2],
+                                     "membership_auc": c[3] if len(c) > 3 else None} for c in checks]}}
+
+
+def test_kept_check_is_the_check_at_the_best_step():
+    run = _summary(20, [(0, 1.0, 0.0), (10, 0.4, 0.05), (20, 0.2, 0.08), (30, 0.1, 0.9)])
+    assert (kept_check(run).step, kept_check(run).flagged_rate) == (20, 0.2)
+    with pytest.raises(ValueError, match="best step 40"):
+        kept_check(_summary(40, [(0, 1.0, 0.0)]))
+
+
+def test_best_try_ranks_kept_checks_as_the_stop_rule_does_and_never_reads_held_out_figures():
+    original_kept = _summary(0, [(0, 1.0, 0.0), (10, 0.0, 5.0)], held_out=0.0)  # its step 10 broke the KL bound
+    forgot_some = _summary(10, [(0, 1.0, 0.0), (10, 0.3, 0.1)], held_out=0.9)
+    forgot_more = _summary(20, [(0, 1.0, 0.0), (20, 0.2, 0.14)], held_out=0.95)
+    assert best_try([original_kept, forgot_some, forgot_more]) == 2
+    same_rate_lower_kl = _summary(20, [(0, 1.0, 0.0), (20, 0.2, 0.01)])
+    assert best_try([forgot_more, same_rate_lower_kl]) == 1
+    lower_auc = _summary(20, [(0, 1.0, 0.0, 0.99), (20, 0.2, 0.14, 0.7)])
+    higher_auc = _summary(20, [(0, 1.0, 0.0, 0.99), (20, 0.2, 0.01, 0.9)])
+    assert best_try([higher_auc, lower_auc]) == 1
+    assert best_try([forgot_some, forgot_some]) == 0  # equals: the first
+    with pytest.raises(ValueError):
+        best_try([])
+
+
+def test_compare_methods_runs_every_try_and_shows_the_chosen_one(workspace, monkeypatch, capsys):
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    root, config, _ = workspace
+    out = root / "cmp"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_methods.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(config), "--methods", "gradient_ascent", "--output", str(out),
+                                      "--tries", "train.learning_rate=1e-3,1e-2"])
+    runpy.run_path(str(script), run_name="__main__")
+    tries = json.loads((out / "gradient_ascent" / "tries.json").read_text())
+    assert [t["overrides"] for t in tries] == [["train.learning_rate=1e-3"], ["train.learning_rate=1e-2"]]
+    summaries = [json.loads((Path(t["folder"]) / "metrics.json").read_text()) for t in tries]
+    import yaml
+
+    assert [yaml.safe_load((Path(t["folder"]) / "config.yaml").read_text())["train"]["learning_rate"]
+            for t in tries] == [1e-3, 1e-2]
+    chosen = [t["chosen"] for t in tries]
+    assert chosen.count(True) == 1 and chosen.index(True) == best_try(summaries)
+    label = f"gradient_ascent ({tries[chosen.index(True)]['overrides'][0]})"
+    assert f"| {label} |" in capsys.readouterr().out
+    assert (out / "compare.html").is_file()
