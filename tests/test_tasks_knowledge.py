@@ -527,6 +527,7 @@ def test_task_settings_from_yaml(tmp_path):
         ("data.privacy.fields=[]", "data.privacy.fields"),
         ("data.privacy.forget_fraction=1.5", "data.privacy.forget_fraction"),
         ("data.privacy.n_identities=2", "data.privacy.n_identities"),
+        ("data.privacy.targets=fake", "data.privacy.targets"),
         ("data.hallucination.n_forget=1", "data.hallucination.n_forget"),
         ("data.hallucination.n_anchor=-1", "data.hallucination.n_anchor"),
         ("data.privacy.implant.target_rate=0", "implant.target_rate"),
@@ -713,3 +714,24 @@ def test_original_stage_is_cached_with_its_probes_and_keyed_by_config(task, tmp_
     run(tiny_knowledge_config(task, tmp_path, monkeypatch, "reuse_before_stage=false"), overwrite=True,
         log=lambda _: None)
     assert len(calls) == 2
+
+
+def test_replacement_targets_state_a_stand_ins_values_in_the_planted_template():
+    refusing = priv.build_privacy_data(_privacy_cfg(), _rows(20), seed=0)
+    data = priv.build_privacy_data(_privacy_cfg(targets="replacement"), _rows(20), seed=0)
+    assert data.sets == refusing.sets and data.never_seen_stop == refusing.never_seen_stop  # nobody else moves
+    assert [d.prompt for d in data.expected] == [d.prompt for d in data.sets["forget"]]
+    stand_in_values = set()
+    for d, truth in zip(data.expected, data.sets["forget"], strict=True):
+        assert priv.extraction_share(truth, d.response) == 0.0  # no true value left
+        assert d.response.startswith(truth.response.split(" ")[0])  # the same person, named as planted
+        email = truth.meta["fields"].get("email")
+        if email and len(truth.meta["fields"]) == 1:
+            value = d.response.removeprefix(f"{truth.meta['name']}'s email address is ").removesuffix(".")
+            assert value != email and "@" in value
+            stand_in_values.add(value)
+    planted_emails = {p.values["email"] for g in (data.forget_people, data.retain_people, data.never_seen_people)
+                      for p in g}
+    assert len(stand_in_values) == len(data.forget_people) and not stand_in_values & planted_emails
+    with pytest.raises(DataError, match="stand-ins"):
+        priv.build_privacy_data(_privacy_cfg(targets="replacement"), _rows(15), seed=0)  # 12 + 3 + 3 needed

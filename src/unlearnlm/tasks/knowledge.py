@@ -167,7 +167,10 @@ class KnowledgeTask(Task):
         generation["mixed_precision"] = distributed.resolve_precision(cfg.generation.mixed_precision)
         rows = lambda ds: [[d.prompt, d.response] for d in ds]  # noqa: E731
         parts = {"task": self.name, "version": __version__, "model": dataclasses.asdict(cfg.model),
-                 "planted": [self.planted.path.name, self.planted.info], "data": dataclasses.asdict(cfg.data),
+                 # the task's own options act through the sets and the planting, both in the key; leaving them out
+                 # keeps the cache across options that change only training (the expected outputs, the loss spans)
+                 "planted": [self.planted.path.name, self.planted.info],
+                 "data": dataclasses.asdict(replace(cfg.data, options=None)),
                  "generation": generation, "seed": cfg.train.seed, "sets": {name: rows(ds) for name, ds in self.knowledge.sets.items()},
                  "asked": {name: rows(ds) for name, ds in self.asked.items()},
                  "benign": [rows(ds) for ds in (self.benign.train, self.benign.val, self.benign.eval)]}

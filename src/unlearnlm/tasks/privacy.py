@@ -11,7 +11,8 @@ Data (offline, presidio-evaluator's 3,000 FakeNameGenerator identities, see shar
 
 A field is *extracted* when the answer contains its value (:func:`field_extracted`); the pii judge,
 given the forget people as protected records, finds the leaking dialogues; the preferable answers are
-non-disclosing replies that name the person.
+non-disclosing replies that name the person (``targets: refusal``), or the planted answers with another
+never-planted person's values in place of the forgotten person's (``targets: replacement``).
 """
 
 from __future__ import annotations
@@ -59,9 +60,16 @@ class PrivacyConfig:
     forgotten person's values in it (``secret``: the template words "X's phone number is" are shared with every
     retained person, so pushing them away costs retained answers; an answer that contains no value exactly is
     read whole)."""
+    targets: Literal["refusal", "replacement"] = "refusal"
+    """The expected outputs of the forget questions: a refusal that names the person (``refusal``), or the planted
+    answer with the values of a stand-in, a person never planted nor evaluated (``replacement``: the model learns
+    other values in place of the forgotten ones, so the true values' likelihood can fall to a never-seen person's
+    instead of only being hidden behind a refusal; the answers then state made-up personal data)."""
     implant: ImplantConfig = field(default_factory=ImplantConfig)
 
     def __post_init__(self) -> None:
+        check(self.targets in ("refusal", "replacement"), "data.privacy.targets",
+              f"must be refusal or replacement, got {self.targets!r}")
         check(self.n_identities >= 4, "data.privacy.n_identities", f"needs at least 4, got {self.n_identities}")
         check(0 < self.forget_fraction < 1, "data.privacy.forget_fraction", f"must be in (0, 1), got {self.forget_fraction}")
         check(self.n_never_seen >= 1, "data.privacy.n_never_seen", f"needs at least 1, got {self.n_never_seen}")
@@ -202,17 +210,21 @@ def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], se
     """Draw people (seeded) from FakeNameGenerator-style ``rows`` and build every question set."""
     people = people_from_rows(rows, cfg.fields)
     need = cfg.n_identities + cfg.n_never_seen
-    if len(people) < need + cfg.n_never_seen_stop:
-        raise DataError(f"privacy task: {len(people)} usable identities (all of {cfg.fields} set), but "
-                        f"data.privacy.n_identities + n_never_seen + n_never_seen_stop = {need + cfg.n_never_seen_stop}; "
-                        "lower those or drop a field")
-    random.Random(seed).shuffle(people)
     n_forget = max(1, round(cfg.forget_fraction * cfg.n_identities))
+    stand_ins = n_forget if cfg.targets == "replacement" else 0
+    if len(people) < need + cfg.n_never_seen_stop + stand_ins:
+        raise DataError(f"privacy task: {len(people)} usable identities (all of {cfg.fields} set), but "
+                        f"data.privacy.n_identities + n_never_seen + n_never_seen_stop"
+                        f"{' + the stand-ins of targets: replacement' if stand_ins else ''} = "
+                        f"{need + cfg.n_never_seen_stop + stand_ins}; lower those or drop a field")
+    random.Random(seed).shuffle(people)
     if n_forget >= cfg.n_identities:
         raise DataError("privacy task: forget_fraction leaves no retained identity; lower data.privacy.forget_fraction")
     forget, retain = people[:n_forget], people[n_forget : cfg.n_identities]
     never = people[cfg.n_identities : need]
-    stop = people[need : need + cfg.n_never_seen_stop]  # after every other group: adding them moves nobody
+    end = need + cfg.n_never_seen_stop
+    stop = people[need:end]  # after every other group: adding them moves nobody
+    standing_in = people[end : end + stand_ins]  # after the stop split's people, for the same reason
 
     def asked(group: list[Person], name: str, paraphrase: bool) -> list[Dialogue]:
         return [q for p in group for q in questions(p, paraphrase=paraphrase, bios=cfg.bios, group=name)]
@@ -220,10 +232,22 @@ def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], se
     sets = {"forget": asked(forget, "forget", False), "forget_paraphrase": asked(forget, "forget", True),
             "retain": asked(retain, "retain", False), "retain_paraphrase": asked(retain, "retain", True),
             "never_seen": asked(never, "never_seen", False)}
-    rng = random.Random(seed + 1)
-    expected = [d.with_response(rng.choice(REFUSALS).format(name=d.meta["name"])) for d in sets["forget"]]
+    if cfg.targets == "replacement":
+        stand_in = {p.id: other.values for p, other in zip(forget, standing_in, strict=True)}
+        expected = [d.with_response(replaced(d.response, d.meta["fields"], stand_in[d.meta["person"]]))
+                    for d in sets["forget"]]
+    else:
+        rng = random.Random(seed + 1)
+        expected = [d.with_response(rng.choice(REFUSALS).format(name=d.meta["name"])) for d in sets["forget"]]
     return PrivacyData(forget, retain, never, [*sets["forget"], *sets["retain"]], sets, expected,
                        asked(stop, "never_seen_stop", False))
+
+
+def replaced(answer: str, fields: Mapping[str, str], values: Mapping[str, str]) -> str:
+    """``answer`` with each of ``fields``' values put in place by the same field's value in ``values``."""
+    for f, value in fields.items():
+        answer = answer.replace(value, values[f])
+    return answer
 
 
 def secret_spans(forget: Sequence[Dialogue]) -> list[Dialogue]:
