@@ -208,3 +208,19 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
     monkeypatch.setattr(distributed, "bf16_supported", lambda: False)
     assert distributed.resolve_precision("auto") == "no"
     assert [distributed.resolve_precision(p) for p in ("no", "bf16", "fp16")] == ["no", "bf16", "fp16"]
+
+
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, True, True), (False, True, False), (False, False, False)])
+def test_a_cpu_computes_bf16_faster_only_with_amx(monkeypatch, amx, avx512_bf16, expected):
+    """AVX512-BF16 without AMX runs bf16 matmuls at about half the fp32 speed (README, Benchmarks), so ``auto``
+    stays fp32 there."""
+    import torch
+
+    from unlearnlm import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert distributed.bf16_supported() is expected
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert distributed.bf16_supported() is False  # a torch without the check: fp32
