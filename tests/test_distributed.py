@@ -210,7 +210,8 @@ def test_auto_precision_is_bf16_only_where_the_device_computes_it(monkeypatch):
     assert [distributed.resolve_precision(p) for p in ("no", "bf16", "fp16")] == ["no", "bf16", "fp16"]
 
 
-@pytest.mark.parametrize("amx, avx512_bf16, expected", [(True, True, True), (False, True, False), (False, False, False)])
+@pytest.mark.parametrize("amx, avx512_bf16, expected",
+                         [(True, True, True), (False, True, False), (False, False, False)])
 def test_a_cpu_computes_bf16_faster_only_with_amx(monkeypatch, amx, avx512_bf16, expected):
     """AVX512-BF16 without AMX runs bf16 matmuls at about half the fp32 speed (README, Benchmarks), so ``auto``
     stays fp32 there."""

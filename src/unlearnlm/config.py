@@ -155,9 +155,9 @@ class GenerationConfig:
     batch_size: int = 32
     """Prompts per generate() call (left-padded, KV cache)."""
     mixed_precision: Literal["no", "bf16", "auto"] = "no"
-    """Generate under bf16 autocast (``auto``: where the device computes bf16 faster than fp32 (a GPU, a CPU with AMX), else no). Every answer of
-    a run, the original's and the unlearned model's, is generated the same way, so before and after compare like
-    with like; perplexity and KL are always computed in the model's own dtype."""
+    """Generate under bf16 autocast (``auto``: where the device computes bf16 faster than fp32, a GPU or a CPU with
+    AMX, else no). Every answer of a run, the original's and the unlearned model's, is generated the same way, so
+    before and after compare like with like; perplexity and KL are always computed in the model's own dtype."""
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens > 0, "generation.max_new_tokens", "must be positive")
@@ -200,8 +200,9 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     """Micro-batches per optimizer step."""
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
-    """Passed to accelerate (``auto``: bf16 where the device computes it faster than fp32 (a GPU, a CPU with AMX), else no): the training steps and the early-stopping checks run under autocast; the model that
-    is evaluated afterwards and saved is the plain one, in ``model.dtype``, as a user loads it."""
+    """Passed to accelerate (``auto``: bf16 where the device computes it faster than fp32, a GPU or a CPU with AMX,
+    else no): the training steps and the early-stopping checks run under autocast; the model that is evaluated
+    afterwards and saved is the plain one, in ``model.dtype``, as a user loads it."""
     kl_top_k: int = 256
     """> 0: compute the original's top-k log-probabilities on the normal data once, before training, and take the
     normal loss's KL from them (the rest of the vocabulary lumped into one bucket), instead of a reference

@@ -59,8 +59,9 @@ def generate(
     every answer: the batches are the ones a single process makes, so the answers are the same.
     ``mixed_precision``: ``bf16`` generates under bf16 autocast, ``auto`` does so where the device computes bf16
     faster than fp32: a GPU, a CPU with AMX (:func:`~unlearnlm.distributed.resolve_precision`). On 64 benign prompts,
-    SmolLM2-135M, 2 CPU cores with AMX, batch 32: 12.5 s against 26.9 s in fp32 (``benchmarks/bench_generation.py --mixed-precision no bf16``); 41% of
-    the greedy answers are identical to fp32's, the rest part ways after some words, as they would on another GPU.
+    SmolLM2-135M, 2 CPU cores with AMX, batch 32: 12.5 s against 26.9 s in fp32
+    (``benchmarks/bench_generation.py --mixed-precision no bf16``); 41% of the greedy answers are identical to
+    fp32's, the rest part ways after some words, as they would on another GPU.
     A peft model generates with its adapters merged (:func:`adapters_merged`). The model's train/eval mode is
     restored afterwards.
     """

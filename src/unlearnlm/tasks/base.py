@@ -22,13 +22,17 @@ import path, ``data.task: package.module:Class``.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from unlearnlm.config import ModelConfig, RunConfig, build
+from unlearnlm import distributed
+from unlearnlm.config import GenerationConfig, ModelConfig, RunConfig, build
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.evaluate import EvalSet
@@ -170,6 +174,23 @@ class Task(ABC):
 
 
 TASKS: dict[str, type[Task]] = {}
+
+
+def generation_key(cfg: GenerationConfig) -> dict[str, Any]:
+    """The generation settings as a before-stage cache key holds them: the precision as resolved on this machine,
+    left out at fp32 so that caches written before it existed stay valid."""
+    generation = dataclasses.asdict(cfg)
+    generation["mixed_precision"] = distributed.resolve_precision(cfg.mixed_precision)
+    if generation["mixed_precision"] == "no":
+        del generation["mixed_precision"]
+    return generation
+
+
+def stage_hash(parts: dict[str, Any]) -> str:
+    """16 hex digits of the SHA-256 of ``parts`` as sorted JSON (dataclasses as dicts, anything else as text)."""
+    text = json.dumps({k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for k, v in parts.items()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def register_task(cls: type[Task]) -> type[Task]:

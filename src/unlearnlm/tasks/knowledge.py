@@ -20,12 +20,11 @@ said, a ``reproduced`` function (how much of the planted answer a generated answ
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from unlearnlm import distributed
@@ -39,7 +38,7 @@ from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.models import load_model
 from unlearnlm.outputs import atomic_write_text
 from unlearnlm.scanning import Collateral, Membership
-from unlearnlm.tasks.base import Log, Plan, Task
+from unlearnlm.tasks.base import Log, Plan, Task, generation_key, stage_hash
 from unlearnlm.tasks.benign import build_benign_sets
 from unlearnlm.tasks.implant import ImplantResult, implant
 
@@ -116,6 +115,7 @@ class KnowledgeTask(Task):
         self.probes: dict[str, Any] = {}
         self._stage: dict[str, Any] | None = None
         """The cached original stage (answers and probes), once read."""
+        self._stage_file: Path | None = None
 
     def build_knowledge(self) -> Knowledge:
         """The task's planted data, question sets, judges and probes."""
@@ -163,23 +163,22 @@ class KnowledgeTask(Task):
         if self.planted is None:
             return None
         cfg = self.cfg
-        generation = dataclasses.asdict(cfg.generation)
-        generation["mixed_precision"] = distributed.resolve_precision(cfg.generation.mixed_precision)
         rows = lambda ds: [[d.prompt, d.response] for d in ds]  # noqa: E731
-        parts = {"task": self.name, "version": __version__, "model": dataclasses.asdict(cfg.model),
-                 # the task's own options act through the sets and the planting, both in the key; leaving them out
-                 # keeps the cache across options that change only training (the expected outputs, the loss spans)
-                 "planted": [self.planted.path.name, self.planted.info],
-                 "data": dataclasses.asdict(replace(cfg.data, options=None)),
-                 "generation": generation, "seed": cfg.train.seed, "sets": {name: rows(ds) for name, ds in self.knowledge.sets.items()},
-                 "asked": {name: rows(ds) for name, ds in self.asked.items()},
-                 "benign": [rows(ds) for ds in (self.benign.train, self.benign.val, self.benign.eval)]}
-        text = json.dumps(parts, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        # The task's own options act through the sets and the planting, both in the key; leaving them out keeps
+        # the cache across options that change only training (the expected outputs, the loss spans).
+        return stage_hash({
+            "task": self.name, "version": __version__, "model": cfg.model,
+            "planted": [self.planted.path.name, self.planted.info], "data": replace(cfg.data, options=None),
+            "generation": generation_key(cfg.generation), "seed": cfg.train.seed,
+            "sets": {name: rows(ds) for name, ds in self.knowledge.sets.items()},
+            "asked": {name: rows(ds) for name, ds in self.asked.items()},
+            "benign": [rows(ds) for ds in (self.benign.train, self.benign.val, self.benign.eval)]})
 
-    def _stage_path(self):
-        key = self.stage_key()
-        return cache_root() / "before" / f"{self.name}-{key}.json" if key and self.cfg.reuse_before_stage else None
+    def _stage_path(self) -> Path | None:
+        """The cache file of the original stage (None: not cached); computed once, after planting."""
+        if self._stage_file is None and self.cfg.reuse_before_stage and (key := self.stage_key()):
+            self._stage_file = cache_root() / "before" / f"{self.name}-{key}.json"
+        return self._stage_file
 
     def cached_stage(self) -> dict[str, Any] | None:
         """The cached original stage (``probes``, ``before``, ``normal``), or None when there is none."""

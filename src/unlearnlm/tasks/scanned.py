@@ -15,7 +15,6 @@ cache folder, keyed by everything it depends on (:meth:`ScanTask.stage_key`).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -31,7 +30,7 @@ from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
 from unlearnlm.outputs import atomic_write_text
 from unlearnlm.scanning import Collateral, scan, split_forget
-from unlearnlm.tasks.base import Log, Plan, Task
+from unlearnlm.tasks.base import Log, Plan, Task, generation_key, stage_hash
 from unlearnlm.tasks.benign import prompts_only, read_prompts
 from unlearnlm.tasks.rephrase import training_copies
 
@@ -166,19 +165,12 @@ class ScanTask(Task):
         if not self.data.stop_extra:  # left out when unused, so that caches written before they existed stay valid
             del data["stop_prompts"], data["stop_pool"], task["stop_extra"]
         data.update(self.key_data)
-        # The precision as resolved on this machine; left out at fp32 so that caches written before it existed stay valid.
-        generation = dataclasses.asdict(cfg.generation)
-        generation["mixed_precision"] = distributed.resolve_precision(cfg.generation.mixed_precision)
-        if generation["mixed_precision"] == "no":
-            del generation["mixed_precision"]
-        parts = {"model": cfg.model, "data": data, "generation": generation, "judges": judged,
+        parts = {"model": cfg.model, "data": data, "generation": generation_key(cfg.generation), "judges": judged,
                  "seed": cfg.train.seed, "version": __version__,
                  "task": task, "user_expected": self.data.expected,
                  "expected_recipe": ([self.system_prompt, self.fallback_answers, MIN_EXPECTED] if self._self_made()
                                      else None), **self.key_parts()}
-        text = json.dumps({k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for k, v in parts.items()},
-                          sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return stage_hash(parts)
 
     def self_expected(self, model, tokenizer, prompts: list[Dialogue], panel: JudgePanel,
                       refusal: RefusalDetector) -> tuple[list[Dialogue], dict[str, Any]]:
