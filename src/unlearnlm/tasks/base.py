@@ -29,6 +29,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from unlearnlm import distributed
@@ -37,6 +38,7 @@ from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.evaluate import EvalSet
 from unlearnlm.judges.panel import JudgePanel
+from unlearnlm.outputs import atomic_write_text
 from unlearnlm.scanning import Collateral, Membership
 
 Log = Callable[[str], None]
@@ -191,6 +193,18 @@ def stage_hash(parts: dict[str, Any]) -> str:
     text = json.dumps({k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for k, v in parts.items()},
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_stage(path: Path) -> dict[str, Any] | None:
+    """A cached before stage (JSON), or None when ``path`` is not a file. Read by the main process and sent to the
+    others, so that every process takes the same branch."""
+    return distributed.on_main(lambda: json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None)
+
+
+def write_stage(path: Path, stage: dict[str, Any]) -> None:
+    """Cache a before stage as JSON, written atomically by the main process."""
+    text = json.dumps(stage, ensure_ascii=False)
+    distributed.on_main(lambda: atomic_write_text(path, text))
 
 
 def register_task(cls: type[Task]) -> type[Task]:

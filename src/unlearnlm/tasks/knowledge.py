@@ -20,14 +20,12 @@ said, a ``reproduced`` function (how much of the planted answer a generated answ
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from unlearnlm import distributed
 from unlearnlm.assets import cache_root
 from unlearnlm.config import ModelConfig
 from unlearnlm.data.records import Dialogue
@@ -36,9 +34,8 @@ from unlearnlm.evaluate import EvalSet
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.models import load_model
-from unlearnlm.outputs import atomic_write_text
 from unlearnlm.scanning import Collateral, Membership
-from unlearnlm.tasks.base import Log, Plan, Task, generation_key, stage_hash
+from unlearnlm.tasks.base import Log, Plan, Task, generation_key, read_stage, stage_hash, write_stage
 from unlearnlm.tasks.benign import build_benign_sets
 from unlearnlm.tasks.implant import ImplantResult, implant
 
@@ -183,9 +180,7 @@ class KnowledgeTask(Task):
     def cached_stage(self) -> dict[str, Any] | None:
         """The cached original stage (``probes``, ``before``, ``normal``), or None when there is none."""
         if self._stage is None and (path := self._stage_path()) is not None:
-            # Read by the main process and sent to the others, so all of them take the same branch.
-            self._stage = distributed.on_main(lambda: json.loads(path.read_text(encoding="utf-8"))
-                                              if path.is_file() else None)
+            self._stage = read_stage(path)
         return self._stage
 
     def _save_stage(self, before: dict[str, list[str]], normal: list[str]) -> None:
@@ -194,8 +189,7 @@ class KnowledgeTask(Task):
         if path is None or not {"base", "original"} <= self.probes.keys():
             return
         self._stage = {"probes": {k: self.probes[k] for k in ("base", "original")}, "before": before, "normal": normal}
-        text = json.dumps(self._stage, ensure_ascii=False)
-        distributed.on_main(lambda: atomic_write_text(path, text))
+        write_stage(path, self._stage)
 
     def evaluation_sets(self) -> list[tuple[str, str, list[Dialogue], str]]:
         return [*((name, "harmful" if name.startswith("forget") else "benign", prompts, self.knowledge.roles[name])

@@ -15,11 +15,9 @@ cache folder, keyed by everything it depends on (:meth:`ScanTask.stage_key`).
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from unlearnlm import distributed
 from unlearnlm.assets import cache_root
 from unlearnlm.data import sources
 from unlearnlm.data.records import Dialogue
@@ -28,9 +26,8 @@ from unlearnlm.evaluate import EvalSet
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
-from unlearnlm.outputs import atomic_write_text
 from unlearnlm.scanning import Collateral, scan, split_forget
-from unlearnlm.tasks.base import Log, Plan, Task, generation_key, stage_hash
+from unlearnlm.tasks.base import Log, Plan, Task, generation_key, read_stage, stage_hash, write_stage
 from unlearnlm.tasks.benign import prompts_only, read_prompts
 from unlearnlm.tasks.rephrase import training_copies
 
@@ -202,9 +199,7 @@ class ScanTask(Task):
         cfg, data = self.cfg, self.data
         cache = cache_root() / "before" / f"{self.stage_key(panel)}.json"
         as_dialogues = lambda rows: [Dialogue(**r) for r in rows]  # noqa: E731
-        # Read by the main process and sent to the others, so all of them take the same branch.
-        raw = distributed.on_main(lambda: json.loads(cache.read_text(encoding="utf-8"))
-                                  if cfg.reuse_before_stage and cache.is_file() else None)
+        raw = read_stage(cache) if cfg.reuse_before_stage else None
         if raw is not None:
             log(f"[2/4] reusing the original model's answers from {cache}")
             stage = BeforeStage(as_dialogues(raw["scanned"]), raw["before"], as_dialogues(raw["expected"]),
@@ -225,9 +220,8 @@ class ScanTask(Task):
         stage = BeforeStage(scanned, before, expected, info, rephrased)
         if cfg.reuse_before_stage:
             rows = lambda ds: [dataclasses.asdict(d) for d in ds]  # noqa: E731
-            text = json.dumps({"scanned": rows(scanned), "before": before, "expected": rows(expected),
-                               "expected_info": info, "rephrased": rows(rephrased)}, ensure_ascii=False)
-            distributed.on_main(lambda: atomic_write_text(cache, text))
+            write_stage(cache, {"scanned": rows(scanned), "before": before, "expected": rows(expected),
+                                "expected_info": info, "rephrased": rows(rephrased)})
         return self._with_expected(stage)
 
     def _with_expected(self, stage: BeforeStage) -> BeforeStage:
