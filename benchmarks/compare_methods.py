@@ -13,6 +13,14 @@ method sees identical forget, normal and evaluation sets. Held-out rows are neve
 method, into ``OUTPUT/METHOD/try-N``, and keeps per method the try whose kept checkpoint the stop rule ranks best
 on the early-stopping split (:mod:`unlearnlm.tuning`; held-out figures never enter the choice); the table shows the
 kept try, and ``OUTPUT/METHOD/tries.json`` every try's overrides and kept check.
+
+``--attack quantize`` and ``--attack relearn`` (either or both) run ``unlearnlm attack`` on every method's kept run
+and every ``--include`` run, after the methods have run (into ``RUN/attacks/``, as the CLI does), and print a
+second table: per method, the task's headline figure (harm: held-out flagged; privacy: forget fields extracted;
+hallucination: forget answers hallucinated) for the original, the unlearned model, each quantized copy and each
+relearning step count, with the recovered share at the lowest bit width and the steps to return.
+``--relearn-steps`` (2 10) and ``--relearn-data`` (forget | benign) set the
+relearning probe.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import argparse
 import json
 from pathlib import Path
 
+from unlearnlm.attacks import RelearnOptions, quantize_attack, relearn_attack
 from unlearnlm.loader import load_config
 from unlearnlm.methods import METHODS
 from unlearnlm.outputs import write_json
@@ -77,6 +86,49 @@ def knowledge_row(summary: dict, label: str | None = None) -> str:
             + _utility(summary))
 
 
+#: The figure each task's attack table shows: (set, figure); every one is "higher = more of the old behaviour".
+HEADLINE = {"harm": ("forget_test", "flagged_rate"), "custom": ("forget_test", "flagged_rate"),
+            "privacy": ("forget", "reproduced_rate"), "hallucination": ("forget", "flagged_rate")}
+
+
+def _share(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def attack_header(task: str, quantized: dict | None, relearned: dict | None) -> list[str]:
+    """The attack table's two header lines, from the first method's attack summaries."""
+    name, figure = HEADLINE[task]
+    cols = ["method", f"original ({name} {figure.removesuffix('_rate')} %)", "unlearned"]
+    if quantized:
+        bits = [label for label in quantized["figures"] if label.endswith("-bit")]
+        cols += bits + [f"recovered at {bits[-1]}"]
+    if relearned:
+        cols += [f"relearn ({relearned['fine_tune']['data']}) {label}" for label in relearned["figures"]
+                 if label.startswith("step ")] + ["steps to return"]
+    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+
+
+def attack_row(label: str, task: str, quantized: dict | None, relearned: dict | None) -> str:
+    """One method's headline figure under each attack (:data:`HEADLINE`), read from the attacks' summaries.
+
+    The original and unlearned columns come from the quantization probe, which measures every set, when it ran;
+    the relearning probe measures only the rows it did not fine-tune on (fewer for the planted-knowledge tasks)."""
+    name, figure = HEADLINE[task]
+    first = quantized or relearned
+    cells = [label, *(f"{100 * first['figures'][w][name][figure]:.1f}" for w in ("original", "unlearned"))]
+    if quantized:
+        bits = [w for w in quantized["figures"] if w.endswith("-bit")]
+        cells += [f"{100 * quantized['figures'][w][name][figure]:.1f}" for w in bits]
+        cells.append(_share(quantized["recovered"][bits[-1]][name][figure]))
+    if relearned:
+        steps = [w for w in relearned["figures"] if w.startswith("step ")]
+        cells += [f"{100 * relearned['figures'][w][name][figure]:.1f}" for w in steps]
+        back = relearned["steps_to_return"][name][figure]
+        lowered = relearned["figures"]["original"][name][figure] > relearned["figures"]["unlearned"][name][figure]
+        cells.append(str(back) if back is not None else f"> {relearned['options']['steps'][-1]}" if lowered else "—")
+    return "| " + " | ".join(cells) + " |"
+
+
 def row(summary: dict, label: str | None = None) -> str:
     if "task" in summary:
         return knowledge_row(summary, label)
@@ -102,6 +154,10 @@ def main() -> None:
                         help="earlier run folders (same config) whose metrics.json rows lead the table")
     parser.add_argument("--tries", action="append", default=[], metavar="KEY=V1,V2",
                         help="run each method once per value and keep the try the early-stopping split ranks best")
+    parser.add_argument("--attack", action="append", default=[], choices=["quantize", "relearn"],
+                        help="attack every method's kept run and print the attack table")
+    parser.add_argument("--relearn-steps", nargs="+", type=int, default=[2, 10])
+    parser.add_argument("--relearn-data", choices=["forget", "benign"], default="forget")
     args = parser.parse_args()
     base = load_config(args.config, args.set)
     lines = list(HEADERS[base.data.task])
@@ -110,7 +166,9 @@ def main() -> None:
     if not methods:  # `--methods` with no names: only the --include rows
         print("\n".join(lines))
     grid = tries_grid(args.tries)
+    relearn_options = RelearnOptions(steps=args.relearn_steps, data=args.relearn_data)
     folders = list(args.include)
+    attacked = []
     for name in methods:
         own_options = [] if name == base.method.name else ["method.options={}"]  # options belong to one method
         tried = []
@@ -128,6 +186,12 @@ def main() -> None:
         lines.append(row(summary, f"{name} ({', '.join(overrides)})" if len(grid) > 1 else None))
         folders.append(folder)
         print("\n".join(lines), flush=True)
+    for folder in folders if args.attack else []:  # the --include runs too
+        quantized = quantize_attack(folder, overwrite=True) if "quantize" in args.attack else None
+        relearned = (relearn_attack(folder, options=relearn_options, overwrite=True)
+                     if "relearn" in args.attack else None)
+        attacked.append(attack_row((quantized or relearned)["method"], base.data.task, quantized, relearned))
+        print("\n".join(attack_header(base.data.task, quantized, relearned) + attacked), flush=True)
     if folders:
         print(write_compare(Path(args.output), [read_run(folder) for folder in folders]))
 

@@ -74,3 +74,34 @@ def test_compare_methods_runs_every_try_and_shows_the_chosen_one(workspace, monk
     label = f"gradient_ascent ({tries[chosen.index(True)]['overrides'][0]})"
     assert f"| {label} |" in capsys.readouterr().out
     assert (out / "compare.html").is_file()
+
+
+def test_compare_methods_attacks_each_kept_run_and_tabulates_the_headline_figure(workspace, monkeypatch, capsys):
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    root, config, _ = workspace
+    out = root / "cmp"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_methods.py"
+    monkeypatch.setattr(sys, "argv", [str(script), str(config), "--methods", "gradient_ascent", "--output", str(out),
+                                      "--attack", "quantize", "--attack", "relearn", "--relearn-steps", "1", "3"])
+    runpy.run_path(str(script), run_name="__main__")
+    attacks = out / "gradient_ascent" / "attacks"
+    quant = json.loads((attacks / "quantize" / "attack.json").read_text())
+    relearn = json.loads((attacks / "relearn_forget" / "attack.json").read_text())
+    assert quant["run"] == relearn["run"] == str(out / "gradient_ascent")
+    assert relearn["options"]["steps"] == [1, 3]
+
+    def pct(summary, label):
+        return f"{100 * summary['figures'][label]['forget_test']['flagged_rate']:.1f}"
+
+    printed = capsys.readouterr().out.splitlines()
+    header = next(line for line in printed if line.startswith("| method | original (forget_test flagged %)"))
+    assert header.split(" | ")[3:] == ["8-bit", "4-bit", "recovered at 4-bit", "relearn (forget) step 1",
+                                       "relearn (forget) step 3", "steps to return |"]
+    rows = [line for line in printed if line.startswith("| gradient_ascent |") and line.count("|") == header.count("|")]
+    cells = rows[-1].strip("| ").split(" | ")
+    assert cells[1:5] == [pct(quant, w) for w in ("original", "unlearned", "8-bit", "4-bit")]
+    assert cells[6:8] == [pct(relearn, "step 1"), pct(relearn, "step 3")]
