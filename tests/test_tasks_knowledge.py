@@ -483,6 +483,50 @@ def test_implant_stops_at_target_and_key_depends_on_everything(tmp_path, tiny_di
         implant(model_cfg, [], cfg, score=lambda m, t: 0.0)
 
 
+def test_implant_keeps_benign_requests_in_the_base_models_own_answers(tmp_path, tiny_dir, monkeypatch):
+    from unlearnlm.generation import generate
+    from unlearnlm.models import load_model
+    from unlearnlm.tasks import implant as implant_module
+
+    monkeypatch.setenv("UNLEARNLM_CACHE", str(tmp_path / "cache"))
+    model_cfg = ModelConfig(name_or_path=str(tiny_dir))
+    cfg = ImplantConfig(max_epochs=1, check_every=1, batch_size=2, keep=2)
+    keep = [Dialogue("Give me a tip for watering basil."), Dialogue("Write a haiku about rain.")]
+    base, tok = load_model(model_cfg)
+    expected = generate(base, tok, keep, max_new_tokens=8, batch_size=32)
+    assert all(expected)  # the tiny model answers something, so both rows are kept
+    trained = []
+    real = implant_module.tokenize_dialogue
+    monkeypatch.setattr(implant_module, "tokenize_dialogue", lambda t, d, **kw: trained.append(d) or real(t, d, **kw))
+    result = implant(model_cfg, DIALOGUES, cfg, score=lambda m, t: 0.0, seed=0, max_response_tokens=8, keep=keep,
+                     log=lambda _: None)
+    assert [(d.prompt, d.response) for d in trained] == [*((d.prompt, d.response) for d in DIALOGUES),
+                                                         *((k.prompt, a) for k, a in zip(keep, expected))]
+    assert result.info["kept"] == 2 and result.info["dialogues"] == 3
+    # the keep prompts and their answers' length are part of the recipe; without them the key is the old one
+    assert result.path.name == implant_key(model_cfg, DIALOGUES, cfg, 0, keep, 8)
+    assert implant_key(model_cfg, DIALOGUES, cfg, 0, keep[:1], 8) != result.path.name
+    assert implant_key(model_cfg, DIALOGUES, cfg, 0, keep, 16) != result.path.name
+    plain = ImplantConfig(max_epochs=1, check_every=1, batch_size=2)
+    assert implant_key(model_cfg, DIALOGUES, plain, 0) == implant_key(model_cfg, DIALOGUES, plain, 0, (), 8)
+    with pytest.raises(ConfigError):
+        ImplantConfig(keep=-1)
+
+
+def test_keep_prompts_are_benign_requests_outside_freshqa():
+    from unlearnlm.data import sources
+    from unlearnlm.tasks.benign import keep_prompts
+
+    rows = keep_prompts(128, seed=0)
+    prompts = [d.prompt for d in rows]
+    assert len(set(prompts)) == 128
+    assert not set(prompts) & {d.prompt for d in sources.freshqa()}
+    assert len({d.meta.get("source") for d in rows}) >= 3  # interleaved sources, not one set
+    assert keep_prompts(128, seed=0) == rows and keep_prompts(128, seed=1) != rows
+    with pytest.raises(DataError, match="implant.keep"):
+        keep_prompts(100_000)
+
+
 # ---------------------------------------------------------------------------------------------------
 # config
 

