@@ -141,9 +141,14 @@ class HarmTask(ScanTask):
     # prompt (4/32 refused at step 80) decided which checkpoint was kept.
     # Generation under bf16 autocast likewise: 2.2x faster answers (benchmarks/bench_generation.py --mixed-precision
     # no bf16).
+    # 320 scanned prompts, not 192, with the opening KL (w_open 1), since run S320o: 192 left 54.7% of the other
+    # source's harmful questions answered (run D3), and a nearest-trained-prompt split of them showed the misses far
+    # from the trained topics (benchmarks/coverage.py); 320 alone brought that to 15.6% but refused 10.9% of the
+    # held-out writing instructions (run S320); the opening KL on top gave 25.0% and 3.1% (README, Results).
     defaults = {"train": {"learning_rate": 6e-4, "eval_every": 10, "mixed_precision": "auto"},
                 "generation": {"mixed_precision": "auto"},
-                "data": {"forget_rephrasings": 2, "benign_val_size": 64}}
+                "data": {"forget_rephrasings": 2, "benign_val_size": 64, "scan_size": 320}}
+    method_defaults = {"distance_cluster": {"w_open": 1.0}}
     system_prompt = SAFETY_SYSTEM_PROMPT
     fallback_answers = FALLBACK_REFUSALS
     key_data = _KEY_DATA
