@@ -539,7 +539,8 @@ def test_task_defaults_apply_under_user_settings():
     assert hallu.output_dir == "runs/hallucination" and hallu.generation.max_new_tokens == 40
     assert hallu.method.options == {"target": "own", "w_contrast": 0.0}
     harm = load_config()
-    assert harm.output_dir == "runs/unlearnlm" and harm.method.options == {}
+    assert harm.output_dir == "runs/unlearnlm" and harm.method.options == {"w_open": 1.0}
+    assert harm.data.scan_size == 320 and cfg.data.scan_size == 192 and hallu.data.scan_size == 192  # harm only
     assert (harm.train.learning_rate, harm.train.eval_every, harm.data.benign_pool) == (6e-4, 10, "mixed")
     assert harm.data.forget_rephrasings == 2 and cfg.data.forget_rephrasings == 0  # harm only
     assert (cfg.train.learning_rate, cfg.data.benign_pool, cfg.data.normal_train_size) == (2e-4, "freshqa", 128)
