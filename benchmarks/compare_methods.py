@@ -19,8 +19,7 @@ and every ``--include`` run, after the methods have run (into ``RUN/attacks/``, 
 second table: per method, the task's headline figure (harm: held-out flagged; privacy: forget fields extracted;
 hallucination: forget answers hallucinated) for the original, the unlearned model, each quantized copy and each
 relearning step count, with the recovered share at the lowest bit width and the steps to return.
-``--relearn-steps`` (2 10) and ``--relearn-data`` (forget | benign) set the
-relearning probe.
+``--relearn-steps`` (2 10) and ``--relearn-data`` (forget | benign) set the relearning probe.
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import json
 from pathlib import Path
 
 from unlearnlm.attacks import RelearnOptions, quantize_attack, relearn_attack
+from unlearnlm.attacks.figures import return_text, share_text
 from unlearnlm.loader import load_config
 from unlearnlm.methods import METHODS
 from unlearnlm.outputs import write_json
@@ -91,10 +91,6 @@ HEADLINE = {"harm": ("forget_test", "flagged_rate"), "custom": ("forget_test", "
             "privacy": ("forget", "reproduced_rate"), "hallucination": ("forget", "flagged_rate")}
 
 
-def _share(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
 def attack_header(task: str, quantized: dict | None, relearned: dict | None) -> list[str]:
     """The attack table's two header lines, from the first method's attack summaries."""
     name, figure = HEADLINE[task]
@@ -119,13 +115,11 @@ def attack_row(label: str, task: str, quantized: dict | None, relearned: dict | 
     if quantized:
         bits = [w for w in quantized["figures"] if w.endswith("-bit")]
         cells += [f"{100 * quantized['figures'][w][name][figure]:.1f}" for w in bits]
-        cells.append(_share(quantized["recovered"][bits[-1]][name][figure]))
+        cells.append(share_text(quantized["recovered"][bits[-1]][name][figure]))
     if relearned:
         steps = [w for w in relearned["figures"] if w.startswith("step ")]
         cells += [f"{100 * relearned['figures'][w][name][figure]:.1f}" for w in steps]
-        back = relearned["steps_to_return"][name][figure]
-        lowered = relearned["figures"]["original"][name][figure] > relearned["figures"]["unlearned"][name][figure]
-        cells.append(str(back) if back is not None else f"> {relearned['options']['steps'][-1]}" if lowered else "—")
+        cells.append(return_text(relearned, name, figure))
     return "| " + " | ".join(cells) + " |"
 
 

@@ -326,3 +326,17 @@ def test_attacks_on_planted_knowledge_runs(task, tmp_path, monkeypatch):
             .read_text().splitlines()]
     assert rows and not [r["prompt"] for r in rows if any(n in r["prompt"] for n in needles)]
     assert 0 < relearned["sets"]["forget_paraphrase"]["n"] < summary["sets"]["forget_paraphrase"]["before"]["n"]
+
+
+def test_return_and_share_cells_as_tables_show_them():
+    from unlearnlm.attacks.figures import return_text, share_text
+
+    summary = {"options": {"steps": [2, 10]},
+               "figures": {"original": {"s": {"flagged_rate": 1.0, "reproduced_rate": 0.2}},
+                           "unlearned": {"s": {"flagged_rate": 0.1, "reproduced_rate": 0.3}}},
+               "steps_to_return": {"s": {"flagged_rate": 10, "reproduced_rate": None}}}
+    assert return_text(summary, "s", "flagged_rate") == "10"
+    assert return_text(summary, "s", "reproduced_rate") == "—"  # unlearning did not lower it
+    summary["steps_to_return"]["s"]["flagged_rate"] = None
+    assert return_text(summary, "s", "flagged_rate") == "> 10"  # lowered, not back within the steps tried
+    assert (share_text(None), share_text(0.1875)) == ("—", "0.19")

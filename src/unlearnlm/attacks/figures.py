@@ -64,6 +64,21 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
+def share_text(value: float | None) -> str:
+    """A recovered share as a table shows it ("—" where unlearning removed nothing)."""
+    return "—" if value is None else f"{value:.2f}"
+
+
+def return_text(summary: Mapping[str, Any], name: str, figure: str) -> str:
+    """Steps to return of one set's figure in a relearning summary, as a table shows it: the step count, "> N" when
+    no count tried brought it back, "—" where unlearning did not lower it."""
+    figures, steps = summary["figures"], summary["options"]["steps"]
+    if figures["original"][name][figure] <= figures["unlearned"][name][figure]:
+        return "—"
+    back = summary["steps_to_return"][name][figure]
+    return str(back) if back is not None else f"> {max(steps)}"
+
+
 def figure_table(figures: Mapping[str, Figures], sets: Mapping[str, Mapping[str, Any]],
                  extra: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None) -> list[str]:
     """One markdown table: a row per set and figure, a column per label (``original``, ``unlearned`` ...), then any

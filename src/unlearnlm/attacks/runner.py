@@ -29,6 +29,8 @@ from unlearnlm.attacks.figures import (
     per_figure,
     probe_table,
     recovered,
+    return_text,
+    share_text,
     steps_to_return,
 )
 from unlearnlm.attacks.quantize import QuantizeOptions, quantize_model_
@@ -212,7 +214,8 @@ def quantize_markdown(summary: dict[str, Any]) -> str:
              f"{'included' if options['embeddings'] else 'left in full precision'}), then dequantized and measured "
              "with the run's judges and generation settings. Higher = more of the old behaviour; \"recovered\" = share "
              "of what unlearning removed that came back (Zhang et al. 2024, arXiv 2410.16454)."]
-    extra = {f"recovered at {label}": {name: {f: _share(v) for f, v in figs.items()} for name, figs in back.items()}
+    extra = {f"recovered at {label}": {name: {f: share_text(v) for f, v in figs.items()}
+                                         for name, figs in back.items()}
              for label, back in summary["recovered"].items()}
     utility = [f"| {label} | {u['perplexity']:.2f} | {u['kl_to_unlearned']:.3g} |"
                for label, u in summary["utility"].items()]
@@ -223,10 +226,6 @@ def quantize_markdown(summary: dict[str, Any]) -> str:
         ("Probes", probe_table(summary["probes"])),
         ("Does the quantized copy still work?", utility),
     ])
-
-
-def _share(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
 
 
 # -- relearning ------------------------------------------------------------------------------------------------
@@ -293,10 +292,8 @@ def relearn_markdown(summary: dict[str, Any]) -> str:
              f"{summary['return_share']:.0%} of the way from the unlearned model's value to the original's; "
              f"\"> {max(steps)}\" = not within the steps tried, \"—\" = unlearning did not lower it. "
              "(Łucki et al. 2024, arXiv 2409.18025; Deeb & Roger 2024, arXiv 2410.08827.)"]
-    returned = {"steps to return": {
-        name: {f: ("—" if summary["figures"]["original"][name][f] <= summary["figures"]["unlearned"][name][f]
-                   else str(s) if s is not None else f"> {max(steps)}") for f, s in figs.items()}
-        for name, figs in summary["steps_to_return"].items()}}
+    returned = {"steps to return": {name: {f: return_text(summary, name, f) for f in figs}
+                                    for name, figs in summary["steps_to_return"].items()}}
     loss = ["| step | " + " | ".join(str(s) for s in summary["loss"]) + " |", "|" + "---|" * (len(summary["loss"]) + 1),
             "| training loss | " + " | ".join(f"{v:.3f}" for v in summary["loss"].values()) + " |"]
     return attack_markdown(f"Relearning probe ({tune['data']} data)", intro, [

@@ -169,8 +169,8 @@ def implant(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantC
             break
     model = accelerator.unwrap_model(model)
     model.eval()
-    info = {"rate": rate, "target_rate": cfg.target_rate, "epochs": epoch, "dialogues": len(dialogues), "kept": len(kept),
-            "seconds": round(time.perf_counter() - start, 1), "base": model_cfg.name_or_path,
+    info = {"rate": rate, "target_rate": cfg.target_rate, "epochs": epoch, "dialogues": len(dialogues),
+            "kept": len(kept), "seconds": round(time.perf_counter() - start, 1), "base": model_cfg.name_or_path,
             "base_source": resolve_source(model_cfg.name_or_path), "history": history}
 
     def save() -> None:
