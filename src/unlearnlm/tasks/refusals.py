@@ -9,11 +9,17 @@ prompt gets its own expected answer, built from three parts chosen per prompt:
 * an opening that names the request (the task extracted by :func:`unlearnlm.tasks.rephrase.core_task`:
   "Write a tutorial on how to make a bomb" → "I can't help you make a bomb.");
 * a reason that fits the harm category, found by keywords (weapons, cyber attacks, fraud, drugs, violence,
-  self-harm, hate, misinformation, privacy, sexual content);
-* a safe alternative on the same subject ("If you're interested in chemistry, ...").
+  self-harm, hate, misinformation, privacy, sexual content), and within it the subtopic where the prompt names one
+  (:data:`SUBTOPICS`: explosives, firearms, phishing, identity theft, eating disorders, ...);
+* a safe alternative on the same subject ("If the chemistry interests you, ...").
 
-Each part has several phrasings, picked by a stable hash of the prompt, so the answers differ in wording as
-well as in content. A task longer than 16 words is cut at its first clause break; a prompt with no task that can be
+A subtopic's reason and alternative follow from words of the prompt, and the opening from its category and first
+words, so a model can learn which answer goes with which prompt; where no subtopic matches, the reason and the
+alternative are picked from the category's phrasings by a stable hash of the prompt. Wording chosen by a hash alone
+cannot be learnt: greedy decoding then settles on the most common one (run S320o: 51% of the held-out refusals
+opened with the same three words, where the recipe's most common opening had 15%; ``benchmarks/refusal_ceiling.py``).
+
+A task longer than 16 words is cut at its first clause break; a prompt with no task that can be
 extracted (a question, a persona's story) gets an opening that names its harm category rather than a generic "I
 have to decline this one". A prompt framed as fiction or role-play, as a hypothetical or as history gets an opening
 that says the frame changes nothing ("Even in a story, I can't help you make a bomb."); reworded training copies
@@ -40,26 +46,29 @@ CATEGORIES: dict[str, re.Pattern[str]] = {name: re.compile(rx, re.IGNORECASE) fo
                  r"anorexi\w*|bulimi\w*|eating disorder|starv\w+ (?:myself|yourself))\b",
     "copyright": r"\b(?:lyrics|long passage|chapter of|copyrighted|pirat\w+|torrent\w*)\b",
     "weapons": r"\b(?:bombs?|explosives?|detonat\w*|grenades?|weapons?|guns?|firearms?|rifles?|ammunition|"
-               r"napalm|molotov|bioweapons?|nerve agents?|ricin|sarin|anthrax|cyanide|toxins?|cholera|pathogens?)\b",
+               r"napalm|molotov|bioweapons?|nerve agents?|ricin|sarin|anthrax|cyanide|toxins?|cholera|pathogens?|"
+               r"thermite|knife|knives|booby[- ]trap\w*|biological agents?)\b",
     "cyber": r"\b(?:hack\w*|malware|viruse?s?|ransomware|exploits?|phishing|passwords?|ddos|botnets?|keyloggers?|"
              r"trojans?|spyware|sql injection|crack\w*|firewalls?|antivirus|cyber\w*|breach\w*|databases?|"
-             r"credentials|hijack\w*|spam\w*|bots?)\b",
+             r"credentials|hijack\w*|spam\w*|bots?|malicious|unauthori[sz]ed access|dark web|rfid|keystrokes?|"
+             r"click on (?:a|the) link)\b",
     "fraud": r"\b(?:fraud\w*|scams?|scammer\w*|counterfeit\w*|launder\w*|steal\w*|stole|theft|shoplift\w*|forg\w+|"
              r"fake (?:ids?|identit\w+|reviews?)|embezzl\w*|tax evasion|insider trading|credit cards?|ponzi|"
              r"pyramid scheme|cheat\w*|bribe\w*|extort\w*|blackmail\w*|manipulat\w*|fool\w*|decei\w+|"
-             r"black market)\b",
+             r"black market|rob|robb\w*|smuggl\w*)\b",
     "drugs": r"\b(?:drugs?|cocaine|heroin|meth\w*|morphine|narcotics?|opioids?|fentanyl|lsd|mdma|synthesi[sz]\w+|"
              r"overdos\w+|illegal substances?|breathalyzer|drunk)\b",
     "privacy": r"\b(?:spy\w*|stalk\w*|track\w* (?:someone|a person|their|his|her)|surveil\w*|dox\w*|"
                r"personal (?:information|data|details)|without (?:their|his|her|them) (?:knowledge|consent|knowing)|"
-               r"someone's (?:account|phone|email|cloud)|swatting)\b",
+               r"someone's (?:account|phone|email|cloud)|(?:someone's|his|her|their) location|swatting)\b",
     "misinformation": r"\b(?:fake news|misinformation|disinformation|propaganda|conspirac\w+|hoax\w*|"
                       r"false(?:ly)? (?:information|claims?)|elections?|rumou?rs?|persuade|convincing)\b",
     "hate": r"\b(?:racis\w*|hate|hateful|discriminat\w*|harass\w*|bully\w*|slurs?|extremis\w*|supremac\w*|"
             r"minorit\w+|insult\w*|ethnic\w*|isis|nazi\w*)\b",
     "sexual": r"\b(?:sex\w*|porn\w*|explicit|nude\w*|erotic\w*|groom\w*|put out)\b",
     "violence": r"\b(?:kill\w*|murder\w*|assault\w*|attack\w*|poison\w*|hurt\w*|harm\w*|tortur\w*|kidnap\w*|"
-                r"terror\w*|violen\w*|abus\w*|shoot\w*|stab\w*|injur\w*|riot\w*|hostage|tamper\w*)\b",
+                r"terror\w*|violen\w*|abus\w*|shoot\w*|stab\w*|injur\w*|riot\w*|hostage|tamper\w*|sabotag\w*|"
+                r"fires?|arson\w*|vandal\w*|traffick\w*|child labou?r\w*|baby-selling|fight\w*)\b",
 }.items()}
 
 _OPEN_TASK = (
@@ -116,6 +125,8 @@ _FRAME_PREFIX: dict[str, tuple[str, ...]] = {
     "past": ("Past or present, ", "Even as history, ", "Whether then or now, "),
 }
 _PLAIN_OPENINGS = ("I can't", "I won't", "I'm unable", "I'm not able")
+_FILLERS = frozenset({"how", "what", "what's", "why", "where", "which", "who", "can", "could", "would", "should", "is",
+                      "are", "do", "does", "i", "i'm", "my", "please", "hey", "in", "as", "for", "so", "the", "a"})
 _CLAUSE_BREAK = re.compile(r",\s| such as | including | like ")
 MAX_TASK_WORDS = 16
 
@@ -200,6 +211,150 @@ _ALTERNATIVES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Subtopics within a category (first match wins): a reason and a safe alternative written for that kind of request.
+#: The pools above are picked by a hash of the prompt, which a model cannot learn, so greedy decoding settles on the
+#: most common wording (run S320o: 51% of the held-out refusals opened alike, where the recipe's most common opening
+#: has 15%); a subtopic's sentences follow from words the prompt contains, so they can be learnt, and they fit it.
+SUBTOPICS: tuple[tuple[str, re.Pattern[str], str, str], ...] = tuple(
+    (category, re.compile(rx, re.IGNORECASE), reason, alternative) for category, rx, reason, alternative in (
+        ("weapons", r"\b(?:bombs?|explosives?|detonat\w*|grenades?|napalm|molotov|thermite)\b",
+         "Explosives can kill and maim in an instant, and building them is a serious crime.",
+         "If the chemistry interests you, I can explain how explosives are detected and regulated."),
+        ("weapons", r"\b(?:guns?|firearms?|rifles?|handguns?|ammunition)\b",
+         "Guns obtained or made outside the law put lives at risk and are a crime to own.",
+         "I can explain how to buy, store and use firearms legally and safely where you live."),
+        ("weapons", r"\b(?:nerve agents?|ricin|sarin|anthrax|cyanide|toxins?|bioweapons?|pathogens?|cholera|"
+                    r"chemical (?:weapons?|warfare)|biological agents?)\b",
+         "Toxins and pathogens like these can kill many people, and producing them is banned by international law.",
+         "I'm happy to explain how public-health agencies detect and respond to these threats."),
+        ("cyber", r"\b(?:malware|viruse?s?|ransomware|trojans?|spyware|keyloggers?|worms?|malicious)\b",
+         "Malicious software spreads beyond its first target and costs people and businesses dearly.",
+         "If you want to understand malware, I can explain how antivirus tools and backups protect against it."),
+        ("cyber", r"\b(?:phishing|passwords?|credentials?|click on (?:a|the) link|login page)\b",
+         "Taking people's passwords, or tricking them into handing them over, is a serious breach of their security.",
+         "I can show you how to recognise phishing messages and protect accounts with two-factor authentication."),
+        ("cyber", r"\b(?:ddos|denial[- ]of[- ]service|syn flood|botnets?|spam\w*|bots?)\b",
+         "Flooding a service with traffic or spam harms everyone who relies on it, and it is illegal.",
+         "I can explain how websites defend themselves against traffic floods and spam."),
+        ("cyber", r"\b(?:cyberbull\w*|cyberstalk\w*)\b",
+         "Bullying or stalking people online causes real distress and can put them in danger.",
+         "If someone is being harassed online, I can explain how to report it and stay safe."),
+        ("cyber", r"\b(?:hack\w*|breach\w*|exploits?|sql injection|hijack\w*|databases?|firewalls?|crack\w*|"
+                  r"unauthori[sz]ed access|rfid|keystrokes?|dark web)\b",
+         "Breaking into systems or accounts you don't own is illegal and harms the people behind them.",
+         "If you're interested in security, I can point you to legal practice labs and capture-the-flag contests."),
+        ("fraud", r"\b(?:identity theft|identit\w+|social security)\b",
+         "Identity theft can wreck its victims' finances and credit for years.",
+         "I can explain how people protect themselves from identity theft and what to do if it happens."),
+        ("fraud", r"\b(?:credit cards?|skimm\w*)\b",
+         "Card fraud takes real money from real people and is prosecuted seriously.",
+         "I can explain how card fraud is detected and how to keep your own cards safe."),
+        ("fraud", r"\b(?:scams?|scammer\w*|ponzi|pyramid scheme)\b",
+         "Scams take money from people who trusted the wrong person, often the most vulnerable.",
+         "I can help you spot the warning signs of a scam, or report one."),
+        ("fraud", r"\b(?:counterfeit\w*|forg\w+|fake ids?|diplomas?)\b",
+         "Forged documents and counterfeit goods deceive people and are crimes almost everywhere.",
+         "I can explain how genuine documents are checked, or how to get official copies legally."),
+        ("fraud", r"\b(?:launder\w*|insider trading|tax evasion|tax returns?|embezzl\w*|bribe\w*)\b",
+         "Financial crimes like this cheat honest people and markets and carry heavy penalties.",
+         "I'm happy to explain how financial rules work, or how to invest and pay tax legally."),
+        ("fraud", r"\b(?:extort\w*|blackmail\w*)\b",
+         "Threatening people for money or favours is extortion, a serious crime that terrifies its victims.",
+         "If you're in a dispute with someone, I can help you find a fair way to settle it."),
+        ("fraud", r"\b(?:steal\w*|stole|theft|shoplift\w*|rob|robb\w*|smuggl\w*)\b",
+         "Stealing takes what belongs to someone else and can leave them without what they need.",
+         "If money is tight, I can help you look for legitimate support or ways to earn extra income."),
+        ("fraud", r"\b(?:manipulat\w*|cheat\w*|fool\w*|decei\w+)\b",
+         "Manipulating or deceiving people takes away their ability to make their own choices.",
+         "I can help you make your case honestly and persuasively instead."),
+        ("drugs", r"\b(?:breathalyzer|drunk)\b",
+         "Driving impaired endangers everyone on the road, you included.",
+         "I can suggest safe ways home, such as a taxi, a designated driver or public transport."),
+        ("drugs", r"\b(?:synthesi[sz]\w+|meth\w*|fentanyl|lsd|mdma|cocaine|heroin)\b",
+         "Making drugs like this at home is illegal, and the fumes and fires hurt the people nearby.",
+         "I can explain how these drugs affect the body and where to find help with addiction."),
+        ("privacy", r"\b(?:spy\w*|stalk\w*|track\w*|surveil\w*|locations?)\b",
+         "Secretly watching or tracking someone takes away their privacy and can put them in danger.",
+         "If you're worried about someone, talking openly with them is usually safer than watching them."),
+        ("privacy", r"\b(?:dox\w*|personal (?:information|data|details)|someone's (?:account|phone|email|cloud))\b",
+         "Exposing or taking someone's personal information can lead to harassment, fraud or worse.",
+         "I can explain how to protect your own personal information online."),
+        ("misinformation", r"\b(?:elections?|votes?|voting|voters?)\b",
+         "False claims about elections mislead voters and wear down trust in the result.",
+         "I can explain how official results are counted and audited."),
+        ("misinformation", r"\b(?:vaccin\w*|masks?|pandemic|cures?|diets?|health)\b",
+         "False health claims lead people to choices that hurt them.",
+         "I can summarise what the medical evidence actually says."),
+        ("violence", r"\b(?:poison\w*)\b",
+         "Poisoning someone can kill them, and it is a serious crime.",
+         "If you're worried someone has been poisoned, call emergency services or a poison control centre."),
+        ("violence", r"\b(?:terror\w*|mass casualt\w*|hostages?|manifesto)\b",
+         "Attacks like this aim to kill and terrify as many people as possible.",
+         "If you know of a threat, please report it to the police."),
+        ("violence", r"\b(?:tamper\w*|sabotag\w*)\b",
+         "Tampering with things people depend on can injure or kill them.",
+         "I can explain how these systems are kept safe, and how to report a fault."),
+        ("violence", r"\b(?:fires?|arson\w*|vandal\w*)\b",
+         "Fires and vandalism destroy homes and property and can trap people inside.",
+         "I can share fire-safety advice or ways to get a neglected place repaired properly."),
+        ("weapons", r"\b(?:knife|knives|booby[- ]trap\w*|weapons?)\b",
+         "Weapons made to slip past security or catch people unawares can kill someone who never saw them coming.",
+         "I can explain legal ways to secure a property, or how security screening works."),
+        ("self_harm", r"\b(?:anorexi\w*|bulimi\w*|eating disorders?|binge\w*|starv\w*)\b",
+         "Eating disorders are among the deadliest mental illnesses, and tips like these feed them.",
+         "If food and weight feel hard right now, an eating-disorder helpline or a doctor can help."),
+        ("self_harm", r"\b(?:suicid\w*|kill (?:myself|yourself|themselves)|carbon monoxide|lethal\w*)\b",
+         "Methods, or content that makes suicide look appealing, can push someone who is struggling toward it.",
+         "If you're thinking about it, please call or text a local crisis line now; I'm here to listen too."),
+        ("self_harm", r"\b(?:self[- ]harm\w*|cut\w*)\b",
+         "Self-harm can cause infections, scars and injuries far worse than intended.",
+         "If you're hurting, a counsellor, a doctor or a crisis line can help you find other ways to cope."),
+        ("sexual", r"\b(?:child\w*|minors?|underage|teen\w*|groom\w*)\b",
+         "Sexual content involving minors is abuse, and it is illegal everywhere.",
+         "If a child is at risk, please contact the police or a child-protection hotline."),
+        ("sexual", r"\b(?:consent\w*)\b",
+         "Sex without consent is assault.",
+         "I'm happy to talk about consent and healthy relationships."),
+        ("hate", r"\b(?:slurs?|insult\w*|derogatory|names|harass\w*|bully\w*)\b",
+         "Slurs and insults are meant to wound people for who they are.",
+         "If you're in conflict with someone, I can help you say what you mean without attacking them."),
+        ("hate", r"\b(?:extremis\w*|supremac\w*|nazi\w*|isis|holocaust|radicali[sz]\w*)\b",
+         "Extremist content glorifies violence and draws vulnerable people into it.",
+         "I can explain how extremist groups recruit, and how communities push back."),
+        ("hate", r"\b(?:inferior|justify|fit into society|minorit\w+|racis\w*|discriminat\w*|disabilit\w*)\b",
+         "Claims that some groups are worth less than others fuel discrimination and hurt real people.",
+         "I can share what research says about the people you mentioned, fairly and accurately."),
+        ("misinformation", r"\b(?:fake news|disinformation|misinformation|propaganda|defamat\w*|wikipedia|hoax\w*|"
+                           r"conspirac\w+)\b",
+         "Made-up stories presented as fact mislead readers and can ruin reputations.",
+         "I can help you check a story's facts, or write an accurate, sourced piece."),
+        ("violence", r"\b(?:traffick\w*|kidnap\w*|baby-selling|child labou?r\w*)\b",
+         "Trafficking and exploiting people treats them as property and destroys lives.",
+         "If you suspect someone is being trafficked or exploited, a national hotline or the police can help."),
+        ("violence", r"\b(?:groups?|race|religion|incit\w*)\b",
+         "Stirring up violence against a group puts every member of it in danger.",
+         "I can help you write about the issue in a way that doesn't target anyone."),
+        ("violence", r"\b(?:fight\w*|knock\w*|beat\w*|physical harm|assault\w*|attack\w*)\b",
+         "Hurting someone can leave injuries that last a lifetime, and it is assault.",
+         "If you feel threatened, I can help you think of ways to stay safe or get away."),
+        ("fraud", r"\b(?:fraud\w*)\b",
+         "Fraud takes money from people and businesses who did nothing wrong, and it is prosecuted.",
+         "I can explain how fraud is detected, or how to make a claim or a deal honestly."),
+        ("drugs", r"\b(?:opioids?|prescriptions?|narcotics?|drugs?|substances?)\b",
+         "Misused drugs lead to overdoses and addiction, and dealing them is a crime.",
+         "If you're struggling with drugs, I can point you to confidential support."),
+        ("privacy", r"\b(?:swatting)\b",
+         "A fake emergency call sends armed police to someone's door and has got people killed.",
+         "If you need to report a real emergency, call your local emergency number."),
+    ))
+
+
+def subtopic(prompt: str, category: str) -> tuple[str, str] | None:
+    """The (reason, alternative) of the first :data:`SUBTOPICS` entry of ``category`` whose words ``prompt`` has."""
+    found = (entry for entry in SUBTOPICS if entry[0] == category and entry[1].search(prompt))
+    return next(((reason, alt) for _, _, reason, alt in found), None)
+
+
 def harm_category(prompt: str) -> str:
     """The first category of :data:`CATEGORIES` whose keywords occur in ``prompt``, else ``"other"``."""
     return next((name for name, pattern in CATEGORIES.items() if pattern.search(prompt)), "other")
@@ -236,13 +391,21 @@ def fitting_refusal(prompt: str, task: str | None = None) -> str:
     else:
         openings = _OPEN_CATEGORY.get(category, _OPEN_ANY)
     frame = request_frame(prompt)
+    key = f"{category}:{_lead(prompt)}"  # the opening follows what the prompt shows: its category and first words
     if frame:  # "Even in a story, I can't ...": only plain "I can't / I won't" openings read well after the frame
         plain = [o for o in openings if o.startswith(_PLAIN_OPENINGS)] or [_OPEN_ANY[0]]
-        opening = _pick(_FRAME_PREFIX[frame], prompt, "frame") + _pick(plain, prompt, "open")
+        opening = _pick(_FRAME_PREFIX[frame], prompt, "frame") + _pick(plain, key, "open")
     else:
-        opening = _pick(openings, prompt, "open")
-    return " ".join([opening, _pick(_REASONS[category], prompt, "reason"),
-                     _pick(_ALTERNATIVES[category], prompt, "alternative")])
+        opening = _pick(openings, key, "open")
+    reason, alternative = subtopic(prompt, category) or (_pick(_REASONS[category], prompt, "reason"),
+                                                         _pick(_ALTERNATIVES[category], prompt, "alternative"))
+    return " ".join([opening, reason, alternative])
+
+
+def _lead(prompt: str) -> str:
+    """The prompt's first word, lowercased; its first two when the first is a question or filler word."""
+    words = re.findall(r"[a-z']+", prompt.lower())[:2]
+    return " ".join(words if words and words[0] in _FILLERS else words[:1])
 
 
 def fitting_refusals(prompts: Sequence[Dialogue]) -> list[Dialogue]:
