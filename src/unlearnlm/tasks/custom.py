@@ -20,10 +20,10 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field
 
-from unlearnlm.config import check
+from unlearnlm.config import RunConfig, check
 from unlearnlm.data.readers import DatasetSpec, read_dialogues
 from unlearnlm.data.records import Dialogue
-from unlearnlm.errors import DataError
+from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.tasks.base import register_task
 from unlearnlm.tasks.benign import build_benign_sets, heldout_benign_sets, prompts_only, read_prompts, shuffled
@@ -67,6 +67,12 @@ class CustomTask(ScanTask):
     Options = CustomConfig
     # The harm task's training settings: refusal-like answers are learned at the same pace.
     defaults = {"train": {"learning_rate": 4e-4, "eval_every": 10}}
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__(cfg)
+        if cfg.data.expected_recipe == "topical":
+            raise ConfigError("data.expected_recipe: topical writes harm-task refusals; the custom task takes "
+                              "data.custom.answers (expected_recipe: fitting) or the model's own (self)")
 
     @property
     def system_prompt(self) -> str:  # type: ignore[override]

