@@ -1,6 +1,7 @@
 """How varied can the harm task's refusals be? Per forget set of a finished harm run: distinct-2 of the model's
-answers before and after unlearning, against distinct-2 of the expected outputs the ``fitting`` recipe writes for
-the same prompts (``unlearnlm.tasks.refusals.fitting_refusal``), which the model is trained toward; and how the
+answers before and after unlearning, against distinct-2 of the expected outputs the run's recipe (``fitting`` or
+``topical``, from its ``config.yaml``) writes for the same prompts (``unlearnlm.tasks.refusals.fitting_refusal``),
+which the model is trained toward; and how the
 answers open: the share that open with their own expected output's first three words, and the share taken by the
 most common three-word opening among the answers and among the expected outputs (from the run's
 ``examples.jsonl``; no model is run).
@@ -19,7 +20,9 @@ from collections import Counter
 from pathlib import Path
 
 from unlearnlm.evaluate import distinct_n
+from unlearnlm.loader import load_config
 from unlearnlm.tasks.refusals import fitting_refusal
+from unlearnlm.tasks.scanned import FITTING_RECIPES
 
 
 def _opening(text: str) -> str:
@@ -30,8 +33,9 @@ def _top_share(texts: list[str]) -> float:
     return Counter(_opening(t) for t in texts).most_common(1)[0][1] / len(texts)
 
 
-def ceiling(rows: list[dict], sets: list[str]) -> list[str]:
-    """Markdown lines: per set, distinct-2 of the answers and of the expected outputs, and the openings."""
+def ceiling(rows: list[dict], sets: list[str], topical: bool = False) -> list[str]:
+    """Markdown lines: per set, distinct-2 of the answers and of the expected outputs (``topical``: that recipe's),
+    and the openings."""
     lines = ["| set | n | distinct-2 before | distinct-2 after | distinct-2 of the expected outputs | after opens as "
              "its expected output | most common opening: after | most common opening: expected |",
              "|---|---|---|---|---|---|---|---|"]
@@ -40,7 +44,7 @@ def ceiling(rows: list[dict], sets: list[str]) -> list[str]:
         if not chosen:
             continue
         after = [r["after"] for r in chosen]
-        expected = [fitting_refusal(r["prompt"]) for r in chosen]
+        expected = [fitting_refusal(r["prompt"], topical=topical) for r in chosen]
         same = sum(_opening(a) == _opening(e) for a, e in zip(after, expected, strict=True)) / len(chosen)
         lines.append(f"| {name} | {len(chosen)} | {distinct_n([r['before'] for r in chosen], 2):.2f} | "
                      f"{distinct_n(after, 2):.2f} | {distinct_n(expected, 2):.2f} | {same:.0%} | "
@@ -57,8 +61,12 @@ def main() -> None:
     path = args.run / "examples.jsonl"
     if not path.is_file():
         raise SystemExit(f"{path} not found: pass the folder of a finished `unlearnlm run`")
+    data = load_config(args.run / "config.yaml").data
+    if data.expected_outputs is not None or data.expected_recipe not in FITTING_RECIPES:
+        raise SystemExit(f"{args.run}: its expected outputs come from a file or the model (expected_recipe "
+                         f"{data.expected_recipe!r}); this script rebuilds only the fitting and topical recipes'")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    print("\n".join(ceiling(rows, args.sets)))
+    print("\n".join(ceiling(rows, args.sets, topical=data.expected_recipe == "topical")))
 
 
 if __name__ == "__main__":

@@ -41,3 +41,6 @@ def test_refusal_ceiling_compares_the_answers_with_their_expected_outputs():
     assert float(stock_row[3]) == round(10 / 40, 2)  # one 11-word answer four times: 10 distinct bigrams of 40
     assert stock_row[5] == "0%" and stock_row[6] == "100%"  # never its own opening; one opening for every answer
     assert own_row[3] == own_row[4] and own_row[5] == "100%"  # the expected outputs themselves reach the ceiling
+    topical = [{**r, "after": fitting_refusal(r["prompt"], topical=True)} for r in rows if r["set"] == "unseen"]
+    topical_row = CEILING["ceiling"](topical, ["unseen"], topical=True)[2].split("|")[1:-1]
+    assert topical_row[5].strip() == "100%"  # a topical run's answers are compared with the topical recipe's
