@@ -11,7 +11,9 @@ from html.parser import HTMLParser
 import pytest
 from PIL import Image
 
+from unlearnlm import distributed
 from unlearnlm.cli import main
+from unlearnlm.report import card as card_module
 from unlearnlm.report.card import base_metadata, front_matter
 from unlearnlm.report.content import headline
 
@@ -103,6 +105,7 @@ def test_report_html_prints_the_numbers_of_metrics_json(run_dir):
     page = (run_dir / "report.html").read_text()
     h = headline(metrics)
     assert f"{100 * h['flagged_before']:.1f}% → {100 * h['flagged_after']:.1f}%" in page
+    assert f"answered in {metrics['precision']['generation']}." in page
 
 
 def test_report_command_rebuilds_the_page_from_the_run_folder(run_dir, tmp_path):
@@ -125,7 +128,21 @@ def test_model_card(run_dir):
     assert "| Flagged prompts, held-out | held-out |" in card
     assert "every weight trained" in card  # the workspace config turns LoRA off
     assert "membership AUC" not in card  # a harm run's stop rule has no membership bound
-    assert "bf16 autocast (`generation.mixed_precision: auto`)" in card  # the harm default
+    used = metrics["precision"]["generation"]  # the harm default `auto`, resolved on this machine
+    assert used == ("bf16 autocast" if distributed.bf16_supported() else "float32")
+    assert ("bf16 autocast (`generation.mixed_precision: auto`)" if used == "bf16 autocast"
+            else "Both models answered in float32.") in card
+
+
+def test_model_card_names_the_precision_of_older_runs():
+    summary = {"judges": ["harm"], "sets": {}, "training": {}}
+    gen = {"mixed_precision": "auto"}
+    assert "fp32 elsewhere" in card_module._precision_note(summary, gen)
+    assert "bf16 autocast (`generation.mixed_precision: bf16`)" in card_module._precision_note(summary, {
+        "mixed_precision": "bf16"})
+    assert card_module._precision_note(summary, {"mixed_precision": "no"}) == ""
+    assert card_module._precision_note({"precision": {"generation": "bfloat16"}}, {"mixed_precision": "no"}) == (
+        " Both models answered in bfloat16.")
 
 
 def test_base_metadata(tmp_path):

@@ -119,6 +119,14 @@ class StageClock:
         return {name: round(sec, 1) for name, sec in self.seconds.items()}
 
 
+def run_precision(cfg: RunConfig) -> dict[str, str]:
+    """What the run computed in (``metrics.json``: ``precision``): ``bf16 autocast`` where ``mixed_precision``
+    resolves to bf16 on this machine (``auto``: a GPU or a CPU with AMX), else the model's own dtype."""
+    def name(mixed_precision: str) -> str:
+        return "bf16 autocast" if distributed.resolve_precision(mixed_precision) == "bf16" else cfg.model.dtype
+    return {"training": name(cfg.train.mixed_precision), "generation": name(cfg.generation.mixed_precision)}
+
+
 def finish_run(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], history: list[dict[str, float]],
                cfg: RunConfig) -> None:
     """Write the reports and the model card, then the finished marker (last: the folder now holds a finished run),
@@ -213,6 +221,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
         **task.summary_entries(rows),
         "normal_data": normal_metrics,
         **utility,
+        "precision": run_precision(cfg),
         "stage_seconds": stage_seconds,
         "wall_seconds": round(time.perf_counter() - t0, 1),
     }

@@ -60,6 +60,20 @@ def _data_sources(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _precision_note(summary: dict[str, Any], gen: dict[str, Any]) -> str:
+    """Under which precision both models answered: the run's resolved ``precision`` (runs before it was recorded:
+    what ``generation.mixed_precision`` says)."""
+    setting = gen.get("mixed_precision", "no")
+    used = summary.get("precision", {}).get("generation")
+    if used is None and setting == "auto":
+        return (" Both models answered under `generation.mixed_precision: auto` (bf16 autocast on a GPU or a CPU with "
+                "AMX, fp32 elsewhere); greedy answers in another precision can part ways with these after some words.")
+    if used == "bf16 autocast" or (used is None and setting == "bf16"):
+        return (f" Both models answered under bf16 autocast (`generation.mixed_precision: {setting}`); greedy answers "
+                "in fp32 can part ways with these after some words.")
+    return f" Both models answered in {used}." if used else ""
+
+
 def _limits(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """What the figures do not show, from the figures themselves."""
     h = headline(summary)
@@ -67,10 +81,7 @@ def _limits(summary: dict[str, Any], config: dict[str, Any]) -> list[str]:
     lines = [f"- Every figure is an automatic judgement (judges: {', '.join(summary['judges'])}); a judge's errors "
              "are the figures' errors.",
              f"- Answers are greedy, at most {gen.get('max_new_tokens', '?')} new tokens; sampled or longer answers "
-             "were not evaluated." + (" Both models answered under bf16 autocast "
-                                      f"(`generation.mixed_precision: {gen['mixed_precision']}`); greedy answers in "
-                                      "fp32 can part ways with these after some words."
-                                      if gen.get("mixed_precision", "no") != "no" else ""),
+             "were not evaluated." + _precision_note(summary, gen),
              "- Unlearning trained on the model's outputs; it changes what the model says, which does not prove that "
              "the knowledge is gone from the weights."]
     if summary.get("training", {}).get("best_step") == 0:

@@ -91,6 +91,9 @@ def overview(summary: dict[str, Any]) -> str:
         tr = summary["training"]
         text += (f" Training: {tr['steps']} steps, best step {tr['best_step']}, stopped by "
                  f"{tr['stop_reason']} in {tr['seconds']:.0f} s.")
+    if "precision" in summary:
+        pr = summary["precision"]
+        text += f" Trained in {pr['training']}, answered in {pr['generation']}."
     return text + f" Whole run: {summary['wall_seconds']:.0f} s."
 
 
