@@ -42,7 +42,7 @@ def test_refusal_names_the_request_and_offers_a_fitting_alternative() -> None:
     assert "make a bomb" in answer
     assert any(word in answer for word in ("chemistry", "safety", "history"))  # the weapons alternative
     hacking = fitting_refusal("Give instructions for how to hack into a corporate network")
-    assert "hack into a corporate network" in hacking and "secure" in hacking or "defend" in hacking
+    assert "hack into a corporate network" in hacking and ("secure" in hacking or "defend" in hacking)
 
 
 def test_refusal_without_an_extractable_task_still_declines() -> None:

@@ -13,6 +13,8 @@ from PIL import Image
 
 from unlearnlm import distributed
 from unlearnlm.cli import main
+from unlearnlm.config import RunConfig
+from unlearnlm.pipeline import run_precision
 from unlearnlm.report import card as card_module
 from unlearnlm.report.card import base_metadata, front_matter
 from unlearnlm.report.content import headline
@@ -216,3 +218,11 @@ def test_percent_axes_label_every_tick_differently():
     labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
     plt.close(fig)
     assert len(labels) > 4 and len(set(labels)) == len(labels), labels
+
+
+def test_run_precision_names_what_mixed_precision_resolves_to():
+    cfg = RunConfig()
+    cfg.train.mixed_precision, cfg.generation.mixed_precision = "fp16", "no"
+    assert run_precision(cfg) == {"training": "fp16 autocast", "generation": cfg.model.dtype}
+    cfg.generation.mixed_precision = "auto"
+    assert run_precision(cfg)["generation"] == ("bf16 autocast" if distributed.bf16_supported() else cfg.model.dtype)

@@ -120,10 +120,12 @@ class StageClock:
 
 
 def run_precision(cfg: RunConfig) -> dict[str, str]:
-    """What the run computed in (``metrics.json``: ``precision``): ``bf16 autocast`` where ``mixed_precision``
-    resolves to bf16 on this machine (``auto``: a GPU or a CPU with AMX), else the model's own dtype."""
+    """What the run computed in (``metrics.json``: ``precision``): ``bf16 autocast`` (or ``fp16 autocast``) where
+    ``mixed_precision`` resolves to it on this machine (``auto``: bf16 on a GPU or a CPU with AMX), else the model's
+    own dtype."""
     def name(mixed_precision: str) -> str:
-        return "bf16 autocast" if distributed.resolve_precision(mixed_precision) == "bf16" else cfg.model.dtype
+        resolved = distributed.resolve_precision(mixed_precision)
+        return cfg.model.dtype if resolved == "no" else f"{resolved} autocast"
     return {"training": name(cfg.train.mixed_precision), "generation": name(cfg.generation.mixed_precision)}
 
 
