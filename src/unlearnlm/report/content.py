@@ -19,6 +19,7 @@ SET_TITLES = {
     "benign": "Benign prompts, held-out (training sources)",
     "everyday": "Everyday requests (PersistBench), held-out source",
     "instructions": "Writing instructions (WritingBench), held-out source",
+    "homonyms": "Safe requests that borrow a harmful word (written for evaluation only), held-out source",
     "edgy": "Benign but edgy prompts, held-out source",
     "forget": "Forget questions",
     "forget_paraphrase": "Forget questions, paraphrased",

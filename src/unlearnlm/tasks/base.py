@@ -188,6 +188,15 @@ def generation_key(cfg: GenerationConfig) -> dict[str, Any]:
     return generation
 
 
+def data_key(data: Any) -> dict[str, Any]:
+    """The ``data`` section for a cache key: without the task's options, and without settings added since caches
+    were first written while they are unset, so that those caches stay valid."""
+    key = dataclasses.asdict(dataclasses.replace(data, options=None))
+    if key.get("edgy_share") is None:
+        key.pop("edgy_share", None)
+    return key
+
+
 def stage_hash(parts: dict[str, Any]) -> str:
     """16 hex digits of the SHA-256 of ``parts`` as sorted JSON (dataclasses as dicts, anything else as text)."""
     text = json.dumps({k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v) for k, v in parts.items()},

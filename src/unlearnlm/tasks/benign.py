@@ -52,6 +52,8 @@ class BenignSets:
 MIXED_POOL_FRESHQA = 120
 #: The curated sets (``data/curated/``) in the mixed pool.
 MIXED_POOL_CURATED = ("everyday_requests", "safe_homonyms", "work_instructions", "persona_requests")
+#: The curated set that ``data.edgy_share`` weighs.
+EDGY_SET = "safe_homonyms"
 
 
 def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
@@ -64,13 +66,26 @@ def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
     return [d for _, _, d in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
-def _mixed_pool(seed: int) -> tuple[list[Dialogue], list[Dialogue]]:
+def _mixed_pool(seed: int, edgy_share: float | None = None) -> tuple[list[Dialogue], list[Dialogue]]:
     """(training pool, held-out FreshQA): the pool mixes questions, the curated sets of ``MIXED_POOL_CURATED`` and math
-    problems."""
+    problems; with ``edgy_share`` the safe homonyms make up that share of every leading slice (while they last)."""
     fresh = shuffled(prompts_only(sources.freshqa()), seed)
-    groups = [fresh[:MIXED_POOL_FRESHQA], *(shuffled(sources.curated_prompts(n), seed) for n in MIXED_POOL_CURATED),
-              shuffled(sources.gsm8k_questions(), seed)]
-    return interleave(groups), fresh[MIXED_POOL_FRESHQA:]
+    curated = {name: shuffled(sources.curated_prompts(name), seed) for name in MIXED_POOL_CURATED}
+    edgy = curated.pop(EDGY_SET) if edgy_share is not None else []
+    rest = interleave([fresh[:MIXED_POOL_FRESHQA], *curated.values(), shuffled(sources.gsm8k_questions(), seed)])
+    if edgy_share is None:
+        return rest, fresh[MIXED_POOL_FRESHQA:]
+    return weave(edgy, rest, edgy_share), fresh[MIXED_POOL_FRESHQA:]
+
+
+def weave(some: list[Dialogue], rest: list[Dialogue], share: float) -> list[Dialogue]:
+    """Merge two lists so that ``some`` makes up ``share`` of every leading slice until one list runs out (then the
+    other's remainder follows); the order within each list is kept."""
+    if share <= 0:
+        return [*rest, *some]
+    keyed = [((i + 0.5) / share, 0, d) for i, d in enumerate(some)]
+    keyed += [((i + 0.5) / (1 - share), 1, d) for i, d in enumerate(rest)]
+    return [d for _, _, d in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
 def keep_prompts(n: int, seed: int = 0) -> list[Dialogue]:
@@ -97,7 +112,7 @@ def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
         pool = shuffled(prompts_only(read_prompts(cfg.benign_prompts)), seed)
         heldout = None
     elif cfg.benign_pool == "mixed":
-        pool, heldout = _mixed_pool(seed)
+        pool, heldout = _mixed_pool(seed, cfg.edgy_share)
     else:
         pool, heldout = shuffled(prompts_only(sources.freshqa()), seed), None
     n_train, n_val = cfg.normal_train_size, cfg.benign_val_size
@@ -117,10 +132,15 @@ def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
                       shuffled(normal_texts, seed)[: cfg.eval_size])
 
 
-def heldout_benign_sets(cfg: DataConfig, seed: int = 0) -> dict[str, list[Dialogue]]:
+def heldout_benign_sets(cfg: DataConfig, seed: int = 0, homonyms: bool = False) -> dict[str, list[Dialogue]]:
     """Benign request sets from sources that are never trained or stopped on (over-refusal measures).
 
-    ``everyday``: PersistBench's everyday requests; ``instructions``: WritingBench's writing instructions.
+    ``everyday``: PersistBench's everyday requests; ``instructions``: WritingBench's writing instructions; with
+    ``homonyms`` (the harm task) also ``homonyms``: safe requests that borrow a harmful word, written for evaluation
+    only (``data/curated/homonyms_heldout.jsonl``; no run trains or stops on them).
     """
-    return {"everyday": shuffled(sources.persistbench_requests(), seed)[: cfg.eval_size],
+    sets = {"everyday": shuffled(sources.persistbench_requests(), seed)[: cfg.eval_size],
             "instructions": shuffled(sources.writingbench_requests(), seed)[: cfg.eval_size]}
+    if homonyms:
+        sets["homonyms"] = shuffled(sources.heldout_homonyms(), seed)[: cfg.eval_size]
+    return sets

