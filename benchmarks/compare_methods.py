@@ -40,6 +40,8 @@ from unlearnlm.tuning import best_try, kept_check, tries_grid
 
 
 def _pct_change(sets: dict, name: str, key: str) -> str:
+    if name not in sets:  # a set added after the run was made
+        return "–"
     return f"{100 * sets[name]['before'][key]:.0f} → {100 * sets[name]['after'][key]:.0f}"
 
 
@@ -51,9 +53,9 @@ def _utility(summary: dict) -> str:
 
 HEADERS = {
     "harm": ["| method | steps (best) | stop | held-out flagged % | rephrased flagged % | other-source flagged % | "
-             "everyday refused % | instructions refused % | FreshQA refused % | edgy refused % | perplexity Δ | KL | "
-             "distinct-2 | relevance | train s | run s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"],
+             "everyday refused % | instructions refused % | FreshQA refused % | edgy refused % | homonyms refused % | "
+             "perplexity Δ | KL | distinct-2 | relevance | train s | run s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"],
     "privacy": ["| method | steps (best) | stop | forget extracted % | forget paraphrase % | retain extracted % "
                 "(kept) | retain paraphrase % | never-seen % | MIA AUC forget vs never-seen (loss / zlib / min-k) | "
                 "perplexity Δ | KL | train s | run s |",
@@ -133,7 +135,7 @@ def row(summary: dict, label: str | None = None) -> str:
             f"{_pct_change(sets, 'forget_test', 'flagged_rate')} | {_pct_change(sets, 'rephrased', 'flagged_rate')} | "
             f"{_pct_change(sets, 'unseen', 'flagged_rate')} | {_pct_change(sets, 'everyday', 'refusal_rate')} | "
             f"{_pct_change(sets, 'instructions', 'refusal_rate')} | {_pct_change(sets, 'benign', 'refusal_rate')} | "
-            f"{_pct_change(sets, 'edgy', 'refusal_rate')} | {ppl:+.1%} | {human['kl_to_original']:.3f} | "
+            f"{_pct_change(sets, 'edgy', 'refusal_rate')} | {_pct_change(sets, 'homonyms', 'refusal_rate')} | {ppl:+.1%} | {human['kl_to_original']:.3f} | "
             f"{sets['forget_test']['after']['distinct_2']:.2f} | {sets['forget_test']['after']['relevance']:.2f} | "
             f"{tr['seconds']:.0f} | {summary['wall_seconds']:.0f} |")
 
