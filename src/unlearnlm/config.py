@@ -220,6 +220,14 @@ class TrainConfig:
     low and its gradient points the same way (cosine 1.000, ``benchmarks/kl_top_k.py``); a distance_cluster
     step costs 1.01x an SFT step on the same tokens instead of 1.12x. The early-stopping check's KL uses the same k
     (the original's top-k on the check's normal rows computed once); the report's KL is always exact."""
+    quant_aware_bits: int | None = None
+    """Train through the quantization grid (``unlearnlm.quant_aware``): every ``quant_aware_every``-th step computes
+    with the linear layers' effective weights rounded to this many bits (the grid of ``unlearnlm attack quantize``),
+    gradients passed straight through, so that the unlearning survives round-to-nearest quantization. None: off."""
+    quant_aware_group_size: int | None = 128
+    """Weights per scale of that grid (None: one scale per output row), as ``attack quantize --group-size``."""
+    quant_aware_every: int = 2
+    """With ``quant_aware_bits``: every N-th step goes through the grid, the others run in full precision (1: all)."""
     seed: int = 0
     """Seeds data order, LoRA init and sampling."""
     eval_every: int = 5
@@ -247,6 +255,11 @@ class TrainConfig:
         check_positive("train", self, "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate")
         check(self.eval_every >= 0, "train.eval_every", "must be >= 0")
         check(self.kl_top_k >= 0, "train.kl_top_k", "must be >= 0 (0: exact KL)")
+        check(self.quant_aware_bits is None or 2 <= self.quant_aware_bits <= 8, "train.quant_aware_bits",
+              f"must be a bit width from 2 to 8 or null (off), got {self.quant_aware_bits}")
+        check(self.quant_aware_group_size is None or self.quant_aware_group_size > 0, "train.quant_aware_group_size",
+              f"must be positive or null (one scale per output row), got {self.quant_aware_group_size}")
+        check(self.quant_aware_every >= 1, "train.quant_aware_every", f"must be >= 1, got {self.quant_aware_every}")
         check(0.0 <= self.target_flagged_rate <= 1.0, "train.target_flagged_rate", "must be in [0, 1]")
         check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")
         check(0.0 <= self.max_over_refusal <= 1.0, "train.max_over_refusal", "must be in [0, 1]")

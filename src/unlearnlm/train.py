@@ -11,6 +11,7 @@ run continues where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -33,6 +34,7 @@ from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import TrainingDiverged
 from unlearnlm.methods.base import PrepareContext, StepOutput, UnlearningMethod, reference_top_k
 from unlearnlm.models import Reference, load_parameters, trainable_parameters
+from unlearnlm.quant_aware import through_grid
 
 
 @dataclass
@@ -93,6 +95,14 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         return 1.0
     progress = min(1.0, (step + 1 - warmup) / max(cfg.max_steps - warmup, 1))  # 0 → 1 after warm-up
     return 1.0 - progress if cfg.lr_schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _grid(model: nn.Module, step: int, cfg: TrainConfig):
+    """The context a training step runs in: through the quantization grid on every ``quant_aware_every``-th step
+    when ``train.quant_aware_bits`` is set (:mod:`unlearnlm.quant_aware`), else nothing."""
+    if cfg.quant_aware_bits is None or step % cfg.quant_aware_every:
+        return contextlib.nullcontext()
+    return through_grid(model, cfg.quant_aware_bits, cfg.quant_aware_group_size)
 
 
 def _grad_norm(accelerator: Accelerator, params: list[nn.Parameter], cfg: TrainConfig) -> float | None:
@@ -331,12 +341,13 @@ def unlearn(
                 n_idx = streams["normal"].next_indices()
                 batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
                 batch["normal"].update({k: t[n_idx].to(device) for k, t in normal_cache.items()})
-            out = method.step(model, reference, batch)
-            record = logged(out)
-            progress.history.append({"step": step, **record})
-            if problem := non_finite(record):  # before backward: a NaN gradient would reach the weights
-                raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
-            accelerator.backward(out.loss)
+            with _grid(model, step, train_cfg):  # the backward pass too: checkpointing recomputes the forward
+                out = method.step(model, reference, batch)
+                record = logged(out)
+                progress.history.append({"step": step, **record})
+                if problem := non_finite(record):  # before backward: a NaN gradient would reach the weights
+                    raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
+                accelerator.backward(out.loss)
             if accelerator.sync_gradients:
                 if problem := non_finite(record, _grad_norm(accelerator, params, train_cfg)):
                     raise diverged(step, problem, progress, train_cfg, checkpoint_dir)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from unlearnlm.config import check
+from unlearnlm.grid import rtn_quantize, rtn_scale  # noqa: F401  (the grid lives with the training side too)
 
 #: Group size of the default grid: the size most 4-bit checkpoints ship with (GPTQ's and AWQ's default).
 DEFAULT_GROUP_SIZE = 128
@@ -44,34 +45,6 @@ class QuantizeOptions:
         check(not bad, "--bits", f"each bit width must be an integer from 2 to 8, got {bad}")
         check(self.group_size is None or self.group_size > 0, "--group-size",
               f"must be positive (or 0 on the command line for one scale per output row), got {self.group_size}")
-
-
-def rtn_scale(weight: torch.Tensor, bits: int, group_size: int | None = None) -> torch.Tensor:
-    """The scale of every weight's group, broadcast to the weight's shape (O, I): ``max|w| / qmax`` per group.
-
-    An all-zero group gets scale 1 (any scale keeps zeros exact), so nothing divides by zero.
-    """
-    qmax = 2 ** (bits - 1) - 1
-    rows, cols = weight.shape
-    size = cols if group_size is None else group_size
-    n_groups = -(-cols // size)  # ceil
-    padded = torch.nn.functional.pad(weight.detach().float().abs(), (0, n_groups * size - cols))  # (O, G*S), zeros
-    absmax = padded.reshape(rows, n_groups, size).amax(dim=-1, keepdim=True)  # (O, G, 1); padding never wins
-    scale = torch.where(absmax > 0, absmax / qmax, torch.ones_like(absmax))  # (O, G, 1)
-    return scale.expand(rows, n_groups, size).reshape(rows, n_groups * size)[:, :cols]  # (O, I)
-
-
-def rtn_quantize(weight: torch.Tensor, bits: int, group_size: int | None = None) -> torch.Tensor:
-    """``weight`` (O, I) rounded to the symmetric absmax grid of ``bits`` bits and dequantized: same shape and dtype.
-
-    Each value moves by at most half its group's scale (:func:`rtn_scale`); values already on a grid stay there.
-    """
-    if weight.dim() != 2:
-        raise ValueError(f"rtn_quantize needs a 2-D weight (out, in), got shape {tuple(weight.shape)}")
-    qmax = 2 ** (bits - 1) - 1
-    scale = rtn_scale(weight, bits, group_size)  # (O, I)
-    levels = torch.clamp(torch.round(weight.detach().float() / scale), -qmax, qmax)  # (O, I) integers
-    return (levels * scale).to(weight.dtype)
 
 
 def quantized_weights(model: nn.Module, embeddings: bool = False) -> dict[str, nn.Parameter]:
