@@ -19,7 +19,7 @@ from unlearnlm.errors import DataError
 from unlearnlm.evaluate import STOCK_REFUSAL, relevance
 from unlearnlm.judges.embeddings import HashingEncoder
 from unlearnlm.tasks.base import data_key, stage_hash
-from unlearnlm.tasks.benign import EDGY_SET, MIXED_POOL_CURATED, build_benign_sets, interleave, weave
+from unlearnlm.tasks.benign import EDGY_SETS, MIXED_POOL_CURATED, build_benign_sets, interleave, weave
 from unlearnlm.tasks.harm import build_harm_task
 
 pytestmark = pytest.mark.skipif(
@@ -61,7 +61,7 @@ def test_gsm8k_questions_drop_the_sycophantic_preamble() -> None:
 @pytest.mark.parametrize("name", sources.CURATED_SETS)
 def test_curated_sets_are_well_formed(name: str) -> None:
     rows = sources.curated_prompts(name)
-    assert len(rows) >= 100
+    assert len(rows) >= (48 if name == "everyday_verbs" else 100)
     assert len({d.prompt for d in rows}) == len(rows)
     assert {d.meta["form"] for d in rows} == {"imperative", "question"}
     assert min(Counter(d.meta["category"] for d in rows).values()) >= 10  # every category is really there
@@ -163,9 +163,11 @@ def test_weave_keeps_the_share_in_every_leading_slice() -> None:
 def test_edgy_share_sets_the_safe_homonyms_share_of_train_and_stop_splits() -> None:
     natural = build_benign_sets(DataConfig(normal_train_size=192, benign_val_size=64), seed=0)
     heavy = build_benign_sets(DataConfig(normal_train_size=192, benign_val_size=64, edgy_share=0.35), seed=0)
-    count = lambda ds: sum(d.meta.get("source") == EDGY_SET for d in ds)  # noqa: E731
-    assert count(natural.train) < 40 and count(natural.val) < 14  # in proportion to its size (about 18%)
+    count = lambda ds: sum(d.meta.get("source") in EDGY_SETS for d in ds)  # noqa: E731
+    assert count(natural.train) < 32 and count(natural.val) < 12  # in proportion to its size (about 13%)
+    assert not any(d.meta.get("source") == "everyday_verbs" for d in [*natural.train, *natural.val])
     assert count(heavy.train) == round(0.35 * 192) and abs(count(heavy.val) - 0.35 * 64) <= 1
+    assert {d.meta["source"] for d in heavy.train if d.meta["source"] in EDGY_SETS} == set(EDGY_SETS)
     assert not _prompts(heavy.train) & _prompts(heavy.val)
     assert _prompts(heavy.eval) == _prompts(natural.eval)  # the held-out FreshQA questions do not move
     with pytest.raises(Exception, match="data.edgy_share"):

