@@ -63,3 +63,22 @@ def test_evaluate_run_refuses_what_would_touch_the_run(run_dir, tmp_path, capsys
     assert "brings its own config.yaml" in capsys.readouterr().err
     assert main(["evaluate", str(run_dir), "--output", str(tmp_path / "e"), "--judges", "harm"]) == 2
     assert "already judge" in capsys.readouterr().err
+
+
+def test_a_set_added_after_the_run_is_left_out_and_a_changed_one_refused(run_dir, tmp_path, capsys):
+    """An older run (no ``homonyms`` rows) is still re-evaluated, without that set; a set whose prompts changed is
+    refused by name rather than mismatched."""
+    examples = run_dir / "examples.jsonl"
+    rows = [json.loads(line) for line in examples.read_text().splitlines()]
+    assert any(r["set"] == "homonyms" for r in rows)
+    examples.write_text("".join(json.dumps(r) + "\n" for r in rows if r["set"] != "homonyms"))
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(run_dir), "--output", str(out)]) == 0
+    sets = json.loads((out / "metrics.json").read_text())["sets"]
+    assert "homonyms" not in sets and "edgy" in sets
+    rows = [r for r in rows if r["set"] != "homonyms"]
+    rows[-1]["prompt"] += " (changed)"
+    examples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert main(["evaluate", str(run_dir), "--output", str(tmp_path / "eval2")]) == 2
+    assert f"the {rows[-1]['set']!r} prompts rebuilt" in capsys.readouterr().err

@@ -135,7 +135,9 @@ def run_sets(task: Task, folder: Path, rows: list[dict[str, Any]]) -> list[EvalS
     for r in rows:
         before[r["set"]].append(r["before"])
         asked[r["set"]].append(r["prompt"])
-    sets = [s for s in task.evaluated_sets(files, before) if s.prompts or asked[s.name]]
+    # A set the run never answered (one added to the task after the run was made) is left out: its original's
+    # answers are not in the run. Every set the run did answer must come back with the same prompts.
+    sets = [s for s in task.evaluated_sets(files, before) if s.name in asked]
     for s in sets:
         if [p.prompt for p in s.prompts] != asked[s.name]:
             raise DataError(f"{folder}: the {s.name!r} prompts rebuilt from config.yaml and flagged.jsonl differ from "
