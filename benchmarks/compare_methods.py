@@ -135,7 +135,8 @@ def row(summary: dict, label: str | None = None) -> str:
             f"{_pct_change(sets, 'forget_test', 'flagged_rate')} | {_pct_change(sets, 'rephrased', 'flagged_rate')} | "
             f"{_pct_change(sets, 'unseen', 'flagged_rate')} | {_pct_change(sets, 'everyday', 'refusal_rate')} | "
             f"{_pct_change(sets, 'instructions', 'refusal_rate')} | {_pct_change(sets, 'benign', 'refusal_rate')} | "
-            f"{_pct_change(sets, 'edgy', 'refusal_rate')} | {_pct_change(sets, 'homonyms', 'refusal_rate')} | {ppl:+.1%} | {human['kl_to_original']:.3f} | "
+            f"{_pct_change(sets, 'edgy', 'refusal_rate')} | {_pct_change(sets, 'homonyms', 'refusal_rate')} | "
+            f"{ppl:+.1%} | {human['kl_to_original']:.3f} | "
             f"{sets['forget_test']['after']['distinct_2']:.2f} | {sets['forget_test']['after']['relevance']:.2f} | "
             f"{tr['seconds']:.0f} | {summary['wall_seconds']:.0f} |")
 

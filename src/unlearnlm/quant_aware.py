@@ -65,8 +65,7 @@ def through_grid(model: nn.Module, bits: int, group_size: int | None = 128) -> I
             module.forward = _lora_forward(module, module.forward, bits, group_size)
             patched.append(module)
     for module in modules:
-        if (isinstance(module, nn.Linear) and id(module) not in bases and id(module.weight) not in skip
-                and not _is_lora_linear(module)):
+        if isinstance(module, nn.Linear) and id(module) not in bases and id(module.weight) not in skip:
             module.forward = _linear_forward(module, bits, group_size)
             patched.append(module)
     try:

@@ -442,10 +442,7 @@ def heldout_homonyms() -> list[Dialogue]:
     Returns:
         Prompt-only dialogues with meta ``source="homonyms_heldout"``, ``id``, ``form``.
     """
-    path = _existing(CURATED_DIR / f"{HELDOUT_HOMONYMS}.jsonl", "held-out safe homonyms")
-    return [Dialogue(prompt=str(row["prompt"]).strip(),
-                     meta={"source": HELDOUT_HOMONYMS, "id": f"{HELDOUT_HOMONYMS}:{i}", "form": row.get("form", "")})
-            for i, row in enumerate(_read_jsonl(path))]
+    return _curated_file(HELDOUT_HOMONYMS, "held-out safe homonyms")
 
 
 def curated_prompts(name: str) -> list[Dialogue]:
@@ -465,8 +462,14 @@ def curated_prompts(name: str) -> list[Dialogue]:
     """
     if name not in CURATED_SETS:
         raise DataError(f"unknown curated prompt set {name!r}; choose from {list(CURATED_SETS)}")
-    path = _existing(CURATED_DIR / f"{name}.jsonl", f"curated prompt set {name!r}")
+    return _curated_file(name, f"curated prompt set {name!r}")
+
+
+def _curated_file(name: str, what: str) -> list[Dialogue]:
+    """The prompts of ``data/curated/NAME.jsonl`` (``what`` names it in the error when it is missing); meta
+    ``category`` where the file's rows have one."""
+    path = _existing(CURATED_DIR / f"{name}.jsonl", what)
     return [Dialogue(prompt=str(row["prompt"]).strip(),
-                     meta={"source": name, "id": f"{name}:{i}", "category": row.get("category", ""),
-                           "form": row.get("form", "")})
+                     meta={"source": name, "id": f"{name}:{i}",
+                           **({"category": row["category"]} if "category" in row else {}), "form": row.get("form", "")})
             for i, row in enumerate(_read_jsonl(path))]

@@ -73,13 +73,12 @@ def _mixed_pool(seed: int, edgy_share: float | None = None) -> tuple[list[Dialog
     of every leading slice (while they last)."""
     fresh = shuffled(prompts_only(sources.freshqa()), seed)
     curated = {name: shuffled(sources.curated_prompts(name), seed) for name in MIXED_POOL_CURATED}
-    if edgy_share is not None:
+    if edgy_share is not None:  # the safe homonyms leave the interleaved sources and are woven in at their share
         del curated[EDGY_SETS[0]]
-        edgy = shuffled([d for name in EDGY_SETS for d in sources.curated_prompts(name)], seed)
-    rest = interleave([fresh[:MIXED_POOL_FRESHQA], *curated.values(), shuffled(sources.gsm8k_questions(), seed)])
-    if edgy_share is None:
-        return rest, fresh[MIXED_POOL_FRESHQA:]
-    return weave(edgy, rest, edgy_share), fresh[MIXED_POOL_FRESHQA:]
+    pool = interleave([fresh[:MIXED_POOL_FRESHQA], *curated.values(), shuffled(sources.gsm8k_questions(), seed)])
+    if edgy_share is not None:
+        pool = weave(shuffled([d for name in EDGY_SETS for d in sources.curated_prompts(name)], seed), pool, edgy_share)
+    return pool, fresh[MIXED_POOL_FRESHQA:]
 
 
 def weave(some: list[Dialogue], rest: list[Dialogue], share: float) -> list[Dialogue]:
