@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from unlearnlm.config import DataConfig
+from unlearnlm.config import DataConfig, build
 from unlearnlm.data import sources
 from unlearnlm.data.readers import DatasetSpec
 from unlearnlm.data.records import Dialogue
@@ -19,7 +19,14 @@ from unlearnlm.errors import DataError
 from unlearnlm.evaluate import STOCK_REFUSAL, relevance
 from unlearnlm.judges.embeddings import HashingEncoder
 from unlearnlm.tasks.base import data_key, stage_hash
-from unlearnlm.tasks.benign import EDGY_SETS, MIXED_POOL_CURATED, build_benign_sets, interleave, weave
+from unlearnlm.tasks.benign import (
+    EDGY_SETS,
+    MIXED_POOL_CURATED,
+    build_benign_sets,
+    interleave,
+    lookalike_prompts,
+    weave,
+)
 from unlearnlm.tasks.harm import build_harm_task
 
 pytestmark = pytest.mark.skipif(
@@ -179,6 +186,29 @@ def test_an_unset_edgy_share_keeps_earlier_cache_keys() -> None:
     key = data_key(DataConfig())
     assert "edgy_share" not in key and "options" in key
     assert stage_hash({"data": key}) != stage_hash({"data": data_key(DataConfig(edgy_share=0.3))})
+
+
+def test_lookalikes_come_once_each_and_never_from_the_stop_or_evaluation_sets(tmp_path) -> None:
+    assert lookalike_prompts(DataConfig()) == []  # the default: none
+    sets = build_benign_sets(DataConfig(normal_train_size=192, benign_val_size=64), seed=0)
+    edgy = lookalike_prompts(DataConfig(lookalike_pool="edgy"), sets.val, sets.eval)
+    every = {d.prompt for name in EDGY_SETS for d in sources.curated_prompts(name)}
+    stopped = _prompts(sets.val) & every
+    assert stopped  # the mixed pool's stop split holds some safe homonyms, and those are left out
+    assert _prompts(edgy) == every - stopped and len(edgy) == len(_prompts(edgy))
+    assert not any(d.response for d in edgy)
+    own = tmp_path / "alike.jsonl"
+    own.write_text("\n".join(json.dumps({"prompt": p}) for p in ["Kill the lights", "Shoot a sunset", "Kill the lights",
+                                                                   "Stop me"]))
+    kept = lookalike_prompts(DataConfig(lookalike_prompts=DatasetSpec(path=str(own)), lookalike_pool="edgy"),
+                             [Dialogue("Stop me")])
+    assert [d.prompt for d in kept] == ["Kill the lights", "Shoot a sunset"]  # the user's file wins over the pool
+    own.write_text("")
+    with pytest.raises(DataError, match="no rows to read"):
+        lookalike_prompts(DataConfig(lookalike_prompts=DatasetSpec(path=str(own))))
+    with pytest.raises(Exception, match="lookalike_pool"):
+        build(DataConfig, {"lookalike_pool": "homonyms"}, "data")
+    assert data_key(DataConfig(lookalike_pool="edgy")) == data_key(DataConfig())  # training only: not in cache keys
 
 
 def test_heldout_homonyms_are_never_trained_or_stopped_on() -> None:

@@ -144,6 +144,24 @@ def test_the_native_refusals_reach_the_contrast_rows(tiny_model, tokenizer):
     assert native[0] not in {r.response for r in off.pairs["contrast"]} and "native_refusals" not in off.info
 
 
+def test_lookalike_prompts_join_the_contrast_candidates(tiny_model, tokenizer):
+    from unlearnlm.methods.distance_cluster import first_sentence
+
+    ctx = PrepareContext(forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                         reference=Reference(tiny_model, copy_weights=True), tokenizer=tokenizer,
+                         max_prompt_tokens=32, max_response_tokens=32, batch_size=4, seed=0,
+                         device=torch.device("cpu"))
+    off = create_method("distance_cluster").prepare(ctx)
+    assert {r.prompt for r in off.pairs["contrast"]} <= {d.prompt for d in NORMAL}
+    assert "contrast_lookalike_rows" not in off.info
+    # A look-alike worded exactly as a forget prompt has that prompt's state, so the nearest match takes it.
+    twins = [Dialogue(f.prompt) for f in FORGET]
+    on = create_method("distance_cluster").prepare(replace(ctx, lookalikes=twins))
+    assert [r.prompt for r in on.pairs["contrast"]] == [f.prompt for f in FORGET]
+    assert on.info["contrast_lookalike_rows"] == len(FORGET)
+    assert all(r.response == first_sentence(r.response) for r in on.pairs["contrast"])  # refusal openings
+
+
 def test_match_nearest_pairs_alike_rows_and_spreads_over_the_keys():
     from unlearnlm.clustering import match_nearest
 

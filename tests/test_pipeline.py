@@ -82,9 +82,13 @@ def test_before_stage_is_reused_and_keyed_by_config(workspace, capsys):
     assert main(["run", str(config), "--output", str(tmp_path / "a")]) == 0
     assert "reusing" not in capsys.readouterr().out
     assert main(["run", str(config), "--output", str(tmp_path / "b"), "--set", "train.max_steps=2",
-                 "--set", "data.forget_rephrasings=1"]) == 0
-    assert "reusing the original model's answers" in capsys.readouterr().out  # training settings are not in the key
-    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["scan"]["train_rephrased_copies"] == 6
+                 "--set", "data.forget_rephrasings=1", "--set", "data.lookalike_pool=edgy"]) == 0
+    logged = capsys.readouterr().out
+    assert "reusing the original model's answers" in logged  # training settings are not in the key
+    assert "168 safe look-alike prompts for the contrast term" in logged
+    metrics_b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics_b["scan"]["train_rephrased_copies"] == 6
+    assert metrics_b["training"]["prepare"]["contrast_lookalike_rows"] > 0
     assert (tmp_path / "a" / "flagged.jsonl").read_text() == (tmp_path / "b" / "flagged.jsonl").read_text()
     assert main(["run", str(config), "--output", str(tmp_path / "c"), "--set", "generation.max_new_tokens=3"]) == 0
     assert "reusing" not in capsys.readouterr().out  # generation settings are

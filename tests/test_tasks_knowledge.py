@@ -780,3 +780,11 @@ def test_replacement_targets_state_a_stand_ins_values_in_the_planted_template():
     assert len(stand_in_values) == len(data.forget_people) and not stand_in_values & planted_emails
     with pytest.raises(DataError, match="stand-ins"):
         priv.build_privacy_data(_privacy_cfg(targets="replacement"), _rows(15), seed=0)  # 12 + 3 + 3 needed
+
+
+@pytest.mark.parametrize("task", ["privacy", "hallucination"])
+def test_knowledge_tasks_refuse_lookalike_prompts(task):
+    from unlearnlm.tasks import create_task
+
+    with pytest.raises(ConfigError, match=f"the {task} task has no use for safe look-alike prompts"):
+        create_task(load_config(overrides=[f"data.task={task}", "data.lookalike_pool=edgy"]))

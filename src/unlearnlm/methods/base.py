@@ -68,6 +68,9 @@ class PrepareContext:
     device: torch.device
     refusals: Sequence[str] = ()
     """The original's own refusals met before training (:attr:`unlearnlm.tasks.base.Plan.refusals`)."""
+    lookalikes: Sequence[Dialogue] = ()
+    """Safe prompts that look like the forget prompts, for a contrast term only
+    (:attr:`unlearnlm.tasks.base.Plan.lookalikes`)."""
 
     def tokenize(self, rows: Sequence[Dialogue]) -> list[TokenizedDialogue]:
         """``rows`` tokenised exactly as the training loop tokenises its streams."""

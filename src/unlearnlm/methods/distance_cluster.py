@@ -19,7 +19,8 @@ from its abstract (the full text and code are not public):
 * ``contrast`` (``w_contrast``, an addition of ours) — unlikelihood of a refusal opening (the first sentence of
   an expected output, or its first ``contrast_tokens`` tokens) as the answer to a normal prompt. The KL term
   averages over every response token, so a refusal that changes only the first few tokens of a benign answer
-  barely moves it; this term names that failure directly: refusing is for flagged prompts only.
+  barely moves it; this term names that failure directly: refusing is for flagged prompts only. Safe prompts that
+  look like the forget prompts (``data.lookalike_prompts``) join the normal prompts as its candidates.
 * ``open`` (``w_open``, an addition of ours) — the same KL as ``kl``, on the first ``open_tokens`` response tokens
   of each normal row only: the positions where an answer turns into a refusal, held to the original's
   distribution whatever refusal wording the model drifts toward.
@@ -175,24 +176,28 @@ class DistanceCluster(UnlearningMethod):
             targets.append(f.with_response(answer or ctx.expected[clusters.medoids[c]].response, cluster=c))
         sizes = [int((clusters.labels == c).sum()) for c in range(len(clusters.medoids))]
         pairs = {"target": targets}
+        info: dict[str, Any] = {"cluster_sizes": sizes, "medoids": [ctx.expected[m].response for m in clusters.medoids]}
         if o.w_contrast > 0:
             partners = None
-            if o.contrast_prompts == "nearest" and ctx.normal:
-                normal = prompt_states(ctx.reference, ctx.tokenizer, ctx.normal, layer=o.layer,
+            # The look-alikes join the normal prompts as candidates: a request that shares a forget prompt's words
+            # but not its harm is the hardest negative there is.
+            candidates = [*ctx.normal, *ctx.lookalikes]
+            if o.contrast_prompts == "nearest" and candidates:
+                states = prompt_states(ctx.reference, ctx.tokenizer, candidates, layer=o.layer,
                                        max_prompt_tokens=ctx.max_prompt_tokens, batch_size=ctx.batch_size,
                                        device=ctx.device)
-                partners = match_nearest(forget.prompt, normal).tolist()
+                partners = match_nearest(forget.prompt, states).tolist()
             native = ctx.refusals if o.contrast_native else ()
-            pairs["contrast"] = contrast_rows(ctx.forget, ctx.normal, ctx.expected, partners, native)
+            pairs["contrast"] = contrast_rows(ctx.forget, candidates, ctx.expected, partners, native)
+            if o.contrast_native:
+                info["native_refusals"] = len(ctx.refusals)
+            if ctx.lookalikes:
+                lookalike = {d.prompt for d in ctx.lookalikes}
+                info["contrast_lookalike_rows"] = sum(r.prompt in lookalike for r in pairs["contrast"])
         tensors = {"centroids": clusters.centroids[cluster_of]}  # (N_f, H)
         if o.distance == "representation":
             tensors["ref_hidden"] = forget.windows  # (N_f, W, H)
-        return PreparedData(
-            pairs=pairs,
-            tensors=tensors,
-            info={"cluster_sizes": sizes, "medoids": [ctx.expected[m].response for m in clusters.medoids],
-                  **({"native_refusals": len(ctx.refusals)} if o.w_contrast > 0 and o.contrast_native else {})},
-        )
+        return PreparedData(pairs=pairs, tensors=tensors, info=info)
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options

@@ -84,6 +84,9 @@ class Plan:
     stop_judged_as: list[Dialogue] | None = None
     """What the judges read in place of each of ``stop_prompts`` (a reworded prompt is judged against the prompt it
     rewords, as the rephrased evaluation set is); None: the prompts themselves."""
+    lookalikes: list[Dialogue] = field(default_factory=list)
+    """Safe prompts that look like the forget prompts (``data.lookalike_prompts``), for a method's contrast term only:
+    none is an early-stopping or evaluation prompt."""
     refusals: list[str] = field(default_factory=list)
     """The original's own refusals met in the before stage (its answers to scanned prompts that the refusal detector
     marks): refusal wording the model already has, which a method may keep off normal prompts."""
@@ -188,12 +191,19 @@ def generation_key(cfg: GenerationConfig) -> dict[str, Any]:
     return generation
 
 
+#: ``data`` settings that act on training only (never on the original's answers or the planted model): out of every
+#: cache key.
+TRAINING_ONLY_DATA = ("lookalike_prompts", "lookalike_pool")
+
+
 def data_key(data: Any) -> dict[str, Any]:
     """The ``data`` section for a cache key: without the task's options, and without settings added since caches
     were first written while they are unset, so that those caches stay valid."""
     key = dataclasses.asdict(dataclasses.replace(data, options=None))
     if key.get("edgy_share") is None:
         key.pop("edgy_share", None)
+    for name in TRAINING_ONLY_DATA:
+        key.pop(name, None)
     return key
 
 

@@ -135,6 +135,26 @@ def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
                       shuffled(normal_texts, seed)[: cfg.eval_size])
 
 
+def lookalike_prompts(cfg: DataConfig, *kept_apart: Sequence[Dialogue]) -> list[Dialogue]:
+    """The safe look-alike prompts of ``cfg`` (``data.lookalike_prompts``, else ``data.lookalike_pool``), each once
+    and in a fixed order, less any prompt of ``kept_apart`` (the early-stopping and evaluation sets): a look-alike
+    is never one of the prompts the stop rule or the report reads."""
+    if cfg.lookalike_prompts is not None:
+        rows = read_prompts(cfg.lookalike_prompts)  # an empty file is an error of the reader's
+    elif cfg.lookalike_pool == "edgy":
+        rows = [d for name in EDGY_SETS for d in sources.curated_prompts(name)]
+    else:
+        return []
+    taken = {d.prompt for rows_ in kept_apart for d in rows_}
+    seen: set[str] = set()
+    out = []
+    for d in prompts_only(rows):
+        if d.prompt not in taken and d.prompt not in seen:
+            seen.add(d.prompt)
+            out.append(d)
+    return out
+
+
 def heldout_benign_sets(cfg: DataConfig, seed: int = 0, homonyms: bool = False) -> dict[str, list[Dialogue]]:
     """Benign request sets from sources that are never trained or stopped on (over-refusal measures).
 

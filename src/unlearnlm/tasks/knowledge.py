@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from unlearnlm.assets import cache_root
 from unlearnlm.config import ModelConfig
 from unlearnlm.data.records import Dialogue
-from unlearnlm.errors import DataError
+from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.evaluate import EvalSet
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
@@ -102,6 +102,10 @@ class KnowledgeTask(Task):
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
+        if cfg.data.lookalike_prompts is not None or cfg.data.lookalike_pool != "none":
+            raise ConfigError(f"data.lookalike_prompts / data.lookalike_pool: the {self.name} task has no use for "
+                              "safe look-alike prompts (they serve the scanned tasks' refusal contrast: harm, "
+                              "custom); unset them")
         self.knowledge = self.build_knowledge()
         self.benign = build_benign_sets(cfg.data, seed=cfg.train.seed)
         # Forget sets are asked whole; the others are sampled to data.eval_size questions (seeded).

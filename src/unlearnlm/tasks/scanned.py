@@ -28,7 +28,7 @@ from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
 from unlearnlm.scanning import Collateral, scan, split_forget
 from unlearnlm.tasks.base import Log, Plan, Task, data_key, generation_key, read_stage, stage_hash, write_stage
-from unlearnlm.tasks.benign import prompts_only, read_prompts
+from unlearnlm.tasks.benign import lookalike_prompts, prompts_only, read_prompts
 from unlearnlm.tasks.rephrase import training_copies
 
 MIN_EXPECTED = 4  # fewer self-generated safe answers than this → fall back to the task's fixed answers
@@ -307,6 +307,10 @@ class ScanTask(Task):
             expected = stage.expected + [c.with_response(answer_of[c.meta["intent"]]) for c in copies
                                          if c.meta["intent"] in answer_of]
         self.rephrased = stage.rephrased
+        lookalikes = lookalike_prompts(self.cfg.data, data.benign_val, data.benign_eval, data.edgy_eval,
+                                       *data.heldout_benign.values(), data.harmful, data.unseen, data.stop_extra)
+        if lookalikes:
+            log(f"      {len(lookalikes)} safe look-alike prompts for the contrast term")
         sets = self.split_sets((forget_train, forget_val, forget_test), stage.rephrased, before, extra)
         return Plan(
             forget=forget_train + copies, expected=expected, expected_info=stage.expected_info, normal=normal,
@@ -326,4 +330,5 @@ class ScanTask(Task):
             files={"flagged.jsonl": flagged, "clean.jsonl": clean, "expected.jsonl": stage.expected,
                    **({"stop_extra.jsonl": extra} if extra else {})},
             refusals=[d.response for d, r in zip(clean, refusal.score(clean) >= refusal.threshold, strict=True) if r],
+            lookalikes=lookalikes,
         )
