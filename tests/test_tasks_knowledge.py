@@ -1,6 +1,7 @@
 """Planted-knowledge tasks (privacy, hallucination): data building, extraction checks, probes, implant, config."""
 
 import itertools
+from dataclasses import replace
 import json
 import zlib
 
@@ -353,8 +354,22 @@ def test_anchor_pairs_are_drawn_last_and_give_both_statements():
         pair = by_id[answers[0].meta["pair"]]
         assert sorted(d.response for d in answers) == sorted([pair["true"], pair["false"]])
     assert not {d.prompt for d in data.anchors} & {d.prompt for rows in data.sets.values() for d in rows}
-    with pytest.raises(DataError, match="n_anchor = 17"):
+    with pytest.raises(DataError, match=r"n_anchor \+ n_untouched_stop = 17"):
         hal.build_hallucination_data(_hal_cfg(5), _pairs(16), seed=0)
+
+
+def test_untouched_stop_pairs_are_drawn_after_the_anchors_and_asked_both_ways():
+    base = hal.build_hallucination_data(_hal_cfg(2), _pairs(16), seed=0)
+    data = hal.build_hallucination_data(replace(_hal_cfg(2), n_untouched_stop=2), _pairs(16), seed=0)
+    for group in ("forget_pairs", "retain_pairs", "untouched_pairs", "anchor_pairs"):
+        assert getattr(data, group) == getattr(base, group), group
+    assert base.untouched_stop == [] and len(data.untouched_stop) == 2 * 2 * 2  # pairs x (planted, paraphrase) x 2
+    used = {p["id"] for g in (data.forget_pairs, data.retain_pairs, data.untouched_pairs, data.anchor_pairs) for p in g}
+    assert not {d.meta["pair"] for d in data.untouched_stop} & used
+    assert all(d.response == d.meta["true"] for d in data.untouched_stop)
+    assert not {d.prompt for d in data.untouched_stop} & {d.prompt for rows in data.sets.values() for d in rows}
+    with pytest.raises(DataError, match=r"n_anchor \+ n_untouched_stop = 17"):
+        hal.build_hallucination_data(replace(_hal_cfg(2), n_untouched_stop=3), _pairs(16), seed=0)
 
 
 def test_build_hallucination_data_errors_and_duplicates():
@@ -700,10 +715,15 @@ def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkey
         "data.hallucination.n_forget=4", "data.hallucination.n_retain=4", "data.hallucination.n_untouched=4",
         "data.hallucination.implant.max_epochs=1", "generation.max_new_tokens=4", "data.normal_train_size=4",
         "data.eval_size=4", "data.benign_val_size=2", "train.max_steps=2", "train.eval_every=2",
-        "data.hallucination.n_anchor=2",
+        "data.hallucination.n_anchor=2", "data.hallucination.n_untouched_stop=2",
     ])
     logged = []
     summary = run(cfg, log=logged.append)
+    checks = summary["training"]["checks"]
+    assert checks[0]["belief_drift"] == 0.0 and all(0.0 <= c["belief_drift"] <= 1.0 for c in checks)
+    assert any("belief drift" in line for line in logged)
+    assert "belief drift (stop split)" in (out / "report.md").read_text()
+    assert "untouched beliefs moved ≤ 0.02" in (out / "model" / "README.md").read_text()  # the task's default bound
     assert summary["scan"]["scanned"] == 8  # 4 pairs x 2 planted phrasings
     assert any("normal data: 8 retained + 8 anchor + 4 benign" in line for line in logged)  # 2 pairs x 2 x 2
     assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "untouched", "benign"}

@@ -101,6 +101,18 @@ def test_among_checks_that_leak_nothing_the_lower_membership_auc_is_best(tiny_mo
     assert result.stop_reason == "max_steps" and result.best_step == 4
 
 
+def test_a_checkpoint_that_moved_untouched_beliefs_too_far_is_never_best(tiny_model, tokenizer):
+    # step 4 forgets everything but moved the untouched stop pairs' truth preference by 10 points
+    drift = {2: 0.01, 4: 0.10, 6: 0.02}
+    flagged = {2: 0.6, 4: 0.0, 6: 0.3}
+    monitor = lambda model, step: Check(step, flagged[step], 0.01, belief_drift=drift[step])  # noqa: E731
+    result = _train(tiny_model, tokenizer, monitor, max_steps=6, eval_every=2, patience=5, max_normal_kl=0.1,
+                    max_belief_drift=0.02)
+    assert result.stop_reason == "max_steps" and result.best_step == 6
+    unbounded = _train(tiny_model, tokenizer, monitor, max_steps=6, eval_every=2, max_normal_kl=0.1)
+    assert unbounded.stop_reason == "target_reached" and unbounded.best_step == 4
+
+
 def test_lr_schedules():
     const = TrainConfig(max_steps=10, warmup_steps=2)
     assert [lr_factor(s, const) for s in (0, 1, 5, 9)] == [0.5, 1.0, 1.0, 1.0]

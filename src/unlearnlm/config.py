@@ -253,6 +253,10 @@ class TrainConfig:
     trained on with an AUC at most this (the highest of its scores; None: not a stop condition). Without it a run
     stops once nothing leaks in greedy answers, while the forgotten values are still far likelier than unseen ones
     (hidden, not erased)."""
+    max_belief_drift: float | None = None
+    """... and, where the task measures it (hallucination with ``data.hallucination.n_untouched_stop``), the truth
+    preference on statement pairs never trained on or reported moved at most this far from the original's (absolute
+    share; None: not a stop condition). Unlearning planted myths also moves beliefs nobody asked to unlearn."""
     patience: int = 3
     """Stop after this many checks without improvement; the best checkpoint is kept."""
     checkpoint_every: int = 10
@@ -274,6 +278,8 @@ class TrainConfig:
         check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")
         check(0.0 <= self.max_over_refusal <= 1.0, "train.max_over_refusal", "must be in [0, 1]")
         check(self.max_membership_auc is None or 0.0 <= self.max_membership_auc <= 1.0, "train.max_membership_auc",
+              "must be in [0, 1], or null")
+        check(self.max_belief_drift is None or 0.0 <= self.max_belief_drift <= 1.0, "train.max_belief_drift",
               "must be in [0, 1], or null")
         check(self.patience > 0, "train.patience", "must be positive")
         check(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: no checkpoints)")

@@ -170,17 +170,19 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora, seed=cfg.train.seed)
     reference = Reference(model, copy_weights=not cfg.lora.enabled)
+    start_auc = plan.stop_membership(model, tokenizer) if plan.stop_membership is not None else None
+    start_belief = plan.stop_belief(model, tokenizer) if plan.stop_belief is not None else None
     monitor = Monitor(tokenizer, plan.stop_prompts, panel, reference, plan.stop_normal, plan.collateral_prompts,
                       plan.collateral, cfg, log, labels=plan.labels, judged_as=plan.stop_judged_as,
-                      membership=plan.stop_membership)
-    start_auc = plan.stop_membership(model, tokenizer) if plan.stop_membership is not None else None
+                      membership=plan.stop_membership, belief=plan.stop_belief, belief_start=start_belief)
     log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     try:
         result = unlearn(model, tokenizer, method, forget=plan.forget, normal=plan.normal, expected=plan.expected,
                          refusals=plan.refusals, lookalikes=plan.lookalikes,
                          train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
                          initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0,
-                                             membership_auc=start_auc),
+                                             membership_auc=start_auc,
+                                             belief_drift=None if start_belief is None else 0.0),
                          checkpoint_dir=out / CHECKPOINT_DIR, resume=resume)
     except TrainingDiverged as exc:  # the losses up to the failing step show how it diverged; no model is saved
         distributed.on_main(lambda: write_rows(out / "history.jsonl", exc.history))

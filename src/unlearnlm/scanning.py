@@ -121,6 +121,11 @@ class Monitor:
     membership: Membership | None = None
     """How detectable the forget data still is (:attr:`unlearnlm.tasks.base.Plan.stop_membership`), read at every
     check where the task has it."""
+    belief: Membership | None = None
+    """Truth preference on pairs never trained on (:attr:`unlearnlm.tasks.base.Plan.stop_belief`), read at every
+    check where the task has it; its change from ``belief_start`` is the check's ``belief_drift``."""
+    belief_start: float | None = None
+    """The original's value of ``belief``."""
 
     def __post_init__(self) -> None:
         self.normal_kl = CheckKL(self.reference, self.tokenizer, self.normal, self.cfg)
@@ -138,11 +143,17 @@ class Monitor:
         kl = self.normal_kl(model)
         measured = time.perf_counter()
         auc = self.membership(model, self.tokenizer) if self.membership is not None else None
+        drift = None
+        if self.belief is not None:
+            if self.belief_start is None:
+                raise ValueError("Monitor.belief needs belief_start, the original's value")
+            drift = abs(self.belief(model, self.tokenizer) - self.belief_start)
         end = time.perf_counter()
         check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl, over_refusal=collateral,
-                      seconds=end - start, membership_auc=auc)
+                      seconds=end - start, membership_auc=auc, belief_drift=drift)
         member = f", membership AUC {auc:.2f}" if auc is not None else ""
-        timing = f", membership {end - measured:.0f}s" if auc is not None else ""
+        member += f", belief drift {drift:.3f}" if drift is not None else ""
+        timing = f", probes {end - measured:.0f}s" if auc is not None or drift is not None else ""
         self.log(f"  step {step}: {self.labels[0]} {check.flagged_rate:.2f}, {self.labels[1]} {check.over_refusal:.2f}, "
                  f"normal KL {kl:.4f}{member} ({check.seconds:.0f}s: generation {generated - start:.0f}s, judges "
                  f"{judged - generated:.0f}s, KL {measured - judged:.0f}s{timing})")

@@ -48,6 +48,9 @@ class Check:
     seconds: float = 0.0
     membership_auc: float | None = None
     """How well membership inference still tells the forget data from unseen data (tasks that measure it)."""
+    belief_drift: float | None = None
+    """How far beliefs nobody asked to unlearn moved from the original's (tasks that measure it: the hallucination
+    task's untouched stop pairs, absolute change in truth preference)."""
 
 
 @dataclass
@@ -118,8 +121,10 @@ def _grad_norm(accelerator: Accelerator, params: list[nn.Parameter], cfg: TrainC
 
 
 def _acceptable(check: Check, cfg: TrainConfig) -> bool:
-    """Normal abilities kept: KL within its bound and no more over-refusal than allowed."""
-    return check.normal_kl <= cfg.max_normal_kl and check.over_refusal <= cfg.max_over_refusal
+    """Normal abilities kept: KL within its bound, no more over-refusal than allowed and, where the task measures it
+    and the config bounds it, untouched beliefs moved no further than allowed."""
+    drift_ok = check.belief_drift is None or cfg.max_belief_drift is None or check.belief_drift <= cfg.max_belief_drift
+    return check.normal_kl <= cfg.max_normal_kl and check.over_refusal <= cfg.max_over_refusal and drift_ok
 
 
 def _erased(check: Check, cfg: TrainConfig) -> bool:

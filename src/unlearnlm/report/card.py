@@ -125,6 +125,9 @@ def render_model_card(summary: dict[str, Any], config: dict[str, Any]) -> str:
              f"damage ≤ {train_cfg.get('max_over_refusal')}"
              + (f" and membership AUC ≤ {train_cfg['max_membership_auc']}" if train_cfg.get("max_membership_auc") is not None
                 else "")
+             + (f" and untouched beliefs moved ≤ {train_cfg['max_belief_drift']}"
+                if train_cfg.get("max_belief_drift") is not None
+                and any(c.get("belief_drift") is not None for c in (train or {}).get("checks", [])) else "")
              + f", or after {train_cfg.get('patience')} checks without improvement; the best check is kept"]
     if train:
         lines.append(f"- outcome: {train['steps']} steps, kept step {train['best_step']}, stopped by {train['stop_reason']}")

@@ -175,8 +175,8 @@ def lm_eval_table(summary: dict[str, Any]) -> Table | None:
 
 
 def checks_table(summary: dict[str, Any]) -> Table | None:
-    """Every early-stopping check: step, flagged rate, collateral damage, normal KL and, where the task reads it, the
-    membership AUC (None: no training)."""
+    """Every early-stopping check: step, flagged rate, collateral damage, normal KL and, where the task reads them, the
+    membership AUC and the belief drift (None: no training)."""
     checks = summary.get("training", {}).get("checks", [])
     if not checks:
         return None
@@ -184,10 +184,12 @@ def checks_table(summary: dict[str, Any]) -> Table | None:
     rows = [[str(c["step"]), pct(c["flagged_rate"]), pct(c.get("over_refusal", 0.0)), f"{c['normal_kl']:.4f}"]
             for c in checks]
     header = ["step", flagged, f"collateral ({collateral})", "normal KL"]
-    if any(c.get("membership_auc") is not None for c in checks):  # the tasks that read it at every check
-        header.append("membership AUC (stop split)")
-        for row, c in zip(rows, checks, strict=True):
-            row.append("–" if c.get("membership_auc") is None else f"{c['membership_auc']:.2f}")
+    for key, label, shown in (("membership_auc", "membership AUC (stop split)", lambda v: f"{v:.2f}"),
+                              ("belief_drift", "belief drift (stop split)", pct)):
+        if any(c.get(key) is not None for c in checks):  # the tasks that read it at every check
+            header.append(label)
+            for row, c in zip(rows, checks, strict=True):
+                row.append("–" if c.get(key) is None else shown(c[key]))
     return Table(header, rows, [str(c["step"]) for c in checks])
 
 

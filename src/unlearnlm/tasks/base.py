@@ -81,6 +81,10 @@ class Plan:
     """Where the task measures it (privacy): the highest membership-inference AUC of the forget data against data
     never trained on and never reported (a stop split), read at every check and bounded by
     ``train.max_membership_auc``."""
+    stop_belief: Membership | None = None
+    """Where the task measures it (hallucination): a truth preference on statements never trained on and never
+    reported (a stop split), read before training and at every check; how far it moved is bounded by
+    ``train.max_belief_drift``."""
     stop_judged_as: list[Dialogue] | None = None
     """What the judges read in place of each of ``stop_prompts`` (a reworded prompt is judged against the prompt it
     rewords, as the rephrased evaluation set is); None: the prompts themselves."""

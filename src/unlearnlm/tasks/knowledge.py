@@ -66,6 +66,9 @@ class Knowledge:
     """``probes(model, tokenizer)`` → log-probability measurements (membership AUC, truth preference)."""
     stop_membership: Membership | None = None
     """Membership AUC read at every early-stopping check (:attr:`~unlearnlm.tasks.base.Plan.stop_membership`)."""
+    stop_belief: Membership | None = None
+    """Truth preference on a stop split, read at every early-stopping check
+    (:attr:`~unlearnlm.tasks.base.Plan.stop_belief`)."""
     anchors: list[Dialogue] = field(default_factory=list)
     """More normal data, never planted nor evaluated: the normal loss holds the original on these answers."""
 
@@ -242,7 +245,7 @@ class KnowledgeTask(Task):
             sets=sets, normal_sets={"human_texts": benign.normal_texts, "benign_answers": benign_eval},
             scan={"scanned": len(scanned), "flagged": len(forget), "train": len(forget), "val": len(scanned), "test": 0},
             files={"flagged.jsonl": forget, "expected.jsonl": knowledge.expected},
-            stop_membership=knowledge.stop_membership,
+            stop_membership=knowledge.stop_membership, stop_belief=knowledge.stop_belief,
         )
 
     def add_metrics(self, sets: list[EvalSet], after: dict[str, list[str]], metrics: dict[str, Any]) -> None:
