@@ -156,21 +156,19 @@ class HallucinationTask(KnowledgeTask):
         data = build_hallucination_data(self.options, rho_factual_pairs(), seed=cfg.train.seed)
         lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
 
+        def preference(model, tokenizer, asked: list[Dialogue]) -> dict[str, float]:
+            """Truth preference over ``asked``: the true vs the false statement as the answer to each question."""
+            return truth_preference(model, tokenizer, [d.with_response(d.meta["true"]) for d in asked],
+                                    [d.with_response(d.meta["false"]) for d in asked], **lengths)
+
         def probes(model, tokenizer) -> dict:
-            """Truth preference (true vs false statement as the answer to the planted question) per pair group."""
-            out = {}
-            for name in ("forget", "retain", "untouched"):
-                asked = data.sets[name]
-                out[f"truth_preference_{name}"] = truth_preference(
-                    model, tokenizer, [d.with_response(d.meta["true"]) for d in asked],
-                    [d.with_response(d.meta["false"]) for d in asked], **lengths)
-            return out
+            """Truth preference per pair group."""
+            return {f"truth_preference_{name}": preference(model, tokenizer, data.sets[name])
+                    for name in ("forget", "retain", "untouched")}
 
         def stop_belief(model, tokenizer) -> float:
             """Truth preference on the untouched stop pairs (the early-stopping check's belief drift)."""
-            asked = data.untouched_stop
-            return truth_preference(model, tokenizer, [d.with_response(d.meta["true"]) for d in asked],
-                                    [d.with_response(d.meta["false"]) for d in asked], **lengths)["preference"]
+            return preference(model, tokenizer, data.untouched_stop)["preference"]
 
         roles = {"forget": "trained on (forget)", "forget_paraphrase": "held-out phrasing",
                  "retain": "normal data (retain)", "retain_paraphrase": "held-out phrasing",
