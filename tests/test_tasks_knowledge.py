@@ -14,7 +14,8 @@ from unlearnlm.data.formatting import tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.judges.pii import PIIJudge
-from unlearnlm.probes import MIA_SCORES, membership_auc, mia_scores, response_token_logprobs, roc_auc, truth_preference
+from unlearnlm.probes import (MIA_SCORES, membership_auc, mia_scores, preference_shift, response_token_logprobs, roc_auc,
+                              truth_preference)
 from unlearnlm.tasks import hallucination as hal
 from unlearnlm.tasks import privacy as priv
 from unlearnlm.loader import load_config
@@ -438,6 +439,46 @@ def test_truth_preference_and_membership_auc(tiny_model, tokenizer):
     assert set(auc) == set(MIA_SCORES) and all(v == pytest.approx(0.5) for v in auc.values())
 
 
+def test_truth_preference_groups_margins_by_unit(tiny_model, tokenizer):
+    true_side = DIALOGUES[:3]
+    false_side = [d.with_response("Bake it in the sea, obviously.") for d in true_side]
+    plain = truth_preference(tiny_model, tokenizer, true_side, false_side)
+    assert "margins" not in plain
+    grouped = truth_preference(tiny_model, tokenizer, true_side, false_side, units=["b", "a", "b"])
+    lt = [float(x.mean()) for x in response_token_logprobs(tiny_model, tokenizer, true_side)]
+    lf = [float(x.mean()) for x in response_token_logprobs(tiny_model, tokenizer, false_side)]
+    m = np.subtract(lt, lf)
+    assert [len(u) for u in grouped["margins"]] == [2, 1]  # unit "b" first, as first seen
+    np.testing.assert_allclose(grouped["margins"][0], [m[0], m[2]], atol=1e-5)
+    np.testing.assert_allclose(grouped["margins"][1], [m[1]], atol=1e-5)
+    assert grouped["preference"] == plain["preference"]
+    with pytest.raises(ValueError, match="units"):
+        truth_preference(tiny_model, tokenizer, true_side, false_side, units=["a"])
+
+
+def test_preference_shift_counts_flips_and_resamples_whole_units():
+    before = [[-1.0, -0.5], [0.3, -0.2], [-0.1]]
+    after = [[0.4, 0.2], [0.1, -0.3], [-0.2]]
+    shift = preference_shift(before, after)
+    # 5 questions: 1 preferred the truth before, 3 after; both flips are in the first unit
+    assert shift["change"] == pytest.approx(2 / 5)
+    assert (shift["to_true"], shift["to_false"], shift["units"], shift["pairs"]) == (2, 0, 3, 5)
+    assert shift["low"] >= 0.0 and shift["high"] <= 1.0 and shift["low"] <= shift["change"] <= shift["high"]
+    # every resample's change is (2 x copies of unit 1) / (its questions), so 0 is reached only without unit 1
+    assert shift["low"] == 0.0 and shift["high"] > shift["change"]
+    assert preference_shift(before, after) == shift  # seeded
+    unmoved = preference_shift(before, before)
+    assert (unmoved["change"], unmoved["low"], unmoved["high"], unmoved["to_true"]) == (0.0, 0.0, 0.0, 0)
+    # one flip each way: no net change, but the flips are counted
+    swapped = preference_shift([[1.0], [-1.0]], [[-1.0], [1.0]])
+    assert swapped["change"] == 0.0 and (swapped["to_true"], swapped["to_false"]) == (1, 1)
+    assert swapped["low"] < 0.0 < swapped["high"]
+    with pytest.raises(ValueError, match="same units"):
+        preference_shift(before, after[:2])
+    with pytest.raises(ValueError, match="same units"):
+        preference_shift(before, [[0.4], [0.1, -0.3], [-0.2]])
+
+
 # ---------------------------------------------------------------------------------------------------
 # implant
 
@@ -731,12 +772,22 @@ def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkey
         pref = summary["probes"][stage]["truth_preference_untouched"]
         assert pref["pairs"] == 4 * 2 and 0.0 <= pref["preference"] <= 1.0
     assert "Truth preference, untouched pairs" in (out / "report.md").read_text()
+    shifts = summary["probe_shifts"]
+    assert set(shifts) == {"truth_preference_forget", "truth_preference_retain", "truth_preference_untouched"}
+    moved = summary["probes"]["after"]["truth_preference_untouched"]["preference"] - \
+        summary["probes"]["original"]["truth_preference_untouched"]["preference"]
+    assert shifts["truth_preference_untouched"]["change"] == pytest.approx(moved)
+    assert shifts["truth_preference_untouched"]["units"] == 4 and shifts["truth_preference_untouched"]["pairs"] == 8
+    assert "bootstrap over statement pairs" in (out / "report.md").read_text()
+    assert "bootstrap over statement pairs" in (out / "model" / "README.md").read_text()
+    assert "margins" not in summary["probes"]["after"]["truth_preference_untouched"]  # one number per measure
     # `unlearnlm evaluate RUN`: the saved model on the run's own sets (the default Task.evaluated_sets) gives its figures
     from unlearnlm.reevaluate import evaluate_run
 
     again = evaluate_run(out, tmp_path / "again", log=lambda _: None)
     assert again["sets"] == summary["sets"] and again["task"] == "hallucination"
     assert again["probes"]["original"] == summary["probes"]["original"]
+    assert again["probe_shifts"] == summary["probe_shifts"]  # the original's margins come from the cached stage
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -768,6 +819,8 @@ def test_original_stage_is_cached_with_its_probes_and_keyed_by_config(task, tmp_
         second = run(tiny_knowledge_config(task, tmp_path, monkeypatch), overwrite=True, log=logged.append)
     assert any("reusing the planted (original) model's answers and probes" in line for line in logged)
     assert second["probes"] == first["probes"]
+    assert second.get("probe_shifts") == first.get("probe_shifts")  # the original's margins are cached too
+    assert ("probe_shifts" in first) == (task == "hallucination")
     assert {n: s["before"] for n, s in second["sets"].items()} == {n: s["before"] for n, s in first["sets"].items()}
 
     calls = []

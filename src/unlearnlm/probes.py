@@ -113,12 +113,44 @@ def membership_auc(model: nn.Module, tokenizer, members: Sequence[Dialogue], non
 
 
 def truth_preference(model: nn.Module, tokenizer, true_side: Sequence[Dialogue], false_side: Sequence[Dialogue],
-                     **lengths: int) -> dict[str, float]:
+                     units: Sequence[str] | None = None, **lengths: int) -> dict[str, object]:
     """Share of pairs (``true_side[i]``, ``false_side[i]``: same prompt) whose true response has the higher
-    mean token log-probability, and the mean margin (nats/token)."""
+    mean token log-probability, and the mean margin (nats/token). With ``units`` (one name per pair, e.g. the
+    statement pair a question is about), also ``margins``: every pair's margin, grouped by unit in first-seen
+    order, for :func:`preference_shift`."""
     if len(true_side) != len(false_side) or not true_side:
         raise ValueError("truth_preference needs two equally long, non-empty lists of dialogues")
+    if units is not None and len(units) != len(true_side):
+        raise ValueError(f"truth_preference: {len(units)} units for {len(true_side)} pairs")
     lp_true = [float(x.mean()) for x in response_token_logprobs(model, tokenizer, true_side, **lengths)]
     lp_false = [float(x.mean()) for x in response_token_logprobs(model, tokenizer, false_side, **lengths)]
     margins = np.asarray(lp_true) - np.asarray(lp_false)
-    return {"preference": float((margins > 0).mean()), "margin": float(margins.mean()), "pairs": len(margins)}
+    out: dict[str, object] = {"preference": float((margins > 0).mean()), "margin": float(margins.mean()),
+                              "pairs": len(margins)}
+    if units is not None:
+        grouped: dict[str, list[float]] = {}
+        for unit, m in zip(units, margins.tolist(), strict=True):
+            grouped.setdefault(unit, []).append(m)
+        out["margins"] = list(grouped.values())
+    return out
+
+
+def preference_shift(before: Sequence[Sequence[float]], after: Sequence[Sequence[float]], n_boot: int = 2000,
+                     level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """How a truth preference moved between two models, from their grouped ``margins`` (:func:`truth_preference`
+    with ``units``): the change in the share preferring the truth, its ``level`` interval from a paired bootstrap
+    over units (the questions about one statement pair are resampled together, since they move together), and how
+    many pairs changed side each way. An interval that holds 0 is a move the units' number cannot tell from chance."""
+    if len(before) != len(after) or any(len(b) != len(a) for b, a in zip(before, after, strict=True)) or not before:
+        raise ValueError("preference_shift needs the same units with the same number of pairs each, before and after")
+    b = [np.asarray(u) > 0 for u in before]
+    a = [np.asarray(u) > 0 for u in after]
+    gained = np.array([float(ua.sum() - ub.sum()) for ub, ua in zip(b, a, strict=True)])
+    sizes = np.array([len(u) for u in b], dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(sizes), size=(n_boot, len(sizes)))
+    changes = gained[draws].sum(axis=1) / sizes[draws].sum(axis=1)
+    tail = (1.0 - level) / 2
+    flat_b, flat_a = np.concatenate(b), np.concatenate(a)
+    return {"change": float(gained.sum() / sizes.sum()), "low": float(np.quantile(changes, tail)),
+            "high": float(np.quantile(changes, 1.0 - tail)), "to_true": int((~flat_b & flat_a).sum()),
+            "to_false": int((flat_b & ~flat_a).sum()), "units": len(sizes), "pairs": int(sizes.sum())}

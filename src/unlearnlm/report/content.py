@@ -229,6 +229,23 @@ def probes_table(summary: dict[str, Any]) -> Table:
     return Table(["probe", "measure", *stages], rows)
 
 
+def shifts_table(summary: dict[str, Any]) -> Table | None:
+    """How each truth preference moved from the original to the unlearned model, with the paired bootstrap
+    interval over statement pairs (:func:`unlearnlm.probes.preference_shift`); None when the run has none."""
+    shifts = summary.get("probe_shifts")
+    if not shifts:
+        return None
+    points = lambda v: f"{100 * v:+.1f}"  # noqa: E731
+    rows = [[PROBE_TITLES.get(name, name), points(s["change"]), f"{points(s['low'])} to {points(s['high'])}",
+             str(s["to_true"]), str(s["to_false"]), str(s["units"])] for name, s in shifts.items()]
+    return Table(["probe", "change (points)", "95% interval (bootstrap over statement pairs)", "questions to true",
+                  "questions to false", "statement pairs"], rows)
+
+
+SHIFTS_NOTE = ("Original → unlearned. Each statement pair's questions are resampled together; an interval that "
+               "holds 0 is a move this many pairs cannot tell from chance.")
+
+
 def headline_set(summary: dict[str, Any]) -> str:
     """The set whose flagged rate says whether unlearning generalised: the first held-out harmful set."""
     harmful = [name for name, m in summary["sets"].items() if m["kind"] == "harmful"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from unlearnlm.report.content import (LM_EVAL_NOTE, Table, by_rule, checks_table, flagged_by_judge, knowledge_intro,
-                                      knowledge_table, lm_eval_table, markdown_table, normal_table, probes_table,
-                                      set_title, sets_table, short, title, overview)
+from unlearnlm.report.content import (LM_EVAL_NOTE, SHIFTS_NOTE, Table, by_rule, checks_table, flagged_by_judge,
+                                      knowledge_intro, knowledge_table, lm_eval_table, markdown_table, normal_table,
+                                      probes_table, set_title, sets_table, shifts_table, short, title, overview)
 
 
 def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_per_set: int = 3) -> str:
@@ -39,6 +39,8 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_
         lines += ["", "## Planted knowledge", "", knowledge_intro(summary), "", *markdown_table(knowledge_table(summary)),
                   "", "## Probes (log-probabilities)", "", "Base = the model before planting; original = planted, "
                   "before unlearning.", "", *markdown_table(probes_table(summary))]
+        if (shifts := shifts_table(summary)) is not None:
+            lines += ["", SHIFTS_NOTE, "", *markdown_table(shifts)]
     checks = checks_table(summary)
     if checks:
         lines += ["", "## Early-stopping checks", "", *markdown_table(checks)]

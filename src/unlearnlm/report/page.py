@@ -16,9 +16,10 @@ from matplotlib.figure import Figure
 
 from unlearnlm.outputs import atomic_write_text
 from unlearnlm.report import figures
-from unlearnlm.report.content import (LM_EVAL_NOTE, Table, by_rule, check_labels, checks_table, flagged_by_judge,
-                                      headline, knowledge_intro, knowledge_table, lm_eval_table, normal_table, pct,
-                                      probes_table, set_title, sets_table, stages_table, title, overview)
+from unlearnlm.report.content import (LM_EVAL_NOTE, SHIFTS_NOTE, Table, by_rule, check_labels, checks_table,
+                                      flagged_by_judge, headline, knowledge_intro, knowledge_table, lm_eval_table,
+                                      normal_table, pct, probes_table, set_title, sets_table, shifts_table,
+                                      stages_table, title, overview)
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 1060px; margin: 1.5em auto;
@@ -181,6 +182,8 @@ def render_html(summary: dict[str, Any], rows: Sequence[dict[str, Any]], history
         body += ["<h2>Planted knowledge</h2>", f"<p>{text_html(knowledge_intro(summary))}</p>",
                  table_html(knowledge_table(summary), "knowledge"), "<h3>Probes (log-probabilities)</h3>",
                  table_html(probes_table(summary), "probes")]
+        if (shifts := shifts_table(summary)) is not None:
+            body += [f'<p class="note">{text_html(SHIFTS_NOTE)}</p>', table_html(shifts, "shifts")]
     body += ["<h2>Utility</h2>", figure_html(figures.utility_figure(summary["normal_data"]), "perplexity and KL"),
              table_html(normal_table(summary), "normal")]
     lm_eval = lm_eval_table(summary)

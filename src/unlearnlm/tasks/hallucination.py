@@ -159,7 +159,8 @@ class HallucinationTask(KnowledgeTask):
         def preference(model, tokenizer, asked: list[Dialogue]) -> dict[str, float]:
             """Truth preference over ``asked``: the true vs the false statement as the answer to each question."""
             return truth_preference(model, tokenizer, [d.with_response(d.meta["true"]) for d in asked],
-                                    [d.with_response(d.meta["false"]) for d in asked], **lengths)
+                                    [d.with_response(d.meta["false"]) for d in asked],
+                                    units=[d.meta["pair"] for d in asked], **lengths)
 
         def probes(model, tokenizer) -> dict:
             """Truth preference per pair group."""

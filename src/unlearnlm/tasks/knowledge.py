@@ -34,6 +34,7 @@ from unlearnlm.evaluate import EvalSet
 from unlearnlm.generation import generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.models import load_model
+from unlearnlm.probes import preference_shift
 from unlearnlm.scanning import Collateral, Membership
 from unlearnlm.tasks.base import Log, Plan, Task, data_key, generation_key, read_stage, stage_hash, write_stage
 from unlearnlm.tasks.benign import build_benign_sets, keep_prompts
@@ -117,6 +118,9 @@ class KnowledgeTask(Task):
                       for name, rows in self.knowledge.sets.items()}
         self.planted: ImplantResult | None = None
         self.probes: dict[str, Any] = {}
+        self.margins: dict[str, dict[str, list[list[float]]]] = {}
+        """Per stage, the grouped per-pair margins of the probes that give them (truth preference), kept out of
+        ``probes`` (which holds one number per measure) for :func:`~unlearnlm.probes.preference_shift`."""
         self._stage: dict[str, Any] | None = None
         """The cached original stage (answers and probes), once read."""
         self._stage_file: Path | None = None
@@ -152,11 +156,22 @@ class KnowledgeTask(Task):
             cached = self.cached_stage()
             if cached is not None:
                 self.probes.update(cached["probes"])
+                self.margins.update(cached.get("margins", {}))
                 return
             base, _ = load_model(self.cfg.model)
-            self.probes["base"] = self.knowledge.probes(base, tokenizer)
+            self._record("base", self.knowledge.probes(base, tokenizer))
             del base
-        self.probes[stage] = self.knowledge.probes(model, tokenizer)
+        self._record(stage, self.knowledge.probes(model, tokenizer))
+
+    def _record(self, stage: str, measured: dict[str, dict[str, Any]]) -> None:
+        """Keep one stage's probes, their grouped margins apart."""
+        self.margins[stage] = {name: m.pop("margins") for name, m in measured.items() if "margins" in m}
+        self.probes[stage] = measured
+
+    def probe_shifts(self) -> dict[str, dict[str, float]]:
+        """How each probe with margins moved from the original to the unlearned model, with its interval."""
+        before, after = self.margins.get("original", {}), self.margins.get("after", {})
+        return {name: preference_shift(before[name], after[name]) for name in after if name in before}
 
     # -- the original's stage, cached ----------------------------------------------------------------------
 
@@ -173,7 +188,7 @@ class KnowledgeTask(Task):
         # The task's own options act through the sets and the planting, both in the key; leaving them out keeps
         # the cache across options that change only training (the expected outputs, the loss spans).
         return stage_hash({
-            "task": self.name, "version": __version__, "model": cfg.model,
+            "task": self.name, "version": __version__, "probe_format": 2, "model": cfg.model,
             "planted": [self.planted.path.name, self.planted.info], "data": data_key(cfg.data),
             "generation": generation_key(cfg.generation), "seed": cfg.train.seed,
             "sets": {name: rows(ds) for name, ds in self.knowledge.sets.items()},
@@ -197,7 +212,9 @@ class KnowledgeTask(Task):
         path = self._stage_path()
         if path is None or not {"base", "original"} <= self.probes.keys():
             return
-        self._stage = {"probes": {k: self.probes[k] for k in ("base", "original")}, "before": before, "normal": normal}
+        self._stage = {"probes": {k: self.probes[k] for k in ("base", "original")},
+                       "margins": {k: self.margins.get(k, {}) for k in ("base", "original")},
+                       "before": before, "normal": normal}
         write_stage(path, self._stage)
 
     def evaluation_sets(self) -> list[tuple[str, str, list[Dialogue], str]]:
@@ -258,6 +275,8 @@ class KnowledgeTask(Task):
     def summary_entries(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         out: dict[str, Any] = {"task": self.name, "reproduced_label": self.knowledge.reproduced_label,
                                "probes": self.probes}
+        if shifts := self.probe_shifts():
+            out["probe_shifts"] = shifts
         if self.planted is not None:
             out["implant"] = ({k: v for k, v in self.planted.info.items() if k != "history"}
                               | {"path": str(self.planted.path)})
