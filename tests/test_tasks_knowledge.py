@@ -14,8 +14,8 @@ from unlearnlm.data.formatting import tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.judges.pii import PIIJudge
-from unlearnlm.probes import (MIA_SCORES, membership_auc, mia_scores, preference_shift, response_token_logprobs, roc_auc,
-                              truth_preference)
+from unlearnlm.probes import (MIA_SCORES, membership_auc, mia_scores, preference_shift, response_token_logprobs,
+                              roc_auc, truth_preference)
 from unlearnlm.tasks import hallucination as hal
 from unlearnlm.tasks import privacy as priv
 from unlearnlm.loader import load_config
