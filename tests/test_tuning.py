@@ -105,3 +105,30 @@ def test_compare_methods_attacks_each_kept_run_and_tabulates_the_headline_figure
     cells = rows[-1].strip("| ").split(" | ")
     assert cells[1:5] == [pct(quant, w) for w in ("original", "unlearned", "8-bit", "4-bit")]
     assert cells[6:8] == [pct(relearn, "step 1"), pct(relearn, "step 3")]
+
+
+def test_compare_methods_hallucination_row_shows_the_interval_of_each_truth_preference_change():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_methods.py"
+    spec = importlib.util.spec_from_file_location("compare_methods", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rates = lambda before, after, key: {"before": {key: before}, "after": {key: after}}  # noqa: E731
+    summary = {
+        "task": "hallucination", "method": "distance_cluster",
+        "training": {"steps": 70, "best_step": 70, "stop_reason": "target_reached", "seconds": 551.0},
+        "sets": {"forget": rates(1.0, 0.03, "flagged_rate"), "forget_paraphrase": rates(1.0, 0.05, "flagged_rate"),
+                 "retain": rates(1.0, 1.0, "reproduced_rate")},
+        "probes": {s: {f"truth_preference_{g}": {"preference": p} for g, p in groups.items()}
+                   for s, groups in {"original": {"forget": 0.0, "untouched": 0.431},
+                                     "after": {"forget": 1.0, "untouched": 0.519}}.items()},
+        "probe_shifts": {"truth_preference_untouched": {"change": 0.088, "low": 0.025, "high": 0.156}},
+        "normal_data": {"human_texts": {"perplexity": 22.8, "perplexity_original": 24.0, "kl_to_original": 0.221}},
+        "wall_seconds": 1392.0,
+    }
+    row = module.knowledge_row(summary)
+    assert row.endswith("| -5.0% | 0.221 | 551 | 1392 |")
+    assert "| 0 → 100 | 43 → 52 (+2 to +16) |" in row  # the forget pairs have no interval: none in probe_shifts
+    assert row.count("|") == module.HEADERS["hallucination"][0].count("|")
