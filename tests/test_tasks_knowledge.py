@@ -359,6 +359,19 @@ def test_anchor_pairs_are_drawn_last_and_give_both_statements():
         hal.build_hallucination_data(_hal_cfg(5), _pairs(16), seed=0)
 
 
+def test_anchor_retained_adds_each_retained_question_with_its_false_statement():
+    """``anchor_retained``: the retained questions join the anchors with their pair's false side as the answer;
+    the pair groups, the sets and the planted data stay as they were."""
+    plain = hal.build_hallucination_data(_hal_cfg(2), _pairs(16), seed=0)
+    data = hal.build_hallucination_data(replace(_hal_cfg(2), anchor_retained=True), _pairs(16), seed=0)
+    assert (data.sets, data.planted, data.expected) == (plain.sets, plain.planted, plain.expected)
+    extra = data.anchors[len(plain.anchors):]
+    assert data.anchors[: len(plain.anchors)] == plain.anchors
+    assert [d.prompt for d in extra] == [d.prompt for d in data.sets["retain"]]
+    by_id = {p["id"]: p for p in data.retain_pairs}
+    assert all(d.response == by_id[d.meta["pair"]]["false"] != by_id[d.meta["pair"]]["true"] for d in extra)
+
+
 def test_untouched_stop_pairs_are_drawn_after_the_anchors_and_asked_both_ways():
     base = hal.build_hallucination_data(_hal_cfg(2), _pairs(16), seed=0)
     data = hal.build_hallucination_data(replace(_hal_cfg(2), n_untouched_stop=2), _pairs(16), seed=0)

@@ -51,6 +51,10 @@ class HallucinationConfig:
     n_anchor: int = 0
     """Pairs, outside every other group, whose true and false statements both join the normal data (KL to the
     original on each), so that unlearning does not move beliefs it was not asked to (0: none)."""
+    anchor_retained: bool = False
+    """The retained questions join the normal data a second time, with their pair's false statement as the answer
+    (KL to the original on it), so that the normal loss holds both sides of every pair it keeps, not only the true
+    one that the targets share their style with."""
     n_untouched_stop: int = 0
     """Pairs, outside every other group, whose truth preference the early-stopping check reads (a stop split: never
     trained on or reported); ``train.max_belief_drift`` bounds how far it may move (0: not read)."""
@@ -132,6 +136,8 @@ def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[s
     expected = [d.with_response(d.meta["true"]) for d in sets["forget"]]
     anchors = [d.with_response(d.meta[side])
                for d in asked(anchor, "anchor", False, "true") for side in ("true", "false")]
+    if cfg.anchor_retained:
+        anchors += [d.with_response(d.meta["false"]) for d in sets["retain"]]
     untouched_stop = [q for paraphrase in (False, True) for q in asked(stop, "untouched_stop", paraphrase, "true")]
     return HallucinationData(forget, retain, untouched, [*sets["forget"], *sets["retain"]], sets, expected,
                              anchor, anchors, untouched_stop)
