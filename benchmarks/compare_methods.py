@@ -61,8 +61,9 @@ HEADERS = {
                 "perplexity Δ | KL | train s | run s |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|"],
     "hallucination": ["| method | steps (best) | stop | forget hallucinated % | paraphrase hallucinated % | "
-                      "forget truth pref. % | untouched truth pref. % (95% interval of the change, points) | "
-                      "retain stated % (kept) | perplexity Δ | KL | train s | run s |",
+                      "forget truth pref. % (95% interval of the change, points) | "
+                      "untouched truth pref. % (the same) | retain stated % (kept) | perplexity Δ | KL | train s | "
+                      "run s |",
                       "|---|---|---|---|---|---|---|---|---|---|---|---|"],
 }
 
@@ -81,7 +82,8 @@ def knowledge_row(summary: dict, label: str | None = None) -> str:
                 f"{mia['loss']:.2f} / {mia['zlib']:.2f} / {mia['min_k']:.2f} | " + _utility(summary))
 
     def pref(group: str) -> str:
-        moved = " → ".join(f"{100 * probes[s][f'truth_preference_{group}']['preference']:.0f}" for s in ("original", "after"))
+        moved = " → ".join(f"{100 * probes[s][f'truth_preference_{group}']['preference']:.0f}"
+                           for s in ("original", "after"))
         shift = summary.get("probe_shifts", {}).get(f"truth_preference_{group}")
         return moved + (f" ({100 * shift['low']:+.0f} to {100 * shift['high']:+.0f})" if shift else "")
 
