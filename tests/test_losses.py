@@ -224,3 +224,21 @@ def test_opening_losses_average_the_first_positions_only():
     # Unlikelihood: the first token has p = 0.75 under SKEWED (-log 0.25), the second p = 0.25 (-log 0.75).
     assert losses.unlikelihood(SKEWED, LABELS, first=1).item() == pytest.approx(math.log(4))
     assert losses.unlikelihood(SKEWED, LABELS).item() == pytest.approx((math.log(4) + math.log(4 / 3)) / 2)
+
+
+def test_sequence_unlikelihood_prices_the_opening_as_a_whole():
+    # Two response tokens at p = 0.5: P = 0.25, -log(1 - 0.25) = log(4/3); only the first: -log(1 - 0.5) = log 2.
+    assert losses.sequence_unlikelihood(UNIFORM, LABELS).item() == pytest.approx(math.log(4 / 3))
+    assert losses.sequence_unlikelihood(UNIFORM, LABELS, first=1).item() == pytest.approx(math.log(2))
+    # SKEWED: the first token p = 0.75, the second 0.25: P = 0.1875; per token it would be (log 4 + log 4/3) / 2.
+    assert losses.sequence_unlikelihood(SKEWED, LABELS).item() == pytest.approx(-math.log(1 - 0.1875))
+    # Rows are averaged; a row with no response token (all ignored) costs nothing and does not count.
+    two = torch.cat([UNIFORM, SKEWED])
+    labels = torch.cat([LABELS, torch.full_like(LABELS, IGNORE_INDEX)])
+    assert losses.sequence_unlikelihood(two, labels).item() == pytest.approx(math.log(4 / 3))
+    # A certain opening is clamped, not infinite, and its gradient pushes the opening's probability down.
+    sure = torch.tensor([[[8.0, -8.0], [-8.0, 8.0], [0.0, 0.0]]], requires_grad=True)  # 1 - P(y) ~ 2e-7 < eps
+    loss = losses.sequence_unlikelihood(sure, LABELS)
+    loss.backward()
+    assert loss.item() == pytest.approx(-math.log(1e-6), rel=1e-3)  # the clamp
+    assert sure.grad[0, 0, 0] > 0  # raising the logit of the forced token would raise the loss

@@ -265,3 +265,19 @@ def test_the_original_top_k_is_computed_only_for_methods_that_read_the_kl(name, 
             train_cfg=replace(TRAIN, max_steps=1, kl_top_k=8), data_cfg=DataConfig(),
             reference=Reference(tiny_model, copy_weights=True))
     assert len(calls) == int(cached)
+
+
+def test_sequence_contrast_prices_the_whole_opening(tiny_model, tokenizer):
+    # On a near-uniform tiny model each token has p ~ 1/V: per token the push is about 1/V, while the opening of two
+    # tokens as a whole has P ~ 1/V², so the sequence term is far smaller, and positive.
+    def contrast(options):
+        method = create_method("distance_cluster", {"contrast_tokens": 2, **options})
+        result = unlearn(tiny_model, tokenizer, method, forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                         train_cfg=TrainConfig(max_steps=1, batch_size=2, learning_rate=1e-9, eval_every=0),
+                         data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True))
+        return result.history[0]["contrast"]
+
+    token, sequence = contrast({}), contrast({"contrast_loss": "sequence"})
+    assert 0 < sequence < token / 10
+    with pytest.raises(ConfigError, match="contrast_loss"):
+        create_method("distance_cluster", {"contrast_loss": "sentence"})

@@ -75,6 +75,24 @@ def unlikelihood(logits: torch.Tensor, labels: torch.Tensor, first: int = 0) -> 
     return _masked_mean(-torch.log1p(-p), first_tokens(mask, first))
 
 
+def sequence_unlikelihood(logits: torch.Tensor, labels: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """Unlikelihood of each response as a whole: mean over rows of -log(1 - P(y)), P(y) the product of its tokens'
+    probabilities (``first`` > 0: of each row's first ``first`` response tokens only).
+
+    :func:`unlikelihood` pushes every token's probability down given the tokens before it, so a forced sentence's
+    later tokens, likely once its start is given whatever the prompt, carry most of its gradient. Here a row costs
+    what its whole opening's probability costs: about P(y) while the model would rarely say it, growing without
+    bound as it becomes the model's answer. Example: two tokens at p = 0.5 give P = 0.25 and -log 0.75 ≈ 0.288.
+    """
+    picked, mask = token_logprobs(logits, labels)
+    kept = first_tokens(mask, first)
+    logp = (picked * kept).sum(dim=-1)  # (B,) log P(y)
+    # Kept below log(1 - eps) in value only: a certain opening still gets the gradient that makes it less likely.
+    logp = logp - (logp - math.log1p(-_EPS)).clamp_min(0.0).detach()
+    rows = (kept.sum(dim=-1) > 0).to(logp.dtype)  # rows with no response token cost nothing
+    return _masked_mean(-torch.log(-torch.expm1(logp)), rows)
+
+
 def forward_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor, first: int = 0) -> torch.Tensor:
     """KL(p_ref || p_θ) per response token, averaged: the normal loss that keeps standard abilities (``first`` > 0:
     over each row's first ``first`` response tokens only).

@@ -17,7 +17,8 @@ from its abstract (the full text and code are not public):
   states, and each refusal fits its request while the cluster mean acts in representation space.
 * ``kl``   — the normal loss, KL(p_original || p_θ) on normal dialogues, keeping standard abilities.
 * ``contrast`` (``w_contrast``, an addition of ours) — unlikelihood of a refusal opening (the first sentence of
-  an expected output, or its first ``contrast_tokens`` tokens) as the answer to a normal prompt. The KL term
+  an expected output, or its first ``contrast_tokens`` tokens; per token or as a whole, ``contrast_loss``) as the
+  answer to a normal prompt. The KL term
   averages over every response token, so a refusal that changes only the first few tokens of a benign answer
   barely moves it; this term names that failure directly: refusing is for flagged prompts only. Safe prompts that
   look like the forget prompts (``data.lookalike_prompts``) join the normal prompts as its candidates.
@@ -96,6 +97,13 @@ class DistanceClusterOptions:
     contrast_tokens: int = 0
     """The contrast term's unlikelihood over each row's first this many tokens only (0: the whole first sentence,
     whose request-naming words dilute the opening that decides a refusal)."""
+    contrast_loss: Literal["token", "sequence"] = "token"
+    """How a contrast row is made unlikely. ``token``: -log(1 - p) of each token given the ones before it, averaged
+    (:func:`~unlearnlm.losses.unlikelihood`); a forced refusal's later words are likely once its start is given,
+    whatever the prompt, so they carry most of the push. ``sequence``: -log(1 - P) of the opening as a whole
+    (:func:`~unlearnlm.losses.sequence_unlikelihood`), which costs nothing while the model would not say it and acts
+    on the normal prompts it starts to refuse; meant with a short opening (``contrast_tokens``: 3-6), since a whole
+    sentence in one wording is unlikely even where the model refuses in another."""
     w_open: float = 0.0
     """Weight of the KL to the original on the first ``open_tokens`` response tokens of normal rows (0: off)."""
     open_tokens: int = 4
@@ -226,7 +234,8 @@ class DistanceCluster(UnlearningMethod):
             loss = loss + o.w_open * opening
             terms["open"] = opening.item()
         if "contrast" in batch:
-            contrast = losses.unlikelihood(out["contrast"].logits, out["contrast"].labels, first=o.contrast_tokens)
+            push = losses.sequence_unlikelihood if o.contrast_loss == "sequence" else losses.unlikelihood
+            contrast = push(out["contrast"].logits, out["contrast"].labels, first=o.contrast_tokens)
             loss = loss + o.w_contrast * contrast
             terms["contrast"] = contrast.item()
         return StepOutput(loss=loss, terms=terms)
