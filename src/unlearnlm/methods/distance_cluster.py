@@ -18,9 +18,8 @@ from its abstract (the full text and code are not public):
 * ``kl``   — the normal loss, KL(p_original || p_θ) on normal dialogues, keeping standard abilities.
 * ``contrast`` (``w_contrast``, an addition of ours) — unlikelihood of a refusal opening (the first sentence of
   an expected output, or its first ``contrast_tokens`` tokens; per token or as a whole, ``contrast_loss``) as the
-  answer to a normal prompt. The KL term
-  averages over every response token, so a refusal that changes only the first few tokens of a benign answer
-  barely moves it; this term names that failure directly: refusing is for flagged prompts only. Safe prompts that
+  answer to a normal prompt. The KL term averages over every response token, so a refusal that changes only the
+  first few tokens of a benign answer barely moves it; this term names that failure directly: refusing is for flagged prompts only. Safe prompts that
   look like the forget prompts (``data.lookalike_prompts``) join the normal prompts as its candidates.
 * ``open`` (``w_open``, an addition of ours) — the same KL as ``kl``, on the first ``open_tokens`` response tokens
   of each normal row only: the positions where an answer turns into a refusal, held to the original's
@@ -103,7 +102,9 @@ class DistanceClusterOptions:
     whatever the prompt, so they carry most of the push. ``sequence``: -log(1 - P) of the opening as a whole
     (:func:`~unlearnlm.losses.sequence_unlikelihood`), which costs nothing while the model would not say it and acts
     on the normal prompts it starts to refuse; meant with a short opening (``contrast_tokens``: 3-6), since a whole
-    sentence in one wording is unlikely even where the model refuses in another."""
+    sentence in one wording is unlikely even where the model refuses in another. ``token`` by default: on the harm
+    task (run SQ, with native openings and look-alike partners) ``sequence`` let benign refusals past the stop rule's
+    bound from step 40 on, where the always-on per-token push holds them back from the start."""
     w_open: float = 0.0
     """Weight of the KL to the original on the first ``open_tokens`` response tokens of normal rows (0: off)."""
     open_tokens: int = 4
