@@ -19,8 +19,9 @@ from its abstract (the full text and code are not public):
 * ``contrast`` (``w_contrast``, an addition of ours) — unlikelihood of a refusal opening (the first sentence of
   an expected output, or its first ``contrast_tokens`` tokens; per token or as a whole, ``contrast_loss``) as the
   answer to a normal prompt. The KL term averages over every response token, so a refusal that changes only the
-  first few tokens of a benign answer barely moves it; this term names that failure directly: refusing is for flagged prompts only. Safe prompts that
-  look like the forget prompts (``data.lookalike_prompts``) join the normal prompts as its candidates.
+  first few tokens of a benign answer barely moves it; this term names that failure directly: refusing is for
+  flagged prompts only. Safe prompts that look like the forget prompts (``data.lookalike_prompts``) join the normal
+  prompts as its candidates.
 * ``open`` (``w_open``, an addition of ours) — the same KL as ``kl``, on the first ``open_tokens`` response tokens
   of each normal row only: the positions where an answer turns into a refusal, held to the original's
   distribution whatever refusal wording the model drifts toward.
