@@ -50,10 +50,10 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return picked * mask, mask
 
 
-def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Summed log-probability of each response: (B,)."""
-    picked, _ = token_logprobs(logits, labels)
-    return picked.sum(dim=-1)
+def sequence_logprob(logits: torch.Tensor, labels: torch.Tensor, first: int = 0) -> torch.Tensor:
+    """Summed log-probability of each response: (B,) (``first`` > 0: of each row's first ``first`` response tokens)."""
+    picked, mask = token_logprobs(logits, labels)
+    return (picked * first_tokens(mask, first)).sum(dim=-1)
 
 
 def nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -84,12 +84,10 @@ def sequence_unlikelihood(logits: torch.Tensor, labels: torch.Tensor, first: int
     what its whole opening's probability costs: about P(y) while the model would rarely say it, growing without
     bound as it becomes the model's answer. Example: two tokens at p = 0.5 give P = 0.25 and -log 0.75 ≈ 0.288.
     """
-    picked, mask = token_logprobs(logits, labels)
-    kept = first_tokens(mask, first)
-    logp = (picked * kept).sum(dim=-1)  # (B,) log P(y)
+    logp = sequence_logprob(logits, labels, first)  # (B,) log P(y)
     # Kept below log(1 - eps) in value only: a certain opening still gets the gradient that makes it less likely.
     logp = logp - (logp - math.log1p(-_EPS)).clamp_min(0.0).detach()
-    rows = (kept.sum(dim=-1) > 0).to(logp.dtype)  # rows with no response token cost nothing
+    rows = (labels[:, 1:] != IGNORE_INDEX).any(dim=-1).to(logp.dtype)  # rows with no response token cost nothing
     return _masked_mean(-torch.log(-torch.expm1(logp)), rows)
 
 
