@@ -268,6 +268,26 @@ def test_secret_spans_make_the_forget_losses_read_only_the_values(tokenizer):
     assert "loss_spans" not in data.sets["forget"][0].meta  # the evaluation sets (and MIA) read whole answers
 
 
+def test_retained_value_copies_join_the_normal_data_reading_only_the_values(tokenizer):
+    from unlearnlm.data.formatting import IGNORE_INDEX, tokenize_dialogue
+
+    data = priv.build_privacy_data(_privacy_cfg(), _rows(15), seed=0)
+    other = Dialogue("Who directed Jaws?", "Steven Spielberg.")
+    normal = [*data.sets["retain"], other, *data.sets["forget"][:1]]
+    assert priv.with_retained_values(normal, 0) == normal
+    out = priv.with_retained_values(normal, 2)
+    assert out[: len(normal)] == normal  # the whole-answer rows stay, first and unchanged
+    extra = out[len(normal) :]
+    assert len(extra) == 2 * len(data.sets["retain"])  # only retained people's questions are copied
+    assert [d.prompt for d in extra] == [d.prompt for d in data.sets["retain"]] * 2
+    for d in extra[:8]:
+        read = tokenizer.decode([x for x in tokenize_dialogue(tokenizer, d, max_prompt_tokens=96,
+                                                              max_response_tokens=256).labels if x != IGNORE_INDEX])
+        assert all(v in read for v in d.meta["fields"].values()) and d.meta["name"] not in read
+    with pytest.raises(ConfigError, match="retain_value_copies"):
+        PrivacyConfig(retain_value_copies=-1)
+
+
 def test_protected_record_and_pii_judge():
     people = priv.people_from_rows(_rows(3), FIELDS)
     person = people[0]

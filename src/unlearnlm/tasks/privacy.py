@@ -60,6 +60,11 @@ class PrivacyConfig:
     forgotten person's values in it (``secret``: the template words "X's phone number is" are shared with every
     retained person, so pushing them away costs retained answers; an answer that contains no value exactly is
     read whole)."""
+    retain_value_copies: int = 0
+    """Extra copies of each retained person's questions in the normal data, whose normal loss reads only that
+    person's values (loss spans, as ``forget_tokens: secret`` does for the forgotten): the whole-answer normal loss
+    spends most of its weight on the template words every person shares, while extraction, the retained figure,
+    reads the values. 0: none (the retained questions are in the normal data once, read whole)."""
     targets: Literal["refusal", "replacement"] = "refusal"
     """The expected outputs of the forget questions: a refusal that names the person (``refusal``), or the planted
     answer with the values of a stand-in, a person never planted nor evaluated (``replacement``: the model learns
@@ -70,6 +75,8 @@ class PrivacyConfig:
     def __post_init__(self) -> None:
         check(self.targets in ("refusal", "replacement"), "data.privacy.targets",
               f"must be refusal or replacement, got {self.targets!r}")
+        check(self.retain_value_copies >= 0, "data.privacy.retain_value_copies",
+              f"must be 0 or more, got {self.retain_value_copies}")
         check(self.n_identities >= 4, "data.privacy.n_identities", f"needs at least 4, got {self.n_identities}")
         check(0 < self.forget_fraction < 1, "data.privacy.forget_fraction", f"must be in (0, 1), got {self.forget_fraction}")
         check(self.n_never_seen >= 1, "data.privacy.n_never_seen", f"needs at least 1, got {self.n_never_seen}")
@@ -250,9 +257,15 @@ def replaced(answer: str, fields: Mapping[str, str], values: Mapping[str, str]) 
     return answer
 
 
-def secret_spans(forget: Sequence[Dialogue]) -> list[Dialogue]:
-    """The forget dialogues with their person's values as loss spans (:data:`~unlearnlm.data.formatting.LOSS_SPANS`)."""
-    return [d.with_response(d.response, **{LOSS_SPANS: list(d.meta["fields"].values())}) for d in forget]
+def secret_spans(dialogues: Sequence[Dialogue]) -> list[Dialogue]:
+    """Questions about people, with their person's values as loss spans (:data:`~unlearnlm.data.formatting.LOSS_SPANS`)."""
+    return [d.with_response(d.response, **{LOSS_SPANS: list(d.meta["fields"].values())}) for d in dialogues]
+
+
+def with_retained_values(normal: Sequence[Dialogue], copies: int) -> list[Dialogue]:
+    """``normal`` followed by ``copies`` copies of its retained people's questions that read only the values."""
+    retained = secret_spans([d for d in normal if d.meta.get("group") == "retain" and d.meta.get("fields")])
+    return [*normal, *(retained * copies)]
 
 
 @register_task
@@ -270,6 +283,10 @@ class PrivacyTask(KnowledgeTask):
 
     def prepare(self, model, tokenizer, panel: JudgePanel, log: Log) -> Plan:
         plan = super().prepare(model, tokenizer, panel, log)
+        if self.options.retain_value_copies:
+            normal = with_retained_values(plan.normal, self.options.retain_value_copies)
+            log(f"      normal data: {len(normal) - len(plan.normal)} retained questions read on their values only")
+            plan = replace(plan, normal=normal)
         if self.options.forget_tokens == "answer":
             return plan
         forget = secret_spans(plan.forget)
