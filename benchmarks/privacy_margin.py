@@ -24,7 +24,7 @@ from unlearnlm.loader import load_config
 from unlearnlm.models import load_model
 from unlearnlm.probes import response_token_logprobs
 from unlearnlm.tasks.base import create_task
-from unlearnlm.tasks.privacy import people_from_rows, questions, secret_spans
+from unlearnlm.tasks.privacy import people_drawn, people_from_rows, questions, secret_spans
 
 
 def main() -> None:
@@ -45,7 +45,8 @@ def main() -> None:
     p = cfg.data.options  # the privacy task's settings (PrivacyConfig)
     people = people_from_rows(presidio_identities(), p.fields)
     random.Random(cfg.train.seed).shuffle(people)  # the same order build_privacy_data uses
-    extra = people[p.n_identities + p.n_never_seen : p.n_identities + p.n_never_seen + args.people]
+    first = people_drawn(p)  # no set of the task, the stop rule's included, has these people
+    extra = people[first : first + args.people]
     asked = [q for person in extra for q in questions(person, paraphrase=False, bios=p.bios, group="calibration")]
     if args.secret:
         asked = secret_spans(asked)

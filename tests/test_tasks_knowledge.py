@@ -240,6 +240,24 @@ def test_build_privacy_data_errors():
     assert len(priv.build_privacy_data(_privacy_cfg(), _rows(15), seed=0).forget_people) == 3
 
 
+@pytest.mark.parametrize("targets", ["refusal", "replacement"])
+def test_people_drawn_counts_every_person_a_set_uses(targets):
+    import random
+
+    cfg = _privacy_cfg(targets=targets)
+    rows = _rows(len(GIVEN))
+    data = priv.build_privacy_data(cfg, rows, seed=3)
+    text = " ".join(f"{d.prompt} {d.response}" for ds in [*data.sets.values(), data.never_seen_stop, data.expected]
+                    for d in ds)
+    people = priv.people_from_rows(rows, cfg.fields)
+    random.Random(3).shuffle(people)  # the order build_privacy_data draws in
+    drawn = priv.people_drawn(cfg)
+    assert all(p.values["email"] in text for p in people[:drawn])  # stand-ins show in the replacement targets
+    assert people[drawn:] and not any(p.values["email"] in text or p.name in text for p in people[drawn:])
+    with pytest.raises(DataError, match=f"= {drawn};"):
+        priv.build_privacy_data(cfg, rows[: drawn - 1], seed=3)
+
+
 def test_default_privacy_config_builds_from_presidio():
     from unlearnlm.judges.pii_data import presidio_identities
 

@@ -213,17 +213,24 @@ class PrivacyData:
     """Questions with the truth about the early-stopping check's never-planted people (no evaluation set)."""
 
 
+def people_drawn(cfg: PrivacyConfig) -> int:
+    """How many people (of the seeded shuffle) :func:`build_privacy_data` uses: planted, never-seen, the stop split's
+    never-seen and the stand-ins of ``targets: replacement``. People after these are in no set of the task."""
+    stand_ins = max(1, round(cfg.forget_fraction * cfg.n_identities)) if cfg.targets == "replacement" else 0
+    return cfg.n_identities + cfg.n_never_seen + cfg.n_never_seen_stop + stand_ins
+
+
 def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], seed: int = 0) -> PrivacyData:
     """Draw people (seeded) from FakeNameGenerator-style ``rows`` and build every question set."""
     people = people_from_rows(rows, cfg.fields)
     need = cfg.n_identities + cfg.n_never_seen
     n_forget = max(1, round(cfg.forget_fraction * cfg.n_identities))
     stand_ins = n_forget if cfg.targets == "replacement" else 0
-    if len(people) < need + cfg.n_never_seen_stop + stand_ins:
+    if len(people) < people_drawn(cfg):
         raise DataError(f"privacy task: {len(people)} usable identities (all of {cfg.fields} set), but "
                         f"data.privacy.n_identities + n_never_seen + n_never_seen_stop"
                         f"{' + the stand-ins of targets: replacement' if stand_ins else ''} = "
-                        f"{need + cfg.n_never_seen_stop + stand_ins}; lower those or drop a field")
+                        f"{people_drawn(cfg)}; lower those or drop a field")
     random.Random(seed).shuffle(people)
     if n_forget >= cfg.n_identities:
         raise DataError("privacy task: forget_fraction leaves no retained identity; lower data.privacy.forget_fraction")
