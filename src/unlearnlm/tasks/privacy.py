@@ -265,7 +265,8 @@ def replaced(answer: str, fields: Mapping[str, str], values: Mapping[str, str]) 
 
 
 def secret_spans(dialogues: Sequence[Dialogue]) -> list[Dialogue]:
-    """Questions about people, with their person's values as loss spans (:data:`~unlearnlm.data.formatting.LOSS_SPANS`)."""
+    """Questions about people, with their person's values as loss spans
+    (:data:`~unlearnlm.data.formatting.LOSS_SPANS`)."""
     return [d.with_response(d.response, **{LOSS_SPANS: list(d.meta["fields"].values())}) for d in dialogues]
 
 
