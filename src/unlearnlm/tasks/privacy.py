@@ -213,10 +213,15 @@ class PrivacyData:
     """Questions with the truth about the early-stopping check's never-planted people (no evaluation set)."""
 
 
+def forgotten_count(cfg: PrivacyConfig) -> int:
+    """How many of the planted people are forgotten (at least one)."""
+    return max(1, round(cfg.forget_fraction * cfg.n_identities))
+
+
 def people_drawn(cfg: PrivacyConfig) -> int:
     """How many people (of the seeded shuffle) :func:`build_privacy_data` uses: planted, never-seen, the stop split's
     never-seen and the stand-ins of ``targets: replacement``. People after these are in no set of the task."""
-    stand_ins = max(1, round(cfg.forget_fraction * cfg.n_identities)) if cfg.targets == "replacement" else 0
+    stand_ins = forgotten_count(cfg) if cfg.targets == "replacement" else 0
     return cfg.n_identities + cfg.n_never_seen + cfg.n_never_seen_stop + stand_ins
 
 
@@ -224,13 +229,14 @@ def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], se
     """Draw people (seeded) from FakeNameGenerator-style ``rows`` and build every question set."""
     people = people_from_rows(rows, cfg.fields)
     need = cfg.n_identities + cfg.n_never_seen
-    n_forget = max(1, round(cfg.forget_fraction * cfg.n_identities))
+    n_forget = forgotten_count(cfg)
     stand_ins = n_forget if cfg.targets == "replacement" else 0
-    if len(people) < people_drawn(cfg):
+    drawn = people_drawn(cfg)
+    if len(people) < drawn:
         raise DataError(f"privacy task: {len(people)} usable identities (all of {cfg.fields} set), but "
                         f"data.privacy.n_identities + n_never_seen + n_never_seen_stop"
                         f"{' + the stand-ins of targets: replacement' if stand_ins else ''} = "
-                        f"{people_drawn(cfg)}; lower those or drop a field")
+                        f"{drawn}; lower those or drop a field")
     random.Random(seed).shuffle(people)
     if n_forget >= cfg.n_identities:
         raise DataError("privacy task: forget_fraction leaves no retained identity; lower data.privacy.forget_fraction")
