@@ -131,7 +131,12 @@ def test_check_kl_equals_the_full_width_exact_kl(tokenizer, top_k):
     exact = normal_data_metrics(model, reference, tokenizer, rows, max_prompt_tokens=cfg.data.max_prompt_tokens,
                                 max_response_tokens=cfg.data.max_response_tokens)["kl_to_original"]
     assert exact > 1e-3
-    assert check(model) == pytest.approx(exact, rel=1e-4)
+    merges = []
+    merge = model.merge_adapter
+    model.merge_adapter = lambda *a, **kw: (merges.append(1), merge(*a, **kw))[1]
+    assert check(model) == pytest.approx(exact, rel=1e-4)  # the policy's pass ran merged, the original's not
+    assert len(merges) == 2  # once per batch
+    assert not any(m.merged for m in model.modules() if hasattr(m, "merged"))  # and its adapters came out again
 
 
 def test_original_states_equal_separate_full_width_passes(tiny_model, tokenizer):

@@ -19,7 +19,7 @@ from unlearnlm.errors import DataError
 import torch
 
 from unlearnlm.data.formatting import IGNORE_INDEX, collate
-from unlearnlm.generation import generate
+from unlearnlm.generation import adapters_merged, generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.methods.base import PrepareContext, forward, reference_top_k
 from unlearnlm.methods.baselines import normal_kl
@@ -93,7 +93,9 @@ class CheckKL:
         total = tokens = 0.0
         for batch in self.batches:
             n = float((batch["labels"][:, 1:] != IGNORE_INDEX).sum())  # tokens the KL averages over
-            total += float(normal_kl(forward(model, batch), self.ctx.reference, batch)) * n
+            with adapters_merged(model):  # the policy's pass only: the original's is the adapters switched off
+                policy = forward(model, batch)
+            total += float(normal_kl(policy, self.ctx.reference, batch)) * n
             tokens += n
         model.train(was_training)
         return total / max(tokens, 1.0)
@@ -142,12 +144,14 @@ class Monitor:
         judged = time.perf_counter()
         kl = self.normal_kl(model)
         measured = time.perf_counter()
-        auc = self.membership(model, self.tokenizer) if self.membership is not None else None
-        drift = None
-        if self.belief is not None:
-            if self.belief_start is None:
-                raise ValueError("Monitor.belief needs belief_start, the original's value")
-            drift = abs(self.belief(model, self.tokenizer) - self.belief_start)
+        auc = drift = None
+        with adapters_merged(model):  # the probes are the policy's passes alone
+            if self.membership is not None:
+                auc = self.membership(model, self.tokenizer)
+            if self.belief is not None:
+                if self.belief_start is None:
+                    raise ValueError("Monitor.belief needs belief_start, the original's value")
+                drift = abs(self.belief(model, self.tokenizer) - self.belief_start)
         end = time.perf_counter()
         check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl, over_refusal=collateral,
                       seconds=end - start, membership_auc=auc, belief_drift=drift)
