@@ -132,6 +132,31 @@ def test_contrast_rows_pair_normal_prompts_with_refusal_openings():
         "I'm sorry, but I can't help with that request.", "As an AI, I cannot do that."]
 
 
+def test_contrast_rows_can_refuse_their_own_prompt():
+    from unlearnlm.methods.distance_cluster import contrast_rows
+
+    own = {d.prompt: f"I can't help you with {d.prompt.lower()} Try something else." for d in NORMAL[:2]}
+    rows = contrast_rows(FORGET, NORMAL[:2], EXPECTED, own=own)
+    assert rows and all(r.response == own[r.prompt].split(" Try")[0] for r in rows)  # each row refuses its own prompt
+    native = ["As an AI, I cannot do that. Sorry."]
+    mixed = contrast_rows(FORGET, NORMAL[:2], EXPECTED, native=native, own=own)
+    assert [r.response == "As an AI, I cannot do that." for r in mixed][:4] == [False, True, False, True]
+    assert all(r.response == own[r.prompt].split(" Try")[0] for r in mixed[::2])
+
+
+def test_contrast_own_takes_the_recipe_refusals_and_needs_them(tiny_model, tokenizer):
+    ctx = PrepareContext(forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                         reference=Reference(tiny_model, copy_weights=True), tokenizer=tokenizer,
+                         max_prompt_tokens=32, max_response_tokens=32, batch_size=4, seed=0,
+                         device=torch.device("cpu"))
+    method = create_method("distance_cluster", {"contrast_own": True})
+    with pytest.raises(ConfigError, match="contrast_own.*expected_recipe"):
+        method.prepare(ctx)  # no recipe refusals given
+    own = {d.prompt: f"No, not {i}." for i, d in enumerate(NORMAL)}
+    prepared = method.prepare(replace(ctx, recipe_refusals=own))
+    assert all(r.response == own[r.prompt] for r in prepared.pairs["contrast"])
+
+
 def test_the_native_refusals_reach_the_contrast_rows(tiny_model, tokenizer):
     native = ("I'm sorry for any confusion, but as a chatbot I can't.",)
     ctx = PrepareContext(forget=FORGET, normal=NORMAL, expected=EXPECTED,

@@ -77,6 +77,29 @@ def test_the_originals_own_refusals_reach_the_contrast_term(workspace, monkeypat
     assert json.loads((out / "metrics.json").read_text())["training"]["prepare"]["native_refusals"] == native
 
 
+def test_the_recipe_refusals_of_the_normal_prompts_reach_the_contrast_term(workspace, monkeypatch):
+    from unlearnlm.methods.distance_cluster import DistanceCluster, first_sentence
+    from unlearnlm.tasks.refusals import fitting_refusal
+
+    tmp_path, config, _ = workspace
+    seen = {}
+    real = DistanceCluster.prepare
+
+    def prepare(self, ctx):
+        prepared = real(self, ctx)
+        seen.update(ctx=ctx, contrast=prepared.pairs["contrast"])
+        return prepared
+
+    monkeypatch.setattr(DistanceCluster, "prepare", prepare)
+    own = ["run", str(config), "--set", "method.options.contrast_own=true", "--set", "train.max_steps=2"]
+    assert main([*own, "--output", str(tmp_path / "user")]) == 2  # the user's expected outputs: no recipe to ask
+    assert main([*own, "--output", str(tmp_path / "own"), "--set", "data.expected_outputs=null"]) == 0
+    ctx = seen["ctx"]
+    assert set(ctx.recipe_refusals) == {d.prompt for d in [*ctx.normal, *ctx.lookalikes]}
+    assert all(ctx.recipe_refusals[d.prompt] == fitting_refusal(d.prompt) for d in ctx.normal)
+    assert seen["contrast"] and all(r.response == first_sentence(fitting_refusal(r.prompt)) for r in seen["contrast"])
+
+
 def test_before_stage_is_reused_and_keyed_by_config(workspace, capsys):
     tmp_path, config, _ = workspace
     assert main(["run", str(config), "--output", str(tmp_path / "a")]) == 0

@@ -178,7 +178,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     try:
         result = unlearn(model, tokenizer, method, forget=plan.forget, normal=plan.normal, expected=plan.expected,
-                         refusals=plan.refusals, lookalikes=plan.lookalikes,
+                         refusals=plan.refusals, lookalikes=plan.lookalikes, recipe_refusals=plan.recipe_refusals,
                          train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
                          initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0,
                                              membership_auc=start_auc,

@@ -15,7 +15,7 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -269,6 +269,7 @@ def unlearn(
     expected: Sequence[Dialogue] = (),
     refusals: Sequence[str] = (),
     lookalikes: Sequence[Dialogue] = (),
+    recipe_refusals: Mapping[str, str] | None = None,
     train_cfg: TrainConfig,
     data_cfg: DataConfig,
     reference: Reference,
@@ -299,7 +300,7 @@ def unlearn(
         forget=forget, normal=normal, expected=expected, reference=reference.to(device), tokenizer=tokenizer,
         max_prompt_tokens=data_cfg.max_prompt_tokens, max_response_tokens=data_cfg.max_response_tokens,
         batch_size=train_cfg.batch_size * 4, seed=train_cfg.seed, device=device, refusals=refusals,
-        lookalikes=lookalikes,
+        lookalikes=lookalikes, recipe_refusals=recipe_refusals or {},
     )
     # The original's passes before training stay in the model's own precision, even where the steps run under
     # autocast: under bf16 (run N2) the harm default's stop rule kept another checkpoint, and whether that was the

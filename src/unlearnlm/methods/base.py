@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
@@ -71,6 +71,9 @@ class PrepareContext:
     lookalikes: Sequence[Dialogue] = ()
     """Safe prompts that look like the forget prompts, for a contrast term only
     (:attr:`unlearnlm.tasks.base.Plan.lookalikes`)."""
+    recipe_refusals: Mapping[str, str] = field(default_factory=dict)
+    """The expected-output recipe's refusal of each normal and look-alike prompt, by prompt
+    (:attr:`unlearnlm.tasks.base.Plan.recipe_refusals`)."""
 
     def tokenize(self, rows: Sequence[Dialogue]) -> list[TokenizedDialogue]:
         """``rows`` tokenised exactly as the training loop tokenises its streams."""

@@ -30,7 +30,7 @@ from its abstract (the full text and code are not public):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -94,6 +94,14 @@ class DistanceClusterOptions:
     L gave to 17% of WritingBench's writing requests; the expected outputs' openings do not name it. Off: on the
     harm default (run N) it kept a fifth of the benign early-stopping requests refused from step 20 on, so the stop
     rule kept step 10 (82% of held-out harmful prompts still flagged)."""
+    contrast_own: bool = False
+    """Each contrast row (the even ones with ``contrast_native``) takes the first sentence of the refusal the
+    expected-output recipe writes for that row's own normal prompt (:attr:`PrepareContext.recipe_refusals`), where
+    it otherwise takes an expected output's, which refuses another request. Trained toward the recipe, the model's
+    refusals of safe prompts that share words with harmful ones are in the recipe's form and name the safe request
+    ("I'm sorry, but I can't help you smash a serve in tennis": six of the eight held-out homonyms run NT
+    refused): this makes that sentence unlikely on the prompts where it would be said. Needs a ``fitting`` or
+    ``topical`` recipe."""
     contrast_tokens: int = 0
     """The contrast term's unlikelihood over each row's first this many tokens only (0: the whole first sentence,
     whose request-naming words dilute the opening that decides a refusal)."""
@@ -130,24 +138,29 @@ def first_sentence(text: str) -> str:
 
 
 def contrast_rows(forget: Sequence[Dialogue], normal: Sequence[Dialogue], expected: Sequence[Dialogue],
-                  partners: Sequence[int] | None = None, native: Sequence[str] = ()) -> list[Dialogue]:
+                  partners: Sequence[int] | None = None, native: Sequence[str] = (),
+                  own: Mapping[str, str] | None = None) -> list[Dialogue]:
     """One row per forget example: a normal prompt answered with a refusal opening, to be made unlikely.
 
     Row ``i`` pairs normal prompt ``partners[i]`` (default ``i * 7 mod N``: a stride spreads rows over the normal
-    set) with the first sentence of expected output ``i mod E``; with ``native`` refusals, odd rows take the first
-    sentence of native refusal ``(i // 2) mod R`` instead.
+    set) with the first sentence of expected output ``i mod E``, or with ``own``, of ``own[prompt]``, the refusal
+    written for that normal prompt; with ``native`` refusals, odd rows take the first sentence of native refusal
+    ``(i // 2) mod R`` instead.
     """
     if not normal or not expected:
         raise ConfigError("method.options.w_contrast > 0 needs normal dialogues and expected outputs")
     if partners is None:
         partners = [(7 * i) % len(normal) for i in range(len(forget))]
 
-    def opening(i: int) -> str:
+    def opening(i: int, prompt: str) -> str:
         if native and i % 2:
             return first_sentence(native[(i // 2) % len(native)])
+        if own is not None:
+            return first_sentence(own[prompt])
         return first_sentence(expected[i % len(expected)].response)
 
-    return [normal[j].prompt_only().with_response(opening(i), source="contrast") for i, j in enumerate(partners)]
+    return [normal[j].prompt_only().with_response(opening(i, normal[j].prompt), source="contrast")
+            for i, j in enumerate(partners)]
 
 
 @register
@@ -198,7 +211,15 @@ class DistanceCluster(UnlearningMethod):
                                        device=ctx.device)
                 partners = match_nearest(forget.prompt, states).tolist()
             native = ctx.refusals if o.contrast_native else ()
-            pairs["contrast"] = contrast_rows(ctx.forget, candidates, ctx.expected, partners, native)
+            own = None
+            if o.contrast_own:
+                own = ctx.recipe_refusals
+                missing = [d.prompt for d in candidates if d.prompt not in own]
+                if missing:
+                    raise ConfigError(
+                        f"method.options.contrast_own: no recipe refusal for {len(missing)} normal or look-alike "
+                        f"prompts (e.g. {missing[0]!r}); it needs data.expected_recipe: fitting or topical")
+            pairs["contrast"] = contrast_rows(ctx.forget, candidates, ctx.expected, partners, native, own)
             if o.contrast_native:
                 info["native_refusals"] = len(ctx.refusals)
             if ctx.lookalikes:

@@ -94,6 +94,10 @@ class Plan:
     refusals: list[str] = field(default_factory=list)
     """The original's own refusals met in the before stage (its answers to scanned prompts that the refusal detector
     marks): refusal wording the model already has, which a method may keep off normal prompts."""
+    recipe_refusals: dict[str, str] = field(default_factory=dict)
+    """For each normal and look-alike prompt, the answer the expected-output recipe would write for it were it a
+    forget prompt (``fitting`` and ``topical`` recipes; empty otherwise): the refusal a model trained toward the
+    recipe is most likely to give that safe prompt, which a method may make unlikely there."""
 
 
 class Task(ABC):

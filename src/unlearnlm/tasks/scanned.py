@@ -300,7 +300,8 @@ class ScanTask(Task):
         if data.stop_extra:
             log(f"      early stopping also asks {len(extra)} of {len(data.stop_extra)} other-source prompts "
                 "(those whose original answer is flagged)")
-        if stage.expected_info.get("source") in FITTING_RECIPES:
+        fitting = stage.expected_info.get("source") in FITTING_RECIPES
+        if fitting:
             expected = stage.expected + self.fitting(copies)
         else:
             answer_of = {d.prompt: d.response for d in stage.expected}
@@ -311,6 +312,8 @@ class ScanTask(Task):
                                        *data.heldout_benign.values(), data.harmful, data.unseen, data.stop_extra)
         if lookalikes:
             log(f"      {len(lookalikes)} safe look-alike prompts for the contrast term")
+        safe = [d.prompt_only() for d in [*normal, *lookalikes]]
+        recipe_refusals = {d.prompt: d.response for d in self.fitting(safe)} if fitting else {}
         sets = self.split_sets((forget_train, forget_val, forget_test), stage.rephrased, before, extra)
         return Plan(
             forget=forget_train + copies, expected=expected, expected_info=stage.expected_info, normal=normal,
@@ -330,5 +333,5 @@ class ScanTask(Task):
             files={"flagged.jsonl": flagged, "clean.jsonl": clean, "expected.jsonl": stage.expected,
                    **({"stop_extra.jsonl": extra} if extra else {})},
             refusals=[d.response for d, r in zip(clean, refusal.score(clean) >= refusal.threshold, strict=True) if r],
-            lookalikes=lookalikes,
+            lookalikes=lookalikes, recipe_refusals=recipe_refusals,
         )
