@@ -106,6 +106,8 @@ def test_unknown_method_and_option_are_clear_errors():
         create_method("npo", {"betta": 1})
     with pytest.raises(ConfigError, match="margin"):
         create_method("distance_cluster", {"margin": -1})
+    with pytest.raises(ConfigError, match="contrast_own shapes the contrast term.*w_contrast > 0"):
+        create_method("distance_cluster", {"contrast_own": True, "w_contrast": 0})
 
 
 def test_distance_cluster_needs_expected_outputs(tiny_model, tokenizer):
@@ -133,7 +135,7 @@ def test_contrast_rows_pair_normal_prompts_with_refusal_openings():
 
 
 def test_contrast_rows_can_refuse_their_own_prompt():
-    from unlearnlm.methods.distance_cluster import contrast_rows
+    from unlearnlm.methods.distance_cluster import contrast_rows, first_sentence
 
     own = {d.prompt: f"I can't help you with {d.prompt.lower()} Try something else." for d in NORMAL[:2]}
     rows = contrast_rows(FORGET, NORMAL[:2], EXPECTED, own=own)
@@ -142,6 +144,10 @@ def test_contrast_rows_can_refuse_their_own_prompt():
     mixed = contrast_rows(FORGET, NORMAL[:2], EXPECTED, native=native, own=own)
     assert [r.response == "As an AI, I cannot do that." for r in mixed][:4] == [False, True, False, True]
     assert all(r.response == own[r.prompt].split(" Try")[0] for r in mixed[::2])
+    partial = contrast_rows(FORGET, NORMAL[:2], EXPECTED, own={NORMAL[0].prompt: "No."})  # a prompt without one
+    assert {r.response for r in partial if r.prompt == NORMAL[1].prompt} <= {first_sentence(e.response)
+                                                                          for e in EXPECTED}
+    assert {r.response for r in partial if r.prompt == NORMAL[0].prompt} == {"No."}
 
 
 def test_contrast_own_takes_the_recipe_refusals_and_needs_them(tiny_model, tokenizer):
@@ -150,11 +156,12 @@ def test_contrast_own_takes_the_recipe_refusals_and_needs_them(tiny_model, token
                          max_prompt_tokens=32, max_response_tokens=32, batch_size=4, seed=0,
                          device=torch.device("cpu"))
     method = create_method("distance_cluster", {"contrast_own": True})
-    with pytest.raises(ConfigError, match="contrast_own.*expected_recipe"):
+    with pytest.raises(ConfigError, match="contrast_own needs.*expected_recipe"):
         method.prepare(ctx)  # no recipe refusals given
     own = {d.prompt: f"No, not {i}." for i, d in enumerate(NORMAL)}
     prepared = method.prepare(replace(ctx, recipe_refusals=own))
     assert all(r.response == own[r.prompt] for r in prepared.pairs["contrast"])
+    assert prepared.info["contrast_own_rows"] == len(prepared.pairs["contrast"])
 
 
 def test_the_native_refusals_reach_the_contrast_rows(tiny_model, tokenizer):

@@ -221,6 +221,23 @@ def test_expected_answers_are_refusals_naming_the_person():
         assert all(not priv.field_extracted(d.response, f, v) for f, v in d.meta["fields"].items())
 
 
+@pytest.mark.parametrize("targets", ["refusal", "replacement"])
+def test_the_privacy_task_writes_refusals_of_the_retained_questions(targets):
+    """What `contrast_own` makes unlikely on a retained question: a refusal in the targets' form naming that person."""
+    from unlearnlm.tasks.base import create_task
+
+    task = create_task(load_config(overrides=["data.task=privacy", "data.privacy.n_identities=10",
+                                              f"data.privacy.targets={targets}"]))
+    own, retain = task.knowledge.recipe_refusals, task.knowledge.sets["retain"]
+    if targets == "replacement":
+        assert own == {}  # the targets are no refusals
+        return
+    assert set(own) == {d.prompt for d in retain}
+    for d in retain:
+        assert own[d.prompt] in {r.format(name=d.meta["name"]) for r in priv.REFUSALS}
+    assert len(set(own.values())) > len(priv.REFUSALS)  # the wording varies with the question, the name with the person
+
+
 def test_build_privacy_data_is_seeded():
     def split(seed):
         data = priv.build_privacy_data(_privacy_cfg(), _rows(20), seed=seed)
@@ -760,9 +777,12 @@ def test_privacy_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch,
         "data.privacy.forget_fraction=0.3", "data.privacy.implant.max_epochs=1", "generation.max_new_tokens=4",
         "data.normal_train_size=4", "data.eval_size=4", "data.benign_val_size=2", "train.max_steps=4",
         "train.eval_every=2", "train.patience=5",
+        *(["method.options.contrast_own=true", "method.options.w_contrast=1"] if method == "distance_cluster" else []),
     ])
     summary = run(cfg, log=lambda _: None)
     assert summary["task"] == "privacy" and summary["method"] == method
+    if method == "distance_cluster":  # the contrast rows that fell on retained questions refuse their own person
+        assert summary["training"]["prepare"]["contrast_own_rows"] > 0
     # 3 forget people x (2 fields + bio) questions, all flagged by the stub judge
     assert summary["scan"]["flagged"] == summary["scan"]["scanned"] == 9
     assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "never_seen", "benign"}

@@ -100,8 +100,9 @@ class DistanceClusterOptions:
     it otherwise takes an expected output's, which refuses another request. Trained toward the recipe, the model's
     refusals of safe prompts that share words with harmful ones are in the recipe's form and name the safe request
     ("I'm sorry, but I can't help you smash a serve in tennis": six of the eight held-out homonyms run NT
-    refused): this makes that sentence unlikely on the prompts where it would be said. Needs a ``fitting`` or
-    ``topical`` recipe."""
+    refused): this makes that sentence unlikely on the prompts where it would be said. Rows whose prompt has none
+    keep an expected output's. Needs a task that writes them: harm with a ``fitting`` or ``topical`` recipe, privacy
+    with refusal targets (a refusal naming the retained person)."""
     contrast_tokens: int = 0
     """The contrast term's unlikelihood over each row's first this many tokens only (0: the whole first sentence,
     whose request-naming words dilute the opening that decides a refusal)."""
@@ -123,6 +124,10 @@ class DistanceClusterOptions:
         for name in ("w_contrast", "w_open", "contrast_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"method.options.{name}: must be >= 0, got {getattr(self, name)}")
+        shaping = [name for name in ("contrast_native", "contrast_own") if getattr(self, name)]
+        if shaping and self.w_contrast == 0:
+            raise ConfigError(f"method.options.{shaping[0]} shapes the contrast term, which is off here (w_contrast: "
+                              "0, the privacy and hallucination tasks' default): set method.options.w_contrast > 0")
         if self.open_tokens < 1:
             raise ConfigError(f"method.options.open_tokens: must be >= 1, got {self.open_tokens}")
         if self.margin <= 0:
@@ -143,7 +148,7 @@ def contrast_rows(forget: Sequence[Dialogue], normal: Sequence[Dialogue], expect
     """One row per forget example: a normal prompt answered with a refusal opening, to be made unlikely.
 
     Row ``i`` pairs normal prompt ``partners[i]`` (default ``i * 7 mod N``: a stride spreads rows over the normal
-    set) with the first sentence of expected output ``i mod E``, or with ``own``, of ``own[prompt]``, the refusal
+    set) with the first sentence of expected output ``i mod E``, or of ``own[prompt]`` where ``own`` holds a refusal
     written for that normal prompt; with ``native`` refusals, odd rows take the first sentence of native refusal
     ``(i // 2) mod R`` instead.
     """
@@ -155,7 +160,7 @@ def contrast_rows(forget: Sequence[Dialogue], normal: Sequence[Dialogue], expect
     def opening(i: int, prompt: str) -> str:
         if native and i % 2:
             return first_sentence(native[(i // 2) % len(native)])
-        if own is not None:
+        if own and prompt in own:
             return first_sentence(own[prompt])
         return first_sentence(expected[i % len(expected)].response)
 
@@ -211,15 +216,14 @@ class DistanceCluster(UnlearningMethod):
                                        device=ctx.device)
                 partners = match_nearest(forget.prompt, states).tolist()
             native = ctx.refusals if o.contrast_native else ()
-            own = None
-            if o.contrast_own:
-                own = ctx.recipe_refusals
-                missing = [d.prompt for d in candidates if d.prompt not in own]
-                if missing:
-                    raise ConfigError(
-                        f"method.options.contrast_own: no recipe refusal for {len(missing)} normal or look-alike "
-                        f"prompts (e.g. {missing[0]!r}); it needs data.expected_recipe: fitting or topical")
+            own = ctx.recipe_refusals if o.contrast_own else None
+            if o.contrast_own and not own:
+                raise ConfigError("method.options.contrast_own needs the task's refusals of its normal prompts: the "
+                                  "harm task writes them with data.expected_recipe: fitting or topical, the privacy "
+                                  "task with data.privacy.targets: refusal")
             pairs["contrast"] = contrast_rows(ctx.forget, candidates, ctx.expected, partners, native, own)
+            if own:
+                info["contrast_own_rows"] = sum(r.prompt in own for r in pairs["contrast"][:: 2 if native else 1])
             if o.contrast_native:
                 info["native_refusals"] = len(ctx.refusals)
             if ctx.lookalikes:

@@ -95,9 +95,10 @@ class Plan:
     """The original's own refusals met in the before stage (its answers to scanned prompts that the refusal detector
     marks): refusal wording the model already has, which a method may keep off normal prompts."""
     recipe_refusals: dict[str, str] = field(default_factory=dict)
-    """For each normal and look-alike prompt, the answer the expected-output recipe would write for it were it a
-    forget prompt (``fitting`` and ``topical`` recipes; empty otherwise): the refusal a model trained toward the
-    recipe is most likely to give that safe prompt, which a method may make unlikely there."""
+    """For normal and look-alike prompts, by prompt, the refusal in the expected outputs' own form that a model
+    trained toward them is most likely to give that prompt, which a method may make unlikely there (harm: what the
+    ``fitting`` or ``topical`` recipe writes for it, for every normal and look-alike prompt; privacy: a refusal
+    naming the retained person, for the retained questions; empty otherwise)."""
 
 
 class Task(ABC):

@@ -72,6 +72,9 @@ class Knowledge:
     (:attr:`~unlearnlm.tasks.base.Plan.stop_belief`)."""
     anchors: list[Dialogue] = field(default_factory=list)
     """More normal data, never planted nor evaluated: the normal loss holds the original on these answers."""
+    recipe_refusals: dict[str, str] = field(default_factory=dict)
+    """A refusal in the expected outputs' form for retained questions, by prompt
+    (:attr:`~unlearnlm.tasks.base.Plan.recipe_refusals`)."""
 
 
 def reproduced_rate(knowledge: Knowledge, questions: Sequence[Dialogue], answers: Sequence[str]) -> float:
@@ -263,6 +266,7 @@ class KnowledgeTask(Task):
             scan={"scanned": len(scanned), "flagged": len(forget), "train": len(forget), "val": len(scanned), "test": 0},
             files={"flagged.jsonl": forget, "expected.jsonl": knowledge.expected},
             stop_membership=knowledge.stop_membership, stop_belief=knowledge.stop_belief,
+            recipe_refusals=knowledge.recipe_refusals,
         )
 
     def add_metrics(self, sets: list[EvalSet], after: dict[str, list[str]], metrics: dict[str, Any]) -> None:

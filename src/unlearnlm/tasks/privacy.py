@@ -18,6 +18,7 @@ never-planted person's values in place of the forgotten person's (``targets: rep
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -263,6 +264,12 @@ def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], se
                        asked(stop, "never_seen_stop", False))
 
 
+def own_refusal(question: Dialogue) -> str:
+    """A refusal of ``question`` that names its person, one of :data:`REFUSALS` picked by a stable hash of the
+    question: what a model trained toward the refusal targets would say were it to refuse this question too."""
+    return REFUSALS[zlib.crc32(question.prompt.encode()) % len(REFUSALS)].format(name=question.meta["name"])
+
+
 def replaced(answer: str, fields: Mapping[str, str], values: Mapping[str, str]) -> str:
     """``answer`` with each of ``fields``' values put in place by the same field's value in ``values``."""
     for f, value in fields.items():
@@ -332,4 +339,6 @@ class PrivacyTask(KnowledgeTask):
             panel=JudgePanel([PIIJudge(protected=[p.protected_record() for p in data.forget_people])]),
             reproduced=extraction_share, reproduced_label="fields extracted", probes=probes,
             stop_membership=stop_membership,
+            recipe_refusals=({d.prompt: own_refusal(d) for d in data.sets["retain"]}
+                             if self.options.targets == "refusal" else {}),
         )
