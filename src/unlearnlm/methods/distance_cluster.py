@@ -101,7 +101,10 @@ class DistanceClusterOptions:
     refusals of safe prompts that share words with harmful ones are in the recipe's form and name the safe request
     ("I'm sorry, but I can't help you smash a serve in tennis": six of the eight held-out homonyms run NT
     refused): this makes that sentence unlikely on the prompts where it would be said. Rows whose prompt has none
-    keep an expected output's. Needs a task that writes them: harm with a ``fitting`` or ``topical`` recipe, privacy
+    keep an expected output's. Off: on the harm task with native rows and 120 steps (run NTO120 against NT120) it
+    refused more safe requests, not fewer (homonyms 28.1% against 17.2%, writing instructions 20.3% against 3.1%),
+    perhaps because the token push falls on the request words copied after the opening, the likeliest tokens there,
+    and leaves the opening free. Needs a task that writes them: harm with a ``fitting`` or ``topical`` recipe, privacy
     with refusal targets (a refusal naming the retained person)."""
     contrast_tokens: int = 0
     """The contrast term's unlikelihood over each row's first this many tokens only (0: the whole first sentence,
