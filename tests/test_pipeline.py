@@ -193,7 +193,9 @@ def test_rephrased_training_copies_are_trained_on_with_refusals_of_their_own(wor
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["scan"]["train_rephrased_copies"] == 2 * metrics["scan"]["train"]
     assert metrics["sets"]["forget_train"]["before"]["n"] == metrics["scan"]["train"]  # copies are not evaluated
-    (_, intents), (rows, copies) = made  # the flagged training prompts, then their reworded copies
+    # the flagged training prompts, their reworded copies, then the normal prompts (Plan.recipe_refusals)
+    (_, intents), (rows, copies), (safe, _) = made
+    assert not {d.prompt for d in safe} & {d.prompt for d in [*intents, *rows]}
     assert len(copies) == 2 * len(intents) and [c.prompt for c in copies] == [r.prompt for r in rows]
     answer_of = {d.prompt: d.response for d in intents}
     assert all(c.response != answer_of[r.meta["intent"]] for r, c in zip(rows, copies, strict=True))  # their own
