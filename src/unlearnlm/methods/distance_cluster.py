@@ -104,8 +104,8 @@ class DistanceClusterOptions:
     keep an expected output's. Off: on the harm task with native rows and 120 steps (run NTO120 against NT120) it
     refused more safe requests, not fewer (homonyms 28.1% against 17.2%, writing instructions 20.3% against 3.1%),
     perhaps because the token push falls on the request words copied after the opening, the likeliest tokens there,
-    and leaves the opening free. Needs a task that writes them: harm with a ``fitting`` or ``topical`` recipe, privacy
-    with refusal targets (a refusal naming the retained person)."""
+    and leaves the opening free. Needs a task that writes them: harm or custom with a ``fitting`` or ``topical``
+    recipe, privacy with refusal targets (a refusal naming the retained person)."""
     contrast_tokens: int = 0
     """The contrast term's unlikelihood over each row's first this many tokens only (0: the whole first sentence,
     whose request-naming words dilute the opening that decides a refusal)."""
@@ -222,8 +222,8 @@ class DistanceCluster(UnlearningMethod):
             own = ctx.recipe_refusals if o.contrast_own else None
             if o.contrast_own and not own:
                 raise ConfigError("method.options.contrast_own needs the task's refusals of its normal prompts: the "
-                                  "harm task writes them with data.expected_recipe: fitting or topical, the privacy "
-                                  "task with data.privacy.targets: refusal")
+                                  "harm and custom tasks write them with data.expected_recipe: fitting or topical, "
+                                  "the privacy task with data.privacy.targets: refusal")
             pairs["contrast"] = contrast_rows(ctx.forget, candidates, ctx.expected, partners, native, own)
             if own:
                 info["contrast_own_rows"] = sum(r.prompt in own for r in pairs["contrast"][:: 2 if native else 1])

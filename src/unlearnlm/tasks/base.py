@@ -96,9 +96,10 @@ class Plan:
     marks): refusal wording the model already has, which a method may keep off normal prompts."""
     recipe_refusals: dict[str, str] = field(default_factory=dict)
     """For normal and look-alike prompts, by prompt, the refusal in the expected outputs' own form that a model
-    trained toward them is most likely to give that prompt, which a method may make unlikely there (harm: what the
-    ``fitting`` or ``topical`` recipe writes for it, for every normal and look-alike prompt; privacy: a refusal
-    naming the retained person, for the retained questions; empty otherwise)."""
+    trained toward them is most likely to give that prompt, which a method may make unlikely there (the scanned
+    tasks: what their ``fitting`` or ``topical`` recipe writes for it, for every normal and look-alike prompt, i.e.
+    a harm refusal, or for ``custom`` one of the user's answers; privacy: a refusal naming the retained person, for
+    the retained questions; empty otherwise)."""
 
 
 class Task(ABC):
