@@ -8,10 +8,13 @@ method sees identical forget, normal and evaluation sets. Held-out rows are neve
     python benchmarks/compare_methods.py configs/harm.yaml --methods distance_cluster yao --set train.max_steps=40
     python benchmarks/compare_methods.py configs/privacy.yaml --methods distance_cluster gradient_ascent yao
     python benchmarks/compare_methods.py --methods npo rmu --tries train.learning_rate=1e-4,6e-4
+    python benchmarks/compare_methods.py --methods npo rmu --tries train.learning_rate=1e-4,6e-4 \
+        --tries rmu:method.options.steering_coeff=2,20
 
 ``--tries KEY=V1,V2`` (repeatable: every combination) runs each method once per value, the same tries for every
-method, into ``OUTPUT/METHOD/try-N``, and keeps per method the try whose kept checkpoint the stop rule ranks best
-on the early-stopping split (:mod:`unlearnlm.tuning`; held-out figures never enter the choice); the table shows the
+method, into ``OUTPUT/METHOD/try-N``; ``--tries METHOD:KEY=V1,V2`` gives one method its own setting to tune in
+place of the shared ones (e.g. RMU's steering coefficient), as many tries as the others get. Per method it keeps
+the try whose kept checkpoint the stop rule ranks best on the early-stopping split (:mod:`unlearnlm.tuning`; held-out figures never enter the choice); the table shows the
 kept try, and ``OUTPUT/METHOD/tries.json`` every try's overrides and kept check.
 
 ``--attack quantize`` and ``--attack relearn`` (either or both) run ``unlearnlm attack`` on every method's kept run
@@ -36,7 +39,7 @@ from unlearnlm.outputs import write_json
 from unlearnlm.pipeline import run
 from unlearnlm.report.compare import write_compare
 from unlearnlm.report.run_files import read_run
-from unlearnlm.tuning import best_try, kept_check, tries_grid
+from unlearnlm.tuning import best_try, kept_check, method_grids
 
 
 def _pct_change(sets: dict, name: str, key: str) -> str:
@@ -153,8 +156,9 @@ def main() -> None:
     parser.add_argument("--output", default="runs/compare")
     parser.add_argument("--include", nargs="*", default=[], metavar="RUN",
                         help="earlier run folders (same config) whose metrics.json rows lead the table")
-    parser.add_argument("--tries", action="append", default=[], metavar="KEY=V1,V2",
-                        help="run each method once per value and keep the try the early-stopping split ranks best")
+    parser.add_argument("--tries", action="append", default=[], metavar="[METHOD:]KEY=V1,V2",
+                        help="run each method once per value and keep the try the early-stopping split ranks best; "
+                             "METHOD: tunes that method's own setting instead (as many tries as the others)")
     parser.add_argument("--attack", action="append", default=[], choices=["quantize", "relearn"],
                         help="attack every method's kept run and print the attack table")
     parser.add_argument("--relearn-steps", nargs="+", type=int, default=[2, 10])
@@ -166,13 +170,13 @@ def main() -> None:
     methods = sorted(METHODS, key=lambda n: n != "distance_cluster") if args.methods is None else args.methods
     if not methods:  # `--methods` with no names: only the --include rows
         print("\n".join(lines))
-    grid = tries_grid(args.tries)
+    grids = method_grids(args.tries, methods)
     relearn_options = RelearnOptions(steps=args.relearn_steps, data=args.relearn_data)
     folders = list(args.include)
     attacked = []
     for name in methods:
         own_options = [] if name == base.method.name else ["method.options={}"]  # options belong to one method
-        tried = []
+        tried, grid = [], grids[name]
         for i, overrides in enumerate(grid):
             folder = Path(args.output) / name / (f"try-{i}" if len(grid) > 1 else "")
             cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}", *overrides,

@@ -3,7 +3,7 @@
 import pytest
 
 from unlearnlm.errors import ConfigError
-from unlearnlm.tuning import best_try, kept_check, tries_grid
+from unlearnlm.tuning import best_try, kept_check, method_grids, tries_grid
 
 
 def test_tries_grid_is_every_combination_first_axis_slowest():
@@ -18,6 +18,23 @@ def test_tries_grid_is_every_combination_first_axis_slowest():
 def test_tries_grid_rejects_what_it_cannot_split(spec):
     with pytest.raises(ConfigError, match="section.key=V1,V2"):
         tries_grid([spec])
+
+
+def test_method_grids_give_a_method_its_own_setting_in_place_of_the_shared_one():
+    grids = method_grids(["train.learning_rate=1e-4,6e-4", "rmu:method.options.steering_coeff=2,20"],
+                         ["npo", "rmu"])
+    assert grids == {"npo": [["train.learning_rate=1e-4"], ["train.learning_rate=6e-4"]],
+                     "rmu": [["method.options.steering_coeff=2"], ["method.options.steering_coeff=20"]]}
+    # a value may hold a colon: only a colon before "=" names a method
+    assert method_grids(["a.x=b:c"], ["npo"]) == {"npo": [["a.x=b:c"]]}
+    assert method_grids([], ["npo", "rmu"]) == {"npo": [[]], "rmu": [[]]}
+
+
+def test_method_grids_refuse_unequal_searches_and_methods_not_compared():
+    with pytest.raises(ConfigError, match="different numbers of tries.*npo 2, rmu 3"):
+        method_grids(["train.learning_rate=1e-4,6e-4", "rmu:method.options.layer=4,8,12"], ["npo", "rmu"])
+    with pytest.raises(ConfigError, match="names rmu, which is not among the compared methods"):
+        method_grids(["rmu:method.options.layer=4,8"], ["npo"])
 
 
 def _summary(best_step, checks, held_out=0.5):
@@ -59,9 +76,12 @@ def test_compare_methods_runs_every_try_and_shows_the_chosen_one(workspace, monk
     root, config, _ = workspace
     out = root / "cmp"
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_methods.py"
-    monkeypatch.setattr(sys, "argv", [str(script), str(config), "--methods", "gradient_ascent", "--output", str(out),
-                                      "--tries", "train.learning_rate=1e-3,1e-2"])
+    monkeypatch.setattr(sys, "argv", [str(script), str(config), "--methods", "gradient_ascent", "npo", "--output",
+                                      str(out), "--tries", "train.learning_rate=1e-3,1e-2",
+                                      "--tries", "npo:method.options.beta=0.05,0.2"])
     runpy.run_path(str(script), run_name="__main__")
+    npo_tries = json.loads((out / "npo" / "tries.json").read_text())  # its own setting, not the learning rate
+    assert [t["overrides"] for t in npo_tries] == [["method.options.beta=0.05"], ["method.options.beta=0.2"]]
     tries = json.loads((out / "gradient_ascent" / "tries.json").read_text())
     assert [t["overrides"] for t in tries] == [["train.learning_rate=1e-3"], ["train.learning_rate=1e-2"]]
     summaries = [json.loads((Path(t["folder"]) / "metrics.json").read_text()) for t in tries]
@@ -69,6 +89,8 @@ def test_compare_methods_runs_every_try_and_shows_the_chosen_one(workspace, monk
 
     assert [yaml.safe_load((Path(t["folder"]) / "config.yaml").read_text())["train"]["learning_rate"]
             for t in tries] == [1e-3, 1e-2]
+    assert [yaml.safe_load((Path(t["folder"]) / "config.yaml").read_text())["method"]["options"]["beta"]
+            for t in npo_tries] == [0.05, 0.2]
     chosen = [t["chosen"] for t in tries]
     assert chosen.count(True) == 1 and chosen.index(True) == best_try(summaries)
     label = f"gradient_ascent ({tries[chosen.index(True)]['overrides'][0]})"
