@@ -559,6 +559,20 @@ def tiny_dir(tmp_path, tiny_model, tokenizer):
     return path
 
 
+def test_planting_loss_is_the_models_own_loss_without_the_prompts_logits(tiny_model, tokenizer):
+    from unlearnlm.data.formatting import collate, tokenize_dialogue
+    from unlearnlm.tasks.implant import planting_loss
+
+    rows = [tokenize_dialogue(tokenizer, d, max_prompt_tokens=32, max_response_tokens=16) for d in DIALOGUES]
+    tiny_model.eval()
+    with torch.no_grad():
+        expected = tiny_model(**collate(rows, tokenizer.pad_token_id)).loss  # right-padded, logits everywhere
+        got = planting_loss(tiny_model, collate(rows, tokenizer.pad_token_id, padding_side="left"))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    lengths = {len(r.input_ids) for r in rows}
+    assert len(lengths) > 1  # rows of different lengths, so the padding side and the window both matter
+
+
 def test_implant_trains_records_and_reuses_the_cache(tmp_path, tiny_dir, monkeypatch):
     from safetensors.torch import load_file
 

@@ -36,6 +36,8 @@ from unlearnlm.data.formatting import collate, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import DataError
 from unlearnlm.generation import generate
+from unlearnlm.losses import nll
+from unlearnlm.methods.base import forward
 from unlearnlm.models import load_model, resolve_source
 from unlearnlm.outputs import atomic_dir, write_json
 
@@ -76,6 +78,14 @@ Scorer = Callable[[Any, Any], float]
 class ImplantResult:
     path: Path
     info: dict[str, Any]
+
+
+def planting_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token-mean cross-entropy on the response tokens of a left-padded batch, the LM head run over the batch's
+    response window only (:func:`unlearnlm.methods.base.forward`): the loss ``model(**batch).loss`` gives, without
+    the logits of the prompt positions, which no loss reads."""
+    out = forward(model, batch)
+    return nll(out.logits, out.labels)
 
 
 def implant_key(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantConfig, seed: int,
@@ -150,9 +160,9 @@ def implant(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantC
         rng.shuffle(order)
         losses = []
         for i in range(0, len(order), cfg.batch_size):
-            batch = collate([rows[j] for j in order[i : i + cfg.batch_size]], tokenizer.pad_token_id)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-            loss = model(**batch).loss
+            batch = collate([rows[j] for j in order[i : i + cfg.batch_size]], tokenizer.pad_token_id,
+                            padding_side="left")
+            loss = planting_loss(model, {k: v.to(accelerator.device) for k, v in batch.items()})
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
