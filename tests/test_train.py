@@ -49,6 +49,21 @@ def test_patience_and_best_checkpoint_restored(tiny_model, tokenizer):
         assert torch.equal(p, snaps[2][name]), name
 
 
+def test_patience_after_move_waits_for_the_forget_answers_to_move(tiny_model, tokenizer):
+    # Four checks at the original's rate, then it moves (0.6, not acceptable: KL over the bound), then two more that
+    # do not beat the original.
+    rates, kls = [1.0, 1.0, 1.0, 1.0, 0.6, 1.0, 1.0], [0.01, 0.01, 0.01, 0.01, 9.0, 0.01, 0.01]
+    plain = _train(tiny_model, tokenizer, _monitor(rates, kls, {}), max_steps=30, eval_every=2, patience=3,
+                   max_normal_kl=0.1)
+    assert plain.stop_reason == "patience" and plain.steps == 6  # three checks that never moved
+    waited = _train(tiny_model, tokenizer, _monitor(rates, kls, {}), max_steps=30, eval_every=2, patience=3,
+                    max_normal_kl=0.1, patience_after_move=True)
+    assert waited.stop_reason == "patience" and waited.steps == 14  # from step 10 on: 10, 12, 14
+    never = _train(tiny_model, tokenizer, _monitor([1.0] * 5, [0.01] * 5, {}), max_steps=10, eval_every=2,
+                   patience=1, max_normal_kl=0.1, patience_after_move=True)
+    assert never.stop_reason == "max_steps" and never.best_step == 0
+
+
 def test_original_is_kept_when_nothing_beats_it(tiny_model, tokenizer):
     original = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
     result = _train(tiny_model, tokenizer, _monitor([1.0, 1.0], [5.0, 5.0], {}), max_steps=4, eval_every=2,

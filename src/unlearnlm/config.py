@@ -259,6 +259,11 @@ class TrainConfig:
     share; None: not a stop condition). Unlearning planted myths also moves beliefs nobody asked to unlearn."""
     patience: int = 3
     """Stop after this many checks without improvement; the best checkpoint is kept."""
+    patience_after_move: bool = False
+    """Count checks toward ``patience`` only from the first check whose flagged rate is below the original's: a run
+    that has not started to move its forget answers yet is not stopped for failing to improve on them. Measured
+    once (run PF, README *Not done yet*): on a strongly planted privacy model the default rule stopped the paper's
+    method at step 15 with all 25 forget answers still leaking, before anything had moved."""
     checkpoint_every: int = 10
     """Save the whole training state (trainable weights now and at the best check, optimizer, scheduler, RNG states,
     data order, history, checks) to ``output_dir/checkpoint/`` every N steps, so ``unlearnlm run --resume`` continues

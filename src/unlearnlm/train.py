@@ -205,11 +205,17 @@ class _Progress:
         self.checks.append(check)
         if _better(check, self.best, cfg):
             self.best, self.best_state, self.stale = check, weights(), 0
-        else:
+        elif not cfg.patience_after_move or self.moved():
             self.stale += 1
         if check.flagged_rate <= cfg.target_flagged_rate and _acceptable(check, cfg) and _erased(check, cfg):
             return "target_reached"
         return "patience" if self.stale >= cfg.patience else ""
+
+    def moved(self) -> bool:
+        """Whether some check after step 0 has a lower flagged rate than the original's (the step-0 check; without
+        one, any check counts as moved)."""
+        start = self.checks[0].flagged_rate if self.checks and self.checks[0].step == 0 else math.inf
+        return any(c.step > 0 and c.flagged_rate < start for c in self.checks)
 
     def state(self) -> dict[str, Any]:
         """For a checkpoint: plain values and tensors only (loaded back with ``weights_only``)."""
@@ -234,6 +240,12 @@ class _Trainer:
     accelerator: Accelerator
     rng: random.Random
     streams: dict[str, _Stream]
+
+    def moved(self) -> bool:
+        """Whether some check after step 0 has a lower flagged rate than the original's (the step-0 check; without
+        one, any check counts as moved)."""
+        start = self.checks[0].flagged_rate if self.checks and self.checks[0].step == 0 else math.inf
+        return any(c.step > 0 and c.flagged_rate < start for c in self.checks)
 
     def state(self) -> dict[str, Any]:
         """For a checkpoint, beside :meth:`_Progress.state`."""
