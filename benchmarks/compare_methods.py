@@ -14,8 +14,9 @@ method sees identical forget, normal and evaluation sets. Held-out rows are neve
 ``--tries KEY=V1,V2`` (repeatable: every combination) runs each method once per value, the same tries for every
 method, into ``OUTPUT/METHOD/try-N``; ``--tries METHOD:KEY=V1,V2`` gives one method its own setting to tune in
 place of the shared ones (e.g. RMU's steering coefficient), as many tries as the others get. Per method it keeps
-the try whose kept checkpoint the stop rule ranks best on the early-stopping split (:mod:`unlearnlm.tuning`; held-out figures never enter the choice); the table shows the
-kept try, and ``OUTPUT/METHOD/tries.json`` every try's overrides and kept check.
+the try whose kept checkpoint the stop rule ranks best on the early-stopping split (:mod:`unlearnlm.tuning`;
+held-out figures never enter the choice); the table shows the kept try, and ``OUTPUT/METHOD/tries.json`` every
+try's overrides and kept check.
 
 ``--attack quantize`` and ``--attack relearn`` (either or both) run ``unlearnlm attack`` on every method's kept run
 and every ``--include`` run, after the methods have run (into ``RUN/attacks/``, as the CLI does), and print a

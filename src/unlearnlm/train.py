@@ -241,12 +241,6 @@ class _Trainer:
     rng: random.Random
     streams: dict[str, _Stream]
 
-    def moved(self) -> bool:
-        """Whether some check after step 0 has a lower flagged rate than the original's (the step-0 check; without
-        one, any check counts as moved)."""
-        start = self.checks[0].flagged_rate if self.checks and self.checks[0].step == 0 else math.inf
-        return any(c.step > 0 and c.flagged_rate < start for c in self.checks)
-
     def state(self) -> dict[str, Any]:
         """For a checkpoint, beside :meth:`_Progress.state`."""
         acc = self.accelerator
