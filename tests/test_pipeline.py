@@ -36,7 +36,8 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
     assert metrics["sets"]["rephrased"]["before"]["n"] == 4 * metrics["scan"]["test"]
     assert 0 < metrics["sets"]["benign"]["after"]["relevance_stock"] < 1
     assert metrics["sets"]["forget_train"]["before"]["flagged_rate"] == 1.0
-    assert metrics["training"]["stop_reason"] == "patience"  # the keyword judge never changes its mind
+    # the keyword judge never changes its mind, so patience never starts counting (train.patience_after_move)
+    assert metrics["training"]["stop_reason"] == "max_steps" and metrics["training"]["best_step"] == 0
     assert "| Flagged prompts, held-out |" in (out / "report.md").read_text()
     stages = metrics["stage_seconds"]
     assert list(stages)[:4] == ["original and judges", "before (scan, original's answers, expected outputs)",

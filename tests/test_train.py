@@ -54,10 +54,10 @@ def test_patience_after_move_waits_for_the_forget_answers_to_move(tiny_model, to
     # do not beat the original.
     rates, kls = [1.0, 1.0, 1.0, 1.0, 0.6, 1.0, 1.0], [0.01, 0.01, 0.01, 0.01, 9.0, 0.01, 0.01]
     plain = _train(tiny_model, tokenizer, _monitor(rates, kls, {}), max_steps=30, eval_every=2, patience=3,
-                   max_normal_kl=0.1)
+                   max_normal_kl=0.1, patience_after_move=False)
     assert plain.stop_reason == "patience" and plain.steps == 6  # three checks that never moved
     waited = _train(tiny_model, tokenizer, _monitor(rates, kls, {}), max_steps=30, eval_every=2, patience=3,
-                    max_normal_kl=0.1, patience_after_move=True)
+                    max_normal_kl=0.1)  # the default
     assert waited.stop_reason == "patience" and waited.steps == 14  # from step 10 on: 10, 12, 14
     never = _train(tiny_model, tokenizer, _monitor([1.0] * 5, [0.01] * 5, {}), max_steps=10, eval_every=2,
                    patience=1, max_normal_kl=0.1, patience_after_move=True)
