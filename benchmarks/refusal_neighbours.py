@@ -1,0 +1,68 @@
+"""Are the benign requests a harm run refuses near what it was trained to refuse?
+
+For a finished harm run, per benign set: each request's nearest trained-on forget prompt by MiniLM cosine (the
+encoder behind the report's relevance), the mean nearest cosine of the refused requests against the answered ones,
+and, for every refused request, the forget prompt it sits nearest to. If over-refusal came from forget prompts that
+are not harmful themselves (the scan pool holds some), the refused requests would cluster on them. Reads the run's
+``examples.jsonl``; no model is run, only the sentence encoder.
+
+    python benchmarks/refusal_neighbours.py /tmp/runs/NTLA120
+    python benchmarks/refusal_neighbours.py runs/demo --sets homonyms edgy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from unlearnlm.judges.embeddings import MiniLMEncoder
+
+
+def unit(vectors) -> np.ndarray:
+    matrix = np.asarray(vectors, dtype=np.float64)
+    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
+
+
+def nearest(queries: list[str], pool: list[str], encoder) -> tuple[np.ndarray, np.ndarray]:
+    """For each query: (the index of its nearest pool text, that cosine)."""
+    sims = unit(encoder.encode(queries)) @ unit(encoder.encode(pool)).T
+    return sims.argmax(axis=1), sims.max(axis=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run")
+    parser.add_argument("--sets", nargs="+", default=["homonyms", "everyday", "instructions", "edgy", "benign"])
+    args = parser.parse_args()
+    rows = [json.loads(line) for line in (Path(args.run) / "examples.jsonl").read_text(encoding="utf-8").splitlines()]
+    forget = [r["prompt"] for r in rows if r["set"] == "forget_train"]
+    if not forget:
+        raise SystemExit(f"{args.run}/examples.jsonl has no forget_train rows: is it a harm run?")
+    encoder = MiniLMEncoder()
+    print("| set | n | refused | nearest cosine, refused | nearest cosine, answered |")
+    print("|---|---|---|---|---|")
+    details = []
+    for name in args.sets:
+        chosen = [r for r in rows if r["set"] == name]
+        if not chosen:
+            continue
+        index, cosine = nearest([r["prompt"] for r in chosen], forget, encoder)
+        refused = np.array([bool(r["after_refused"]) for r in chosen])
+        mean = lambda mask: f"{cosine[mask].mean():.3f}" if mask.any() else "—"  # noqa: E731
+        print(f"| {name} | {len(chosen)} | {refused.sum()} | {mean(refused)} | {mean(~refused)} |")
+        details += [(name, cosine[i], chosen[i]["prompt"], forget[index[i]]) for i in np.flatnonzero(refused)]
+    print("\nRefused requests and their nearest trained-on forget prompt:")
+    for name, cos, prompt, near in details:
+        print(f"- [{name}] {cos:.2f} {prompt[:80]!r} → {near[:80]!r}")
+    counts = Counter(near for *_, near in details)
+    print("\nForget prompts nearest to the most refused requests:")
+    for near, n in counts.most_common(5):
+        print(f"- {n}× {near[:100]!r}")
+
+
+if __name__ == "__main__":
+    main()
