@@ -264,8 +264,8 @@ class TrainConfig:
     that has not started to move its forget answers yet is not stopped for failing to improve on them (it still
     ends at ``max_steps``). Runs PF and PF2 (README *Privacy results*): on a strongly planted privacy model, without
     it the paper's method was stopped at step 15 with all 25 forget answers still leaking; with it, the same run
-    went on to extract none of them. Where the first check already moved (every harm run so far) it changes
-    nothing. False: patience counts from the first check, as before 2026-12-04."""
+    went on to extract none of them. In every harm run so far a check moved before patience could end the run, so
+    there it changes nothing. False: patience counts from the first check, as before 2026-12-04."""
     checkpoint_every: int = 10
     """Save the whole training state (trainable weights now and at the best check, optimizer, scheduler, RNG states,
     data order, history, checks) to ``output_dir/checkpoint/`` every N steps, so ``unlearnlm run --resume`` continues
