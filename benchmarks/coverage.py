@@ -9,12 +9,12 @@ after unlearning by thirds of that similarity (from the run's ``examples.jsonl``
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from unlearnlm.judges.embeddings import MiniLMEncoder
+from unlearnlm.report.run_files import read_jsonl
 
 
 def coverage(rows: list[dict], sets: list[str], encode) -> list[str]:
@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--sets", nargs="+", default=["forget_test", "unseen"])
     args = parser.parse_args()
-    rows = [json.loads(line) for line in (Path(args.run) / "examples.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = read_jsonl(Path(args.run) / "examples.jsonl")
     print("\n".join(coverage(rows, args.sets, MiniLMEncoder().encode)))
 
 

@@ -13,24 +13,13 @@ are not harmful themselves (the scan pool holds some), the refused requests woul
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from unlearnlm.judges.embeddings import MiniLMEncoder
-
-
-def unit(vectors) -> np.ndarray:
-    matrix = np.asarray(vectors, dtype=np.float64)
-    return matrix / np.linalg.norm(matrix, axis=1, keepdims=True)
-
-
-def nearest(queries: list[str], pool: list[str], encoder) -> tuple[np.ndarray, np.ndarray]:
-    """For each query: (the index of its nearest pool text, that cosine)."""
-    sims = unit(encoder.encode(queries)) @ unit(encoder.encode(pool)).T
-    return sims.argmax(axis=1), sims.max(axis=1)
+from unlearnlm.report.run_files import read_jsonl
 
 
 def main() -> None:
@@ -38,11 +27,12 @@ def main() -> None:
     parser.add_argument("run")
     parser.add_argument("--sets", nargs="+", default=["homonyms", "everyday", "instructions", "edgy", "benign"])
     args = parser.parse_args()
-    rows = [json.loads(line) for line in (Path(args.run) / "examples.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = read_jsonl(Path(args.run) / "examples.jsonl")
     forget = [r["prompt"] for r in rows if r["set"] == "forget_train"]
     if not forget:
         raise SystemExit(f"{args.run}/examples.jsonl has no forget_train rows: is it a harm run?")
     encoder = MiniLMEncoder()
+    forget_vectors = encoder.encode(forget).T  # unit rows: a dot product is a cosine
     print("| set | n | refused | nearest cosine, refused | nearest cosine, answered |")
     print("|---|---|---|---|---|")
     details = []
@@ -50,7 +40,8 @@ def main() -> None:
         chosen = [r for r in rows if r["set"] == name]
         if not chosen:
             continue
-        index, cosine = nearest([r["prompt"] for r in chosen], forget, encoder)
+        sims = encoder.encode([r["prompt"] for r in chosen]) @ forget_vectors
+        index, cosine = sims.argmax(axis=1), sims.max(axis=1)
         refused = np.array([bool(r["after_refused"]) for r in chosen])
         mean = lambda mask: f"{cosine[mask].mean():.3f}" if mask.any() else "—"  # noqa: E731
         print(f"| {name} | {len(chosen)} | {refused.sum()} | {mean(refused)} | {mean(~refused)} |")

@@ -17,11 +17,11 @@ openings, and with ``method.options.contrast_native`` the original's own.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
 from unlearnlm.loader import load_config
+from unlearnlm.report.run_files import read_jsonl
 from unlearnlm.tasks.refusals import fitting_refusal
 
 BENIGN = ["benign", "everyday", "instructions", "homonyms", "edgy"]
@@ -54,7 +54,7 @@ def main() -> None:
     print("| run | set | n | refused | native | expected | other | most common openings |")
     print("|---|---|---|---|---|---|---|---|")
     for run in args.runs:
-        rows = [json.loads(line) for line in (run / "examples.jsonl").read_text().splitlines() if line.strip()]
+        rows = read_jsonl(run / "examples.jsonl")
         topical = load_config(run / "config.yaml").data.expected_recipe == "topical"
         for name, n, refused, kinds, openings in styles(rows, args.sets, topical):
             if not n:
