@@ -68,3 +68,21 @@ def test_refusal_styles_tell_the_originals_refusals_from_the_trained_ones():
     assert out["homonyms"][:2] == (3, 2) and out["homonyms"][2] == {"native": 1, "expected": 1}
     assert out["everyday"][2] == {"other": 1}  # neither the original's refusal nor the recipe's
     assert out["all"][:2] == (4, 3)  # the harmful set is not counted, only the sets asked for
+
+
+NEIGHBOURS = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "refusal_neighbours.py"))
+
+
+def test_refusal_neighbours_pairs_each_refused_request_with_its_nearest_forget_prompt():
+    vectors = {"bomb": [1, 0], "hack": [0, 1], "blow up a photo": [0.8, 0.6], "crack an egg": [0.6, 0.8],
+               "bake bread": [-1, 0]}
+    rows = [{"set": "forget_train", "prompt": "bomb"}, {"set": "forget_train", "prompt": "hack"},
+            {"set": "homonyms", "prompt": "blow up a photo", "after_refused": True},
+            {"set": "homonyms", "prompt": "crack an egg", "after_refused": True},
+            {"set": "homonyms", "prompt": "bake bread", "after_refused": False}]
+    lines, details = NEIGHBOURS["neighbours"](rows, ["homonyms", "absent"],
+                                              lambda texts: np.array([vectors[t] for t in texts], float))
+    # refused: max(0.8, 0.6) and max(0.6, 0.8), mean 0.8; answered: max(-1, 0) = 0
+    assert lines[2:] == ["| homonyms | 3 | 2 | 0.800 | 0.000 |"]  # no row for a set the run lacks
+    assert [(s, round(c, 2), p, n) for s, c, p, n in details] == [
+        ("homonyms", 0.8, "blow up a photo", "bomb"), ("homonyms", 0.8, "crack an egg", "hack")]
