@@ -21,7 +21,7 @@ from unlearnlm.methods.base import (
 )
 from unlearnlm.evaluate import normal_data_metrics
 from unlearnlm.models import Reference, add_lora
-from unlearnlm.scanning import CheckKL
+from unlearnlm.scanning import CheckKL, Monitor
 
 ROWS = [Dialogue("How do I bake bread?", "Mix flour, water, salt and yeast, knead and bake."),
         Dialogue("Hi", "Hello!"),
@@ -137,6 +137,26 @@ def test_check_kl_equals_the_full_width_exact_kl(tokenizer, top_k):
     assert check(model) == pytest.approx(exact, rel=1e-4)  # the policy's pass ran merged, the original's not
     assert len(merges) == 2  # once per batch
     assert not any(m.merged for m in model.modules() if hasattr(m, "merged"))  # and its adapters came out again
+
+
+def test_check_perplexity_change_is_the_reported_perplexity_ratio(tokenizer):
+    """The check's human-text perplexity change is what the report's normal-data metrics give for the same texts:
+    0 while the adapters are a no-op, the ratio of the two perplexities once they moved, the model left unmerged."""
+    model = add_lora(make_model(len(tokenizer)), LoraConfig(target_modules=("q_proj", "v_proj")))
+    reference = Reference(model, copy_weights=False)
+    cfg = RunConfig()
+    monitor = Monitor(tokenizer, [], None, reference, [], [], None, cfg, print, texts=ROWS)
+    assert monitor.perplexity_change(model) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    report = normal_data_metrics(model, reference, tokenizer, ROWS, max_prompt_tokens=cfg.data.max_prompt_tokens,
+                                 max_response_tokens=cfg.data.max_response_tokens)
+    ratio = report["perplexity"] / report["perplexity_original"] - 1.0
+    assert abs(ratio) > 0.01
+    assert monitor.perplexity_change(model) == pytest.approx(ratio, rel=1e-4)
+    assert not any(m.merged for m in model.modules() if hasattr(m, "merged"))
 
 
 def test_original_states_equal_separate_full_width_passes(tiny_model, tokenizer):

@@ -252,6 +252,27 @@ def test_the_check_also_asks_another_sources_flagged_prompts_never_trained_or_re
     assert main(["evaluate", str(out), "--output", str(tmp_path / "again")]) == 0  # the run's sets rebuild
 
 
+def test_the_check_reads_human_text_kept_apart_and_its_bound_needs_such_text(workspace, capsys):
+    tmp_path, config, _ = workspace
+    out = tmp_path / "texts"
+    # the workspace's 4 human texts are all reported (data.eval_size 4): none is left for the check to read
+    assert main(["run", str(config), "--output", str(out), "--set", "train.max_perplexity_increase=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.max_perplexity_increase needs human-written texts that the report does not read" in err
+    assert not (out / "model").exists()
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"prompt": f"Name a fact about the number {i}.",
+                                         "response": f"The number {i} comes after {i - 1}."}) + "\n" for i in range(9)))
+    assert main(["run", str(config), "--output", str(out), "--overwrite", "--set",
+                 f"data.normal_texts={{path: {texts}}}", "--set", "train.max_perplexity_increase=0.1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    checks = metrics["training"]["checks"]
+    assert checks[0]["perplexity_change"] == 0.0 and len(checks) > 1
+    assert all(c["perplexity_change"] != 0.0 for c in checks[1:])  # full fine-tuning moved the 5 stop texts
+    assert "human-text perplexity (stop texts)" in (out / "report.md").read_text()
+    assert "perplexity rose ≤ 10%" in (out / "model" / "README.md").read_text()  # the model card
+
+
 def test_a_diverging_run_stops_with_one_line_and_saves_no_model(workspace, capsys):
     """A real divergence: gradient ascent at a learning rate of 1000 overflows the tiny model within a few steps."""
     tmp_path, config, _ = workspace

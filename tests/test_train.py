@@ -8,7 +8,7 @@ import torch
 from unlearnlm import losses
 from unlearnlm.config import DataConfig, TrainConfig
 from unlearnlm.data.records import Dialogue
-from unlearnlm.errors import TrainingDiverged
+from unlearnlm.errors import ConfigError, TrainingDiverged
 from unlearnlm.methods import StepOutput, UnlearningMethod, create_method
 from unlearnlm.methods.base import forward
 from unlearnlm.models import Reference
@@ -116,16 +116,23 @@ def test_among_checks_that_leak_nothing_the_lower_membership_auc_is_best(tiny_mo
     assert result.stop_reason == "max_steps" and result.best_step == 4
 
 
-def test_a_checkpoint_that_moved_untouched_beliefs_too_far_is_never_best(tiny_model, tokenizer):
-    # step 4 forgets everything but moved the untouched stop pairs' truth preference by 10 points
-    drift = {2: 0.01, 4: 0.10, 6: 0.02}
+@pytest.mark.parametrize("measure, bound", [("belief_drift", "max_belief_drift"),  # untouched stop pairs moved
+                                            ("perplexity_change", "max_perplexity_increase")])  # human text degraded
+def test_a_checkpoint_that_broke_what_the_check_guards_is_never_best(tiny_model, tokenizer, measure, bound):
+    # step 4 forgets everything, but its guarded measure is 5 times over the bound (the KL stays low)
+    value = {2: 0.01, 4: 0.10, 6: 0.02}
     flagged = {2: 0.6, 4: 0.0, 6: 0.3}
-    monitor = lambda model, step: Check(step, flagged[step], 0.01, belief_drift=drift[step])  # noqa: E731
+    monitor = lambda model, step: Check(step, flagged[step], 0.01, **{measure: value[step]})  # noqa: E731
     result = _train(tiny_model, tokenizer, monitor, max_steps=6, eval_every=2, patience=5, max_normal_kl=0.1,
-                    max_belief_drift=0.02)
+                    **{bound: 0.02})
     assert result.stop_reason == "max_steps" and result.best_step == 6
     unbounded = _train(tiny_model, tokenizer, monitor, max_steps=6, eval_every=2, max_normal_kl=0.1)
     assert unbounded.stop_reason == "target_reached" and unbounded.best_step == 4
+
+
+def test_perplexity_bound_is_a_positive_share():
+    with pytest.raises(ConfigError, match="train.max_perplexity_increase"):
+        TrainConfig(max_perplexity_increase=0.0)
 
 
 def test_lr_schedules():

@@ -93,6 +93,31 @@ def answer_metrics(panel: JudgePanel, refusal, prompts: Sequence[Dialogue], answ
     return metrics, annotated
 
 
+def length_batches(tokenizer, dialogues: Sequence[Dialogue], device: torch.device, *, max_prompt_tokens: int,
+                   max_response_tokens: int, batch_size: int = 8):
+    """Collated batches of ``dialogues`` (labels on the response tokens), rows sorted by length so that batches
+    pad little: for figures that are sums over tokens, which the order does not change."""
+    every = sorted((tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens,
+                                      max_response_tokens=max_response_tokens) for d in dialogues),
+                   key=lambda r: len(r.input_ids))
+    for start in range(0, len(every), batch_size):
+        yield {k: v.to(device) for k, v in collate(every[start : start + batch_size], tokenizer.pad_token_id).items()}
+
+
+@torch.no_grad()
+def response_nll(logits_of, tokenizer, dialogues: Sequence[Dialogue], device: torch.device, *, max_prompt_tokens: int,
+                 max_response_tokens: int, batch_size: int = 8) -> float:
+    """Mean negative log-likelihood per response token of ``dialogues`` under ``logits_of(input_ids,
+    attention_mask) -> (B, T, V) logits`` (a model's forward pass, or the original's): its exp is the perplexity."""
+    total, tokens = 0.0, 0
+    for batch in length_batches(tokenizer, dialogues, device, max_prompt_tokens=max_prompt_tokens,
+                                max_response_tokens=max_response_tokens, batch_size=batch_size):
+        picked, mask = token_logprobs(logits_of(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+        total -= picked.sum().item()
+        tokens += int(mask.sum().item())
+    return total / max(tokens, 1)
+
+
 @torch.no_grad()
 def normal_data_metrics(
     model: nn.Module, reference: Reference, tokenizer, dialogues: Sequence[Dialogue], *,
@@ -100,17 +125,13 @@ def normal_data_metrics(
 ) -> dict[str, float]:
     """Perplexity of the model and of the original on response tokens, and KL(original || model). Rows are batched
     by length (the figures are sums over tokens, so the order does not change them)."""
-    device = next(model.parameters()).device
     nll_model = nll_ref = kl_sum = 0.0
     tokens = 0
     was_training = model.training
     model.eval()
-    every = sorted((tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens,
-                                      max_response_tokens=max_response_tokens) for d in dialogues),
-                   key=lambda r: len(r.input_ids))
-    for start in range(0, len(every), batch_size):
-        rows = every[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate(rows, tokenizer.pad_token_id).items()}
+    device = next(model.parameters()).device
+    for batch in length_batches(tokenizer, dialogues, device, max_prompt_tokens=max_prompt_tokens,
+                                max_response_tokens=max_response_tokens, batch_size=batch_size):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
         ref_logits, _ = reference(batch["input_ids"], batch["attention_mask"])  # (B, T, V)
         picked, mask = token_logprobs(logits, batch["labels"])  # (B, T-1)

@@ -28,7 +28,7 @@ import torch
 from unlearnlm import distributed, lm_eval_bridge
 from unlearnlm.config import RunConfig
 from unlearnlm.data.records import Dialogue
-from unlearnlm.errors import TrainingDiverged
+from unlearnlm.errors import ConfigError, TrainingDiverged
 from unlearnlm.evaluate import evaluate_sets
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.judges.refusal import RefusalDetector
@@ -166,6 +166,10 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     distributed.on_main(lambda: [write_rows(out / name, [d.to_json() for d in rows])
                                  for name, rows in plan.files.items()])
     clock.start("training")
+    if cfg.train.max_perplexity_increase is not None and not plan.stop_texts:
+        raise ConfigError(f"train.max_perplexity_increase needs human-written texts that the report does not read: "
+                          f"data.normal_texts has none beyond the data.eval_size ({cfg.data.eval_size}) reported ones; "
+                          "give it more rows, lower data.eval_size, or unset the bound")
 
     if cfg.lora.enabled:
         model = add_lora(model, cfg.lora, seed=cfg.train.seed)
@@ -174,7 +178,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     start_belief = plan.stop_belief(model, tokenizer) if plan.stop_belief is not None else None
     monitor = Monitor(tokenizer, plan.stop_prompts, panel, reference, plan.stop_normal, plan.collateral_prompts,
                       plan.collateral, cfg, log, labels=plan.labels, judged_as=plan.stop_judged_as,
-                      membership=plan.stop_membership, belief=plan.stop_belief, belief_start=start_belief)
+                      membership=plan.stop_membership, belief=plan.stop_belief, belief_start=start_belief,
+                      texts=plan.stop_texts)
     log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     try:
         result = unlearn(model, tokenizer, method, forget=plan.forget, normal=plan.normal, expected=plan.expected,
@@ -182,7 +187,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
                          train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
                          initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0,
                                              membership_auc=start_auc,
-                                             belief_drift=None if start_belief is None else 0.0),
+                                             belief_drift=None if start_belief is None else 0.0,
+                                             perplexity_change=0.0 if plan.stop_texts else None),
                          checkpoint_dir=out / CHECKPOINT_DIR, resume=resume)
     except TrainingDiverged as exc:  # the losses up to the failing step show how it diverged; no model is saved
         distributed.on_main(lambda: write_rows(out / "history.jsonl", exc.history))

@@ -7,10 +7,11 @@ Both are task-agnostic: a task hands them prompts, a judge panel and its collate
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from unlearnlm.config import RunConfig
@@ -19,6 +20,7 @@ from unlearnlm.errors import DataError
 import torch
 
 from unlearnlm.data.formatting import IGNORE_INDEX, collate
+from unlearnlm.evaluate import response_nll
 from unlearnlm.generation import adapters_merged, generate
 from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.methods.base import PrepareContext, forward, reference_top_k
@@ -128,9 +130,31 @@ class Monitor:
     check where the task has it; its change from ``belief_start`` is the check's ``belief_drift``."""
     belief_start: float | None = None
     """The original's value of ``belief``."""
+    texts: list[Dialogue] = field(default_factory=list)
+    """Human-written dialogues never trained on or reported (:attr:`unlearnlm.tasks.base.Plan.stop_texts`): the
+    check reads their perplexity's change from the original's (empty: not read)."""
 
     def __post_init__(self) -> None:
         self.normal_kl = CheckKL(self.reference, self.tokenizer, self.normal, self.cfg)
+        self.texts_start: float | None = None  # the original's NLL per token on ``texts``, from the first check
+
+    def text_nll(self, logits_of, device: torch.device) -> float:
+        """Mean NLL per response token of :attr:`texts` under ``logits_of(input_ids, attention_mask)``."""
+        return response_nll(logits_of, self.tokenizer, self.texts, device,
+                            max_prompt_tokens=self.cfg.data.max_prompt_tokens,
+                            max_response_tokens=self.cfg.data.max_response_tokens)
+
+    def perplexity_change(self, model) -> float:
+        """How far the perplexity of :attr:`texts` rose above the original's, as a share (0.1: +10%)."""
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        if self.texts_start is None:  # the original's pass: adapters off (LoRA) or the kept copy of its weights
+            self.texts_start = self.text_nll(lambda ids, mask: self.reference(ids, mask)[0], device)
+        with adapters_merged(model):
+            now = self.text_nll(lambda ids, mask: model(input_ids=ids, attention_mask=mask).logits, device)
+        model.train(was_training)
+        return math.exp(now - self.texts_start) - 1.0
 
     def __call__(self, model, step: int) -> Check:
         start = time.perf_counter()
@@ -143,6 +167,7 @@ class Monitor:
         collateral = self.collateral(self.collateral_prompts, other)
         judged = time.perf_counter()
         kl = self.normal_kl(model)
+        text = self.perplexity_change(model) if self.texts else None
         measured = time.perf_counter()
         auc = drift = None
         with adapters_merged(model):  # the probes are the policy's passes alone
@@ -154,11 +179,12 @@ class Monitor:
                 drift = abs(self.belief(model, self.tokenizer) - self.belief_start)
         end = time.perf_counter()
         check = Check(step=step, flagged_rate=float(flagged.mean()), normal_kl=kl, over_refusal=collateral,
-                      seconds=end - start, membership_auc=auc, belief_drift=drift)
-        member = f", membership AUC {auc:.2f}" if auc is not None else ""
+                      seconds=end - start, membership_auc=auc, belief_drift=drift, perplexity_change=text)
+        member = f", human-text perplexity {text:+.1%}" if text is not None else ""
+        member += f", membership AUC {auc:.2f}" if auc is not None else ""
         member += f", belief drift {drift:.3f}" if drift is not None else ""
         timing = f", probes {end - measured:.0f}s" if auc is not None or drift is not None else ""
         self.log(f"  step {step}: {self.labels[0]} {check.flagged_rate:.2f}, {self.labels[1]} {check.over_refusal:.2f}, "
                  f"normal KL {kl:.4f}{member} ({check.seconds:.0f}s: generation {generated - start:.0f}s, judges "
-                 f"{judged - generated:.0f}s, KL {measured - judged:.0f}s{timing})")
+                 f"{judged - generated:.0f}s, KL and perplexity {measured - judged:.0f}s{timing})")
         return check

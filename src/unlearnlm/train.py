@@ -51,6 +51,9 @@ class Check:
     belief_drift: float | None = None
     """How far beliefs nobody asked to unlearn moved from the original's (tasks that measure it: the hallucination
     task's untouched stop pairs, absolute change in truth preference)."""
+    perplexity_change: float | None = None
+    """Relative change of the perplexity of human-written stop texts from the original's (0.1: +10%; None: the
+    task has none)."""
 
 
 @dataclass
@@ -121,10 +124,13 @@ def _grad_norm(accelerator: Accelerator, params: list[nn.Parameter], cfg: TrainC
 
 
 def _acceptable(check: Check, cfg: TrainConfig) -> bool:
-    """Normal abilities kept: KL within its bound, no more over-refusal than allowed and, where the task measures it
-    and the config bounds it, untouched beliefs moved no further than allowed."""
+    """Normal abilities kept: KL within its bound, no more over-refusal than allowed and, where the check measures
+    them and the config bounds them, untouched beliefs moved and human-written text's perplexity rose no further
+    than allowed."""
     drift_ok = check.belief_drift is None or cfg.max_belief_drift is None or check.belief_drift <= cfg.max_belief_drift
-    return check.normal_kl <= cfg.max_normal_kl and check.over_refusal <= cfg.max_over_refusal and drift_ok
+    text_ok = (check.perplexity_change is None or cfg.max_perplexity_increase is None
+               or check.perplexity_change <= cfg.max_perplexity_increase)
+    return check.normal_kl <= cfg.max_normal_kl and check.over_refusal <= cfg.max_over_refusal and drift_ok and text_ok
 
 
 def _erased(check: Check, cfg: TrainConfig) -> bool:

@@ -129,6 +129,8 @@ def render_model_card(summary: dict[str, Any], config: dict[str, Any]) -> str:
              + (f" and untouched beliefs moved ≤ {train_cfg['max_belief_drift']}"
                 if train_cfg.get("max_belief_drift") is not None
                 and any(c.get("belief_drift") is not None for c in (train or {}).get("checks", [])) else "")
+             + (f" and human-written text's perplexity rose ≤ {train_cfg['max_perplexity_increase']:.0%}"
+                if train_cfg.get("max_perplexity_increase") is not None else "")
              + f", or after {train_cfg.get('patience')} checks without improvement; the best check is kept"]
     if train:
         lines.append(f"- outcome: {train['steps']} steps, kept step {train['best_step']}, stopped by {train['stop_reason']}")

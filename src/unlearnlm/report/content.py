@@ -175,8 +175,8 @@ def lm_eval_table(summary: dict[str, Any]) -> Table | None:
 
 
 def checks_table(summary: dict[str, Any]) -> Table | None:
-    """Every early-stopping check: step, flagged rate, collateral damage, normal KL and, where the task reads them, the
-    membership AUC and the belief drift (None: no training)."""
+    """Every early-stopping check: step, flagged rate, collateral damage, normal KL and, where the check reads them,
+    the membership AUC, the belief drift and the change of the stop texts' perplexity (None: no training)."""
     checks = summary.get("training", {}).get("checks", [])
     if not checks:
         return None
@@ -185,7 +185,9 @@ def checks_table(summary: dict[str, Any]) -> Table | None:
             for c in checks]
     header = ["step", flagged, f"collateral ({collateral})", "normal KL"]
     for key, label, shown in (("membership_auc", "membership AUC (stop split)", lambda v: f"{v:.2f}"),
-                              ("belief_drift", "belief drift (stop split)", pct)):
+                              ("belief_drift", "belief drift (stop split)", pct),
+                              ("perplexity_change", "human-text perplexity (stop texts)",
+                               lambda v: f"{100 * v:+.1f}%")):
         if any(c.get(key) is not None for c in checks):  # the tasks that read it at every check
             header.append(label)
             for row, c in zip(rows, checks, strict=True):

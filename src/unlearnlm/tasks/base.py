@@ -85,6 +85,9 @@ class Plan:
     """Where the task measures it (hallucination): a truth preference on statements never trained on and never
     reported (a stop split), read before training and at every check; how far it moved is bounded by
     ``train.max_belief_drift``."""
+    stop_texts: list[Dialogue] = field(default_factory=list)
+    """Human-written dialogues never trained on or reported, whose perplexity the early-stopping check reads and
+    ``train.max_perplexity_increase`` bounds (empty: not read)."""
     stop_judged_as: list[Dialogue] | None = None
     """What the judges read in place of each of ``stop_prompts`` (a reworded prompt is judged against the prompt it
     rewords, as the rephrased evaluation set is); None: the prompts themselves."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from unlearnlm.config import DataConfig
 from unlearnlm.data import sources
@@ -46,8 +46,14 @@ class BenignSets:
     val: list[Dialogue]
     eval: list[Dialogue]
     normal_texts: list[Dialogue]
+    """Human-written dialogues whose perplexity the report reads (``data.eval_size`` of them)."""
+    stop_texts: list[Dialogue] = field(default_factory=list)
+    """Up to :data:`STOP_TEXTS` more of them, never reported: the early-stopping check's perplexity
+    (``train.max_perplexity_increase``); empty when ``data.normal_texts`` has no rows beyond the reported ones."""
 
 
+#: Human-written texts the early-stopping check reads beside the reported ones (when there are that many).
+STOP_TEXTS = 32
 #: Training-source mixture of ``data.benign_pool: mixed`` (FreshQA is capped: it would otherwise dominate).
 MIXED_POOL_FRESHQA = 120
 #: The curated sets (``data/curated/``) in the mixed pool.
@@ -131,8 +137,9 @@ def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
         normal_texts = [d for d in sources.rho_refusal_pairs() if d.meta["label"] == 0]
     if any(not d.response.strip() for d in normal_texts):
         raise DataError("data.normal_texts: every row needs a response (perplexity is measured on it)")
-    return BenignSets(pool[:n_train], pool[n_train : n_train + n_val], held,
-                      shuffled(normal_texts, seed)[: cfg.eval_size])
+    texts = shuffled(normal_texts, seed)
+    return BenignSets(pool[:n_train], pool[n_train : n_train + n_val], held, texts[: cfg.eval_size],
+                      texts[cfg.eval_size : cfg.eval_size + STOP_TEXTS])
 
 
 def lookalike_prompts(cfg: DataConfig, *kept_apart: Sequence[Dialogue]) -> list[Dialogue]:

@@ -263,6 +263,7 @@ class KnowledgeTask(Task):
             collateral_prompts=retain_prompts, collateral=retained_lost(knowledge, retain_kept),
             labels=("forget flagged", "retained answers lost"), initial_flagged=len(forget) / len(scanned),
             sets=sets, normal_sets={"human_texts": benign.normal_texts, "benign_answers": benign_eval},
+            stop_texts=benign.stop_texts,
             scan={"scanned": len(scanned), "flagged": len(forget), "train": len(forget), "val": len(scanned), "test": 0},
             files={"flagged.jsonl": forget, "expected.jsonl": knowledge.expected},
             stop_membership=knowledge.stop_membership, stop_belief=knowledge.stop_belief,

@@ -64,6 +64,8 @@ class ScanData:
     stop_extra: list[Dialogue] = field(default_factory=list)
     """Undesirable prompts from a source neither trained on nor reported, asked by the early-stopping check too
     (``data.stop_prompts`` / ``data.stop_pool``); only those whose original answer the judges flag are kept."""
+    stop_texts: list[Dialogue] = field(default_factory=list)
+    """Human-written dialogues never reported, whose perplexity the early-stopping check reads."""
 
 
 def extra_stop_prompts(cfg, *others: list[Dialogue]) -> list[Dialogue]:
@@ -325,6 +327,7 @@ class ScanTask(Task):
             labels=("val flagged", "benign refused"),
             initial_flagged=1.0,  # val prompts are flagged by construction (their copies: judged as the val prompts)
             sets=sets, normal_sets={"human_texts": data.normal_texts, "benign_answers": normal_eval},
+            stop_texts=data.stop_texts,
             scan={"scanned": len(scanned), "flagged": len(flagged), "train": len(forget_train),
                   "val": len(forget_val), "test": len(forget_test),
                   **({"train_rephrased_copies": len(copies)} if copies else {}),
