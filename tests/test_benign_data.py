@@ -69,6 +69,11 @@ def test_gsm8k_questions_drop_the_sycophantic_preamble() -> None:
 def test_curated_sets_are_well_formed(name: str) -> None:
     rows = sources.curated_prompts(name)
     assert len(rows) >= (48 if name == "everyday_verbs" else 100)
+    if name == "forget_verbs":  # four safe uses of each word, and each prompt uses its word (or its stem)
+        words = Counter(d.meta["word"] for d in rows)
+        assert set(words.values()) == {4} and len(words) == 46
+        missing = [d.prompt for d in rows if d.meta["word"].rstrip("e") not in d.prompt.lower()]
+        assert not missing, missing
     assert len({d.prompt for d in rows}) == len(rows)
     assert {d.meta["form"] for d in rows} == {"imperative", "question"}
     assert min(Counter(d.meta["category"] for d in rows).values()) >= 10  # every category is really there
@@ -177,14 +182,22 @@ def test_edgy_share_sets_the_safe_homonyms_share_of_train_and_stop_splits() -> N
     assert {d.meta["source"] for d in heavy.train if d.meta["source"] in EDGY_SETS} == set(EDGY_SETS)
     assert not _prompts(heavy.train) & _prompts(heavy.val)
     assert _prompts(heavy.eval) == _prompts(natural.eval)  # the held-out FreshQA questions do not move
+    assert not any(d.meta.get("source") == "forget_verbs" for d in [*natural.train, *heavy.train, *heavy.val])
+    verbs = build_benign_sets(DataConfig(normal_train_size=192, benign_val_size=64, edgy_share=0.35, edgy_verbs=True),
+                              seed=0)
+    woven = [d for d in verbs.train if d.meta["source"] in (*EDGY_SETS, "forget_verbs")]
+    assert len(woven) == round(0.35 * 192) and {d.meta["source"] for d in woven} == {*EDGY_SETS, "forget_verbs"}
+    assert not _prompts(verbs.train) & _prompts(verbs.val)
     with pytest.raises(Exception, match="data.edgy_share"):
         DataConfig(edgy_share=1.0)
+    with pytest.raises(Exception, match="data.edgy_verbs"):
+        DataConfig(edgy_verbs=True)  # it weaves in at edgy_share, which is unset
 
 
 def test_an_unset_edgy_share_keeps_earlier_cache_keys() -> None:
     """Caches of the original's answers written before ``data.edgy_share`` existed stay valid while it is unset."""
     key = data_key(DataConfig())
-    assert "edgy_share" not in key and "options" in key
+    assert "edgy_share" not in key and "edgy_verbs" not in key and "options" in key
     assert stage_hash({"data": key}) != stage_hash({"data": data_key(DataConfig(edgy_share=0.3))})
 
 

@@ -98,6 +98,12 @@ class DataConfig:
     requests of ``everyday_verbs.jsonl``: "blow up a small photo", "beat my dad at checkers"), so that the run learns
     that a harmful word is no reason to refuse. None: the safe homonyms only, in proportion to the sets' sizes like the
     other sources (about 13%)."""
+    edgy_verbs: bool = False
+    """With ``edgy_share``: the safe prompts woven in at that share also include ``data/curated/forget_verbs.jsonl``:
+    184 safe uses (four each) of the 46 dual-use words most common in the built-in harmful pool ("hack", "steal",
+    "attack", "bomb", "kill", "poison", "shoot", ...: "When should a runner steal second base?"), chosen by their
+    count in that pool, so that every word the forget prompts lean on also appears in requests the run keeps
+    answering."""
     lookalike_prompts: DatasetSpec | None = None
     """Safe prompts that look like the forget prompts (they share their words, not their harm: "How do I kill a
     frozen process?"). They are used by the contrast term of ``distance_cluster`` only, which makes refusal openings
@@ -162,6 +168,8 @@ class DataConfig:
         check(self.stop_rephrasings >= 0, "data.stop_rephrasings", "must be >= 0")
         check(self.edgy_share is None or 0 <= self.edgy_share < 1, "data.edgy_share",
               f"must be a share in [0, 1) or null, got {self.edgy_share}")
+        check(not self.edgy_verbs or self.edgy_share is not None, "data.edgy_verbs",
+              "weaves its prompts in at data.edgy_share: set that too (e.g. 0.35)")
         check_positive("data", self, "normal_train_size", "eval_size", "benign_val_size", "max_prompt_tokens",
                         "max_response_tokens")
 

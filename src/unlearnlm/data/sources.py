@@ -37,7 +37,8 @@ _FRESHQA = ("abstention_bench", "data", "freshqa", "FreshQA_v12182024.csv")
 _PERSISTBENCH = ("persistbench", "benchmark_samples", "beneficial_samples.jsonl")
 _WRITINGBENCH = ("writingbench", "benchmark_all.jsonl")
 CURATED_DIR = Path(__file__).parent / "curated"
-CURATED_SETS = ("everyday_requests", "safe_homonyms", "work_instructions", "persona_requests", "everyday_verbs")
+CURATED_SETS = ("everyday_requests", "safe_homonyms", "work_instructions", "persona_requests", "everyday_verbs",
+                "forget_verbs")
 #: Hand-written for evaluation only: never in ``CURATED_SETS``, so never trained or stopped on.
 HELDOUT_HOMONYMS = "homonyms_heldout"
 
@@ -455,7 +456,9 @@ def curated_prompts(name: str) -> list[Dialogue]:
             requests use: "Write ...", "Develop ...", "Create ...") or ``persona_requests`` (work, study and
             personal requests that open with who is asking and why: "I'm a nurse on a night ward; please ...") or
             ``everyday_verbs`` (a violent verb for a kitchen, photo, game or study task: "blow up a small photo";
-            used only with ``data.edgy_share``).
+            used only with ``data.edgy_share``) or ``forget_verbs`` (safe uses of the 46 dual-use words most common in
+            the built-in harmful pool: "when should a runner steal second base?"; used only with
+            ``data.edgy_verbs``).
 
     Returns:
         Prompt-only dialogues with meta ``source=name``, ``id``, ``category``, ``form``.
@@ -467,9 +470,9 @@ def curated_prompts(name: str) -> list[Dialogue]:
 
 def _curated_file(name: str, what: str) -> list[Dialogue]:
     """The prompts of ``data/curated/NAME.jsonl`` (``what`` names it in the error when it is missing); meta
-    ``category`` where the file's rows have one."""
+    ``category`` (and ``word``, the word a row is a safe use of) where the file's rows have one."""
     path = _existing(CURATED_DIR / f"{name}.jsonl", what)
     return [Dialogue(prompt=str(row["prompt"]).strip(),
                      meta={"source": name, "id": f"{name}:{i}",
-                           **({"category": row["category"]} if "category" in row else {}), "form": row.get("form", "")})
+                           **{k: row[k] for k in ("category", "word") if k in row}, "form": row.get("form", "")})
             for i, row in enumerate(_read_jsonl(path))]

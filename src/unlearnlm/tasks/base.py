@@ -215,6 +215,8 @@ def data_key(data: Any) -> dict[str, Any]:
     key = dataclasses.asdict(dataclasses.replace(data, options=None))
     if key.get("edgy_share") is None:
         key.pop("edgy_share", None)
+    if not key.get("edgy_verbs"):
+        key.pop("edgy_verbs", None)
     for name in TRAINING_ONLY_DATA:
         key.pop(name, None)
     return key

@@ -61,6 +61,8 @@ MIXED_POOL_CURATED = ("everyday_requests", "safe_homonyms", "work_instructions",
 #: The curated sets that ``data.edgy_share`` weighs: the safe homonyms of the mixed pool and, only with that
 #: option, the everyday-verb requests.
 EDGY_SETS = ("safe_homonyms", "everyday_verbs")
+#: Woven in beside ``EDGY_SETS`` with ``data.edgy_verbs``: safe uses of the harmful pool's commonest dual-use words.
+FORGET_VERBS = "forget_verbs"
 
 
 def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
@@ -73,17 +75,19 @@ def interleave(groups: Sequence[list[Dialogue]]) -> list[Dialogue]:
     return [d for _, _, d in sorted(keyed, key=lambda t: (t[0], t[1]))]
 
 
-def _mixed_pool(seed: int, edgy_share: float | None = None) -> tuple[list[Dialogue], list[Dialogue]]:
+def _mixed_pool(seed: int, edgy_share: float | None = None,
+                edgy_verbs: bool = False) -> tuple[list[Dialogue], list[Dialogue]]:
     """(training pool, held-out FreshQA): the pool mixes questions, the curated sets of ``MIXED_POOL_CURATED`` and math
-    problems; with ``edgy_share`` the safe homonyms and the everyday-verb requests (``EDGY_SETS``) make up that share
-    of every leading slice (while they last)."""
+    problems; with ``edgy_share`` the safe homonyms and the everyday-verb requests (``EDGY_SETS``), and with
+    ``edgy_verbs`` the forget-verb requests too, make up that share of every leading slice (while they last)."""
     fresh = shuffled(prompts_only(sources.freshqa()), seed)
     curated = {name: shuffled(sources.curated_prompts(name), seed) for name in MIXED_POOL_CURATED}
     if edgy_share is not None:  # the safe homonyms leave the interleaved sources and are woven in at their share
         del curated[EDGY_SETS[0]]
     pool = interleave([fresh[:MIXED_POOL_FRESHQA], *curated.values(), shuffled(sources.gsm8k_questions(), seed)])
     if edgy_share is not None:
-        pool = weave(shuffled([d for name in EDGY_SETS for d in sources.curated_prompts(name)], seed), pool, edgy_share)
+        names = (*EDGY_SETS, FORGET_VERBS) if edgy_verbs else EDGY_SETS
+        pool = weave(shuffled([d for name in names for d in sources.curated_prompts(name)], seed), pool, edgy_share)
     return pool, fresh[MIXED_POOL_FRESHQA:]
 
 
@@ -121,7 +125,7 @@ def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
         pool = shuffled(prompts_only(read_prompts(cfg.benign_prompts)), seed)
         heldout = None
     elif cfg.benign_pool == "mixed":
-        pool, heldout = _mixed_pool(seed, cfg.edgy_share)
+        pool, heldout = _mixed_pool(seed, cfg.edgy_share, cfg.edgy_verbs)
     else:
         pool, heldout = shuffled(prompts_only(sources.freshqa()), seed), None
     n_train, n_val = cfg.normal_train_size, cfg.benign_val_size
