@@ -171,6 +171,25 @@ def test_rmu_steers_toward_a_seeded_vector_of_norm_c(tiny_model, tokenizer):
     assert torch.equal(control(0), c) and not torch.equal(control(1), c)
 
 
+def test_rmu_coefficient_can_follow_the_originals_state_norm(tiny_model, tokenizer):
+    ctx = PrepareContext(forget=FORGET, normal=NORMAL, expected=EXPECTED, reference=Reference(tiny_model, True),
+                         tokenizer=tokenizer, max_prompt_tokens=32, max_response_tokens=32, batch_size=4, seed=0,
+                         device=torch.device("cpu"))
+    prepared = create_method("rmu", {"layer": 1, "coeff_scale": 0.5}).prepare(ctx)
+    norms = []  # the original's layer-1 states at the positions that produce response tokens, row by row
+    for row in ctx.tokenize(FORGET):
+        ids = torch.tensor([row.input_ids])
+        with torch.no_grad():
+            hidden = tiny_model(input_ids=ids, output_hidden_states=True).hidden_states[1][0]  # (T, H)
+        norms.append(hidden[row.prompt_length - 1 : len(row.input_ids) - 1].norm(dim=-1))
+    expected = 0.5 * torch.cat(norms).mean().item()
+    assert prepared.info["steering_coeff"] == pytest.approx(expected, rel=1e-4)
+    assert prepared.tensors["control"][0].norm().item() == pytest.approx(expected, rel=1e-4)
+    assert create_method("rmu", {"layer": 1}).prepare(ctx).info == {}  # unset: the published coefficient
+    with pytest.raises(ConfigError, match="coeff_scale"):
+        create_method("rmu", {"coeff_scale": 0.0})
+
+
 def test_rmu_moves_forget_states_toward_the_target(tiny_model, tokenizer):
     _, result, _ = _run("rmu", tiny_model, tokenizer, lora=False, options={"layer": 1, "alpha": 0.0}, train_cfg=STEADY)
     steer = [h["steer"] for h in result.history]

@@ -162,7 +162,7 @@ def bounded_nll(logits: torch.Tensor, labels: torch.Tensor, margin: float) -> to
     return F.relu(margin - per_sequence).mean()
 
 
-def _state_mask(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def state_mask(labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, T) mask of hidden-state positions that produce response tokens (labels shifted left)."""
     mask = torch.zeros(labels.shape, dtype=dtype, device=labels.device)  # (B, T)
     mask[:, :-1] = (labels[:, 1:] != IGNORE_INDEX).to(dtype)
@@ -178,14 +178,14 @@ def representation_distance(
     representations agree and 0 once each has turned at least ``margin`` away (cosine distance lies in
     [0, 2]), so the push is bounded: the paper's distance loss as a representation-space margin.
     """
-    mask = _state_mask(labels, hidden.dtype)  # (B, T)
+    mask = state_mask(labels, hidden.dtype)  # (B, T)
     distance = 1.0 - F.cosine_similarity(hidden.float(), ref_hidden.float(), dim=-1, eps=_EPS)  # (B, T)
     return _masked_mean(F.relu(margin - distance), mask)
 
 
 def pooled_states(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean response-position hidden state of each dialogue: (B, H)."""
-    mask = _state_mask(labels, hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    mask = state_mask(labels, hidden.dtype).unsqueeze(-1)  # (B, T, 1)
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)  # (B, H)
 
 
@@ -270,7 +270,7 @@ def _per_position_mean(values: torch.Tensor, labels: torch.Tensor) -> torch.Tens
     """Mean over response-producing positions of (B, T) values, or of (B, T, L) values averaged over layers."""
     if values.dim() == 3:
         values = values.mean(dim=-1)  # (B, T): every layer has the same positions
-    return _masked_mean(values, _state_mask(labels, values.dtype))
+    return _masked_mean(values, state_mask(labels, values.dtype))
 
 
 def state_mse(hidden: torch.Tensor, target: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -309,7 +309,7 @@ def state_distance(hidden: torch.Tensor, ref_hidden: torch.Tensor, labels: torch
 def first_response_states(hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each row's state at the last prompt position, the one that produces the first response token: (B, ...) from
     (B, T, ...). Example: labels (ignore, 0, 1) pick position 0."""
-    first = _state_mask(labels, torch.float32).argmax(dim=1)  # (B,): the first state that produces a response token
+    first = state_mask(labels, torch.float32).argmax(dim=1)  # (B,): the first state that produces a response token
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
 
 
