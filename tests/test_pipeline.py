@@ -38,6 +38,7 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
     assert metrics["sets"]["forget_train"]["before"]["flagged_rate"] == 1.0
     # the keyword judge never changes its mind, so patience never starts counting (train.patience_after_move)
     assert metrics["training"]["stop_reason"] == "max_steps" and metrics["training"]["best_step"] == 0
+    assert all(c["perplexity_change"] is None for c in metrics["training"]["checks"])  # read only when bounded
     assert "| Flagged prompts, held-out |" in (out / "report.md").read_text()
     stages = metrics["stage_seconds"]
     assert list(stages)[:4] == ["original and judges", "before (scan, original's answers, expected outputs)",

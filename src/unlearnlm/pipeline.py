@@ -166,7 +166,8 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     distributed.on_main(lambda: [write_rows(out / name, [d.to_json() for d in rows])
                                  for name, rows in plan.files.items()])
     clock.start("training")
-    if cfg.train.max_perplexity_increase is not None and not plan.stop_texts:
+    bound_texts = cfg.train.max_perplexity_increase is not None  # read only when bounded: about 10 s a check
+    if bound_texts and not plan.stop_texts:
         raise ConfigError(f"train.max_perplexity_increase needs human-written texts that the report does not read: "
                           f"data.normal_texts has none beyond the data.eval_size ({cfg.data.eval_size}) reported ones; "
                           "give it more rows, lower data.eval_size, or unset the bound")
@@ -179,7 +180,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     monitor = Monitor(tokenizer, plan.stop_prompts, panel, reference, plan.stop_normal, plan.collateral_prompts,
                       plan.collateral, cfg, log, labels=plan.labels, judged_as=plan.stop_judged_as,
                       membership=plan.stop_membership, belief=plan.stop_belief, belief_start=start_belief,
-                      texts=plan.stop_texts)
+                      texts=plan.stop_texts if bound_texts else [])
     log(f"[3/4] unlearning with {method.name} (max {cfg.train.max_steps} steps)")
     try:
         result = unlearn(model, tokenizer, method, forget=plan.forget, normal=plan.normal, expected=plan.expected,
@@ -188,7 +189,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
                          initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0,
                                              membership_auc=start_auc,
                                              belief_drift=None if start_belief is None else 0.0,
-                                             perplexity_change=0.0 if plan.stop_texts else None),
+                                             perplexity_change=0.0 if bound_texts else None),
                          checkpoint_dir=out / CHECKPOINT_DIR, resume=resume)
     except TrainingDiverged as exc:  # the losses up to the failing step show how it diverged; no model is saved
         distributed.on_main(lambda: write_rows(out / "history.jsonl", exc.history))
