@@ -269,8 +269,8 @@ class TrainConfig:
     """... and the perplexity of human-written texts kept apart for it (32 of ``data.normal_texts`` that the report
     does not read) rose at most this share above the original's (0.1: +10%; None: not a stop condition, and not read:
     the two passes cost about 10 s a check on 2 CPU cores, a sixth of a harm check). The normal KL reads the
-    original's own answers to the normal prompts, which a method can keep while human text degrades: SimNPO on the hallucination task kept a model with KL 0.048 and human-text
-    perplexity +46% (README *Hallucination results*)."""
+    original's own answers to the normal prompts, which a method can keep while human text degrades: SimNPO on the
+    hallucination task kept a model with KL 0.048 and human-text perplexity +46% (README *Hallucination results*)."""
     patience: int = 3
     """Stop after this many checks without improvement; the best checkpoint is kept."""
     patience_after_move: bool = True
