@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from unlearnlm.config import RunConfig
-from unlearnlm.data.formatting import collate, tokenize_dialogue
+from unlearnlm.data.formatting import collate, length_batches, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.generation import generate
 from unlearnlm.judges.embeddings import MiniLMEncoder
@@ -93,15 +93,14 @@ def answer_metrics(panel: JudgePanel, refusal, prompts: Sequence[Dialogue], answ
     return metrics, annotated
 
 
-def length_batches(tokenizer, dialogues: Sequence[Dialogue], device: torch.device, *, max_prompt_tokens: int,
+def sorted_batches(tokenizer, dialogues: Sequence[Dialogue], device: torch.device, *, max_prompt_tokens: int,
                    max_response_tokens: int, batch_size: int = 8):
-    """Collated batches of ``dialogues`` (labels on the response tokens), rows sorted by length so that batches
-    pad little: for figures that are sums over tokens, which the order does not change."""
-    every = sorted((tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens,
-                                      max_response_tokens=max_response_tokens) for d in dialogues),
-                   key=lambda r: len(r.input_ids))
-    for start in range(0, len(every), batch_size):
-        yield {k: v.to(device) for k, v in collate(every[start : start + batch_size], tokenizer.pad_token_id).items()}
+    """Collated batches of ``dialogues`` (labels on the response tokens) in :func:`length_batches` order, so that
+    batches pad little: for figures that are sums over tokens, which the order does not change."""
+    rows = [tokenize_dialogue(tokenizer, d, max_prompt_tokens=max_prompt_tokens,
+                              max_response_tokens=max_response_tokens) for d in dialogues]
+    for picked in length_batches([len(r.input_ids) for r in rows], batch_size):
+        yield {k: v.to(device) for k, v in collate([rows[i] for i in picked], tokenizer.pad_token_id).items()}
 
 
 @torch.no_grad()
@@ -110,7 +109,7 @@ def response_nll(logits_of, tokenizer, dialogues: Sequence[Dialogue], device: to
     """Mean negative log-likelihood per response token of ``dialogues`` under ``logits_of(input_ids,
     attention_mask) -> (B, T, V) logits`` (a model's forward pass, or the original's): its exp is the perplexity."""
     total, tokens = 0.0, 0
-    for batch in length_batches(tokenizer, dialogues, device, max_prompt_tokens=max_prompt_tokens,
+    for batch in sorted_batches(tokenizer, dialogues, device, max_prompt_tokens=max_prompt_tokens,
                                 max_response_tokens=max_response_tokens, batch_size=batch_size):
         picked, mask = token_logprobs(logits_of(batch["input_ids"], batch["attention_mask"]), batch["labels"])
         total -= picked.sum().item()
@@ -130,7 +129,7 @@ def normal_data_metrics(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    for batch in length_batches(tokenizer, dialogues, device, max_prompt_tokens=max_prompt_tokens,
+    for batch in sorted_batches(tokenizer, dialogues, device, max_prompt_tokens=max_prompt_tokens,
                                 max_response_tokens=max_response_tokens, batch_size=batch_size):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
         ref_logits, _ = reference(batch["input_ids"], batch["attention_mask"])  # (B, T, V)
