@@ -207,16 +207,17 @@ def generation_key(cfg: GenerationConfig) -> dict[str, Any]:
 #: ``data`` settings that act on training only (never on the original's answers or the planted model): out of every
 #: cache key.
 TRAINING_ONLY_DATA = ("lookalike_prompts", "lookalike_pool")
+#: ``data`` settings added after caches were first written, with their "off" value: out of the key while off.
+ADDED_LATER_DATA = {"edgy_share": None, "edgy_verbs": False}
 
 
 def data_key(data: Any) -> dict[str, Any]:
     """The ``data`` section for a cache key: without the task's options, and without settings added since caches
     were first written while they are unset, so that those caches stay valid."""
     key = dataclasses.asdict(dataclasses.replace(data, options=None))
-    if key.get("edgy_share") is None:
-        key.pop("edgy_share", None)
-    if not key.get("edgy_verbs"):
-        key.pop("edgy_verbs", None)
+    for name, off in ADDED_LATER_DATA.items():
+        if key.get(name, off) == off:
+            key.pop(name, None)
     for name in TRAINING_ONLY_DATA:
         key.pop(name, None)
     return key
