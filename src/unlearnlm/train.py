@@ -52,8 +52,8 @@ class Check:
     """How far beliefs nobody asked to unlearn moved from the original's (tasks that measure it: the hallucination
     task's untouched stop pairs, absolute change in truth preference)."""
     perplexity_change: float | None = None
-    """Relative change of the perplexity of human-written stop texts from the original's (0.1: +10%; None: the
-    task has none)."""
+    """Relative change of the perplexity of human-written stop texts from the original's (0.1: +10%; None: not read,
+    ``train.max_perplexity_increase`` being unset)."""
 
 
 @dataclass
