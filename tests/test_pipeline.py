@@ -274,6 +274,22 @@ def test_the_check_reads_human_text_kept_apart_and_its_bound_needs_such_text(wor
     assert "perplexity rose ≤ 10%" in (out / "model" / "README.md").read_text()  # the model card
 
 
+def test_mined_refusals_are_asked_among_the_normal_prompts_and_recorded(workspace, capsys, monkeypatch):
+    from unlearnlm.judges import refusal
+
+    tmp_path, config, _ = workspace
+    # the tiny model's answers are noise: the detector is made to read every answer as a refusal
+    monkeypatch.setattr(refusal, "refusal_scores", lambda texts: np.ones(len(texts)))
+    out = tmp_path / "mined"
+    assert main(["run", str(config), "--output", str(out), "--set", "train.mine_refusals=3"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    mined, steps = metrics["training"]["mined"], metrics["training"]["steps"]
+    assert mined and all(m["asked"] == 3 and m["refused"] == 3 for m in mined)
+    assert [m["step"] for m in mined] == [c["step"] for c in metrics["training"]["checks"][1:] if c["step"] < steps]
+    assert mined[-1]["held"] >= 3
+    assert "mining: 3 of 3 normal prompts refused" in capsys.readouterr().out
+
+
 def test_a_diverging_run_stops_with_one_line_and_saves_no_model(workspace, capsys):
     """A real divergence: gradient ascent at a learning rate of 1000 overflows the tiny model within a few steps."""
     tmp_path, config, _ = workspace

@@ -189,10 +189,84 @@ class _Killed(Exception):
     """Stands in for a kill in the in-process resume test (the real SIGKILL is in test_resume.py)."""
 
 
-@pytest.mark.parametrize("lora", [True, False])
-def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tokenizer, tmp_path, lora):
+def _prompt_miner(refused_prompts, asked):
+    """A scripted miner: refuses exactly the prompts in ``refused_prompts`` (a list per round, then none)."""
+    def miner(model, dialogues):
+        asked.append([d.prompt for d in dialogues])
+        refusing = refused_prompts.pop(0) if refused_prompts else set()
+        return [d.prompt in refusing for d in dialogues]
+    return miner
+
+
+def _normal_rows_seen(tokenizer, normal):
+    """A yao method that records, per step, which normal prompts its normal batch held."""
+    seen = []
+    method = create_method("yao")
+    step = method.step
+
+    def recording(model, reference, batch):
+        texts = tokenizer.batch_decode(batch["normal"]["input_ids"])
+        seen.append(sorted(d.prompt for t in texts for d in normal if d.prompt in t))
+        return step(model, reference, batch)
+    method.step = recording
+    return method, seen
+
+
+def test_mined_refusals_fill_the_normal_batches_until_answered(tiny_model, tokenizer):
+    normal = [Dialogue(f"What is {i} plus {i}?", f"It is {2 * i}.") for i in range(8)]
+    hard = {"What is 3 plus 3?", "What is 5 plus 5?"}
+    asked = []
+    method, seen = _normal_rows_seen(tokenizer, normal)
+    result = unlearn(tiny_model, tokenizer, method, forget=FORGET, normal=normal,
+                     train_cfg=TrainConfig(batch_size=4, learning_rate=1e-3, max_steps=8, eval_every=2,
+                                           mine_refusals=8, mine_share=0.5),
+                     data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True),
+                     miner=_prompt_miner([hard, set(), hard], asked))
+    # rounds after steps 2, 4, 6 (not at the last step); every round asks all 8 normal prompts and nothing else
+    assert [m["step"] for m in result.mined] == [2, 4, 6] and len(asked) == 3
+    assert all(sorted(a) == sorted(d.prompt for d in normal) for a in asked)
+    assert [(m["refused"], m["held"]) for m in result.mined] == [(2, 2), (0, 0), (2, 2)]
+    for step, rows in enumerate(seen, start=1):
+        from_hard = sum(r in hard for r in rows)
+        if step in (3, 4, 7, 8):  # after a round that found the two refused: half of each batch is drawn from them
+            assert from_hard >= 2, (step, rows)
+        assert len(rows) == 4 or len(set(rows)) < 4  # the batch keeps its size (repeats collapse in the decode)
+    assert any(sum(r in hard for r in rows) < 2 for rows in seen[4:6])  # steps 5-6: answered, plain batches again
+
+
+def test_without_mining_a_miner_changes_nothing(tokenizer):
+    from conftest import make_model
+
+    normal = [Dialogue(f"What is {i} plus {i}?", f"It is {2 * i}.") for i in range(8)]
+
+    def run(miner, mine_refusals):
+        model = make_model(len(tokenizer))
+        method, seen = _normal_rows_seen(tokenizer, normal)
+        result = unlearn(model, tokenizer, method, forget=FORGET, normal=normal,
+                         train_cfg=TrainConfig(batch_size=2, learning_rate=1e-3, max_steps=6, eval_every=2,
+                                               mine_refusals=mine_refusals),
+                         data_cfg=DataConfig(), reference=Reference(model, copy_weights=True), miner=miner)
+        return result, seen
+
+    plain, plain_seen = run(None, 0)
+    off, off_seen = run(_prompt_miner([{"What is 1 plus 1?"}], []), 0)  # a miner, but mining off
+    nothing, nothing_seen = run(_prompt_miner([], []), 4)  # mining on, nothing refused
+    assert plain_seen == off_seen and plain.history == off.history and not off.mined
+    assert len(nothing.mined) == 2 and all(m["held"] == 0 for m in nothing.mined)
+
+
+def test_mining_needs_checks():
+    with pytest.raises(ConfigError, match="train.mine_refusals"):
+        TrainConfig(mine_refusals=16, eval_every=0)
+    with pytest.raises(ConfigError, match="train.mine_share"):
+        TrainConfig(mine_refusals=16, mine_share=0.0)
+
+
+@pytest.mark.parametrize("lora, mining", [(True, False), (False, False), (False, True)])
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tokenizer, tmp_path, lora, mining):
     """Yao's method reads two streams and a paired one; a linear schedule with warm-up and a scripted monitor whose
-    best check moves: every piece of state a checkpoint holds matters here."""
+    best check moves: every piece of state a checkpoint holds matters here (with ``mining``, the mined refusals
+    too)."""
     from conftest import make_model
 
     from unlearnlm.config import LoraConfig
@@ -200,7 +274,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tokenizer, tmp_pat
 
     normal = [Dialogue(f"What is {i} plus {i}?", f"It is {2 * i}.") for i in range(5)]
     cfg = TrainConfig(batch_size=2, learning_rate=1e-2, max_steps=9, eval_every=2, checkpoint_every=3, patience=9,
-                      warmup_steps=2, lr_schedule="linear", max_normal_kl=1.0)
+                      warmup_steps=2, lr_schedule="linear", max_normal_kl=1.0, mine_refusals=3 if mining else 0)
     rates = {2: 0.8, 4: 0.5, 6: 0.6, 8: 0.4, 9: 0.7}
 
     def train(folder, *, kill_at=None, resume=False):
@@ -213,9 +287,12 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tokenizer, tmp_pat
                 raise _Killed
             return Check(step, rates[step], 0.01)
 
+        def miner(m, dialogues):  # refuses the even sums: a held set that changes from round to round
+            return [int(d.prompt.split()[2]) % 2 == 0 for d in dialogues]
+
         result = unlearn(model, tokenizer, create_method("yao"), forget=FORGET, normal=normal, train_cfg=cfg,
                          data_cfg=DataConfig(), reference=Reference(model, copy_weights=not lora), monitor=monitor,
-                         initial_check=Check(0, 1.0, 0.0), checkpoint_dir=folder, resume=resume)
+                         miner=miner, initial_check=Check(0, 1.0, 0.0), checkpoint_dir=folder, resume=resume)
         return result, {n: p.detach().clone() for n, p in model.named_parameters()}
 
     whole, whole_weights = train(tmp_path / "whole")
@@ -226,6 +303,7 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tokenizer, tmp_pat
     assert (resumed.steps, resumed.best_step, resumed.stop_reason) == (whole.steps, whole.best_step, whole.stop_reason) \
         == (9, 8, "max_steps")
     assert resumed.history == whole.history  # every loss term of every step, bit for bit
+    assert resumed.mined == whole.mined and bool(whole.mined) == mining
     assert [vars(c) for c in resumed.checks] == [vars(c) for c in whole.checks]
     assert all(torch.equal(resumed_weights[n], p) for n, p in whole_weights.items())
 

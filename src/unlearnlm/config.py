@@ -280,6 +280,15 @@ class TrainConfig:
     it the paper's method was stopped at step 15 with all 25 forget answers still leaking; with it, the same run
     went on to extract none of them. In every harm run so far a check moved before patience could end the run, so
     there it changes nothing. False: patience counts from the first check, as before 2026-12-04."""
+    mine_refusals: int = 0
+    """Hard-negative mining of over-refusals (0: off). At every check the model answers this many of the normal
+    prompts (the next ones of a shuffled cycle through them, first ``MINE_NEW_TOKENS`` tokens, greedy); those it
+    refuses (:class:`~unlearnlm.judges.refusal.RefusalDetector`) make up ``mine_share`` of every normal batch until
+    a later check finds them answered. The normal loss then acts most where the model has started to refuse what it
+    should answer, instead of evenly over the normal data. Only normal prompts are mined: the early-stopping and
+    reported sets are never trained on."""
+    mine_share: float = 0.5
+    """With ``mine_refusals``: the share of each normal batch drawn from the mined refusals while there are any."""
     checkpoint_every: int = 10
     """Save the whole training state (trainable weights now and at the best check, optimizer, scheduler, RNG states,
     data order, history, checks) to ``output_dir/checkpoint/`` every N steps, so ``unlearnlm run --resume`` continues
@@ -298,6 +307,10 @@ class TrainConfig:
         check(0.0 <= self.target_flagged_rate <= 1.0, "train.target_flagged_rate", "must be in [0, 1]")
         check(self.max_normal_kl > 0, "train.max_normal_kl", "must be positive")
         check(0.0 <= self.max_over_refusal <= 1.0, "train.max_over_refusal", "must be in [0, 1]")
+        check(self.mine_refusals >= 0, "train.mine_refusals", f"must be >= 0 (0: off), got {self.mine_refusals}")
+        check(0.0 < self.mine_share <= 1.0, "train.mine_share", f"must be in (0, 1], got {self.mine_share}")
+        check(not self.mine_refusals or self.eval_every > 0, "train.mine_refusals",
+              "mines at every check: set train.eval_every above 0 too")
         check(self.max_membership_auc is None or 0.0 <= self.max_membership_auc <= 1.0, "train.max_membership_auc",
               "must be in [0, 1], or null")
         check(self.max_belief_drift is None or 0.0 <= self.max_belief_drift <= 1.0, "train.max_belief_drift",

@@ -49,7 +49,7 @@ from unlearnlm.outputs import (
 )
 from unlearnlm.report import write_reports
 from unlearnlm.report.card import write_model_card
-from unlearnlm.scanning import Monitor, scan
+from unlearnlm.scanning import Monitor, RefusalMiner, scan
 from unlearnlm.tasks import Task, create_task
 from unlearnlm.train import Check, TrainResult, unlearn
 
@@ -96,7 +96,8 @@ def training_summary(result: TrainResult, labels: tuple[str, str]) -> dict[str, 
     """The ``training`` entry of ``metrics.json``; ``labels`` name the checks' flagged rate and collateral measure."""
     return {"steps": result.steps, "best_step": result.best_step, "stop_reason": result.stop_reason,
             "seconds": round(result.seconds, 1), "checks": [vars(c) for c in result.checks],
-            "check_labels": list(labels), "prepare": result.prepare_info}
+            "check_labels": list(labels), "prepare": result.prepare_info,
+            **({"mined": result.mined} if result.mined else {})}
 
 
 class StageClock:
@@ -186,6 +187,7 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
         result = unlearn(model, tokenizer, method, forget=plan.forget, normal=plan.normal, expected=plan.expected,
                          refusals=plan.refusals, lookalikes=plan.lookalikes, recipe_refusals=plan.recipe_refusals,
                          train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
+                         miner=RefusalMiner(tokenizer, cfg, log) if cfg.train.mine_refusals else None,
                          initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0,
                                              membership_auc=start_auc,
                                              belief_drift=None if start_belief is None else 0.0,

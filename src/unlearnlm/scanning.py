@@ -22,7 +22,9 @@ import torch
 from unlearnlm.data.formatting import IGNORE_INDEX, collate
 from unlearnlm.evaluate import response_nll
 from unlearnlm.generation import adapters_merged, generate
+from unlearnlm.judges.base import flag
 from unlearnlm.judges.panel import JudgePanel
+from unlearnlm.judges.refusal import RefusalDetector
 from unlearnlm.methods.base import PrepareContext, forward, reference_top_k
 from unlearnlm.methods.baselines import normal_kl
 from unlearnlm.models import Reference
@@ -101,6 +103,32 @@ class CheckKL:
             tokens += n
         model.train(was_training)
         return total / max(tokens, 1.0)
+
+
+#: How many tokens of an answer refusal mining reads (``train.mine_refusals``): refusals say so in their opening.
+MINE_NEW_TOKENS = 24
+
+
+@dataclass
+class RefusalMiner:
+    """:data:`unlearnlm.train.Miner` for ``train.mine_refusals``: the model's greedy openings (``MINE_NEW_TOKENS``
+    tokens) to normal prompts, read by the refusal detector."""
+
+    tokenizer: Any
+    cfg: RunConfig
+    log: Log
+    detector: RefusalDetector = field(default_factory=RefusalDetector)
+
+    def __call__(self, model, dialogues: list[Dialogue]) -> list[bool]:
+        start = time.perf_counter()
+        kwargs = {**self.cfg.generation.kwargs(),
+                  "max_new_tokens": min(MINE_NEW_TOKENS, self.cfg.generation.max_new_tokens)}
+        prompts = [d.prompt_only() for d in dialogues]
+        answers = generate(model, self.tokenizer, prompts, **kwargs)
+        refused = flag(self.detector, [p.with_response(a) for p, a in zip(prompts, answers, strict=True)]).tolist()
+        seconds = time.perf_counter() - start
+        self.log(f"  mining: {sum(refused)} of {len(refused)} normal prompts refused ({seconds:.0f}s)")
+        return refused
 
 
 @dataclass

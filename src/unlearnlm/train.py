@@ -69,9 +69,14 @@ class TrainResult:
     prepare_info: dict[str, Any] = field(default_factory=dict)
     resumed_from: int | None = None
     """The step of the checkpoint a resumed run continued from (None: it ran from the start)."""
+    mined: list[dict[str, int]] = field(default_factory=list)
+    """With ``train.mine_refusals``: per mining round, the step, the normal prompts asked, those refused, and how
+    many normal rows were then held as refused."""
 
 
 Monitor = Callable[[nn.Module, int], Check]
+#: ``miner(model, dialogues) -> refused``: whether the model now refuses each of these normal dialogues' prompts.
+Miner = Callable[[nn.Module, list[Dialogue]], list[bool]]
 
 
 class _Stream:
@@ -205,6 +210,10 @@ class _Progress:
     """The step of the checkpoint on disk, if any."""
     resumed_from: int | None = None
     """The step of the checkpoint this process continued from (None: it started at step 0)."""
+    refused: list[int] = field(default_factory=list)
+    """Indices of the normal rows the last mining found refused (``train.mine_refusals``)."""
+    mined: list[dict[str, int]] = field(default_factory=list)
+    """One entry per mining round (:attr:`TrainResult.mined`)."""
 
     def record(self, check: Check, weights: Callable[[], dict[str, torch.Tensor]], cfg: TrainConfig) -> str:
         """Add a check and keep ``weights()`` if it is the best; returns why training stops ("": it goes on)."""
@@ -226,14 +235,32 @@ class _Progress:
     def state(self) -> dict[str, Any]:
         """For a checkpoint: plain values and tensors only (loaded back with ``weights_only``)."""
         return {"step": self.step, "stale": self.stale, "best": vars(self.best), "best_state": self.best_state,
-                "checks": [vars(c) for c in self.checks], "history": self.history}
+                "checks": [vars(c) for c in self.checks], "history": self.history, "refused": self.refused,
+                "mined": self.mined}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Progress:
         return cls(best=Check(**state["best"]), best_state=state["best_state"],
                    checks=[Check(**c) for c in state["checks"]], history=state["history"], step=state["step"],
                    stale=state["stale"], seconds=state["seconds"], saved_step=state["step"],
-                   resumed_from=state["step"])
+                   resumed_from=state["step"], refused=list(state["refused"]), mined=list(state["mined"]))
+
+    def mine(self, miner: Miner, model: nn.Module, normal: Sequence[Dialogue], asked: list[int]) -> None:
+        """Ask the model the normal prompts ``asked``: those it refuses join :attr:`refused`, those it answers leave."""
+        refused = distributed.from_main(miner(model, [normal[i] for i in asked]))
+        now = set(self.refused).difference(asked).union(i for i, r in zip(asked, refused, strict=True) if r)
+        self.refused = sorted(now)
+        self.mined.append({"step": self.step, "asked": len(asked), "refused": int(sum(refused)),
+                           "held": len(self.refused)})
+
+
+def with_refused(indices: list[int], refused: Sequence[int], share: float, rng: random.Random) -> list[int]:
+    """A normal batch's rows with ``share`` of them (rounded, at least one) replaced by rows drawn from ``refused``
+    (the mined over-refusals); unchanged while there are none."""
+    if not refused:
+        return indices
+    k = min(len(indices), max(1, round(share * len(indices))))
+    return [rng.choice(refused) for _ in range(k)] + indices[k:]
 
 
 @dataclass
@@ -286,6 +313,7 @@ def unlearn(
     data_cfg: DataConfig,
     reference: Reference,
     monitor: Monitor | None = None,
+    miner: Miner | None = None,
     initial_check: Check | None = None,
     accelerator: Accelerator | None = None,
     checkpoint_dir: Path | None = None,
@@ -295,6 +323,8 @@ def unlearn(
 
     With ``checkpoint_dir``, a checkpoint is written there every ``train.checkpoint_every`` steps; with ``resume``
     training continues from the one found there (from the start if there is none), bit for bit as if never stopped.
+    With ``miner`` and ``train.mine_refusals`` the normal batches favour the normal prompts the model refuses
+    (:attr:`TrainConfig.mine_refusals`).
     """
     if not forget:
         raise ValueError("nothing to unlearn: the forget set is empty (did the judge flag any dialogue?)")
@@ -329,6 +359,9 @@ def unlearn(
     streams = {"forget": _Stream(len(forget), train_cfg.batch_size, rng)}
     if "normal" in tokens:
         streams["normal"] = _Stream(len(normal), train_cfg.batch_size, rng)
+    mining = miner is not None and train_cfg.mine_refusals > 0 and "normal" in streams
+    if mining:
+        streams["mine"] = _Stream(len(normal), train_cfg.mine_refusals, rng)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
@@ -358,7 +391,7 @@ def unlearn(
             batch.update({name: t[idx].to(device) for name, t in prepared.tensors.items()})
             batch["progress"] = step / train_cfg.max_steps  # for methods whose weights follow a schedule
             if "normal" in streams:
-                n_idx = streams["normal"].next_indices()
+                n_idx = with_refused(streams["normal"].next_indices(), progress.refused, train_cfg.mine_share, rng)
                 batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
                 batch["normal"].update({k: t[n_idx].to(device) for k, t in normal_cache.items()})
             with _grid(model, step, train_cfg):  # the backward pass too: checkpointing recomputes the forward
@@ -384,6 +417,8 @@ def unlearn(
             if reason:
                 stop_reason = reason
                 break
+        if mining and not last and step % train_cfg.eval_every == 0:
+            progress.mine(miner, accelerator.unwrap_model(model), normal, streams["mine"].next_indices())
         # A checkpoint holds whole optimizer steps (no half-accumulated gradients) and is pointless at the end.
         every = train_cfg.checkpoint_every
         if checkpoint_dir is not None and every and step % every == 0 and not last and accelerator.sync_gradients:
@@ -400,5 +435,5 @@ def unlearn(
         steps=progress.step, best_step=progress.best.step if monitor is not None else progress.step,
         stop_reason=stop_reason, seconds=progress.seconds + time.perf_counter() - start_time,
         history=progress.history, checks=progress.checks, prepare_info=prepared.info,
-        resumed_from=progress.resumed_from,
+        resumed_from=progress.resumed_from, mined=progress.mined,
     )
