@@ -105,8 +105,11 @@ class CheckKL:
         return total / max(tokens, 1.0)
 
 
-#: How many tokens of an answer refusal mining reads (``train.mine_refusals``): refusals say so in their opening.
-MINE_NEW_TOKENS = 24
+#: How many tokens of an answer refusal mining reads (``train.mine_refusals``). On the 640 benign answers of each of
+#: runs EV, E35NL and NTLA120 (before and after), the refusal detector reading the first 32 tokens instead of all 48
+#: agreed on 99.2-99.7% of answers and found 84-92% of the refusals; the first 24, 74-76% (a throwaway script on the
+#: runs' ``examples.jsonl``, SmolLM2 tokenizer).
+MINE_NEW_TOKENS = 32
 
 
 @dataclass
