@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from unlearnlm.config import RunConfig
-from unlearnlm.data.records import Dialogue
-from unlearnlm.errors import DataError
 import torch
 
+from unlearnlm.config import RunConfig
 from unlearnlm.data.formatting import IGNORE_INDEX, collate
+from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import DataError
 from unlearnlm.evaluate import response_nll
 from unlearnlm.generation import adapters_merged, generate
 from unlearnlm.judges.base import flag
