@@ -6,6 +6,7 @@ import importlib.util
 import json
 import re
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,24 @@ def test_mixed_pool_splits_share_no_prompt_and_keep_held_out_sources_out() -> No
         assert not _prompts(rows) & trained_or_stopped, name
 
 
+def test_the_reserve_is_apart_from_every_trained_stopped_or_reported_prompt(tmp_path: Path) -> None:
+    cfg = DataConfig(reserve_size=128)
+    task = build_harm_task(cfg, seed=0)
+    reserve = _prompts(task.reserve)
+    assert len(reserve) == 128 and not build_harm_task(DataConfig(), seed=0).reserve
+    others = [task.benign_train, task.benign_val, task.benign_eval, task.edgy_eval, *task.heldout_benign.values()]
+    assert all(not reserve & _prompts(rows) for rows in others)
+    assert build_harm_task(DataConfig(), seed=0).benign_train == task.benign_train  # the other parts do not move
+    path = tmp_path / "benign.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Tell me a fact about the number {i}."}) + "\n" for i in range(30)))
+    user = DataConfig(benign_prompts=DatasetSpec(path=str(path)), normal_train_size=10, benign_val_size=5, eval_size=8,
+                      reserve_size=7)
+    sets = build_benign_sets(user, seed=1)
+    assert len(sets.reserve) == 7 and not _prompts(sets.reserve) & _prompts([*sets.train, *sets.val, *sets.eval])
+    with pytest.raises(DataError, match="data.reserve_size"):
+        build_benign_sets(replace(user, reserve_size=8), seed=1)
+
+
 def test_freshqa_pool_is_the_old_split() -> None:
     cfg = DataConfig(benign_pool="freshqa", normal_train_size=128, benign_val_size=16)
     sets = build_benign_sets(cfg, seed=0)
@@ -197,7 +216,8 @@ def test_edgy_share_sets_the_safe_homonyms_share_of_train_and_stop_splits() -> N
 def test_an_unset_edgy_share_keeps_earlier_cache_keys() -> None:
     """Caches of the original's answers written before ``data.edgy_share`` existed stay valid while it is unset."""
     key = data_key(DataConfig())
-    assert "edgy_share" not in key and "edgy_verbs" not in key and "options" in key
+    assert "edgy_share" not in key and "edgy_verbs" not in key and "reserve_size" not in key and "options" in key
+    assert stage_hash({"data": key}) != stage_hash({"data": data_key(DataConfig(reserve_size=64))})
     assert stage_hash({"data": key}) != stage_hash({"data": data_key(DataConfig(edgy_share=0.3))})
 
 

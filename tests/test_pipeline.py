@@ -281,13 +281,14 @@ def test_mined_refusals_are_asked_among_the_normal_prompts_and_recorded(workspac
     # the tiny model's answers are noise: the detector is made to read every answer as a refusal
     monkeypatch.setattr(refusal, "refusal_scores", lambda texts: np.ones(len(texts)))
     out = tmp_path / "mined"
-    assert main(["run", str(config), "--output", str(out), "--set", "train.mine_refusals=3"]) == 0
+    assert main(["run", str(config), "--output", str(out), "--set", "train.mine_refusals=3",
+                 "--set", "data.normal_train_size=3", "--set", "data.reserve_size=3"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     mined, steps = metrics["training"]["mined"], metrics["training"]["steps"]
-    assert mined and all(m["asked"] == 3 and m["refused"] == 3 for m in mined)
+    assert mined and all(m["pool"] == "reserve" and m["asked"] == 3 and m["refused"] == 3 for m in mined)
     assert [m["step"] for m in mined] == [c["step"] for c in metrics["training"]["checks"][1:] if c["step"] < steps]
     assert mined[-1]["held"] >= 3
-    assert "mining: 3 of 3 normal prompts refused" in capsys.readouterr().out
+    assert "mining: 3 of 3 benign prompts refused" in capsys.readouterr().out
     assert "normal prompts refused when mined (held)" in (out / "report.md").read_text()
     assert f"3 of 3 ({mined[-1]['held']})" in (out / "report.md").read_text()
 

@@ -234,6 +234,25 @@ def test_mined_refusals_fill_the_normal_batches_until_answered(tiny_model, token
     assert any(sum(r in hard for r in rows) < 2 for rows in seen[4:6])  # steps 5-6: answered, plain batches again
 
 
+def test_a_reserve_row_is_trained_on_only_once_mined_as_refused(tiny_model, tokenizer):
+    normal = [Dialogue(f"What is {i} plus {i}?", f"It is {2 * i}.") for i in range(4)]
+    reserve = [Dialogue(f"What is {i} times two?", f"It is {2 * i}.") for i in range(4)]
+    hard = {"What is 2 times two?"}
+    asked = []
+    method, seen = _normal_rows_seen(tokenizer, [*normal, *reserve])
+    result = unlearn(tiny_model, tokenizer, method, forget=FORGET, normal=normal, reserve=reserve,
+                     train_cfg=TrainConfig(batch_size=2, learning_rate=1e-3, max_steps=6, eval_every=2,
+                                           mine_refusals=4, mine_share=0.5),
+                     data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True),
+                     miner=_prompt_miner([hard, hard], asked))
+    assert all(sorted(a) == sorted(d.prompt for d in reserve) for a in asked)  # mining asks the reserve only
+    reserve_prompts = {d.prompt for d in reserve}
+    assert not any(r in reserve_prompts for rows in seen[:2] for r in rows)  # before the first round: none
+    for rows in seen[2:]:  # afterwards: the refused one in every batch, no other reserve row ever
+        assert "What is 2 times two?" in rows and not (set(rows) & (reserve_prompts - hard)), rows
+    assert [m["held"] for m in result.mined] == [1, 1]
+
+
 def test_without_mining_a_miner_changes_nothing(tokenizer):
     from conftest import make_model
 

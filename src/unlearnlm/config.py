@@ -151,6 +151,11 @@ class DataConfig:
     """Prompts per evaluation set (unseen harmful, benign, edgy benign, normal texts)."""
     benign_val_size: int = 32
     """Benign prompts set apart for early stopping (over-refusal and KL checks)."""
+    reserve_size: int = 0
+    """Harm and custom tasks: benign prompts of the pool beyond the normal-loss and early-stopping ones, answered by
+    the original and kept in reserve: ``train.mine_refusals`` asks these instead of the normal prompts, and a reserve
+    prompt is trained on (normal loss, toward the original's answer) only once the model refuses it. Never an
+    early-stopping or evaluation prompt. 0: none (mining, if on, asks the normal prompts)."""
     max_prompt_tokens: int = 96
     """Prompt tokens kept (the last ones) when training."""
     max_response_tokens: int = 64
@@ -170,6 +175,7 @@ class DataConfig:
               f"must be a share in [0, 1) or null, got {self.edgy_share}")
         check(not self.edgy_verbs or self.edgy_share is not None, "data.edgy_verbs",
               "weaves its prompts in at data.edgy_share: set that too (e.g. 0.35)")
+        check(self.reserve_size >= 0, "data.reserve_size", f"must be >= 0 (0: none), got {self.reserve_size}")
         check_positive("data", self, "normal_train_size", "eval_size", "benign_val_size", "max_prompt_tokens",
                         "max_response_tokens")
 
@@ -282,11 +288,13 @@ class TrainConfig:
     there it changes nothing. False: patience counts from the first check, as before 2026-12-04."""
     mine_refusals: int = 0
     """Hard-negative mining of over-refusals (0: off). At every check the model answers this many of the normal
-    prompts (the next ones of a shuffled cycle through them, first ``MINE_NEW_TOKENS`` tokens, greedy); those it
-    refuses (:class:`~unlearnlm.judges.refusal.RefusalDetector`) make up ``mine_share`` of every normal batch until
-    a later check finds them answered. The normal loss then acts most where the model has started to refuse what it
-    should answer, instead of evenly over the normal data. Only normal prompts are mined: the early-stopping and
-    reported sets are never trained on."""
+    prompts, or with ``data.reserve_size`` of the reserve prompts (the next ones of a shuffled cycle through them,
+    first ``MINE_NEW_TOKENS`` tokens, greedy); those it refuses (:class:`~unlearnlm.judges.refusal.RefusalDetector`)
+    make up ``mine_share`` of every normal batch, trained toward the original's answers, until a later check finds
+    them answered. The normal loss then acts most where the model has started to refuse what it should answer. The
+    early-stopping and reported sets are never mined. Run MR (the harm default with 64): the normal prompts, which
+    the normal loss already trains on, were almost never refused (0-5 of 64 per check); the reserve is what a model
+    has not been trained to keep."""
     mine_share: float = 0.5
     """With ``mine_refusals``: the share of each normal batch drawn from the mined refusals while there are any."""
     checkpoint_every: int = 10

@@ -130,7 +130,7 @@ class RefusalMiner:
         answers = generate(model, self.tokenizer, prompts, **kwargs)
         refused = flag(self.detector, [p.with_response(a) for p, a in zip(prompts, answers, strict=True)]).tolist()
         seconds = time.perf_counter() - start
-        self.log(f"  mining: {sum(refused)} of {len(refused)} normal prompts refused ({seconds:.0f}s)")
+        self.log(f"  mining: {sum(refused)} of {len(refused)} benign prompts refused ({seconds:.0f}s)")
         return refused
 
 

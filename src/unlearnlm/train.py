@@ -70,8 +70,8 @@ class TrainResult:
     resumed_from: int | None = None
     """The step of the checkpoint a resumed run continued from (None: it ran from the start)."""
     mined: list[dict[str, int]] = field(default_factory=list)
-    """With ``train.mine_refusals``: per mining round, the step, the normal prompts asked, those refused, and how
-    many normal rows were then held as refused."""
+    """With ``train.mine_refusals``: per mining round, the step, where the prompts asked came from (``pool``: the
+    normal data or the reserve), how many were asked and refused, and how many rows were then held as refused."""
 
 
 Monitor = Callable[[nn.Module, int], Check]
@@ -245,12 +245,13 @@ class _Progress:
                    stale=state["stale"], seconds=state["seconds"], saved_step=state["step"],
                    resumed_from=state["step"], refused=list(state["refused"]), mined=list(state["mined"]))
 
-    def mine(self, miner: Miner, model: nn.Module, normal: Sequence[Dialogue], asked: list[int]) -> None:
-        """Ask the model the normal prompts ``asked``: those it refuses join :attr:`refused`, those it answers leave."""
+    def mine(self, miner: Miner, model: nn.Module, normal: Sequence[Dialogue], asked: list[int], pool: str) -> None:
+        """Ask the model the normal prompts ``asked`` (from ``pool``: "normal" or "reserve"): those it refuses join
+        :attr:`refused`, those it answers leave."""
         refused = distributed.from_main(miner(model, [normal[i] for i in asked]))
         now = set(self.refused).difference(asked).union(i for i, r in zip(asked, refused, strict=True) if r)
         self.refused = sorted(now)
-        self.mined.append({"step": self.step, "asked": len(asked), "refused": int(sum(refused)),
+        self.mined.append({"step": self.step, "pool": pool, "asked": len(asked), "refused": int(sum(refused)),
                            "held": len(self.refused)})
 
 
@@ -308,6 +309,7 @@ def unlearn(
     expected: Sequence[Dialogue] = (),
     refusals: Sequence[str] = (),
     lookalikes: Sequence[Dialogue] = (),
+    reserve: Sequence[Dialogue] = (),
     recipe_refusals: Mapping[str, str] | None = None,
     train_cfg: TrainConfig,
     data_cfg: DataConfig,
@@ -324,7 +326,8 @@ def unlearn(
     With ``checkpoint_dir``, a checkpoint is written there every ``train.checkpoint_every`` steps; with ``resume``
     training continues from the one found there (from the start if there is none), bit for bit as if never stopped.
     With ``miner`` and ``train.mine_refusals`` the normal batches favour the normal prompts the model refuses
-    (:attr:`TrainConfig.mine_refusals`).
+    (:attr:`TrainConfig.mine_refusals`); with ``reserve`` (benign dialogues outside ``normal``) mining asks those
+    instead, and a reserve row joins the normal batches only once it is found refused.
     """
     if not forget:
         raise ValueError("nothing to unlearn: the forget set is empty (did the judge flag any dialogue?)")
@@ -349,8 +352,10 @@ def unlearn(
     # precision or chance is not measured; fp32 is what run L measured.
     prepared = method.prepare(ctx)
     tokens = {"forget": ctx.tokenize(forget)}
+    mining = miner is not None and train_cfg.mine_refusals > 0 and "normal" in method.streams
+    normal_rows = [*normal, *reserve] if mining else list(normal)  # reserve rows: after the normal ones
     if "normal" in method.streams:
-        tokens["normal"] = ctx.tokenize(normal)
+        tokens["normal"] = ctx.tokenize(normal_rows)
     for name, rows in prepared.pairs.items():
         tokens[name] = ctx.tokenize(rows)
     normal_cache: dict[str, torch.Tensor] = {}
@@ -359,9 +364,9 @@ def unlearn(
     streams = {"forget": _Stream(len(forget), train_cfg.batch_size, rng)}
     if "normal" in tokens:
         streams["normal"] = _Stream(len(normal), train_cfg.batch_size, rng)
-    mining = miner is not None and train_cfg.mine_refusals > 0 and "normal" in streams
+    mined_from = range(len(normal), len(normal_rows)) if reserve else range(len(normal))
     if mining:
-        streams["mine"] = _Stream(len(normal), train_cfg.mine_refusals, rng)
+        streams["mine"] = _Stream(len(mined_from), train_cfg.mine_refusals, rng)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train_cfg.learning_rate, weight_decay=train_cfg.weight_decay)
@@ -418,7 +423,8 @@ def unlearn(
                 stop_reason = reason
                 break
         if mining and not last and step % train_cfg.eval_every == 0:
-            progress.mine(miner, accelerator.unwrap_model(model), normal, streams["mine"].next_indices())
+            asked = [mined_from[i] for i in streams["mine"].next_indices()]
+            progress.mine(miner, accelerator.unwrap_model(model), normal_rows, asked, "reserve" if reserve else "normal")
         # A checkpoint holds whole optimizer steps (no half-accumulated gradients) and is pointless at the end.
         every = train_cfg.checkpoint_every
         if checkpoint_dir is not None and every and step % every == 0 and not last and accelerator.sync_gradients:

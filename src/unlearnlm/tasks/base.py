@@ -94,6 +94,10 @@ class Plan:
     lookalikes: list[Dialogue] = field(default_factory=list)
     """Safe prompts that look like the forget prompts (``data.lookalike_prompts``), for a method's contrast term only:
     none is an early-stopping or evaluation prompt."""
+    reserve: list[Dialogue] = field(default_factory=list)
+    """Benign dialogues (the original's answers) outside the normal data, trained on only once refusal mining finds
+    the model refusing them (``data.reserve_size``, ``train.mine_refusals``); none is an early-stopping or evaluation
+    prompt."""
     refusals: list[str] = field(default_factory=list)
     """The original's own refusals met in the before stage (its answers to scanned prompts that the refusal detector
     marks): refusal wording the model already has, which a method may keep off normal prompts."""
@@ -208,7 +212,7 @@ def generation_key(cfg: GenerationConfig) -> dict[str, Any]:
 #: cache key.
 TRAINING_ONLY_DATA = ("lookalike_prompts", "lookalike_pool")
 #: ``data`` settings added after caches were first written, with their "off" value: out of the key while off.
-ADDED_LATER_DATA = {"edgy_share": None, "edgy_verbs": False}
+ADDED_LATER_DATA = {"edgy_share": None, "edgy_verbs": False, "reserve_size": 0}
 
 
 def data_key(data: Any) -> dict[str, Any]:

@@ -50,6 +50,9 @@ class BenignSets:
     stop_texts: list[Dialogue] = field(default_factory=list)
     """Up to :data:`STOP_TEXTS` more of them, never reported: the early-stopping check's perplexity
     (``train.max_perplexity_increase``); empty when ``data.normal_texts`` has no rows beyond the reported ones."""
+    reserve: list[Dialogue] = field(default_factory=list)
+    """``data.reserve_size`` more prompts of the pool, after every other part: trained on only once mined as refused
+    (``train.mine_refusals``)."""
 
 
 #: Human-written texts the early-stopping check reads beside the reported ones (when there are that many).
@@ -130,10 +133,10 @@ def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
         pool, heldout = shuffled(prompts_only(sources.freshqa()), seed), None
     n_train, n_val = cfg.normal_train_size, cfg.benign_val_size
     need = n_train + n_val + (0 if heldout else cfg.eval_size)
-    if len(pool) < need or (heldout is not None and len(heldout) < cfg.eval_size):
+    if len(pool) < need + cfg.reserve_size or (heldout is not None and len(heldout) < cfg.eval_size):
         raise DataError(f"benign prompts: {len(pool)} available, but data.normal_train_size + data.eval_size + "
-                        f"data.benign_val_size = {n_train + n_val + cfg.eval_size}; lower those or supply more "
-                        "benign prompts")
+                        f"data.benign_val_size + data.reserve_size = {n_train + n_val + cfg.eval_size + cfg.reserve_size}"
+                        "; lower those or supply more benign prompts")
     held = heldout[: cfg.eval_size] if heldout else pool[n_train + n_val : need]
     if cfg.normal_texts:
         normal_texts = read_dialogues(cfg.normal_texts)
@@ -143,7 +146,7 @@ def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
         raise DataError("data.normal_texts: every row needs a response (perplexity is measured on it)")
     texts = shuffled(normal_texts, seed)
     return BenignSets(pool[:n_train], pool[n_train : n_train + n_val], held, texts[: cfg.eval_size],
-                      texts[cfg.eval_size : cfg.eval_size + STOP_TEXTS])
+                      texts[cfg.eval_size : cfg.eval_size + STOP_TEXTS], reserve=pool[need : need + cfg.reserve_size])
 
 
 def lookalike_prompts(cfg: DataConfig, *kept_apart: Sequence[Dialogue]) -> list[Dialogue]:

@@ -98,7 +98,7 @@ class CustomTask(ScanTask):
             raise DataError("data.expected_outputs: every row needs a response (the preferable answer)")
         return ScanData(harmful=forget, unseen=unseen, benign_train=benign.train, benign_val=benign.val,
                         benign_eval=benign.eval, edgy_eval=[], normal_texts=benign.normal_texts, expected=expected,
-                        stop_texts=benign.stop_texts,
+                        stop_texts=benign.stop_texts, reserve=benign.reserve,
                         heldout_benign=heldout_benign_sets(cfg, seed),
                         stop_extra=extra_stop_prompts(cfg, forget, unseen))
 

@@ -90,6 +90,7 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
         edgy_eval=edgy,
         normal_texts=benign.normal_texts,
         stop_texts=benign.stop_texts,
+        reserve=benign.reserve,
         expected=expected,
         heldout_benign=heldout_benign_sets(cfg, seed, homonyms=True),
         stop_extra=extra_stop_prompts(cfg, harmful, unseen),

@@ -66,6 +66,8 @@ class ScanData:
     (``data.stop_prompts`` / ``data.stop_pool``); only those whose original answer the judges flag are kept."""
     stop_texts: list[Dialogue] = field(default_factory=list)
     """Human-written dialogues never reported, whose perplexity the early-stopping check reads."""
+    reserve: list[Dialogue] = field(default_factory=list)
+    """Benign prompts outside the normal data, trained on only once mined as refused (``data.reserve_size``)."""
 
 
 def extra_stop_prompts(cfg, *others: list[Dialogue]) -> list[Dialogue]:
@@ -218,7 +220,8 @@ class ScanTask(Task):
         rephrased = self.rephrase([d.prompt_only() for d in forget_test])
         named = [*((name, prompts) for name, _, prompts, _ in self.evaluation_sets()), ("rephrased", rephrased),
                  ("normal_train", data.benign_train), ("benign_val", data.benign_val),
-                 *([("stop_extra", data.stop_extra)] if data.stop_extra else [])]
+                 *([("stop_extra", data.stop_extra)] if data.stop_extra else []),
+                 *([("reserve", data.reserve)] if data.reserve else [])]
         before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in named}
         expected, info = [], {}
         if self._self_made():
@@ -337,4 +340,5 @@ class ScanTask(Task):
                    **({"stop_extra.jsonl": extra} if extra else {})},
             refusals=[d.response for d, r in zip(clean, refusal.score(clean) >= refusal.threshold, strict=True) if r],
             lookalikes=lookalikes, recipe_refusals=recipe_refusals,
+            reserve=answered(data.reserve, "reserve") if data.reserve else [],
         )
