@@ -424,7 +424,8 @@ def unlearn(
                 break
         if mining and not last and step % train_cfg.eval_every == 0:
             asked = [mined_from[i] for i in streams["mine"].next_indices()]
-            progress.mine(miner, accelerator.unwrap_model(model), normal_rows, asked, "reserve" if reserve else "normal")
+            pool = "reserve" if reserve else "normal"
+            progress.mine(miner, accelerator.unwrap_model(model), normal_rows, asked, pool)
         # A checkpoint holds whole optimizer steps (no half-accumulated gradients) and is pointless at the end.
         every = train_cfg.checkpoint_every
         if checkpoint_dir is not None and every and step % every == 0 and not last and accelerator.sync_gradients:

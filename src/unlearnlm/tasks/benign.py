@@ -134,9 +134,9 @@ def build_benign_sets(cfg: DataConfig, seed: int = 0) -> BenignSets:
     n_train, n_val = cfg.normal_train_size, cfg.benign_val_size
     need = n_train + n_val + (0 if heldout else cfg.eval_size)
     if len(pool) < need + cfg.reserve_size or (heldout is not None and len(heldout) < cfg.eval_size):
+        total = n_train + n_val + cfg.eval_size + cfg.reserve_size
         raise DataError(f"benign prompts: {len(pool)} available, but data.normal_train_size + data.eval_size + "
-                        f"data.benign_val_size + data.reserve_size = {n_train + n_val + cfg.eval_size + cfg.reserve_size}"
-                        "; lower those or supply more benign prompts")
+                        f"data.benign_val_size + data.reserve_size = {total}; lower those or supply more benign prompts")
     held = heldout[: cfg.eval_size] if heldout else pool[n_train + n_val : need]
     if cfg.normal_texts:
         normal_texts = read_dialogues(cfg.normal_texts)
