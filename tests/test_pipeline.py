@@ -289,7 +289,7 @@ def test_mined_refusals_are_asked_among_the_normal_prompts_and_recorded(workspac
     assert [m["step"] for m in mined] == [c["step"] for c in metrics["training"]["checks"][1:] if c["step"] < steps]
     assert mined[-1]["held"] >= 3
     assert "mining: 3 of 3 benign prompts refused" in capsys.readouterr().out
-    assert "normal prompts refused when mined (held)" in (out / "report.md").read_text()
+    assert "reserve prompts refused when mined (held)" in (out / "report.md").read_text()
     assert f"3 of 3 ({mined[-1]['held']})" in (out / "report.md").read_text()
 
 

@@ -364,7 +364,8 @@ def unlearn(
     streams = {"forget": _Stream(len(forget), train_cfg.batch_size, rng)}
     if "normal" in tokens:
         streams["normal"] = _Stream(len(normal), train_cfg.batch_size, rng)
-    mined_from = range(len(normal), len(normal_rows)) if reserve else range(len(normal))
+    # what mining asks: the reserve rows when there are any, else the normal ones
+    pool, mined_from = ("reserve", range(len(normal), len(normal_rows))) if reserve else ("normal", range(len(normal)))
     if mining:
         streams["mine"] = _Stream(len(mined_from), train_cfg.mine_refusals, rng)
 
@@ -424,7 +425,6 @@ def unlearn(
                 break
         if mining and not last and step % train_cfg.eval_every == 0:
             asked = [mined_from[i] for i in streams["mine"].next_indices()]
-            pool = "reserve" if reserve else "normal"
             progress.mine(miner, accelerator.unwrap_model(model), normal_rows, asked, pool)
         # A checkpoint holds whole optimizer steps (no half-accumulated gradients) and is pointless at the end.
         every = train_cfg.checkpoint_every

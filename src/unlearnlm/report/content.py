@@ -176,8 +176,8 @@ def lm_eval_table(summary: dict[str, Any]) -> Table | None:
 
 def checks_table(summary: dict[str, Any]) -> Table | None:
     """Every early-stopping check: step, flagged rate, collateral damage, normal KL and, where the check reads them,
-    the membership AUC, the belief drift and the change of the stop texts' perplexity, and with mining the normal
-    prompts found refused (None: no training)."""
+    the membership AUC, the belief drift and the change of the stop texts' perplexity, and with mining the prompts
+    found refused (None: no training)."""
     checks = summary.get("training", {}).get("checks", [])
     if not checks:
         return None
@@ -194,8 +194,8 @@ def checks_table(summary: dict[str, Any]) -> Table | None:
             for row, c in zip(rows, checks, strict=True):
                 row.append("–" if c.get(key) is None else shown(c[key]))
     mined = {m["step"]: m for m in summary["training"].get("mined", [])}  # train.mine_refusals
-    if mined:
-        header.append("normal prompts refused when mined (held)")
+    if mined:  # every round of a run mines the same pool (runs before the key was recorded mined the normal data)
+        header.append(f"{next(iter(mined.values())).get('pool', 'normal')} prompts refused when mined (held)")
         for row, c in zip(rows, checks, strict=True):
             m = mined.get(c["step"])
             row.append("–" if m is None else f"{m['refused']} of {m['asked']} ({m['held']})")
