@@ -946,3 +946,11 @@ def test_knowledge_tasks_refuse_lookalike_prompts(task):
 
     with pytest.raises(ConfigError, match=f"the {task} task has no use for safe look-alike prompts"):
         create_task(load_config(overrides=[f"data.task={task}", "data.lookalike_pool=edgy"]))
+
+
+@pytest.mark.parametrize("task", ["privacy", "hallucination"])
+def test_knowledge_tasks_refuse_a_reserve(task):
+    from unlearnlm.tasks import create_task
+
+    with pytest.raises(ConfigError, match=f"data.reserve_size: the {task} task keeps no reserve"):
+        create_task(load_config(overrides=[f"data.task={task}", "data.reserve_size=32"]))

@@ -155,7 +155,8 @@ class DataConfig:
     """Harm and custom tasks: benign prompts of the pool beyond the normal-loss and early-stopping ones, answered by
     the original and kept in reserve: ``train.mine_refusals`` asks these instead of the normal prompts, and a reserve
     prompt is trained on (normal loss, toward the original's answer) only once the model refuses it. Never an
-    early-stopping or evaluation prompt. 0: none (mining, if on, asks the normal prompts)."""
+    early-stopping or evaluation prompt. 0: none (mining, if on, asks the normal prompts). The privacy and hallucination
+    tasks refuse it."""
     max_prompt_tokens: int = 96
     """Prompt tokens kept (the last ones) when training."""
     max_response_tokens: int = 64

@@ -113,6 +113,10 @@ class KnowledgeTask(Task):
             raise ConfigError(f"data.lookalike_prompts / data.lookalike_pool: the {self.name} task has no use for "
                               "safe look-alike prompts (they serve the scanned tasks' refusal contrast: harm, "
                               "custom); unset them")
+        if cfg.data.reserve_size:
+            raise ConfigError(f"data.reserve_size: the {self.name} task keeps no reserve of benign prompts (it serves "
+                              "refusal mining in the scanned tasks: harm, custom); with train.mine_refusals it mines "
+                              "the normal data. Unset data.reserve_size")
         self.knowledge = self.build_knowledge()
         self.benign = build_benign_sets(cfg.data, seed=cfg.train.seed)
         # Forget sets are asked whole; the others are sampled to data.eval_size questions (seeded).
