@@ -39,6 +39,10 @@ def test_an_unquoted_no_is_the_setting_not_false(tmp_path):
         (["train.max_steps=lots"], "train.max_steps: expected int"),
         (["model.dtype=float8"], "model.dtype: 'float8' is not one of"),
         (["lora.r=0"], "lora.r: must be a positive integer"),
+        (["lora.layers=[]"], r"lora.layers: must be a non-empty list of layer indices >= 0"),
+        (["lora.layers=[3, -1]"], r"lora.layers: must be a non-empty list of layer indices >= 0"),
+        (["lora.layers=12"], r"lora.layers: expected a list, got 12"),
+        (["lora.layers=[4, 4]"], r"lora.layers: names a layer twice"),
         (["data.val_fraction=0.9"], "data.val_fraction"),
         (["data.forget_rephrasings=-1"], "data.forget_rephrasings: must be >= 0"),
         (["data.stop_rephrasings=-2"], "data.stop_rephrasings: must be >= 0"),
@@ -85,3 +89,8 @@ def test_the_shipped_harm_config_is_the_default_run():
     assert shipped.method.name == default.method.name
     assert create_method(shipped.method.name, shipped.method.options).options == create_method(
         default.method.name, default.method.options).options
+
+
+def test_lora_layers_from_the_command_line():
+    assert load_config(None, ["lora.layers=[16, 17, 29]"]).lora.layers == [16, 17, 29]
+    assert load_config(None, []).lora.layers is None

@@ -9,6 +9,7 @@ from unlearnlm.clustering import prompt_states
 from unlearnlm.config import LoraConfig, RunConfig
 from unlearnlm.data.formatting import IGNORE_INDEX, collate, left_pad_to, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
+from unlearnlm.errors import ConfigError
 from unlearnlm.methods.base import (
     PrepareContext,
     forward,
@@ -191,3 +192,31 @@ def test_several_layers_stack_after_the_position_axis(tiny_model, tokenizer):
                          max_prompt_tokens=64, max_response_tokens=32, batch_size=2, seed=0,
                          device=torch.device("cpu"))
     assert reference_windows(ctx, ROWS, hidden_layer=(1, -1)).shape[2:] == (2, tiny_model.config.hidden_size)
+
+
+def test_lora_layers_adapt_only_those_layers_and_the_backward_stops_there(tokenizer):
+    """``lora.layers: [1]``: adapters only in decoder layer 1; a loss's gradient reaches them, and no activation
+    below layer 1 takes part in the backward pass (layer 0's output does not require grad)."""
+    model = add_lora(make_model(len(tokenizer)), LoraConfig(layers=[1]))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all(".layers.1." in n for n in names)
+    assert not any(".layers.0." in n and "lora_" in n for n, _ in model.named_parameters())
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    seen = {}
+    layer0 = model.base_model.model.model.layers[0]
+    layer0.register_forward_hook(lambda m, i, out: seen.update(grad=(out[0] if isinstance(out, tuple) else out)
+                                                               .requires_grad))
+    ids = torch.tensor([[5, 6, 7, 8]])
+    model(input_ids=ids, labels=ids).loss.backward()
+    assert seen["grad"] is False
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+    every = add_lora(make_model(len(tokenizer)), LoraConfig())  # the default: every layer
+    assert any(".layers.0." in n for n, p in every.named_parameters() if p.requires_grad)
+
+
+def test_lora_layers_out_of_range_names_the_model_s_layers(tokenizer):
+    with pytest.raises(ConfigError, match=r"lora.layers: \[2, 5\] out of range; the model has 2 decoder layers"):
+        add_lora(make_model(len(tokenizer)), LoraConfig(layers=[1, 2, 5]))

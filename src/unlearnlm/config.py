@@ -67,9 +67,18 @@ class LoraConfig:
     """Module names to adapt; the default fits Llama/Mistral/Qwen-style blocks."""
     merge: bool = True
     """Merge adapters into the weights when saving (a plain model); False saves the adapter only."""
+    layers: list[int] | None = None
+    """Decoder layers that get adapters (peft's ``layers_to_transform``; 0 is the first); None: every layer. With
+    only upper layers adapted, nothing below them changes and the backward pass stops at the lowest adapted one."""
 
     def __post_init__(self) -> None:
         check(self.r > 0, "lora.r", f"must be a positive integer, got {self.r}")
+        if self.layers is not None:
+            layers = self.layers
+            check(isinstance(layers, list) and bool(layers)
+                  and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers),
+                  "lora.layers", f"must be a non-empty list of layer indices >= 0 (e.g. [16, 17, 18]), got {layers!r}")
+            check(len(set(layers)) == len(layers), "lora.layers", f"names a layer twice: {layers}")
         check(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
         check(bool(self.target_modules), "lora.target_modules", "must name at least one module")
 

@@ -157,10 +157,14 @@ def add_lora(model: PreTrainedModel, cfg: LoraConfig, seed: int = 0) -> nn.Modul
             f"lora.target_modules: {missing} not found in the model; modules it has include "
             f"{sorted(n for n in present if n.endswith('proj'))[:12]}"
         )
+    n_layers = getattr(model.config, "num_hidden_layers", None)
+    if cfg.layers is not None and n_layers is not None and max(cfg.layers) >= n_layers:
+        raise ConfigError(f"lora.layers: {sorted(i for i in cfg.layers if i >= n_layers)} out of range; the model "
+                          f"has {n_layers} decoder layers, numbered 0 to {n_layers - 1}")
     torch.manual_seed(seed)
     peft_cfg = PeftLoraConfig(
         r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=list(cfg.target_modules),
-        task_type="CAUSAL_LM",
+        layers_to_transform=None if cfg.layers is None else list(cfg.layers), task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_cfg)
 
