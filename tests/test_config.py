@@ -43,6 +43,7 @@ def test_an_unquoted_no_is_the_setting_not_false(tmp_path):
         (["lora.layers=[3, -1]"], r"lora.layers: must be a non-empty list of layer indices >= 0"),
         (["lora.layers=12"], r"lora.layers: expected a list, got 12"),
         (["lora.layers=[4, 4]"], r"lora.layers: names a layer twice"),
+        (["lora.enabled=false", "lora.layers=[4]"], r"lora.layers: chooses where adapters go, so it needs lora"),
         (["data.val_fraction=0.9"], "data.val_fraction"),
         (["data.forget_rephrasings=-1"], "data.forget_rephrasings: must be >= 0"),
         (["data.stop_rephrasings=-2"], "data.stop_rephrasings: must be >= 0"),

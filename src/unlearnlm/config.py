@@ -79,6 +79,8 @@ class LoraConfig:
                   and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers),
                   "lora.layers", f"must be a non-empty list of layer indices >= 0 (e.g. [16, 17, 18]), got {layers!r}")
             check(len(set(layers)) == len(layers), "lora.layers", f"names a layer twice: {layers}")
+            check(self.enabled, "lora.layers", "chooses where adapters go, so it needs lora.enabled: true (full "
+                  "fine-tuning trains every layer); drop lora.layers or enable LoRA")
         check(0.0 <= self.dropout < 1.0, "lora.dropout", f"must be in [0, 1), got {self.dropout}")
         check(bool(self.target_modules), "lora.target_modules", "must name at least one module")
 
