@@ -63,15 +63,13 @@ def main() -> None:
     model, tokenizer = load_model(cfg.model)
     reference = Reference.of(model)
 
-    def states(dialogues: list[Dialogue]) -> torch.Tensor:  # (N, L, H)
-        with torch.no_grad():
-            return prompt_states(reference, tokenizer, dialogues, layer=args.layers,
-                                 max_prompt_tokens=cfg.data.max_prompt_tokens, batch_size=16,
-                                 device=torch.device("cpu"))
+    def states(dialogues: list[Dialogue]) -> torch.Tensor:  # (N, L, H); the reference runs under no_grad
+        return prompt_states(reference, tokenizer, dialogues, layer=args.layers,
+                             max_prompt_tokens=cfg.data.max_prompt_tokens, batch_size=16, device=torch.device("cpu"))
 
     pos, neg = states(forget), states([*benign.train, *benign.val])
     harm = states([d for name in HARMFUL for d in by_set(name)])
-    held = {name: states(by_set(name)) for name in BENIGN if by_set(name)}
+    held = {name: states(prompts) for name in BENIGN if (prompts := by_set(name))}
     print(f"fitted on {len(pos)} trained-on forget prompts and {len(neg)} normal-loss and early-stopping prompts; "
           f"scored on {len(harm)} held-out harmful prompts ({' + '.join(HARMFUL)})\n")
     print(f"| layer | probe | {' | '.join(f'AUC vs {name}' for name in held)} |")

@@ -73,8 +73,7 @@ class LoraConfig:
 
     def __post_init__(self) -> None:
         check(self.r > 0, "lora.r", f"must be a positive integer, got {self.r}")
-        if self.layers is not None:
-            layers = self.layers
+        if (layers := self.layers) is not None:
             check(isinstance(layers, list) and bool(layers)
                   and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers),
                   "lora.layers", f"must be a non-empty list of layer indices >= 0 (e.g. [16, 17, 18]), got {layers!r}")
