@@ -7,7 +7,7 @@ def test_methods_lists_every_registered_method(capsys):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     for name in ("distance_cluster", "gradient_ascent", "yao", "npo", "grad_diff", "simnpo", "me_gd", "refusal_dpo",
-                 "idk_ap", "rmu", "circuit_breakers", "repbend"):
+                 "idk_ap", "rmu", "circuit_breakers", "repbend", "undial"):
         assert name in out
     assert "layers=[10, 20]" in out  # a list default (default_factory) is listed too
 

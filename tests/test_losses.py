@@ -35,6 +35,18 @@ def test_unlikelihood_is_minus_log_one_minus_p():
     assert losses.unlikelihood(away, LABELS).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_undial_adjusted_logits_worked_values():
+    # β = ln 3 off the next answer token: position 0 predicts token 0, so (0, 0) -> (-ln 3, 0), a teacher of
+    # (.25, .75); position 1 predicts token 1 -> (.75, .25); position 2 predicts nothing and is left alone.
+    teacher = losses.adjusted_logits(UNIFORM, LABELS, math.log(3.0))
+    ln3 = math.log(3.0)
+    assert teacher[0].flatten().tolist() == pytest.approx([-ln3, 0.0, 0.0, -ln3, 0.0, 0.0])
+    # KL(teacher || uniform model) per position: .25 ln .5 + .75 ln 1.5 = 0.130812, as in the forward-KL value below.
+    assert losses.forward_kl(UNIFORM, teacher, LABELS).item() == pytest.approx(0.130812, abs=1e-5)
+    assert losses.forward_kl(teacher, teacher, LABELS).item() == pytest.approx(0.0, abs=1e-6)
+    assert torch.equal(losses.adjusted_logits(UNIFORM, torch.full_like(LABELS, IGNORE_INDEX), 5.0), UNIFORM)
+
+
 def test_forward_kl_worked_value():
     # KL(q || p) with q = (.75, .25), p = (.5, .5): .75 ln 1.5 + .25 ln .5 = 0.130812
     assert losses.forward_kl(UNIFORM, SKEWED, LABELS).item() == pytest.approx(0.130812, abs=1e-5)

@@ -1,5 +1,5 @@
-"""The published methods (GradDiff, SimNPO, ME+GD, refusal DPO, IDK+AP, RMU, circuit breakers, RepBend): their defaults, option
-errors, and one behaviour each that would fail were the method wired wrong. Training itself (every reachable
+"""The published methods (GradDiff, SimNPO, ME+GD, UNDIAL, refusal DPO, IDK+AP, RMU, circuit breakers, RepBend): their
+defaults, option errors, and one behaviour each that would fail were the method wired wrong. Training itself (every reachable
 parameter changes, only adapters under LoRA) is checked for every registered method in test_methods.py."""
 
 import math
@@ -28,6 +28,7 @@ STEADY = TrainConfig(max_steps=6, batch_size=2, learning_rate=3e-3, eval_every=0
     ("grad_diff", {"gamma": 1.0, "alpha": 1.0, "retain_loss": "nll"}),
     ("simnpo", {"beta": 2.5, "gamma": 0.0, "w_forget": 0.1375, "alpha": 1.0, "retain_loss": "nll"}),
     ("me_gd", {"w_forget": 0.1, "alpha": 1.0, "retain_loss": "nll"}),
+    ("undial", {"beta": 10.0, "alpha": 0.0, "retain_loss": "nll"}),
     ("refusal_dpo", {"beta": 0.1, "gamma": 1.0, "alpha": 1.0, "retain_loss": "nll"}),
     ("idk_ap", {"beta": 0.1, "w_forget": 1.0, "alpha": 1.0, "w_kl": 0.0}),
     ("rmu", {"layer": 8, "steering_coeff": 6.5, "alpha": 1200.0}),
@@ -45,6 +46,8 @@ def test_defaults_are_the_published_settings(name, defaults):
     ("grad_diff", {"retain_loss": "mse"}, "retain_loss"),
     ("simnpo", {"beta": 0.0}, "method.options.beta"),
     ("me_gd", {"w_forget": -0.1}, "method.options.w_forget"),
+    ("undial", {"beta": 0.0}, "method.options.beta"),
+    ("undial", {"top_k": -1}, "method.options.top_k"),
     ("refusal_dpo", {"beta": -0.1}, "method.options.beta"),
     ("idk_ap", {"w_kl": -1.0}, "method.options.w_kl"),
     ("rmu", {"steering_coeff": 0.0}, "method.options.steering_coeff"),
@@ -118,6 +121,42 @@ def test_maximum_entropy_flattens_the_forget_answers(tiny_model, tokenizer):
     start = distance_to_uniform()
     _run("me_gd", tiny_model, tokenizer, lora=False, options={"w_forget": 1.0, "alpha": 0.0}, train_cfg=STEADY)
     assert distance_to_uniform() < 0.25 * start
+
+
+def test_undial_cached_teacher_is_the_exact_one_and_lowers_the_forget_answers(tiny_model, tokenizer):
+    # With top_k = the whole vocabulary the cached teacher is the exact one: the same loss at step 1 (the model is the
+    # original). There the distillation KL is that of softmax(z - β e_y) from softmax(z): positive, growing with β.
+    def first(options):
+        result = unlearn(tiny_model, tokenizer, create_method("undial", options), forget=FORGET, normal=NORMAL,
+                         expected=EXPECTED, train_cfg=ONE_STEP, data_cfg=DataConfig(),
+                         reference=Reference(tiny_model, copy_weights=True))
+        return result.history[0]["undial"]
+
+    vocab = tiny_model.config.vocab_size
+    exact = first({"top_k": 0})
+    assert first({"top_k": vocab}) == pytest.approx(exact, rel=1e-4)
+    assert 0 < first({"top_k": 0, "beta": 1.0}) < exact
+
+    # A random model gives each answer token about 1/V, where taking β off its logit changes little: plant the
+    # forget answers first (plain fine-tuning), as the privacy and hallucination tasks do.
+    rows = _forget_rows(tokenizer, FORGET)
+
+    def forget_nll():
+        return losses.nll(tiny_model(input_ids=rows["input_ids"], attention_mask=rows["attention_mask"]).logits,
+                          rows["labels"])
+
+    optimizer = torch.optim.Adam(tiny_model.parameters(), lr=1e-2)
+    for _ in range(40):
+        optimizer.zero_grad()
+        forget_nll().backward()
+        optimizer.step()
+    with torch.no_grad():
+        planted = forget_nll().item()
+    assert planted < 0.5
+    _, result, _ = _run("undial", tiny_model, tokenizer, lora=False, options={"beta": 3.0}, train_cfg=STEADY)
+    assert result.history[-1]["undial"] < 0.5 * result.history[0]["undial"]  # the model moved toward its teacher ...
+    with torch.no_grad():
+        assert forget_nll().item() > planted + 0.3  # ... whose forget tokens are less likely
 
 
 def test_refusal_dpo_cached_reference_matches_the_policy_at_the_start(tiny_model, tokenizer):

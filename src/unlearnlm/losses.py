@@ -106,6 +106,21 @@ def forward_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor, labels: to
     return _masked_mean(kl, first_tokens(mask, first))
 
 
+def adjusted_logits(logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """UNDIAL's teacher (Dong et al., arXiv 2402.10052): the original's ``logits`` with ``beta`` taken off, at every
+    position that predicts a response token, the logit of the token the answer has next; other positions unchanged.
+
+    Distilling the model toward softmax of these logits lowers the forget answer's own next token by about
+    ``beta`` nats against every alternative, while the alternatives keep the original's ranking: a bounded target,
+    not an unbounded ascent. Returns float (B, T, V) logits aligned with the input positions.
+    """
+    out = logits.float().clone()
+    following = labels[:, 1:]  # (B, T-1): the token position t predicts
+    drop = (following != IGNORE_INDEX).to(out.dtype) * beta  # (B, T-1)
+    out[:, :-1].scatter_add_(-1, following.clamp_min(0).unsqueeze(-1), -drop.unsqueeze(-1))
+    return out
+
+
 def forward_kl_topk(
     policy_logits: torch.Tensor, ref_logp: torch.Tensor, ref_index: torch.Tensor, labels: torch.Tensor, first: int = 0
 ) -> torch.Tensor:

@@ -301,11 +301,18 @@ def reference_sequence_logprobs(ctx: PrepareContext, rows: Sequence[Dialogue]) -
                                    lambda out: sequence_logprob(out.logits, out.labels).float().cpu()))
 
 
-def reference_top_k(ctx: PrepareContext, rows: Sequence[TokenizedDialogue], k: int) -> dict[str, torch.Tensor]:
+Adjust = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def reference_top_k(ctx: PrepareContext, rows: Sequence[TokenizedDialogue], k: int,
+                    adjust: Adjust | None = None) -> dict[str, torch.Tensor]:
     """The original's top-``k`` log-probabilities and their token ids over each row's response window, for
-    :func:`~unlearnlm.losses.forward_kl_topk`: ``ref_logp`` (N, W, k) float and ``ref_index`` (N, W, k) int32."""
+    :func:`~unlearnlm.losses.forward_kl_topk`: ``ref_logp`` (N, W, k) float and ``ref_index`` (N, W, k) int32.
+    ``adjust(logits, labels)``: a target made from the original's (1, k_i, V) logits and the row's labels, taken in
+    their place (UNDIAL's adjusted logits)."""
     def top(out: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
-        best = torch.log_softmax(out.logits[0].float(), dim=-1).topk(k, dim=-1)  # (k_i, k)
+        logits = out.logits.float() if adjust is None else adjust(out.logits, out.labels)  # (1, k_i, V)
+        best = torch.log_softmax(logits[0], dim=-1).topk(k, dim=-1)  # (k_i, k)
         return best.values.cpu(), best.indices.to(torch.int32).cpu()
 
     values, indices = zip(*reference_map(ctx, rows, top), strict=True)
