@@ -1,6 +1,6 @@
 """The published methods (GradDiff, SimNPO, ME+GD, UNDIAL, refusal DPO, IDK+AP, RMU, circuit breakers, RepBend): their
-defaults, option errors, and one behaviour each that would fail were the method wired wrong. Training itself (every reachable
-parameter changes, only adapters under LoRA) is checked for every registered method in test_methods.py."""
+defaults, option errors, and one behaviour each that would fail were the method wired wrong. Training itself (every
+reachable parameter changes, only adapters under LoRA) is checked for every registered method in test_methods.py."""
 
 import math
 
