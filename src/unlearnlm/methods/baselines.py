@@ -10,6 +10,7 @@ from torch import nn
 
 from unlearnlm import losses
 from unlearnlm.methods.base import (
+    Adjust,
     Outputs,
     PreparedData,
     PrepareContext,
@@ -34,13 +35,28 @@ def normal_kl(policy: Outputs, reference: Reference, normal: dict[str, Any], ref
     original's top-k log-probabilities for the normal rows (``train.kl_top_k``), no reference pass is run; nor when
     the caller passes ``ref``, the original's pass over this batch that it ran already.
     """
-    if "ref_logp" in normal:
-        k = response_window(normal["labels"])
+    cached = (normal["ref_logp"], normal["ref_index"]) if "ref_logp" in normal else None
+    return teacher_kl(policy, reference, normal, cached, ref=ref, first=first)
+
+
+def teacher_kl(policy: Outputs, reference: Reference, stream: dict[str, Any], cached: tuple[Any, Any] | None = None,
+               ref: Outputs | None = None, adjust: Adjust | None = None, first: int = 0) -> Any:
+    """Forward KL(teacher || model) over a stream's response tokens, the teacher being the original's next-token
+    distribution, or ``adjust(logits, labels)`` of its logits (UNDIAL's adjusted teacher).
+
+    ``cached``: the teacher's top-k log-probabilities and token ids per row, right-aligned (N, W, k) as
+    :func:`~unlearnlm.methods.base.reference_top_k` computes them once before training (with the same ``adjust``); no
+    reference pass is run then. Otherwise ``ref``, the original's pass over this batch when the caller ran it already,
+    or a new one.
+    """
+    if cached is not None:
+        k = response_window(stream["labels"])
         p = policy.last(k)
-        return losses.forward_kl_topk(p.logits, normal["ref_logp"][:, -k:], normal["ref_index"][:, -k:], p.labels,
-                                      first=first)
-    ref = ref if ref is not None else reference_forward(reference, normal)  # (B, K, V)
-    return losses.forward_kl(policy.last(ref.labels.shape[1]).logits, ref.logits, ref.labels, first=first)
+        logp, index = cached
+        return losses.forward_kl_topk(p.logits, logp[:, -k:], index[:, -k:], p.labels, first=first)
+    ref = ref if ref is not None else reference_forward(reference, stream)  # (B, K, V)
+    teacher = ref.logits if adjust is None else adjust(ref.logits, ref.labels)
+    return losses.forward_kl(policy.last(ref.labels.shape[1]).logits, teacher, ref.labels, first=first)
 
 
 RetainLoss = Literal["nll", "kl"]

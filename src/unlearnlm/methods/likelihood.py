@@ -16,18 +16,17 @@ from torch import nn
 
 from unlearnlm import losses
 from unlearnlm.methods.base import (
+    Adjust,
     PreparedData,
     PrepareContext,
     StepOutput,
     forward_many,
-    reference_forward,
     reference_top_k,
     register,
     require_non_negative,
     require_positive,
-    response_window,
 )
-from unlearnlm.methods.baselines import RetainLoss, RetainTermMethod, retain_loss
+from unlearnlm.methods.baselines import RetainLoss, RetainTermMethod, retain_loss, teacher_kl
 from unlearnlm.models import Reference
 
 def _forget_and_retain(model: nn.Module, reference: Reference, batch: dict[str, Any], kind: str, alpha: float):
@@ -191,25 +190,21 @@ class Undial(RetainTermMethod):
     name = "undial"
     Options = UndialOptions
 
+    def _teacher(self) -> Adjust:
+        """The original's logits -> the teacher's (:func:`~unlearnlm.losses.adjusted_logits` at ``beta``)."""
+        return partial(losses.adjusted_logits, beta=self.options.beta)
+
     def prepare(self, ctx: PrepareContext) -> PreparedData:
         """With ``top_k``: the teacher's top-k on every forget row, once (a pass of the original per step saved)."""
         if not self.options.top_k:
             return PreparedData()
-        top = reference_top_k(ctx, ctx.tokenize(ctx.forget), self.options.top_k,
-                              adjust=partial(losses.adjusted_logits, beta=self.options.beta))
+        top = reference_top_k(ctx, ctx.tokenize(ctx.forget), self.options.top_k, adjust=self._teacher())
         return PreparedData(tensors={"teacher_logp": top["ref_logp"], "teacher_index": top["ref_index"]})
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
         o = self.options
         forget, retain = _forget_and_retain(model, reference, batch, o.retain_loss, o.alpha)
-        k = response_window(batch["forget"]["labels"])
-        policy = forget.last(k)
-        if "teacher_logp" in batch:
-            distill = losses.forward_kl_topk(policy.logits, batch["teacher_logp"][:, -k:],
-                                             batch["teacher_index"][:, -k:], policy.labels)
-        else:
-            ref = reference_forward(reference, batch["forget"])
-            distill = losses.forward_kl(policy.logits, losses.adjusted_logits(ref.logits, ref.labels, o.beta),
-                                        policy.labels)
+        cached = (batch["teacher_logp"], batch["teacher_index"]) if "teacher_logp" in batch else None
+        distill = teacher_kl(forget, reference, batch["forget"], cached, adjust=self._teacher())
         loss = distill + o.alpha * retain
         return StepOutput(loss=loss, terms={"undial": distill.item(), "retain": retain.item()})
