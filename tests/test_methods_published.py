@@ -135,6 +135,7 @@ def test_undial_cached_teacher_is_the_exact_one_and_lowers_the_forget_answers(ti
     vocab = tiny_model.config.vocab_size
     exact = first({"top_k": 0})
     assert first({"top_k": vocab}) == pytest.approx(exact, rel=1e-4)
+    assert first({"top_k": vocab + 100}) == pytest.approx(exact, rel=1e-4)  # more than the vocabulary: all of it
     assert 0 < first({"top_k": 0, "beta": 1.0}) < exact
 
     # A random model gives each answer token about 1/V, where taking β off its logit changes little: plant the

@@ -309,10 +309,10 @@ def reference_top_k(ctx: PrepareContext, rows: Sequence[TokenizedDialogue], k: i
     """The original's top-``k`` log-probabilities and their token ids over each row's response window, for
     :func:`~unlearnlm.losses.forward_kl_topk`: ``ref_logp`` (N, W, k) float and ``ref_index`` (N, W, k) int32.
     ``adjust(logits, labels)``: a target made from the original's (1, k_i, V) logits and the row's labels, taken in
-    their place (UNDIAL's adjusted logits)."""
+    their place (UNDIAL's adjusted logits). A ``k`` above the vocabulary size keeps the whole vocabulary (exact)."""
     def top(out: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
         logits = out.logits.float() if adjust is None else adjust(out.logits, out.labels)  # (1, k_i, V)
-        best = torch.log_softmax(logits[0], dim=-1).topk(k, dim=-1)  # (k_i, k)
+        best = torch.log_softmax(logits[0], dim=-1).topk(min(k, logits.shape[-1]), dim=-1)  # (k_i, k)
         return best.values.cpu(), best.indices.to(torch.int32).cpu()
 
     values, indices = zip(*reference_map(ctx, rows, top), strict=True)
