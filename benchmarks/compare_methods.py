@@ -16,7 +16,9 @@ method, into ``OUTPUT/METHOD/try-N``; ``--tries METHOD:KEY=V1,V2`` gives one met
 place of the shared ones (e.g. RMU's steering coefficient), as many tries as the others get. Per method it keeps
 the try whose kept checkpoint the stop rule ranks best on the early-stopping split (:mod:`unlearnlm.tuning`;
 held-out figures never enter the choice); the table shows the kept try, and ``OUTPUT/METHOD/tries.json`` every
-try's overrides and kept check.
+try's overrides and kept check. Only the kept try is evaluated and saved (its folder is a finished run): a try that
+ranks lower leaves its config, scan files, ``history.jsonl`` and ``training.json`` (its checks), and no model. The
+best try so far is held in memory while the next one trains (two models at once).
 
 ``--attack quantize`` and ``--attack relearn`` (either or both) run ``unlearnlm attack`` on every method's kept run
 and every ``--include`` run, after the methods have run (into ``RUN/attacks/``, as the CLI does), and print a
@@ -37,7 +39,7 @@ from unlearnlm.attacks.figures import return_text, share_text
 from unlearnlm.loader import load_config
 from unlearnlm.methods import METHODS
 from unlearnlm.outputs import write_json
-from unlearnlm.pipeline import run
+from unlearnlm.pipeline import evaluate_run, train_run
 from unlearnlm.report.compare import write_compare
 from unlearnlm.report.run_files import read_run
 from unlearnlm.tuning import best_try, kept_check, method_grids
@@ -177,14 +179,21 @@ def main() -> None:
     attacked = []
     for name in methods:
         own_options = [] if name == base.method.name else ["method.options={}"]  # options belong to one method
-        tried, grid = [], grids[name]
-        for i, overrides in enumerate(grid):
+        tried, grid, best, chosen = [], grids[name], None, 0
+        for i, overrides in enumerate(grid):  # each try trained; only the one kept is evaluated
             folder = Path(args.output) / name / (f"try-{i}" if len(grid) > 1 else "")
             cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}", *overrides,
                                             f"output_dir={folder}"])
-            tried.append((folder, overrides, run(cfg, overwrite=True)))
-        chosen = best_try([summary for _, _, summary in tried])
-        folder, overrides, summary = tried[chosen]
+            trained = train_run(cfg, overwrite=True)
+            tried.append((folder, overrides, {"training": trained.training()}))
+            if best is None or best_try([tried[chosen][2], tried[-1][2]]) == 1:  # better than the best so far
+                if best is not None:
+                    best.discard()
+                best, chosen = trained, i
+            else:
+                trained.discard()
+        folder, overrides = tried[chosen][:2]
+        summary = evaluate_run(best)
         if len(grid) > 1:
             write_json(Path(args.output) / name / "tries.json",
                        [{"folder": str(f), "overrides": o, "kept_check": vars(kept_check(s)), "chosen": i == chosen}

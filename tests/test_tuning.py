@@ -84,7 +84,6 @@ def test_compare_methods_runs_every_try_and_shows_the_chosen_one(workspace, monk
     assert [t["overrides"] for t in npo_tries] == [["method.options.beta=0.05"], ["method.options.beta=0.2"]]
     tries = json.loads((out / "gradient_ascent" / "tries.json").read_text())
     assert [t["overrides"] for t in tries] == [["train.learning_rate=1e-3"], ["train.learning_rate=1e-2"]]
-    summaries = [json.loads((Path(t["folder"]) / "metrics.json").read_text()) for t in tries]
     import yaml
 
     assert [yaml.safe_load((Path(t["folder"]) / "config.yaml").read_text())["train"]["learning_rate"]
@@ -92,7 +91,18 @@ def test_compare_methods_runs_every_try_and_shows_the_chosen_one(workspace, monk
     assert [yaml.safe_load((Path(t["folder"]) / "config.yaml").read_text())["method"]["options"]["beta"]
             for t in npo_tries] == [0.05, 0.2]
     chosen = [t["chosen"] for t in tries]
-    assert chosen.count(True) == 1 and chosen.index(True) == best_try(summaries)
+    assert chosen.count(True) == 1
+    # only the kept try is evaluated and saved; the other keeps its checks in training.json, and no model
+    trainings = []
+    for t, kept in zip(tries, chosen, strict=True):
+        folder = Path(t["folder"])
+        assert (folder / "metrics.json").is_file() == kept and (folder / "model").is_dir() == kept
+        assert (folder / "training.json").is_file() != kept and not (folder / "checkpoint").exists()
+        assert (folder / "history.jsonl").is_file()
+        trainings.append(json.loads((folder / "metrics.json").read_text())["training"] if kept
+                         else json.loads((folder / "training.json").read_text()))
+    assert chosen.index(True) == best_try([{"training": training} for training in trainings])
+    assert [t["kept_check"] for t in tries] == [vars(kept_check({"training": tr})) for tr in trainings]
     label = f"gradient_ascent ({tries[chosen.index(True)]['overrides'][0]})"
     assert f"| {label} |" in capsys.readouterr().out
     assert (out / "compare.html").is_file()

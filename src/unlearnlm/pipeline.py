@@ -19,7 +19,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from unlearnlm.outputs import (
 from unlearnlm.report import write_reports
 from unlearnlm.report.card import write_model_card
 from unlearnlm.scanning import Monitor, RefusalMiner, scan
-from unlearnlm.tasks import Task, create_task
+from unlearnlm.tasks import Plan, Task, create_task
 from unlearnlm.train import Check, TrainResult, unlearn
 
 Log = Callable[[str], None]
@@ -141,12 +141,47 @@ def finish_run(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], h
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
 
 
-def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: Log = print) -> dict[str, Any]:
-    """The whole pipeline for the task ``cfg.data.task``; returns the summary also written to ``metrics.json``.
+@dataclass
+class TrainedRun:
+    """A run trained but not yet evaluated, held in memory: everything :func:`evaluate_run` needs.
 
-    ``resume``: continue the run in ``cfg.output_dir`` from its checkpoint (see :func:`resume`). Under a launcher
-    every process returns the summary; only the main process writes and logs.
+    :func:`run` is :func:`train_run` then :func:`evaluate_run`; keeping them apart lets a caller train several runs
+    and evaluate only the one it keeps (``benchmarks/compare_methods.py --tries`` chooses on the early-stopping split,
+    which training alone measures), and :meth:`discard` the others.
     """
+
+    cfg: RunConfig
+    out: Path
+    method: UnlearningMethod
+    task: Task
+    model: Any
+    tokenizer: Any
+    panel: JudgePanel
+    plan: Plan
+    reference: Reference
+    result: TrainResult
+    clock: StageClock
+    lm_original: dict[str, Any] | None
+    log: Log
+    elapsed: float
+    """Seconds from the run's start to the end of training (its clock stops there until evaluation)."""
+
+    def training(self) -> dict[str, Any]:
+        """The ``training`` entry of the run's ``metrics.json`` (steps, stop reason, every check)."""
+        return training_summary(self.result, self.plan.labels)
+
+    def discard(self) -> None:
+        """Drop a run that will not be evaluated: its folder keeps the config, the scan files and ``history.jsonl``,
+        gains ``training.json`` (:meth:`training`), and loses its checkpoint; no model is saved, and no
+        ``metrics.json`` is written, so the folder does not pass for a finished run."""
+        distributed.on_main(lambda: (write_json(self.out / "training.json", self.training()),
+                                     shutil.rmtree(self.out / CHECKPOINT_DIR, ignore_errors=True)))
+        self.model = self.reference = None
+
+
+def train_run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: Log = print) -> TrainedRun:
+    """Stages 1-3 of :func:`run`: the original and judges, the before stage, training with early stopping (the best
+    check restored). Nothing is evaluated or saved beyond the run folder's config, scan files and history."""
     log = distributed.main_progress(log)
     t0 = time.perf_counter()
     clock = StageClock()
@@ -201,21 +236,34 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     log(f"      {result.steps} steps{resumed}, best step {result.best_step}, stopped: {result.stop_reason} "
         f"({result.seconds:.0f}s)")
     distributed.on_main(lambda: write_rows(out / "history.jsonl", result.history))
+    clock.stop()
+    return TrainedRun(cfg=cfg, out=out, method=method, task=task, model=model, tokenizer=tokenizer, panel=panel,
+                      plan=plan, reference=reference, result=result, clock=clock, lm_original=lm_original, log=log,
+                      elapsed=time.perf_counter() - t0)
 
+
+def evaluate_run(trained: TrainedRun) -> dict[str, Any]:
+    """Stage 4 of :func:`run`: evaluate before vs after, save the model, write the reports; returns the summary also
+    written to ``metrics.json``."""
+    cfg, out, task, log, clock = trained.cfg, trained.out, trained.task, trained.log, trained.clock
+    model, tokenizer, plan, panel, result = trained.model, trained.tokenizer, trained.plan, trained.panel, trained.result
+    if model is None:
+        raise ValueError(f"the run in {out} was discarded; it has no model to evaluate")
+    t0 = time.perf_counter()
     log("[4/4] evaluating before vs after")
     clock.start("evaluation")
     set_metrics, rows, normal_metrics, after = evaluate_sets(
-        model, reference, tokenizer, plan.sets, plan.normal_sets, panel, RefusalDetector(), cfg)
+        model, trained.reference, tokenizer, plan.sets, plan.normal_sets, panel, RefusalDetector(), cfg)
     task.add_metrics(plan.sets, after, set_metrics)
     task.probe(model, tokenizer, "after")
     distributed.on_main(lambda: write_rows(out / "examples.jsonl", rows))
     utility = {}
-    if lm_original is not None:
+    if trained.lm_original is not None:
         clock.start("lm-eval, unlearned")
         log(f"      lm-eval: {', '.join(cfg.utility.lm_eval_tasks)} on the unlearned model")
         lm_after = lm_eval_bridge.score(model, tokenizer, cfg.utility)
         seconds = clock.stop()
-        utility = {"lm_eval": lm_eval_bridge.comparison(lm_original, lm_after, cfg.utility,
+        utility = {"lm_eval": lm_eval_bridge.comparison(trained.lm_original, lm_after, cfg.utility,
                                                         seconds["lm-eval, original"] + seconds["lm-eval, unlearned"])}
     clock.start("saving the model")
     if cfg.save_model:
@@ -224,24 +272,33 @@ def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: L
     stage_seconds = clock.stop()
     stage_seconds["of which early-stopping checks"] = round(sum(c.seconds for c in result.checks), 1)
     summary = {
-        "method": method.name,
-        "method_options": asdict(method.options),
+        "method": trained.method.name,
+        "method_options": asdict(trained.method.options),
         "model": cfg.model.name_or_path,
         "judges": [j.name for j in panel.judges],
         "scan": plan.scan,
         "expected_outputs": plan.expected_info,
-        "training": training_summary(result, plan.labels),
+        "training": trained.training(),
         "sets": set_metrics,
         **task.summary_entries(rows),
         "normal_data": normal_metrics,
         **utility,
         "precision": run_precision(cfg),
         "stage_seconds": stage_seconds,
-        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "wall_seconds": round(trained.elapsed + time.perf_counter() - t0, 1),
     }
     distributed.on_main(lambda: finish_run(out, summary, rows, result.history, cfg))
     log(f"done in {summary['wall_seconds']:.0f}s → {out / 'report.md'}")
     return summary
+
+
+def run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, log: Log = print) -> dict[str, Any]:
+    """The whole pipeline for the task ``cfg.data.task``; returns the summary also written to ``metrics.json``.
+
+    ``resume``: continue the run in ``cfg.output_dir`` from its checkpoint (see :func:`resume`). Under a launcher
+    every process returns the summary; only the main process writes and logs.
+    """
+    return evaluate_run(train_run(cfg, overwrite=overwrite, resume=resume, log=log))
 
 
 def scan_only(cfg: RunConfig, prompts: Sequence[Dialogue], output_dir: Path, log: Log = print) -> dict[str, int]:
