@@ -246,7 +246,8 @@ def evaluate_run(trained: TrainedRun) -> dict[str, Any]:
     """Stage 4 of :func:`run`: evaluate before vs after, save the model, write the reports; returns the summary also
     written to ``metrics.json``."""
     cfg, out, task, log, clock = trained.cfg, trained.out, trained.task, trained.log, trained.clock
-    model, tokenizer, plan, panel, result = trained.model, trained.tokenizer, trained.plan, trained.panel, trained.result
+    model, tokenizer, plan, panel = trained.model, trained.tokenizer, trained.plan, trained.panel
+    result = trained.result
     if model is None:
         raise ValueError(f"the run in {out} was discarded; it has no model to evaluate")
     t0 = time.perf_counter()
