@@ -221,6 +221,28 @@ def test_an_unset_edgy_share_keeps_earlier_cache_keys() -> None:
     assert stage_hash({"data": key}) != stage_hash({"data": data_key(DataConfig(edgy_share=0.3))})
 
 
+def test_every_data_and_scan_field_has_a_place_in_the_before_stage_cache_key() -> None:
+    """The before-stage key hashes every ``DataConfig`` and ``ScanData`` field, so a field added later changes every
+    key and throws away every cached stage, as the empty ``ScanData.reserve`` did (the harm default's scan ran again
+    for 18 minutes with the same content). A new field must be listed here on purpose: in the key (a change of it
+    must invalidate the cache), in ``ADDED_LATER_DATA`` (out of the key while off) or ``TRAINING_ONLY_DATA``."""
+    from dataclasses import fields
+
+    from unlearnlm.tasks.base import ADDED_LATER_DATA, TRAINING_ONLY_DATA
+    from unlearnlm.tasks.scanned import ScanData
+
+    keyed_data = {"benign_pool", "benign_prompts", "benign_val_size", "eval_size", "expected_outputs",
+                  "expected_recipe", "forget_rephrasings", "harmful_prompts", "max_prompt_tokens",
+                  "max_response_tokens", "normal_texts", "normal_train_size", "options", "scan_size", "stop_pool",
+                  "stop_prompts", "stop_rephrasings", "task", "test_fraction", "unseen_prompts", "val_fraction"}
+    new = {f.name for f in fields(DataConfig)} - keyed_data - set(ADDED_LATER_DATA) - set(TRAINING_ONLY_DATA)
+    assert not new, f"DataConfig fields {sorted(new)}: add each to ADDED_LATER_DATA or TRAINING_ONLY_DATA, or here"
+    keyed_scan = {"harmful", "unseen", "benign_train", "benign_val", "benign_eval", "edgy_eval", "normal_texts",
+                  "expected", "heldout_benign", "stop_extra", "stop_texts", "reserve"}
+    new = {f.name for f in fields(ScanData)} - keyed_scan
+    assert not new, f"ScanData fields {sorted(new)}: leave each out of ScannedTask.stage_key while empty, or list here"
+
+
 def test_lookalikes_come_once_each_and_never_from_the_stop_or_evaluation_sets(tmp_path) -> None:
     assert lookalike_prompts(DataConfig()) == []  # the default: none
     sets = build_benign_sets(DataConfig(normal_train_size=192, benign_val_size=64), seed=0)
