@@ -348,3 +348,28 @@ def test_generation_precision_is_in_the_cache_key_as_resolved(workspace, capsys,
     assert main(["run", str(config), "--output", str(tmp_path / "c"), *steps,
                  "--set", "generation.mixed_precision=bf16"]) == 0
     assert "reusing" not in capsys.readouterr().out
+
+
+def test_a_discarded_run_keeps_its_checks_drops_its_checkpoint_and_cannot_be_evaluated(tmp_path):
+    """``TrainedRun.discard`` (a ``compare_methods --tries`` try that ranks lower): ``training.json`` holds the
+    checks, the checkpoint is gone, no ``metrics.json`` or model is written, and evaluating it is refused."""
+    from types import SimpleNamespace
+
+    from unlearnlm.outputs import CHECKPOINT_DIR
+    from unlearnlm.pipeline import StageClock, TrainedRun, evaluate_run
+    from unlearnlm.train import Check, TrainResult
+
+    (tmp_path / CHECKPOINT_DIR).mkdir()
+    (tmp_path / CHECKPOINT_DIR / "state.pt").write_bytes(b"x")
+    result = TrainResult(steps=20, best_step=10, stop_reason="patience", seconds=5.0,
+                         checks=[Check(step=10, flagged_rate=0.4, normal_kl=0.1)])
+    trained = TrainedRun(cfg=None, out=tmp_path, method=None, task=None, model=object(), tokenizer=None, panel=None,
+                         plan=SimpleNamespace(labels=("flagged", "refused")), reference=object(), result=result,
+                         clock=StageClock(), lm_original=None, log=print, elapsed=1.0)
+    trained.discard()
+    training = json.loads((tmp_path / "training.json").read_text())
+    assert (training["best_step"], training["checks"][0]["flagged_rate"]) == (10, 0.4)
+    assert not (tmp_path / CHECKPOINT_DIR).exists()
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "model").exists()
+    with pytest.raises(ValueError, match="discarded"):
+        evaluate_run(trained)
