@@ -326,6 +326,27 @@ def test_attacks_on_planted_knowledge_runs(task, tmp_path, monkeypatch):
             .read_text().splitlines()]
     assert rows and not [r["prompt"] for r in rows if any(n in r["prompt"] for n in needles)]
     assert 0 < relearned["sets"]["forget_paraphrase"]["n"] < summary["sets"]["forget_paraphrase"]["before"]["n"]
+    probes = relearned["probes"]  # read on every copy, as the figures, leaving out the relearned units' questions
+    assert set(probes) == {"unlearned", "step 1"}
+    assert all(set(p) == set(summary["probes"]["after"]) for p in probes.values())
+    if task == "hallucination":  # the pair counts show what was left out
+        full = summary["probes"]["after"]["truth_preference_forget"]["pairs"]
+        assert 0 < probes["unlearned"]["truth_preference_forget"]["pairs"] < full
+        assert probes["step 1"]["truth_preference_retain"]["pairs"] == summary["probes"]["after"][
+            "truth_preference_retain"]["pairs"]  # no retained pair is left out
+    md = (tmp_path / "run" / "attacks" / "relearn_forget" / "attack.md").read_text()
+    assert f"## Probes (questions about the measured {units['key']}s only)" in md
+
+
+def test_leave_out_drops_the_questions_about_the_units():
+    from unlearnlm.data.records import Dialogue
+    from unlearnlm.tasks.knowledge import leave_out
+
+    rows = [Dialogue("a?", "x", meta={"person": 1}), Dialogue("b?", "y", meta={"person": 2}),
+            Dialogue("c?", "z", meta={"person": 1}), Dialogue("d?", "w", meta={})]
+    assert [d.prompt for d in leave_out(rows, "person", ["1"])] == ["b?", "d?"]
+    assert [d.prompt for d in leave_out(rows, "person", [2])] == ["a?", "c?", "d?"]
+    assert leave_out(rows, "person", ()) == rows
 
 
 def test_return_and_share_cells_as_tables_show_them():

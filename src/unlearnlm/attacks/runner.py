@@ -258,12 +258,14 @@ def relearn_attack(run_dir: str | Path, output_dir: str | Path | None = None, op
         f"lr {tune.learning_rate:g}, batch {tune.batch_size}); measuring {len(split.measured)} sets")
     metrics, rows = target.measure(model, tokenizer, split.measured, "unlearned")
     figures = {"original": figures_of(metrics, "before"), "unlearned": figures_of(metrics, "after")}
+    probes = {"unlearned": task.probe_copy(model, tokenizer, split.units)}  # the measured units only, as the figures
     losses = {}
     for step, loss in relearn_steps(model, tokenizer, data, options.steps, tune):
         label = f"step {step}"
         log(f"  step {step}: loss {loss:.3f}; measuring")
         metrics, step_rows = target.measure(model, tokenizer, split.measured, label)
         figures[label], losses[step] = figures_of(metrics, "after"), loss
+        probes[label] = task.probe_copy(model, tokenizer, split.units)
         rows += step_rows
     curve_of = lambda v: {0: v["unlearned"], **{s: v[f"step {s}"] for s in options.steps}}  # noqa: E731
     summary = {**target.header("relearn", options),
@@ -271,6 +273,7 @@ def relearn_attack(run_dir: str | Path, output_dir: str | Path | None = None, op
                "excluded_units": {"key": task.knowledge_unit or "prompt", "units": split.units,
                                   "why": "the forget variant relearns them; both variants measure only the others"},
                "relearn_rows": [d.to_json() for d in data], "sets": set_info(split.measured), "figures": figures,
+               "probes": probes if any(probes.values()) else {},
                "loss": losses, "return_share": RETURN_SHARE,
                "steps_to_return": per_figure(figures, lambda v: steps_to_return(v["original"], curve_of(v))),
                "wall_seconds": round(time.perf_counter() - t0, 1)}
@@ -298,5 +301,6 @@ def relearn_markdown(summary: dict[str, Any]) -> str:
             "| training loss | " + " | ".join(f"{v:.3f}" for v in summary["loss"].values()) + " |"]
     return attack_markdown(f"Relearning probe ({tune['data']} data)", intro, [
         ("Figures", figure_table(summary["figures"], summary["sets"], returned)),
+        (f"Probes (questions about the measured {units['key']}s only)", probe_table(summary["probes"])),
         ("Relearning loss", loss),
     ])

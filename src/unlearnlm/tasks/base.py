@@ -27,7 +27,7 @@ import hashlib
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -186,6 +186,11 @@ class Task(ABC):
 
     def probe(self, model, tokenizer, stage: str) -> None:
         """Log-probability probes of ``model`` at ``stage`` (``original`` or ``after``); default: none."""
+
+    def probe_copy(self, model, tokenizer, exclude: Collection[str] = ()) -> dict[str, Any]:
+        """The same probes of an attacked copy, leaving out the questions about the :attr:`knowledge_unit` values in
+        ``exclude``, recorded nowhere; default: none."""
+        return {}
 
     def add_metrics(self, sets: list[EvalSet], after: dict[str, list[str]], metrics: dict[str, Any]) -> None:
         """Add task-specific figures to each set's ``before``/``after`` metrics in place; default: none."""

@@ -22,7 +22,7 @@ dialogue's ``meta["reference"]`` (the true statement) and ``meta["false_claims"]
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from unlearnlm.config import check
@@ -34,7 +34,7 @@ from unlearnlm.judges.panel import JudgePanel
 from unlearnlm.probes import truth_preference
 from unlearnlm.tasks.base import register_task
 from unlearnlm.tasks.implant import ImplantConfig
-from unlearnlm.tasks.knowledge import Knowledge, KnowledgeTask
+from unlearnlm.tasks.knowledge import Knowledge, KnowledgeTask, leave_out
 from unlearnlm.tasks.matching import contains_words
 
 
@@ -168,9 +168,10 @@ class HallucinationTask(KnowledgeTask):
                                     [d.with_response(d.meta["false"]) for d in asked],
                                     units=[d.meta["pair"] for d in asked], **lengths)
 
-        def probes(model, tokenizer) -> dict:
-            """Truth preference per pair group."""
-            return {f"truth_preference_{name}": preference(model, tokenizer, data.sets[name])
+        def probes(model, tokenizer, exclude: Collection[str] = ()) -> dict:
+            """Truth preference per pair group; the pairs in ``exclude`` left out."""
+            return {f"truth_preference_{name}": preference(model, tokenizer,
+                                                           leave_out(data.sets[name], self.knowledge_unit, exclude))
                     for name in ("forget", "retain", "untouched")}
 
         def stop_belief(model, tokenizer) -> float:

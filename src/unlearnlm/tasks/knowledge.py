@@ -21,7 +21,7 @@ said, a ``reproduced`` function (how much of the planted answer a generated answ
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,7 +40,17 @@ from unlearnlm.tasks.base import Log, Plan, Task, data_key, generation_key, read
 from unlearnlm.tasks.benign import build_benign_sets, keep_prompts
 from unlearnlm.tasks.implant import ImplantResult, implant
 
-Probes = Callable[[Any, Any], dict[str, Any]]
+#: ``probes(model, tokenizer, exclude)``: ``exclude`` = units (:attr:`Task.knowledge_unit` values, as strings) whose
+#: questions the probes leave out (the relearning probe's relearned people or pairs); empty: every question.
+Probes = Callable[[Any, Any, Collection[str]], dict[str, Any]]
+
+
+def leave_out(rows: Sequence[Dialogue], key: str, units: Collection[str]) -> list[Dialogue]:
+    """``rows`` without those whose ``meta[key]`` (as a string) is one of ``units``."""
+    units = {str(u) for u in units}
+    return [d for d in rows if str(d.meta.get(key)) not in units]
+
+
 #: The planted-knowledge tasks keep the FreshQA-only benign data their published figures were measured with.
 FRESHQA_BENIGN = {"benign_pool": "freshqa", "normal_train_size": 128, "benign_val_size": 16}
 
@@ -64,7 +74,7 @@ class Knowledge:
     reproduced_label: str
     """What ``reproduced`` measures, for the report (e.g. "fields extracted")."""
     probes: Probes
-    """``probes(model, tokenizer)`` → log-probability measurements (membership AUC, truth preference)."""
+    """``probes(model, tokenizer, exclude=())`` → log-probability measurements (membership AUC, truth preference)."""
     stop_membership: Membership | None = None
     """Membership AUC read at every early-stopping check (:attr:`~unlearnlm.tasks.base.Plan.stop_membership`)."""
     stop_belief: Membership | None = None
@@ -169,6 +179,10 @@ class KnowledgeTask(Task):
             self._record("base", self.knowledge.probes(base, tokenizer))
             del base
         self._record(stage, self.knowledge.probes(model, tokenizer))
+
+    def probe_copy(self, model, tokenizer, exclude: Collection[str] = ()) -> dict[str, Any]:
+        measured = self.knowledge.probes(model, tokenizer, exclude)
+        return {name: {k: v for k, v in m.items() if k != "margins"} for name, m in measured.items()}
 
     def _record(self, stage: str, measured: dict[str, dict[str, Any]]) -> None:
         """Keep one stage's probes, their grouped margins apart."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -33,7 +33,7 @@ from unlearnlm.judges.pii_data import presidio_identities
 from unlearnlm.probes import membership_auc, membership_scores, scores_auc
 from unlearnlm.tasks.base import Log, Plan, register_task
 from unlearnlm.tasks.implant import ImplantConfig
-from unlearnlm.tasks.knowledge import Knowledge, KnowledgeTask
+from unlearnlm.tasks.knowledge import Knowledge, KnowledgeTask, leave_out
 from unlearnlm.tasks.matching import contains_number, contains_words
 
 PRIVACY_FIELDS = ("email", "phone", "address", "birthday", "card", "occupation")
@@ -320,12 +320,14 @@ class PrivacyTask(KnowledgeTask):
         data = build_privacy_data(self.options, presidio_identities(), seed=cfg.train.seed)
         lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
 
-        def probes(model, tokenizer) -> dict:
-            """Membership-inference AUC of forgotten (and, for scale, retained) people against never-seen ones."""
+        def probes(model, tokenizer, exclude: Collection[str] = ()) -> dict:
+            """Membership-inference AUC of forgotten (and, for scale, retained) people against never-seen ones; the
+            people in ``exclude`` left out."""
             never = membership_scores(model, tokenizer, data.sets["never_seen"], **lengths)
-            return {f"mia_{group}_vs_never_seen": scores_auc(membership_scores(model, tokenizer, data.sets[group], **lengths),
+            asked = {group: leave_out(data.sets[group], self.knowledge_unit, exclude) for group in ("forget", "retain")}
+            return {f"mia_{group}_vs_never_seen": scores_auc(membership_scores(model, tokenizer, rows, **lengths),
                                                              never)
-                    for group in ("forget", "retain")}
+                    for group, rows in asked.items()}
 
         def stop_membership(model, tokenizer) -> float:
             """The highest of the three membership AUCs, forgotten people against the stop split's never-seen ones."""
