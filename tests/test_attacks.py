@@ -335,7 +335,8 @@ def test_attacks_on_planted_knowledge_runs(task, tmp_path, monkeypatch):
         assert probes["step 1"]["truth_preference_retain"]["pairs"] == summary["probes"]["after"][
             "truth_preference_retain"]["pairs"]  # no retained pair is left out
     md = (tmp_path / "run" / "attacks" / "relearn_forget" / "attack.md").read_text()
-    assert f"## Probes (questions about the measured {units['key']}s only)" in md
+    measured = {"privacy": "people", "hallucination": "pairs"}[task]
+    assert f"## Probes (questions about the measured {measured} only)" in md
 
 
 def test_leave_out_drops_the_questions_about_the_units():

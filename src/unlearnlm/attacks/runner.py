@@ -58,6 +58,8 @@ from unlearnlm.tasks import Task, create_task
 Log = Callable[[str], None]
 #: Written last: an output folder holding it holds a finished attack.
 ATTACK_FILE = "attack.json"
+#: Knowledge units named in the plural in ``attack.md``.
+PLURAL = {"person": "people", "pair": "pairs"}
 
 
 @dataclass
@@ -301,6 +303,7 @@ def relearn_markdown(summary: dict[str, Any]) -> str:
             "| training loss | " + " | ".join(f"{v:.3f}" for v in summary["loss"].values()) + " |"]
     return attack_markdown(f"Relearning probe ({tune['data']} data)", intro, [
         ("Figures", figure_table(summary["figures"], summary["sets"], returned)),
-        (f"Probes (questions about the measured {units['key']}s only)", probe_table(summary["probes"])),
+        (f"Probes (questions about the measured {PLURAL.get(units['key'], units['key'] + 's')} only)",
+         probe_table(summary["probes"])),
         ("Relearning loss", loss),
     ])
