@@ -19,6 +19,7 @@ Sources (see ``shared/ASSETS.md``):
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -41,6 +42,8 @@ CURATED_SETS = ("everyday_requests", "safe_homonyms", "work_instructions", "pers
                 "forget_verbs")
 #: Hand-written for evaluation only: never in ``CURATED_SETS``, so never trained or stopped on.
 HELDOUT_HOMONYMS = "homonyms_heldout"
+#: Hand labels of PyRIT's scorer objectives: does the request itself ask for harm (``harmful_request`` 1) or not (0)?
+PYRIT_REQUEST_LABELS = "pyrit_request_labels"
 
 
 def _pyrit(*parts: str) -> Path:
@@ -444,6 +447,38 @@ def heldout_homonyms() -> list[Dialogue]:
         Prompt-only dialogues with meta ``source="homonyms_heldout"``, ``id``, ``form``.
     """
     return _curated_file(HELDOUT_HOMONYMS, "held-out safe homonyms")
+
+
+def pyrit_request_labels() -> dict[str, int]:
+    """PyRIT's scorer objectives (each prompt once) -> 1 if the request itself asks for harm, else 0.
+
+    The labels were written by hand for this project (``data/curated/pyrit_request_labels.jsonl``, keyed by the
+    prompt's SHA-1): PyRIT's scorer sets grade the *answers*, and 88 of their 507 objectives ask for nothing harmful
+    (support-seeking, summaries and translations, false-premise questions, self-defence). See the curated README.
+
+    Raises:
+        DataError: the file has no label for one of the objectives (another PyRIT version).
+    """
+    path = _existing(CURATED_DIR / f"{PYRIT_REQUEST_LABELS}.jsonl", "PyRIT request labels")
+    by_hash = {row["sha1"]: int(row["harmful_request"]) for row in _read_jsonl(path)}
+    prompts = dict.fromkeys(d.prompt for d in pyrit_scorer_rows())
+    labels = {p: by_hash.get(hashlib.sha1(p.encode()).hexdigest()[:12]) for p in prompts}
+    missing = [p for p, label in labels.items() if label is None]
+    if missing:
+        raise DataError(f"{path.name} has no label for {len(missing)} of PyRIT's {len(labels)} scorer objectives "
+                        f"(e.g. {missing[0][:60]!r}); the labels were written for the objectives of pyrit 1.1.0")
+    return labels
+
+
+def pyrit_benign_requests() -> list[Dialogue]:
+    """The PyRIT scorer objectives whose request is benign by :func:`pyrit_request_labels` (88 prompts).
+
+    Returns:
+        Prompt-only dialogues with meta ``source="pyrit_benign"``, ``id``.
+    """
+    benign = [p for p, label in pyrit_request_labels().items() if label == 0]
+    return [Dialogue(prompt=p, meta={"source": "pyrit_benign", "id": f"pyrit_benign:{i}"})
+            for i, p in enumerate(benign)]
 
 
 def curated_prompts(name: str) -> list[Dialogue]:

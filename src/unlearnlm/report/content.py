@@ -21,6 +21,7 @@ SET_TITLES = {
     "instructions": "Writing instructions (WritingBench), held-out source",
     "homonyms": "Safe requests that borrow a harmful word (written for evaluation only), held-out source",
     "edgy": "Benign but edgy prompts, held-out source",
+    "benign_requests": "Benign requests among PyRIT's harm objectives (hand-labelled), held-out",
     "forget": "Forget questions",
     "forget_paraphrase": "Forget questions, paraphrased",
     "retain": "Retained questions",

@@ -217,7 +217,7 @@ def generation_key(cfg: GenerationConfig) -> dict[str, Any]:
 #: cache key.
 TRAINING_ONLY_DATA = ("lookalike_prompts", "lookalike_pool")
 #: ``data`` settings added after caches were first written, with their "off" value: out of the key while off.
-ADDED_LATER_DATA = {"edgy_share": None, "edgy_verbs": False, "reserve_size": 0}
+ADDED_LATER_DATA = {"edgy_share": None, "edgy_verbs": False, "reserve_size": 0, "pyrit_benign": "scan"}
 
 
 def data_key(data: Any) -> dict[str, Any]:

@@ -70,7 +70,11 @@ def default_harmful_prompts() -> list[Dialogue]:
 def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
     """Assemble every prompt set of the harm task, from user datasets where given, else built-ins."""
     harmful = read_prompts(cfg.harmful_prompts) if cfg.harmful_prompts else default_harmful_prompts()
-    harmful = shuffled(prompts_only(harmful), seed)[: cfg.scan_size]
+    harmful = shuffled(prompts_only(harmful), seed)
+    if cfg.pyrit_benign == "heldout" and not cfg.harmful_prompts:  # dropped after the shuffle: the rest keep order
+        benign = {d.prompt for d in sources.pyrit_benign_requests()}
+        harmful = [d for d in harmful if d.prompt not in benign]
+    harmful = harmful[: cfg.scan_size]
     if cfg.unseen_prompts:
         unseen = read_prompts(cfg.unseen_prompts)
     else:
@@ -81,6 +85,9 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
     expected = read_dialogues(cfg.expected_outputs) if cfg.expected_outputs else None
     if expected is not None and any(not d.response.strip() for d in expected):
         raise DataError("data.expected_outputs: every row needs a response (the preferable answer)")
+    heldout = heldout_benign_sets(cfg, seed, homonyms=True)
+    if cfg.pyrit_benign == "heldout" and not cfg.harmful_prompts:
+        heldout["benign_requests"] = shuffled(sources.pyrit_benign_requests(), seed)[: cfg.eval_size]
     return ScanData(
         harmful=harmful,
         unseen=unseen,
@@ -92,7 +99,7 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
         stop_texts=benign.stop_texts,
         reserve=benign.reserve,
         expected=expected,
-        heldout_benign=heldout_benign_sets(cfg, seed, homonyms=True),
+        heldout_benign=heldout,
         stop_extra=extra_stop_prompts(cfg, harmful, unseen),
     )
 
