@@ -20,7 +20,7 @@ from unlearnlm.tasks import hallucination as hal
 from unlearnlm.tasks import privacy as priv
 from unlearnlm.loader import load_config
 from unlearnlm.tasks.hallucination import HallucinationConfig
-from unlearnlm.tasks.implant import ImplantConfig, implant, implant_key
+from unlearnlm.tasks.implant import ImplantConfig, epoch_batches, implant, implant_key
 from unlearnlm.tasks.knowledge import Knowledge, reproduced_rate
 from unlearnlm.tasks.privacy import PrivacyConfig, PrivacyTask
 
@@ -954,3 +954,30 @@ def test_knowledge_tasks_refuse_a_reserve(task):
 
     with pytest.raises(ConfigError, match=f"data.reserve_size: the {task} task keeps no reserve"):
         create_task(load_config(overrides=[f"data.task={task}", "data.reserve_size=32"]))
+
+
+def test_epoch_batches_by_length_pad_less_and_keep_every_row_once() -> None:
+    import random
+
+    lengths = [60 + (i * 37) % 50 for i in range(250)]  # 60..109 tokens, mixed
+    plain = epoch_batches(lengths, 8, random.Random(3))
+    order = list(range(250))
+    random.Random(3).shuffle(order)
+    assert plain == [order[i : i + 8] for i in range(0, 250, 8)]  # window 0: the order every earlier planting used
+    windowed = epoch_batches(lengths, 8, random.Random(3), window=64)
+    assert sorted(j for b in windowed for j in b) == list(range(250)) and max(map(len, windowed)) == 8
+
+    def padded(batches: list[list[int]]) -> int:
+        return sum(len(b) * max(lengths[j] for j in b) for b in batches)
+
+    assert padded(windowed) < 0.9 * padded(plain)  # 16% fewer here; random batches of a shuffle: no fewer
+    assert epoch_batches(lengths, 8, random.Random(3), window=64) == windowed  # seeded
+    with pytest.raises(ConfigError, match="implant.length_window"):
+        ImplantConfig(length_window=-1)
+
+
+def test_length_window_enters_the_implant_key_only_when_set() -> None:
+    rows = [Dialogue("Q?", "A.")]
+    base = implant_key(ModelConfig(), rows, ImplantConfig(), seed=0)
+    assert implant_key(ModelConfig(), rows, ImplantConfig(length_window=0), seed=0) == base
+    assert implant_key(ModelConfig(), rows, ImplantConfig(length_window=64), seed=0) != base

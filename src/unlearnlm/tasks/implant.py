@@ -63,11 +63,18 @@ class ImplantConfig:
     answered greedily by the base model before planting and trained on in every epoch beside the planted
     dialogues, so that the planted model answers everyday requests as the base model does. 0: none (the planted
     model of every published figure here)."""
+    length_window: int = 0
+    """Batch by length: each epoch's shuffled rows are cut into windows of this many, each window sorted by token
+    length and cut into batches, and the batches shuffled, so a batch pads little (the privacy default's 250 rows,
+    54 to 111 tokens: 27% fewer padded tokens per epoch at 64 than in plain random batches). 0: plain random
+    batches (every planted model before 2026-12-05)."""
 
     def __post_init__(self) -> None:
         check_positive("implant", self, "max_epochs", "batch_size", "check_every", "learning_rate")
         check(self.keep >= 0, "implant.keep", f"must be 0 (none) or a number of benign requests, got {self.keep}")
         check(0.0 < self.target_rate <= 1.0, "implant.target_rate", f"must be in (0, 1], got {self.target_rate}")
+        check(self.length_window >= 0, "implant.length_window",
+              f"must be 0 (plain random batches) or a number of rows, got {self.length_window}")
 
 
 #: ``score(model, tokenizer) -> share of planted facts reproduced`` (greedy answers, in [0, 1]).
@@ -91,19 +98,34 @@ def planting_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def implant_key(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantConfig, seed: int,
                 keep: Sequence[Dialogue] = (), max_response_tokens: int = 64) -> str:
     """Hash of everything the implanted weights depend on (a local model folder by its files' sizes and times).
-    The keep prompts and the length of their answers enter only when there are any, so that a model planted
-    without them keeps its key."""
+    The keep prompts and the length of their answers enter only when there are any (``length_window`` only when
+    set), so that a model planted without them keeps its key."""
     from unlearnlm import __version__
 
     source = Path(resolve_source(model_cfg.name_or_path))
     files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in source.iterdir()) if source.is_dir() else []
     parts = {"model": asdict(model_cfg), "files": files, "seed": seed, "version": __version__,
-             "implant": {k: v for k, v in asdict(cfg).items() if k != "keep" or v},
+             "implant": {k: v for k, v in asdict(cfg).items() if k not in ("keep", "length_window") or v},
              "data": [[d.system, d.prompt, d.response] for d in dialogues]}
     if keep:
         parts["keep"] = {"prompts": [[d.system, d.prompt] for d in keep], "tokens": max_response_tokens}
     text = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, rng: random.Random, window: int = 0) -> list[list[int]]:
+    """One epoch's batches of row indices: the rows in ``rng``'s random order cut into batches, or with ``window``
+    each window of that many shuffled rows sorted by length, cut into batches, and all batches shuffled."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if not window:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches = []
+    for start in range(0, len(order), window):
+        rows = sorted(order[start : start + window], key=lambda j: lengths[j])
+        batches += [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def _cached_info(target: Path) -> dict[str, Any] | None:
@@ -154,14 +176,12 @@ def implant(model_cfg: ModelConfig, dialogues: Sequence[Dialogue], cfg: ImplantC
     rng = random.Random(seed)
     history: list[dict[str, float]] = []
     rate, epoch = 0.0, 0
+    lengths = [len(r.input_ids) for r in rows]
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
-        order = list(range(len(rows)))
-        rng.shuffle(order)
         losses = []
-        for i in range(0, len(order), cfg.batch_size):
-            batch = collate([rows[j] for j in order[i : i + cfg.batch_size]], tokenizer.pad_token_id,
-                            padding_side="left")
+        for indices in epoch_batches(lengths, cfg.batch_size, rng, cfg.length_window):
+            batch = collate([rows[j] for j in indices], tokenizer.pad_token_id, padding_side="left")
             loss = planting_loss(model, {k: v.to(accelerator.device) for k, v in batch.items()})
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(model.parameters(), 1.0)
