@@ -66,8 +66,9 @@ class ImplantConfig:
     length_window: int = 0
     """Batch by length: each epoch's shuffled rows are cut into windows of this many, each window sorted by token
     length and cut into batches, and the batches shuffled, so a batch pads little (the privacy default's 250 rows,
-    54 to 111 tokens: 27% fewer padded tokens per epoch at 64 than in plain random batches). 0: plain random
-    batches (every planted model before 2026-12-05)."""
+    54 to 111 tokens: 26% fewer padded tokens per epoch at 64 than in plain random batches,
+    ``python benchmarks/bench_planting.py --padding``). 0: plain random batches (every planted model before
+    2026-12-05)."""
 
     def __post_init__(self) -> None:
         check_positive("implant", self, "max_epochs", "batch_size", "check_every", "learning_rate")
