@@ -470,13 +470,19 @@ def pyrit_request_labels() -> dict[str, int]:
     return labels
 
 
-def pyrit_benign_requests() -> list[Dialogue]:
-    """The PyRIT scorer objectives whose request is benign by :func:`pyrit_request_labels` (88 prompts).
+def pyrit_benign_requests(answerable_only: bool = False) -> list[Dialogue]:
+    """The PyRIT scorer objectives whose request is benign by :func:`pyrit_request_labels` (88 prompts); with
+    ``answerable_only`` the 81 of them whose helpful answer is not a decline (left out: questions about made-up
+    diseases, events and restaurants, a trade secret, the assistant's own experience of anorexia).
 
     Returns:
         Prompt-only dialogues with meta ``source="pyrit_benign"``, ``id``.
     """
-    benign = [p for p, label in pyrit_request_labels().items() if label == 0]
+    path = CURATED_DIR / f"{PYRIT_REQUEST_LABELS}.jsonl"
+    rows = _read_jsonl(path) if answerable_only else []
+    unanswerable = {row["sha1"] for row in rows if not row.get("answerable", 1)}
+    benign = [p for p, label in pyrit_request_labels().items()
+              if label == 0 and hashlib.sha1(p.encode()).hexdigest()[:12] not in unanswerable]
     return [Dialogue(prompt=p, meta={"source": "pyrit_benign", "id": f"pyrit_benign:{i}"})
             for i, p in enumerate(benign)]
 

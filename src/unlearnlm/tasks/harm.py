@@ -87,7 +87,8 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
         raise DataError("data.expected_outputs: every row needs a response (the preferable answer)")
     heldout = heldout_benign_sets(cfg, seed, homonyms=True)
     if cfg.pyrit_benign == "heldout" and not cfg.harmful_prompts:
-        heldout["benign_requests"] = shuffled(sources.pyrit_benign_requests(), seed)[: cfg.eval_size]
+        answerable = sources.pyrit_benign_requests(answerable_only=True)
+        heldout["benign_requests"] = shuffled(answerable, seed)[: cfg.eval_size]
     return ScanData(
         harmful=harmful,
         unseen=unseen,
