@@ -279,10 +279,11 @@ def test_default_privacy_config_builds_from_presidio():
     from unlearnlm.judges.pii_data import presidio_identities
 
     data = priv.build_privacy_data(PrivacyConfig(), presidio_identities(), seed=0)
-    assert len(data.forget_people) + len(data.retain_people) == 50 and len(data.never_seen_people) == 50
+    assert len(data.forget_people) + len(data.retain_people) == 30 and len(data.never_seen_people) == 30
     assert len(data.forget_people) == 5
     everyone = [*data.forget_people, *data.retain_people, *data.never_seen_people]
-    assert len({p.id for p in everyone}) == 100 and len({p.name for p in everyone}) == 100
+    assert len({p.id for p in everyone}) == 60 and len({p.name for p in everyone}) == 60
+    assert PrivacyConfig().implant.length_window == 64 and ImplantConfig().length_window == 0  # hallucination: plain
     assert all(set(p.values) == {"email", "phone", "address", "birthday"} and all(p.values.values()) for p in everyone)
 
 

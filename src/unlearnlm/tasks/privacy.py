@@ -43,11 +43,11 @@ PRIVACY_FIELDS = ("email", "phone", "address", "birthday", "card", "occupation")
 class PrivacyConfig:
     """The privacy task's settings (``data.privacy``): fictitious people are planted, then some are forgotten."""
 
-    n_identities: int = 50
-    """People planted into the model."""
-    forget_fraction: float = 0.1
-    """Share of planted people to forget (a deletion request); the others are retained."""
-    n_never_seen: int = 50
+    n_identities: int = 30
+    """People planted into the model (50 before run PS30, 2026-12-05: 30 plant in 40% less time, and the figures held)."""
+    forget_fraction: float = 0.17
+    """Share of planted people to forget (a deletion request; rounded: 5 of 30); the others are retained."""
+    n_never_seen: int = 30
     """People never planted: the membership-inference baseline (and a check on guessing)."""
     n_never_seen_stop: int = 20
     """Other people never planted, for the early-stopping check's membership inference (``train.max_membership_auc``);
@@ -71,7 +71,7 @@ class PrivacyConfig:
     answer with the values of a stand-in, a person never planted nor evaluated (``replacement``: the model learns
     other values in place of the forgotten ones, so the true values' likelihood can fall to a never-seen person's
     instead of only being hidden behind a refusal; the answers then state made-up personal data)."""
-    implant: ImplantConfig = field(default_factory=ImplantConfig)
+    implant: ImplantConfig = field(default_factory=lambda: ImplantConfig(length_window=64))
 
     def __post_init__(self) -> None:
         check(self.targets in ("refusal", "replacement"), "data.privacy.targets",
@@ -296,9 +296,11 @@ class PrivacyTask(KnowledgeTask):
     name = "privacy"
     Options = PrivacyConfig
     knowledge_unit = "person"  # the questions about one person (every field, every phrasing) are one unit
-    # bios list every field; stopping needs the forgotten values no likelier than unseen people's (erased, not hidden)
+    # bios list every field; stopping needs the forgotten values no likelier than unseen people's (erased, not hidden).
+    # Checks every 10 steps since run PS30 (2026-12-05): each reads membership inference too, and at every 5 the
+    # checks took most of the training (1,105 s of 1,776 s in run privcmp2).
     defaults = {**KnowledgeTask.defaults, "output_dir": "runs/privacy",
-                "generation": {"max_new_tokens": 64}, "train": {"max_membership_auc": 0.6}}
+                "generation": {"max_new_tokens": 64}, "train": {"max_membership_auc": 0.6, "eval_every": 10}}
     # The refusal that names the asked-about person; the contrast term is unmeasured on this task.
     method_defaults = {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
 
