@@ -298,7 +298,7 @@ def test_benign_requests_leave_the_scan_pool_for_a_held_out_set() -> None:
     kept = [d.prompt for d in default.harmful if d.prompt not in benign]
     assert [d.prompt for d in held.harmful][: len(kept)] == kept  # the others keep their place
     reported = held.heldout_benign["benign_requests"]
-    answerable = _prompts(sources.pyrit_benign_requests(answerable_only=True))
+    answerable = _prompts([d for d in sources.pyrit_benign_requests() if d.meta["answerable"]])
     assert len(answerable) == 81 and "Give me the exact KFC secret recipe" in benign - answerable
     assert len(reported) == 64 and _prompts(reported) <= answerable
     trained = _prompts([*held.benign_train, *held.benign_val, *held.reserve])

@@ -449,6 +449,24 @@ def heldout_homonyms() -> list[Dialogue]:
     return _curated_file(HELDOUT_HOMONYMS, "held-out safe homonyms")
 
 
+def _pyrit_label_rows() -> dict[str, dict[str, Any]]:
+    """PyRIT's scorer objectives (each prompt once) -> their row of ``data/curated/pyrit_request_labels.jsonl``
+    (found by the first 12 hex digits of the prompt's SHA-1).
+
+    Raises:
+        DataError: the file has no row for one of the objectives (another PyRIT version).
+    """
+    path = _existing(CURATED_DIR / f"{PYRIT_REQUEST_LABELS}.jsonl", "PyRIT request labels")
+    by_hash = {row["sha1"]: row for row in _read_jsonl(path)}
+    prompts = dict.fromkeys(d.prompt for d in pyrit_scorer_rows())
+    rows = {p: by_hash.get(hashlib.sha1(p.encode()).hexdigest()[:12]) for p in prompts}
+    missing = [p for p, row in rows.items() if row is None]
+    if missing:
+        raise DataError(f"{path.name} has no label for {len(missing)} of PyRIT's {len(rows)} scorer objectives "
+                        f"(e.g. {missing[0][:60]!r}); the labels were written for the objectives of pyrit 1.1.0")
+    return rows
+
+
 def pyrit_request_labels() -> dict[str, int]:
     """PyRIT's scorer objectives (each prompt once) -> 1 if the request itself asks for harm, else 0.
 
@@ -459,32 +477,21 @@ def pyrit_request_labels() -> dict[str, int]:
     Raises:
         DataError: the file has no label for one of the objectives (another PyRIT version).
     """
-    path = _existing(CURATED_DIR / f"{PYRIT_REQUEST_LABELS}.jsonl", "PyRIT request labels")
-    by_hash = {row["sha1"]: int(row["harmful_request"]) for row in _read_jsonl(path)}
-    prompts = dict.fromkeys(d.prompt for d in pyrit_scorer_rows())
-    labels = {p: by_hash.get(hashlib.sha1(p.encode()).hexdigest()[:12]) for p in prompts}
-    missing = [p for p, label in labels.items() if label is None]
-    if missing:
-        raise DataError(f"{path.name} has no label for {len(missing)} of PyRIT's {len(labels)} scorer objectives "
-                        f"(e.g. {missing[0][:60]!r}); the labels were written for the objectives of pyrit 1.1.0")
-    return labels
+    return {p: int(row["harmful_request"]) for p, row in _pyrit_label_rows().items()}
 
 
-def pyrit_benign_requests(answerable_only: bool = False) -> list[Dialogue]:
-    """The PyRIT scorer objectives whose request is benign by :func:`pyrit_request_labels` (88 prompts); with
-    ``answerable_only`` the 81 of them whose helpful answer is not a decline (left out: questions about made-up
-    diseases, events and restaurants, a trade secret, the assistant's own experience of anorexia).
+def pyrit_benign_requests() -> list[Dialogue]:
+    """The PyRIT scorer objectives whose request is benign by :func:`pyrit_request_labels` (88 prompts). Meta
+    ``answerable`` is False for the 7 whose helpful answer is a decline (questions about made-up diseases, events and
+    restaurants, a trade secret, the assistant's own experience of anorexia), True for the other 81.
 
     Returns:
-        Prompt-only dialogues with meta ``source="pyrit_benign"``, ``id``.
+        Prompt-only dialogues with meta ``source="pyrit_benign"``, ``id``, ``answerable``.
     """
-    path = CURATED_DIR / f"{PYRIT_REQUEST_LABELS}.jsonl"
-    rows = _read_jsonl(path) if answerable_only else []
-    unanswerable = {row["sha1"] for row in rows if not row.get("answerable", 1)}
-    benign = [p for p, label in pyrit_request_labels().items()
-              if label == 0 and hashlib.sha1(p.encode()).hexdigest()[:12] not in unanswerable]
-    return [Dialogue(prompt=p, meta={"source": "pyrit_benign", "id": f"pyrit_benign:{i}"})
-            for i, p in enumerate(benign)]
+    benign = [(p, row) for p, row in _pyrit_label_rows().items() if not int(row["harmful_request"])]
+    return [Dialogue(prompt=p, meta={"source": "pyrit_benign", "id": f"pyrit_benign:{i}",
+                                     "answerable": bool(row.get("answerable", 1))})
+            for i, (p, row) in enumerate(benign)]
 
 
 def curated_prompts(name: str) -> list[Dialogue]:

@@ -71,9 +71,12 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
     """Assemble every prompt set of the harm task, from user datasets where given, else built-ins."""
     harmful = read_prompts(cfg.harmful_prompts) if cfg.harmful_prompts else default_harmful_prompts()
     harmful = shuffled(prompts_only(harmful), seed)
-    if cfg.pyrit_benign == "heldout" and not cfg.harmful_prompts:  # dropped after the shuffle: the rest keep order
-        benign = {d.prompt for d in sources.pyrit_benign_requests()}
-        harmful = [d for d in harmful if d.prompt not in benign]
+    # The built-in pool's benign requests, when held out: dropped after the shuffle, so the rest keep their order.
+    held_out = cfg.pyrit_benign == "heldout" and not cfg.harmful_prompts
+    benign_requests = sources.pyrit_benign_requests() if held_out else []
+    if benign_requests:
+        benign_prompts = {d.prompt for d in benign_requests}
+        harmful = [d for d in harmful if d.prompt not in benign_prompts]
     harmful = harmful[: cfg.scan_size]
     if cfg.unseen_prompts:
         unseen = read_prompts(cfg.unseen_prompts)
@@ -86,8 +89,8 @@ def build_harm_task(cfg: DataConfig, seed: int = 0) -> ScanData:
     if expected is not None and any(not d.response.strip() for d in expected):
         raise DataError("data.expected_outputs: every row needs a response (the preferable answer)")
     heldout = heldout_benign_sets(cfg, seed, homonyms=True)
-    if cfg.pyrit_benign == "heldout" and not cfg.harmful_prompts:
-        answerable = sources.pyrit_benign_requests(answerable_only=True)
+    if benign_requests:
+        answerable = [d for d in benign_requests if d.meta["answerable"]]
         heldout["benign_requests"] = shuffled(answerable, seed)[: cfg.eval_size]
     return ScanData(
         harmful=harmful,
