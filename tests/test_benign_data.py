@@ -307,3 +307,11 @@ def test_benign_requests_leave_the_scan_pool_for_a_held_out_set() -> None:
     assert data_key(DataConfig(pyrit_benign="heldout"))["pyrit_benign"] == "heldout"
     with pytest.raises(Exception, match="pyrit_benign"):
         build(DataConfig, {"pyrit_benign": "drop"}, "data")
+
+
+def test_pyrit_request_labels_name_an_objective_they_do_not_cover(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another PyRIT version with a new objective: a clear error naming the label file, not a silent default."""
+    rows = sources.pyrit_scorer_rows()
+    monkeypatch.setattr(sources, "pyrit_scorer_rows", lambda: [*rows, Dialogue("A brand-new objective?")])
+    with pytest.raises(DataError, match=r"pyrit_request_labels.jsonl has no label for 1 of PyRIT's 508 .*brand-new"):
+        sources.pyrit_request_labels()
