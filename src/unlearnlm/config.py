@@ -303,6 +303,12 @@ class TrainConfig:
     it the paper's method was stopped at step 15 with all 25 forget answers still leaking; with it, the same run
     went on to extract none of them. In every harm run so far a check moved before patience could end the run, so
     there it changes nothing. False: patience counts from the first check, as before 2026-12-04."""
+    min_steps: int = 0
+    """Patience ends a run only at a check after this step (0: at any check); ``max_steps`` and the target still end
+    it earlier. ``patience_after_move`` does not cover a chance dip at the first check: in run H (harm, PyRIT's
+    benign requests held out) the step-10 check flagged 49% on a barely moved model (normal KL 0.04), the next three
+    (83, 83, 53%) did not beat it, and patience ended the run at step 40 with step 10 kept; the same run with
+    patience 8 (run H2) reached 15% at step 70. The harm task sets 40."""
     mine_refusals: int = 0
     """Hard-negative mining of over-refusals (0: off). At every check the model answers this many of the normal
     prompts, or with ``data.reserve_size`` of the reserve prompts (the next ones of a shuffled cycle through them,
@@ -343,6 +349,8 @@ class TrainConfig:
         check(self.max_perplexity_increase is None or self.max_perplexity_increase > 0, "train.max_perplexity_increase",
               f"must be a positive share (0.1: +10%) or null, got {self.max_perplexity_increase}")
         check(self.patience > 0, "train.patience", "must be positive")
+        check(self.min_steps >= 0, "train.min_steps", f"must be >= 0 (0: patience may end a run at any check), "
+              f"got {self.min_steps}")
         check(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: no checkpoints)")
 
 

@@ -224,7 +224,7 @@ class _Progress:
             self.stale += 1
         if check.flagged_rate <= cfg.target_flagged_rate and _acceptable(check, cfg) and _erased(check, cfg):
             return "target_reached"
-        return "patience" if self.stale >= cfg.patience else ""
+        return "patience" if self.stale >= cfg.patience and check.step > cfg.min_steps else ""
 
     def moved(self) -> bool:
         """Whether some check after step 0 has a lower flagged rate than the original's (the step-0 check; without
