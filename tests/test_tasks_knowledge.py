@@ -800,7 +800,8 @@ def test_privacy_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch,
         assert summary["training"]["prepare"]["contrast_own_rows"] > 0
     # 3 forget people x (2 fields + bio) questions, all flagged by the stub judge
     assert summary["scan"]["flagged"] == summary["scan"]["scanned"] == 9
-    assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "never_seen", "benign"}
+    assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "never_seen", "benign",
+                                    "everyday", "instructions"}
     assert summary["sets"]["forget_paraphrase"]["before"]["n"] == 15  # 3 x (2 fields x 2 + 1 bio), answered whole
     assert summary["sets"]["retain"]["before"]["n"] == 4  # others are sampled to data.eval_size
     for name in ("forget", "retain", "never_seen"):
@@ -853,7 +854,8 @@ def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkey
     assert "untouched beliefs moved ≤ 0.02" in (out / "model" / "README.md").read_text()  # the task's default bound
     assert summary["scan"]["scanned"] == 8  # 4 pairs x 2 planted phrasings
     assert any("normal data: 8 retained + 8 anchor + 4 benign" in line for line in logged)  # 2 pairs x 2 x 2
-    assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "untouched", "benign"}
+    assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "untouched", "benign",
+                                    "everyday", "instructions"}
     for stage in ("base", "original", "after"):
         pref = summary["probes"][stage]["truth_preference_untouched"]
         assert pref["pairs"] == 4 * 2 and 0.0 <= pref["preference"] <= 1.0

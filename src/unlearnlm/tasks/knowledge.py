@@ -37,7 +37,7 @@ from unlearnlm.models import load_model
 from unlearnlm.probes import preference_shift
 from unlearnlm.scanning import Collateral, Membership
 from unlearnlm.tasks.base import Log, Plan, Task, data_key, generation_key, read_stage, stage_hash, write_stage
-from unlearnlm.tasks.benign import build_benign_sets, keep_prompts
+from unlearnlm.tasks.benign import build_benign_sets, heldout_benign_sets, keep_prompts
 from unlearnlm.tasks.implant import ImplantResult, implant
 
 #: ``probes(model, tokenizer, exclude)``: ``exclude`` = units (:attr:`Task.knowledge_unit` values, as strings) whose
@@ -129,6 +129,9 @@ class KnowledgeTask(Task):
                               "the normal data. Unset data.reserve_size")
         self.knowledge = self.build_knowledge()
         self.benign = build_benign_sets(cfg.data, seed=cfg.train.seed)
+        # Everyday requests and writing instructions from sources no task trains, plants or stops on: the benign
+        # pool (FreshQA by default) asks only questions, and cannot see a model that refuses requests (run PS30).
+        self.heldout = heldout_benign_sets(cfg.data, seed=cfg.train.seed)
         # Forget sets are asked whole; the others are sampled to data.eval_size questions (seeded).
         self.asked = {name: [d.prompt_only() for d in (rows if name.startswith("forget") else
                                                        sample(rows, cfg.data.eval_size, cfg.train.seed + 2))]
@@ -214,7 +217,8 @@ class KnowledgeTask(Task):
             "generation": generation_key(cfg.generation), "seed": cfg.train.seed,
             "sets": {name: rows(ds) for name, ds in self.knowledge.sets.items()},
             "asked": {name: rows(ds) for name, ds in self.asked.items()},
-            "benign": [rows(ds) for ds in (self.benign.train, self.benign.val, self.benign.eval)]})
+            "benign": [rows(ds) for ds in (self.benign.train, self.benign.val, self.benign.eval)],
+            "heldout": {name: rows(ds) for name, ds in self.heldout.items()}})
 
     def _stage_path(self) -> Path | None:
         """The cache file of the original stage (None: not cached); computed once, after planting."""
@@ -241,7 +245,8 @@ class KnowledgeTask(Task):
     def evaluation_sets(self) -> list[tuple[str, str, list[Dialogue], str]]:
         return [*((name, "harmful" if name.startswith("forget") else "benign", prompts, self.knowledge.roles[name])
                   for name, prompts in self.asked.items()),
-                ("benign", "benign", self.benign.eval, "held-out")]
+                ("benign", "benign", self.benign.eval, "held-out"),
+                *((name, "benign", prompts, "held-out source") for name, prompts in self.heldout.items())]
 
     def normal_texts(self) -> list[Dialogue]:
         return self.benign.normal_texts
@@ -256,6 +261,8 @@ class KnowledgeTask(Task):
             log("[2/4] scanning the forget questions and answering every set with the planted (original) model")
             before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in asked.items()}
             before["benign"] = generate(model, tokenizer, benign.eval, desc="benign", **gen)
+            before |= {name: generate(model, tokenizer, prompts, desc=name, **gen)
+                       for name, prompts in self.heldout.items()}
             normal_answers = generate(model, tokenizer, [*benign.train, *benign.val], desc="normal", **gen)
             self._save_stage(before, normal_answers)
         scanned = panel.annotate([p.with_response(a) for p, a in zip(asked["forget"], before["forget"], strict=True)])
