@@ -800,8 +800,8 @@ def test_privacy_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch,
         assert summary["training"]["prepare"]["contrast_own_rows"] > 0
     # 3 forget people x (2 fields + bio) questions, all flagged by the stub judge
     assert summary["scan"]["flagged"] == summary["scan"]["scanned"] == 9
-    assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "never_seen", "benign",
-                                    "everyday", "instructions"}
+    assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "never_seen",
+                                    "benign", "everyday", "instructions"}
     assert summary["sets"]["forget_paraphrase"]["before"]["n"] == 15  # 3 x (2 fields x 2 + 1 bio), answered whole
     assert summary["sets"]["retain"]["before"]["n"] == 4  # others are sampled to data.eval_size
     for name in ("forget", "retain", "never_seen"):
