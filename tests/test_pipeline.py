@@ -373,3 +373,33 @@ def test_a_discarded_run_keeps_its_checks_drops_its_checkpoint_and_cannot_be_eva
     assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "model").exists()
     with pytest.raises(ValueError, match="discarded"):
         evaluate_run(trained)
+
+
+def test_safe_counterparts_are_judged_and_the_kept_ones_join_the_normal_data(workspace, monkeypatch):
+    from unlearnlm.tasks.scanned import ScanTask
+
+    class IntentJudge:  # flags the weapon requests themselves, never their protective counterparts
+        name, threshold = "harm", 0.5
+
+        def score(self, dialogues):
+            return np.array([float("weapon" in d.prompt and "protect" not in d.prompt) for d in dialogues])
+
+    plans = []
+    real = ScanTask.prepare
+    monkeypatch.setattr(ScanTask, "prepare", lambda self, *a: plans.append(real(self, *a)) or plans[-1])
+    tmp_path, config, _ = workspace
+    out = tmp_path / "keyword"  # the workspace's keyword judge flags every weapon prompt: no counterpart is kept
+    assert main(["run", str(config), "--output", str(out), "--set", "data.counterparts=2"]) == 0
+    scan = json.loads((out / "metrics.json").read_text())["scan"]
+    assert scan["counterparts"]["asked"] == 2 * scan["train"] and scan["counterparts"]["flagged"] > 0
+    assert scan["counterparts"]["kept"] == 0 and not (out / "counterparts.jsonl").exists()
+    monkeypatch.setitem(panel.JUDGE_LOADERS, "harm", IntentJudge)
+    out = tmp_path / "intent"
+    assert main(["run", str(config), "--output", str(out), "--set", "data.counterparts=5"]) == 0
+    counts = json.loads((out / "metrics.json").read_text())["scan"]["counterparts"]
+    kept = [Dialogue(**json.loads(line)) for line in (out / "counterparts.jsonl").read_text().splitlines()]
+    assert counts["asked"] == 5 * scan["train"] and counts["kept"] == len(kept) > 0
+    assert all("protect" in d.prompt and d.meta["source"] == "counterpart" for d in kept)  # the flagged: left out
+    assert not any(RefusalDetector().score(kept) >= 0.5)
+    normal = {d.prompt for d in plans[-1].normal}
+    assert {d.prompt for d in kept} <= normal and len(plans[-1].normal) == len(plans[0].normal) + len(kept)

