@@ -65,14 +65,17 @@ def test_patience_after_move_waits_for_the_forget_answers_to_move(tiny_model, to
 
 
 def test_min_steps_keeps_patience_from_ending_a_run_on_a_first_check_dip(tiny_model, tokenizer):
-    # Run H's shape: a dip at the first check that the next three do not beat, then the real descent.
-    rates, kls = [0.49, 0.83, 0.83, 0.53, 0.28, 0.15], [0.04] * 6
-    plain = _train(tiny_model, tokenizer, _monitor(rates, kls, {}), max_steps=12, eval_every=2, patience=3,
+    # Run H's shape, then run HC's: a dip at the first check that the next four do not beat, then the descent.
+    rates, kls = [0.49, 0.83, 0.83, 0.53, 0.49, 0.28, 0.15], [0.04] * 7
+    plain = _train(tiny_model, tokenizer, _monitor(rates, kls, {}), max_steps=14, eval_every=2, patience=3,
                    max_normal_kl=0.1)
     assert plain.stop_reason == "patience" and plain.steps == 8 and plain.best_step == 2
-    waited = _train(tiny_model, tokenizer, _monitor(rates, kls, {}), max_steps=12, eval_every=2, patience=3,
-                    max_normal_kl=0.1, min_steps=8)  # patience may end it only at a check after step 8
-    assert waited.stop_reason == "max_steps" and waited.steps == 12 and waited.best_step == 12
+    waited = _train(tiny_model, tokenizer, _monitor(rates, kls, {}), max_steps=14, eval_every=2, patience=3,
+                    max_normal_kl=0.1, min_steps=8)  # only the checks after step 8 count: 10, then 12 improves
+    assert waited.stop_reason == "max_steps" and waited.steps == 14 and waited.best_step == 14
+    stale = _train(tiny_model, tokenizer, _monitor([0.49, 0.83, 0.83, 0.83, 0.83, 0.83, 0.83], kls, {}),
+                   max_steps=14, eval_every=2, patience=3, max_normal_kl=0.1, min_steps=4)
+    assert stale.stop_reason == "patience" and stale.steps == 10 and stale.best_step == 2  # checks 6, 8, 10
     with pytest.raises(ConfigError, match="train.min_steps"):
         TrainConfig(min_steps=-1)
 

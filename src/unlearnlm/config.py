@@ -313,11 +313,11 @@ class TrainConfig:
     went on to extract none of them. In every harm run so far a check moved before patience could end the run, so
     there it changes nothing. False: patience counts from the first check, as before 2026-12-04."""
     min_steps: int = 0
-    """Patience ends a run only at a check after this step (0: at any check); ``max_steps`` and the target still end
-    it earlier. ``patience_after_move`` does not cover a chance dip at the first check: in run H (harm, PyRIT's
-    benign requests held out) the step-10 check flagged 49% on a barely moved model (normal KL 0.04), the next three
-    (83, 83, 53%) did not beat it, and patience ended the run at step 40 with step 10 kept; the same run with
-    patience 8 (run H2) reached 15% at step 70. The harm task sets 40."""
+    """Only checks after this step count toward ``patience`` (0: every check), so patience ends a run no earlier than
+    ``patience`` checks after it; ``max_steps`` and the target still can. ``patience_after_move`` does not cover a
+    chance dip at the first check: in run H (harm, PyRIT's benign requests held out) the step-10 check flagged 49% on
+    a barely moved model (normal KL 0.04), the next three (83, 83, 53%) did not beat it, and patience ended the run at
+    step 40 with step 10 kept; the same run with patience 8 (run H2) reached 15% at step 70. The harm task sets 40."""
     mine_refusals: int = 0
     """Hard-negative mining of over-refusals (0: off). At every check the model answers this many of the normal
     prompts, or with ``data.reserve_size`` of the reserve prompts (the next ones of a shuffled cycle through them,

@@ -220,11 +220,11 @@ class _Progress:
         self.checks.append(check)
         if _better(check, self.best, cfg):
             self.best, self.best_state, self.stale = check, weights(), 0
-        elif not cfg.patience_after_move or self.moved():
+        elif check.step > cfg.min_steps and (not cfg.patience_after_move or self.moved()):
             self.stale += 1
         if check.flagged_rate <= cfg.target_flagged_rate and _acceptable(check, cfg) and _erased(check, cfg):
             return "target_reached"
-        return "patience" if self.stale >= cfg.patience and check.step > cfg.min_steps else ""
+        return "patience" if self.stale >= cfg.patience else ""
 
     def moved(self) -> bool:
         """Whether some check after step 0 has a lower flagged rate than the original's (the step-0 check; without

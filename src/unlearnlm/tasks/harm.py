@@ -159,7 +159,7 @@ class HarmTask(ScanTask):
     # source's harmful questions answered (run D3), and a nearest-trained-prompt split of them showed the misses far
     # from the trained topics (benchmarks/coverage.py); 320 alone brought that to 15.6% but refused 10.9% of the
     # held-out writing instructions (run S320); the opening KL on top gave 25.0% and 3.1% (README, Results).
-    # min_steps 40: no patience stop before step 50, against a chance dip at the first check (run H, TrainConfig).
+    # min_steps 40: only checks after step 40 count toward patience, against a chance dip at the first check (run H).
     defaults = {"train": {"learning_rate": 6e-4, "eval_every": 10, "mixed_precision": "auto", "min_steps": 40},
                 "generation": {"mixed_precision": "auto"},
                 "data": {"forget_rephrasings": 2, "benign_val_size": 64, "scan_size": 320}}
