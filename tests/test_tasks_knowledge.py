@@ -682,7 +682,8 @@ def test_task_defaults_apply_under_user_settings():
     assert harm.data.scan_size == 320 and cfg.data.scan_size == 192 and hallu.data.scan_size == 192  # harm only
     assert (harm.train.learning_rate, harm.train.eval_every, harm.data.benign_pool) == (6e-4, 10, "mixed")
     assert harm.data.forget_rephrasings == 2 and cfg.data.forget_rephrasings == 0  # harm only
-    assert (cfg.train.learning_rate, cfg.data.benign_pool, cfg.data.normal_train_size) == (2e-4, "freshqa", 128)
+    assert (cfg.train.learning_rate, cfg.data.benign_pool, cfg.data.normal_train_size) == (2e-4, "mixed", 128)
+    assert (hallu.data.benign_pool, hallu.data.benign_val_size) == ("freshqa", 16)  # hallucination: unmeasured
     assert load_config(overrides=["data.task=privacy", "method.name=yao"]).method.options == {}
     mine = load_config(overrides=["data.task=privacy", "generation.max_new_tokens=10", "output_dir=elsewhere",
                                   "method.options.target=medoid", "method.options.margin=0.5"])

@@ -299,7 +299,11 @@ class PrivacyTask(KnowledgeTask):
     # bios list every field; stopping needs the forgotten values no likelier than unseen people's (erased, not hidden).
     # Checks every 10 steps since run PS30 (2026-12-05): each reads membership inference too, and at every 5 the
     # checks took most of the training (1,105 s of 1,776 s in run privcmp2).
-    defaults = {**KnowledgeTask.defaults, "output_dir": "runs/privacy",
+    # The mixed benign pool since run PM (2026-12-05): with FreshQA questions alone as normal data the unlearned model
+    # refused 76.6% of held-out everyday requests and 64.1% of writing instructions (run P0; FreshQA 0%); mixed, 7.8%
+    # and 0.0%, with the forget and retained figures where they were (README, Privacy results).
+    defaults = {**KnowledgeTask.defaults, "data": {**KnowledgeTask.defaults["data"], "benign_pool": "mixed"},
+                "output_dir": "runs/privacy",
                 "generation": {"max_new_tokens": 64}, "train": {"max_membership_auc": 0.6, "eval_every": 10}}
     # The refusal that names the asked-about person; the contrast term is unmeasured on this task.
     method_defaults = {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
