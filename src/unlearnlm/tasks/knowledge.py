@@ -133,7 +133,7 @@ class KnowledgeTask(Task):
         self.knowledge = self.build_knowledge()
         self.benign = build_benign_sets(cfg.data, seed=cfg.train.seed)
         # Everyday requests and writing instructions from sources no task trains, plants or stops on: the benign
-        # pool (FreshQA by default) asks only questions, and cannot see a model that refuses requests (run PS30).
+        # pool, when FreshQA only (hallucination), asks only questions and cannot see a model that refuses requests.
         self.heldout = heldout_benign_sets(cfg.data, seed=cfg.train.seed)
         # Forget sets are asked whole; the others are sampled to data.eval_size questions (seeded).
         self.asked = {name: [d.prompt_only() for d in (rows if name.startswith("forget") else
