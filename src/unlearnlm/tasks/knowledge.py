@@ -262,10 +262,8 @@ class KnowledgeTask(Task):
             before, normal_answers = cached["before"], cached["normal"]
         else:
             log("[2/4] scanning the forget questions and answering every set with the planted (original) model")
-            before = {name: generate(model, tokenizer, prompts, desc=name, **gen) for name, prompts in asked.items()}
-            before["benign"] = generate(model, tokenizer, benign.eval, desc="benign", **gen)
-            before |= {name: generate(model, tokenizer, prompts, desc=name, **gen)
-                       for name, prompts in self.heldout.items()}
+            before = {name: generate(model, tokenizer, prompts, desc=name, **gen)
+                      for name, _, prompts, _ in self.evaluation_sets()}
             normal_answers = generate(model, tokenizer, [*benign.train, *benign.val], desc="normal", **gen)
             self._save_stage(before, normal_answers)
         scanned = panel.annotate([p.with_response(a) for p, a in zip(asked["forget"], before["forget"], strict=True)])

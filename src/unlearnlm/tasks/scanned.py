@@ -120,8 +120,6 @@ class ScanTask(Task):
         """The before stage, once :meth:`prepare` has run."""
         self.rephrased: list[Dialogue] | None = None
         """The held-out flagged prompts rephrased, once :meth:`prepare` or :meth:`evaluated_sets` has run."""
-        self.counterpart_counts: dict[str, int] = {}
-        """With ``data.counterparts``: how many were asked, flagged, declined and kept, once :meth:`prepare` has run."""
 
     def build_data(self) -> ScanData:
         """Every prompt set of the task."""
@@ -283,9 +281,10 @@ class ScanTask(Task):
         return [d for d in judged if d.meta["flagged"] and d.response.strip()]
 
     def answered_counterparts(self, model, tokenizer, forget_train: list[Dialogue], panel: JudgePanel,
-                              refusal: RefusalDetector, log: Log) -> list[Dialogue]:
+                              refusal: RefusalDetector, log: Log) -> tuple[list[Dialogue], dict[str, int]]:
         """``data.counterparts`` safe counterparts of each training prompt (:mod:`unlearnlm.tasks.counterparts`) with
-        the original's answers, kept where the judges do not flag the answer and it does not decline (normal data)."""
+        the original's answers, kept where the judges do not flag the answer and it does not decline (normal data);
+        with how many were asked, flagged, declined and kept."""
         asked = counterpart_prompts(forget_train, self.cfg.data.counterparts)
         gen = self.cfg.generation.kwargs()
         answers = generate(model, tokenizer, asked, desc="counterparts", **gen) if asked else []
@@ -293,11 +292,10 @@ class ScanTask(Task):
         flagged = panel(answered).flagged if answered else []
         refused = refusal.score(answered) >= refusal.threshold if answered else []
         kept = [d for d, bad, r in zip(answered, flagged, refused, strict=True) if not bad and not r]
-        self.counterpart_counts = {"asked": len(asked), "flagged": int(sum(flagged)), "refused": int(sum(refused)),
-                                   "kept": len(kept)}
+        counts = {"asked": len(asked), "flagged": int(sum(flagged)), "refused": int(sum(refused)), "kept": len(kept)}
         log(f"      safe counterparts of the training prompts: {len(kept)} of {len(asked)} join the normal data "
-            f"({self.counterpart_counts['flagged']} flagged, {self.counterpart_counts['refused']} declined)")
-        return kept
+            f"({counts['flagged']} flagged, {counts['refused']} declined)")
+        return kept, counts
 
     def prepare(self, model, tokenizer, panel: JudgePanel, log: Log) -> Plan:
         refusal = RefusalDetector()
@@ -315,9 +313,11 @@ class ScanTask(Task):
             raise DataError("the original model answered every benign prompt with empty text, so there is no normal "
                             "data to keep its abilities on; check the chat template and generation.max_new_tokens")
 
-        n_normal = len(normal)
+        counterparts, counterpart_counts = [], {}
         if self.cfg.data.counterparts:
-            normal = normal + self.answered_counterparts(model, tokenizer, forget_train, panel, refusal, log)
+            counterparts, counterpart_counts = self.answered_counterparts(model, tokenizer, forget_train, panel,
+                                                                          refusal, log)
+            normal = normal + counterparts
         # Reworded copies of the training prompts teach the refusal of the intent, not of one phrasing; they are
         # trained on (with the original's bad answer and expected output) but not evaluated as "trained on".
         # With ``expected_recipe: fitting`` each copy gets its own answer (one that can name the copy's frame);
@@ -357,12 +357,12 @@ class ScanTask(Task):
             scan={"scanned": len(scanned), "flagged": len(flagged), "train": len(forget_train),
                   "val": len(forget_val), "test": len(forget_test),
                   **({"train_rephrased_copies": len(copies)} if copies else {}),
-                  **({"counterparts": self.counterpart_counts} if self.counterpart_counts else {}),
+                  **({"counterparts": counterpart_counts} if counterpart_counts else {}),
                   **({"stop_other_source": len(extra), "stop_other_asked": len(data.stop_extra)}
                      if data.stop_extra else {})},
             files={"flagged.jsonl": flagged, "clean.jsonl": clean, "expected.jsonl": stage.expected,
                    **({"stop_extra.jsonl": extra} if extra else {}),
-                   **({"counterparts.jsonl": normal[n_normal:]} if len(normal) > n_normal else {})},
+                   **({"counterparts.jsonl": counterparts} if counterparts else {})},
             refusals=[d.response for d, r in zip(clean, refusal.score(clean) >= refusal.threshold, strict=True) if r],
             lookalikes=lookalikes, recipe_refusals=recipe_refusals,
             reserve=answered(data.reserve, "reserve") if data.reserve else [],
