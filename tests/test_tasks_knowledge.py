@@ -960,6 +960,14 @@ def test_knowledge_tasks_refuse_a_reserve(task):
         create_task(load_config(overrides=[f"data.task={task}", "data.reserve_size=32"]))
 
 
+@pytest.mark.parametrize("task", ["privacy", "hallucination"])
+def test_knowledge_tasks_refuse_counterparts(task):
+    from unlearnlm.tasks import create_task
+
+    with pytest.raises(ConfigError, match=f"data.counterparts: the {task} task has no flagged requests"):
+        create_task(load_config(overrides=[f"data.task={task}", "data.counterparts=2"]))
+
+
 def test_epoch_batches_by_length_pad_less_and_keep_every_row_once() -> None:
     import random
 
