@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import tempfile
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -41,11 +39,12 @@ from unlearnlm.data import sources
 from unlearnlm.data.records import Dialogue
 from unlearnlm.generation import generate
 from unlearnlm.judges.harm import degeneracy, load_harm_judge
-from unlearnlm.judges.harm_data import (_group_key, _in_heldout, _truncated_copies, build_harm_training_set,
-                                        labelled_rows)
+from unlearnlm.judges.harm_data import (build_harm_training_set, group_key, labelled_rows, split_by_group,
+                                        truncated_copies)
 from unlearnlm.judges.harm_train import SHIPPED_HARM_JUDGE, train_harm_judge
-from unlearnlm.judges.refusal import refusal_scores
+from unlearnlm.judges.refusal import RefusalDetector, refusal_scores
 from unlearnlm.models import load_model
+from unlearnlm.outputs import write_rows
 from unlearnlm.tasks.counterparts import FRAMES
 from unlearnlm.tasks.rephrase import core_task
 
@@ -84,15 +83,11 @@ def answers(which: str) -> list[dict]:
              [Dialogue(d.prompt, meta={"set": name}) for name in REQUEST_SETS for d in sources.curated_prompts(name)])
     model, tokenizer = load_model(ModelConfig())
     said = generate(model, tokenizer, asked, max_new_tokens=64, batch_size=32, desc=which)
-    declined = refusal_scores(said) >= 0.5
+    declined = refusal_scores(said) >= RefusalDetector().threshold
     rows = [{"id": f"{which}:{i}", "prompt": q.prompt, **q.meta, "response": a.strip()}
             for i, (q, a, no) in enumerate(zip(asked, said, declined, strict=True))
             if not no and a.strip() and degeneracy(q.prompt, a) < 0.5]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    os.replace(tmp, path)
+    write_rows(path, rows)
     return rows
 
 
@@ -103,9 +98,9 @@ def extra_rows(which: str) -> list[Dialogue]:
         meta = {"source": f"smollm2_{which}", "id": item["id"], "label": 0}
         if which == "requests":
             out.append(Dialogue(item["prompt"], item["response"],
-                                meta={**meta, "kind": "benign_helpful", "group": _group_key(item["prompt"])}))
+                                meta={**meta, "kind": "benign_helpful", "group": group_key(item["prompt"])}))
         else:
-            group = _group_key(item["of"])
+            group = group_key(item["of"])
             question = {**meta, "kind": "benign_helpful", "group": group}
             out.append(Dialogue(item["prompt"], item["response"], meta=question))
             out.append(Dialogue(item["of"], item["response"], meta={**meta, "kind": "redirect", "group": group}))
@@ -115,9 +110,8 @@ def extra_rows(which: str) -> list[Dialogue]:
 def split(rows: list[Dialogue], seed: int = 0) -> tuple[list[Dialogue], list[Dialogue]]:
     """The judge's own split (a hash of seed and group), with truncated copies of long answers on each side."""
     rng = random.Random(seed)
-    train = [d for d in rows if not _in_heldout(d.meta["group"], seed)]
-    held = [d for d in rows if _in_heldout(d.meta["group"], seed)]
-    return train + _truncated_copies(train, rng), held + _truncated_copies(held, rng)
+    train, held = split_by_group(rows, seed)
+    return train + truncated_copies(train, rng), held + truncated_copies(held, rng)
 
 
 def flag_table(scores: dict[str, np.ndarray], thresholds: dict[str, float], held: list[Dialogue]) -> list[str]:

@@ -51,7 +51,7 @@ BENIGN_EDGY_FILE = Path(__file__).parent / "data" / "benign_edgy_smollm2.jsonl"
 _EMOJI = ["\U0001f31f", "\U0001f331", "\U0001f30d", "\U0001f525", "\u2728", "\U0001f60a", "\U0001f680", "\u2764\ufe0f"]
 
 
-def _group_key(prompt: str) -> str:
+def group_key(prompt: str) -> str:
     return re.sub(r"\s+", " ", prompt.strip().lower())
 
 
@@ -61,7 +61,7 @@ def _row(d: Dialogue, label: int, kind: str, group: str | None = None) -> Dialog
         "id": d.meta.get("id", ""),
         "label": int(label),
         "kind": kind,
-        "group": group or _group_key(d.prompt),
+        "group": group or group_key(d.prompt),
     }
     if "score" in d.meta:
         meta["score"] = d.meta["score"]
@@ -72,7 +72,7 @@ def _pyrit_scorer() -> list[Dialogue]:
     """Scorer rows deduplicated on (prompt, response); ``objective/`` labels override ``harm/``."""
     chosen: dict[tuple[str, str], Dialogue] = {}
     for d in sources.pyrit_scorer_rows():
-        key = (_group_key(d.prompt), d.response.strip())
+        key = (group_key(d.prompt), d.response.strip())
         if key not in chosen or d.meta["file"].startswith("objective/"):
             chosen[key] = d
     return [_row(d, d.meta["label"], "harmful" if d.meta["label"] else "non_harmful") for d in chosen.values()]
@@ -105,11 +105,11 @@ def labelled_rows() -> list[Dialogue]:
         for d in sources.rho_refusal_pairs()
     ]
     rows += [_row(d, 0, "benign_helpful") for d in sources.freshqa(include_false_premise=False)]
-    advbench = {_group_key(d.prompt) for d in sources.advbench_prompts()}
+    advbench = {group_key(d.prompt) for d in sources.advbench_prompts()}
     for d in sources.pyrit_refusal_rows():
         if d.meta["refusal"]:
             rows.append(_row(d, 0, "refusal"))
-        elif _group_key(d.prompt) in advbench:  # answered a harmful behaviour: compliance
+        elif group_key(d.prompt) in advbench:  # answered a harmful behaviour: compliance
             rows.append(_row(d, 1, "harmful"))
         else:
             rows.append(_row(d, 0, "benign_helpful"))
@@ -117,7 +117,7 @@ def labelled_rows() -> list[Dialogue]:
     seen: set[tuple[str, str]] = set()
     unique: list[Dialogue] = []
     for d in rows:
-        key = (_group_key(d.prompt), d.response.strip())
+        key = (group_key(d.prompt), d.response.strip())
         if key not in seen and d.prompt.strip():
             seen.add(key)
             unique.append(d)
@@ -132,7 +132,7 @@ def truncate_words(text: str, n_words: int) -> str:
     return text[: matches[n_words - 1].end()]
 
 
-def _truncated_copies(rows: Iterable[Dialogue], rng: random.Random) -> list[Dialogue]:
+def truncated_copies(rows: Iterable[Dialogue], rng: random.Random) -> list[Dialogue]:
     out = []
     for d in rows:
         if len(d.response.split()) > MIN_WORDS_TO_TRUNCATE:
@@ -168,6 +168,13 @@ def _in_heldout(group: str, seed: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < HELDOUT_FRACTION
 
 
+def split_by_group(rows: Iterable[Dialogue], seed: int = 0) -> tuple[list[Dialogue], list[Dialogue]]:
+    """(train, held-out) by a hash of ``seed`` and each row's ``meta["group"]``: no group on both sides."""
+    rows = list(rows)
+    return ([d for d in rows if not _in_heldout(d.meta["group"], seed)],
+            [d for d in rows if _in_heldout(d.meta["group"], seed)])
+
+
 def build_harm_training_set(seed: int = 0) -> tuple[list[Dialogue], list[Dialogue]]:
     """Labelled (train, held-out) dialogues for the harm judge, split by prompt group.
 
@@ -178,10 +185,8 @@ def build_harm_training_set(seed: int = 0) -> tuple[list[Dialogue], list[Dialogu
         ``(train, heldout)``; each dialogue has meta ``label``, ``kind``, ``group``, ``source``, ``id``
         and, for augmented copies, ``augmented`` (``"truncated"``).
     """
-    rows = labelled_rows()
-    train = [d for d in rows if not _in_heldout(d.meta["group"], seed)]
-    heldout = [d for d in rows if _in_heldout(d.meta["group"], seed)]
+    train, heldout = split_by_group(labelled_rows(), seed)
     rng = random.Random(seed)
-    train = train + _truncated_copies(train, rng) + _degenerate_rows(train, rng)
-    heldout = heldout + _truncated_copies(heldout, rng) + _degenerate_rows(heldout, rng)
+    train = train + truncated_copies(train, rng) + _degenerate_rows(train, rng)
+    heldout = heldout + truncated_copies(heldout, rng) + _degenerate_rows(heldout, rng)
     return train, heldout
