@@ -6,10 +6,12 @@ second count the answer tokens actually produced (up to and including end-of-tur
 is not counted as work done.
 
     python benchmarks/bench_generation.py [--prompts 64] [--max-new-tokens 48] [--batch-sizes 1 8 32 64]
-                                          [--mixed-precision no bf16]
+                                          [--mixed-precision no bf16] [--kv-cache roomy dynamic]
 
-With two precisions, each batch size is run in both and the bf16 rows also give the share of answers identical to
-fp32's (greedy decoding diverges once one token differs).
+Each batch size is run in every precision and KV cache asked for; each row gives the share of its answers identical
+to the first row of its batch size (greedy decoding diverges once one token differs). ``roomy`` is the cache
+``generate`` uses (:class:`unlearnlm.generation.RoomyLayer`: keys and values written into room kept free for them),
+``dynamic`` transformers' default, which concatenates the whole cache at every token.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--mixed-precision", nargs="+", choices=["no", "bf16"], default=["no"],
                         help="generation.mixed_precision settings to time (bf16: autocast)")
+    parser.add_argument("--kv-cache", nargs="+", choices=["roomy", "dynamic"], default=["roomy"],
+                        help="KV caches to time")
     args = parser.parse_args()
 
     import torch
@@ -38,26 +42,25 @@ def main() -> None:
     prompts = build_benign_sets(DataConfig(), seed=0).train[: args.prompts]
     print(f"SmolLM2-135M, {len(prompts)} benign prompts, greedy, max_new_tokens {args.max_new_tokens}, "
           f"torch threads {torch.get_num_threads()}")
-    print("| precision | batch size | seconds | answer tokens | tokens/s | speed-up vs first row | same answer as fp32 |\n"
-          "|---|---|---|---|---|---|---|")
+    print("| precision | KV cache | batch size | seconds | answer tokens | tokens/s | speed-up vs first row "
+          "| same answer as the batch size's first row |\n|---|---|---|---|---|---|---|---|")
     base = None
-    fp32: dict[int, list[str]] = {}
     for bs in args.batch_sizes:
+        first: list[str] | None = None
         for precision in args.mixed_precision:
-            start = time.perf_counter()
-            answers = generate(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs,
-                               mixed_precision=precision)
-            seconds = time.perf_counter() - start
-            tokens = sum(min(len(tok(a, add_special_tokens=False)["input_ids"]) + 1, args.max_new_tokens)
-                         for a in answers)
-            rate = tokens / seconds
-            base = base or rate
-            if precision == "no":
-                fp32[bs] = answers
-            same = (f"{sum(a == b for a, b in zip(answers, fp32[bs], strict=True)) / len(answers):.0%}"
-                    if bs in fp32 else "–")
-            print(f"| {precision} | {bs} | {seconds:.1f} | {tokens} | {rate:.0f} | {rate / base:.1f}x | {same} |",
-                  flush=True)
+            for cache in args.kv_cache:
+                start = time.perf_counter()
+                answers = generate(model, tok, prompts, max_new_tokens=args.max_new_tokens, batch_size=bs,
+                                   mixed_precision=precision, kv_cache=cache)
+                seconds = time.perf_counter() - start
+                tokens = sum(min(len(tok(a, add_special_tokens=False)["input_ids"]) + 1, args.max_new_tokens)
+                             for a in answers)
+                rate = tokens / seconds
+                base = base or rate
+                first = first or answers
+                same = sum(a == b for a, b in zip(answers, first, strict=True)) / len(answers)
+                print(f"| {precision} | {cache} | {bs} | {seconds:.1f} | {tokens} | {rate:.0f} | {rate / base:.1f}x "
+                      f"| {same:.0%} |", flush=True)
 
 
 if __name__ == "__main__":

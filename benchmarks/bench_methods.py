@@ -7,7 +7,8 @@ next-token cross-entropy on the response tokens of *all the rows the method's st
 batch, so both see the same tokens. Printed per method:
 
 * s/step, policy tokens per step (non-padding tokens of every stream the method trains on);
-* ``cost_vs_sft``: the method's seconds per step over the sft step's on the same tokens (1.0 = as cheap as SFT);
+* ``cost_vs_sft``: the method's seconds per step over the sft step's on the same tokens (1.0 = as cheap as SFT),
+  each the median of ``--steps`` timed steps, the method's and the sft's alternated;
 * achieved GFLOP/s, counting 4·N·tokens per step under LoRA (forward 2N, backward to the activations 2N) and
   6·N·tokens with full fine-tuning, against the machine's matmul peak measured in the same run (2048² matmul;
   fp32, or bf16 with ``--bf16``, which runs the steps under bf16 autocast as ``train.mixed_precision: bf16`` does).
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -116,10 +118,15 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    timings = {}
-    for name, fn in (("method", method_step), ("sft", sft_step)):
-        fn()  # the first step warms up allocators and kernels
-        timings[name] = sum(_timed(fn) for _ in range(steps)) / steps
+    method_step()  # the first steps warm up allocators and kernels
+    sft_step()
+    # alternated, so that a drift of the machine's speed (another process, the clock) falls on both alike; the median
+    # of each, so that one slow step does not decide a ratio
+    times: dict[str, list[float]] = {"method": [], "sft": []}
+    for _ in range(steps):
+        times["method"].append(_timed(method_step))
+        times["sft"].append(_timed(sft_step))
+    timings = {name: statistics.median(t) for name, t in times.items()}
     flops_per_token = (4 if lora else 6) * n_params
     peak = matmul_peak_gflops(dtype=torch.bfloat16 if bf16 else None)
     return {
@@ -136,7 +143,8 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per row (after one warm-up step)")
+    parser.add_argument("--steps", type=int, default=3,
+                        help="timed steps per row, the median kept (after one warm-up step)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (peak measured with a bf16 matmul)")
     parser.add_argument("--methods", nargs="*", help="methods to time (default: every registered one)")
     parser.add_argument("--json", action="store_true", help="print the rows as one JSON list on the last line")

@@ -63,3 +63,63 @@ def test_a_lora_model_generates_merged_and_comes_back_unmerged(tiny_model, token
     for name, p in model.named_parameters():
         if "lora_" not in name:
             torch.testing.assert_close(p, base[name], rtol=0, atol=1e-5)
+
+
+def test_the_roomy_cache_layer_holds_what_concatenation_would():
+    from transformers.cache_utils import DynamicLayer
+
+    from unlearnlm.generation import RoomyLayer
+
+    torch.manual_seed(0)
+    roomy, plain = RoomyLayer(room=2), DynamicLayer()
+    # the prompt's pass, two steps within the room, a crop from outside, then steps past the room
+    steps = [5, 1, 1, "crop", 1, 1, 1, 3]
+    for step in steps:
+        if step == "crop":
+            roomy.crop(-2)
+            plain.crop(-2)
+            continue
+        k, v = torch.randn(2, 3, step, 4), torch.randn(2, 3, step, 4)
+        got, want = roomy.update(k, v), plain.update(k, v)
+        for a, b in zip(got, want, strict=True):
+            assert torch.equal(a, b)
+        assert roomy.get_seq_length() == plain.get_seq_length()
+    assert roomy._buffers[0].shape[-2] > roomy.get_seq_length() - 3  # it reallocated past its room
+
+
+def test_generation_with_the_roomy_cache_gives_the_default_caches_tokens(tiny_model, tokenizer):
+    from unlearnlm.data.formatting import render_prompt
+    from unlearnlm.generation import RoomyLayer, _cache_keyword, roomy_cache
+
+    texts = [render_prompt(tokenizer, d) for d in PROMPTS]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)  # left-padded batch
+    kwargs = dict(max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain = tiny_model.generate(**enc, **kwargs)
+        cache = roomy_cache(tiny_model, 12)
+        roomy = tiny_model.generate(**enc, **{_cache_keyword(): cache}, **kwargs)
+    assert torch.equal(plain, roomy)
+    assert all(isinstance(layer, RoomyLayer) for layer in cache.layers)
+    assert cache.get_seq_length() == plain.shape[1] - 1  # written into, not bypassed
+
+
+def test_generate_answers_through_the_roomy_cache(tiny_model, tokenizer, monkeypatch):
+    from unlearnlm import generation
+
+    made, original = [], generation.roomy_cache
+
+    def spy(model, room):
+        made.append(room)
+        return original(model, room)
+
+    monkeypatch.setattr(generation, "roomy_cache", spy)
+    generate(tiny_model, tokenizer, PROMPTS, max_new_tokens=5, batch_size=2)
+    assert made == [5, 5]  # one cache per batch, with room for the answer
+
+
+def test_generate_gives_the_same_answers_with_either_cache(tiny_model, tokenizer):
+    kwargs = dict(max_new_tokens=10, batch_size=2)
+    assert generate(tiny_model, tokenizer, PROMPTS, kv_cache="roomy", **kwargs) == generate(
+        tiny_model, tokenizer, PROMPTS, kv_cache="dynamic", **kwargs)
+    with pytest.raises(ValueError, match="kv_cache"):
+        generate(tiny_model, tokenizer, PROMPTS, kv_cache="static", **kwargs)

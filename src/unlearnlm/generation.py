@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from unlearnlm import distributed
 from unlearnlm.data.formatting import length_batches, render_prompt
@@ -40,6 +43,71 @@ def adapters_merged(model: nn.Module) -> Iterator[None]:
         model.unmerge_adapter()
 
 
+class RoomyLayer(DynamicLayer):
+    """A full-attention KV cache layer that writes each new token into room kept free for it.
+
+    transformers' :class:`~transformers.cache_utils.DynamicLayer` concatenates the whole cache with each token's keys
+    and values, so every decoding step copies every cached key and value of every layer. This layer allocates, at the
+    prompt's pass, the prompt's length plus ``room`` positions, writes each step's keys and values in place, and hands
+    attention a view of the filled part: the same keys and values, so the same answers (a test checks it). Profiled
+    on SmolLM2-135M, 32 benign prompts, 48 new tokens, fp32, 2 CPU cores: the concatenations were 30% of the
+    operators' time; 64 prompts at batch 32 took 14.1 s against 16.2 s (``benchmarks/bench_generation.py --kv-cache
+    dynamic roomy``). Anything that replaces the layer's tensors from outside (cropping, beam reordering) is read back
+    into a new allocation at the next update.
+    """
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._views: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        held = self.get_seq_length()
+        new = key_states.shape[-2]
+        buffers = self._buffers
+        if (
+            buffers is None
+            or self.keys is not self._views[0]
+            or buffers[0].shape[:-2] != key_states.shape[:-2]
+            or held + new > buffers[0].shape[-2]
+        ):
+            size = held + new + self.room
+            buffers = tuple(s.new_empty(*s.shape[:-2], size, s.shape[-1]) for s in (key_states, value_states))
+            if held:
+                buffers[0][..., :held, :] = self.keys
+                buffers[1][..., :held, :] = self.values
+            self._buffers = buffers
+        buffers[0][..., held : held + new, :] = key_states
+        buffers[1][..., held : held + new, :] = value_states
+        self.keys, self.values = buffers[0][..., : held + new, :], buffers[1][..., : held + new, :]
+        self._views = (self.keys, self.values)
+        return self.keys, self.values
+
+
+def roomy_cache(model: nn.Module, room: int) -> DynamicCache:
+    """The dynamic cache ``model.generate`` would make, with :class:`RoomyLayer` for its full-attention layers.
+
+    Sliding-window, linear-attention and other layer kinds keep transformers' own classes.
+    """
+    cache = DynamicCache(config=model.config)
+    cache.layers = [RoomyLayer(room) if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
+@functools.cache
+def _cache_keyword() -> str:
+    """The keyword ``generate`` takes a cache by: ``cache`` in later transformers 5, else ``past_key_values``."""
+    from transformers.generation.utils import GenerationMixin
+
+    params = inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module,
@@ -50,6 +118,7 @@ def generate(
     batch_size: int,
     max_prompt_tokens: int = 256,
     mixed_precision: str = "no",
+    kv_cache: str = "roomy",
     desc: str | None = None,
 ) -> list[str]:
     """Greedy answers to each dialogue's prompt (its system turn included), in input order.
@@ -63,8 +132,11 @@ def generate(
     (``benchmarks/bench_generation.py --mixed-precision no bf16``); 41% of the greedy answers are identical to
     fp32's, the rest part ways after some words, as they would on another GPU.
     A peft model generates with its adapters merged (:func:`adapters_merged`). The model's train/eval mode is
-    restored afterwards.
+    restored afterwards. ``kv_cache``: ``roomy`` (:func:`roomy_cache`, the same answers, faster) or ``dynamic``
+    (transformers' default; kept for ``benchmarks/bench_generation.py`` to compare against).
     """
+    if kv_cache not in ("roomy", "dynamic"):
+        raise ValueError(f"kv_cache must be 'roomy' or 'dynamic', got {kv_cache!r}")
     if not dialogues:
         return []
     was_training = model.training
@@ -85,6 +157,7 @@ def generate(
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 out = model.generate(
                     **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                    **({_cache_keyword(): roomy_cache(model, max_new_tokens)} if kv_cache == "roomy" else {}),
                 )  # (b, T_prompt + T_new)
             decoded.append(tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
         return decoded
