@@ -46,6 +46,25 @@ def test_encoder_argument_errors() -> None:
         lazy.encode(["x"])
 
 
+def test_minilm_embeds_each_text_once_and_gives_what_a_fresh_pass_gives(monkeypatch) -> None:
+    from unlearnlm.judges import embeddings
+
+    monkeypatch.setattr(embeddings, "_MEMO", {})
+    monkeypatch.setattr(MiniLMEncoder, "MEMO_SIZE", 4)
+    first, second = MiniLMEncoder(), MiniLMEncoder()  # two instances, one memo
+    passed: list[list[str]] = []
+    real = MiniLMEncoder._encode
+    monkeypatch.setattr(MiniLMEncoder, "_encode", lambda self, texts: passed.append(texts) or real(self, texts))
+    a = first.encode(["kill a process", "bake bread", "kill a process"])
+    b = second.encode(["bake bread", "shoot a sunset"])
+    assert passed == [["kill a process", "bake bread"], ["shoot a sunset"]]  # duplicates and repeats not re-embedded
+    fresh = real(first, ["kill a process", "bake bread", "shoot a sunset"])
+    np.testing.assert_allclose(np.vstack([a, b]), fresh[[0, 1, 0, 1, 2]], atol=1e-5)
+    first.encode(["one", "two", "three"])  # past MEMO_SIZE: the oldest go
+    assert len(embeddings._MEMO) == 4 and not any(t == "kill a process" for _, t in embeddings._MEMO)
+    assert first.encode([]).shape == (0, 384)
+
+
 # --- refusal detector -----------------------------------------------------------------------
 
 REFUSALS = [

@@ -43,6 +43,10 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+#: (encoder name and folder, text) -> unit vector: what :meth:`MiniLMEncoder.encode` has embedded in this process.
+_MEMO: dict[tuple[tuple[str, str], str], np.ndarray] = {}
+
+
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 (Reimers & Gurevych 2019) with mean pooling, loaded from the embedded asset.
 
@@ -54,6 +58,9 @@ class MiniLMEncoder:
         max_length: tokens kept per text (longer texts are truncated).
         device: torch device string.
     """
+
+    MEMO_SIZE = 32768
+    """Texts kept in the memo (384 floats each: 48 MiB in all)."""
 
     def __init__(
         self,
@@ -92,13 +99,30 @@ class MiniLMEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embed ``texts`` (sorted by length internally so batches pad little).
 
+        Texts this process embedded before, with the same model and settings, are read from a memo shared by every
+        instance (at most :attr:`MEMO_SIZE` texts, the oldest dropped first): a run's judges and its relevance
+        measure read the same prompts and answers, and the early-stopping checks the same prompts at every check.
+        A text embedded in another batch differs only by float rounding (about 1e-7).
+
         Returns:
             float32 array (N, 384), unit L2 norm per row.
         """
+        texts = [t if isinstance(t, str) else str(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        key = (self.name, str(self._model_dir))
+        missing = list(dict.fromkeys(t for t in texts if (key, t) not in _MEMO))
+        new = dict(zip(missing, self._encode(missing), strict=True)) if missing else {}
+        out = np.stack([new[t] if t in new else _MEMO[(key, t)] for t in texts])  # (N, D)
+        _MEMO.update(((key, t), v.copy()) for t, v in new.items())
+        while len(_MEMO) > self.MEMO_SIZE:
+            del _MEMO[next(iter(_MEMO))]
+        return out
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
         import torch
 
         model, tokenizer = self._loaded()
-        texts = [t if isinstance(t, str) else str(t) for t in texts]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         with torch.no_grad():
