@@ -72,8 +72,9 @@ def test_the_roomy_cache_layer_holds_what_concatenation_would():
 
     torch.manual_seed(0)
     roomy, plain = RoomyLayer(room=2), DynamicLayer()
-    # the prompt's pass, two steps within the room, a crop from outside, then steps past the room
+    # the prompt's pass, two steps within the room, a crop from outside, then steps up to and past the new room
     steps = [5, 1, 1, "crop", 1, 1, 1, 3]
+    allocated, buffers = [], None
     for step in steps:
         if step == "crop":
             roomy.crop(-2)
@@ -84,7 +85,11 @@ def test_the_roomy_cache_layer_holds_what_concatenation_would():
         for a, b in zip(got, want, strict=True):
             assert torch.equal(a, b)
         assert roomy.get_seq_length() == plain.get_seq_length()
-    assert roomy._buffers[0].shape[-2] > roomy.get_seq_length() - 3  # it reallocated past its room
+        allocated.append(roomy._buffers is not buffers)
+        buffers = roomy._buffers
+    # a new allocation at the prompt's pass, after the crop, and when 3 tokens overflow the room; none in between
+    assert allocated == [True, False, False, True, False, False, True]
+    assert buffers[0].shape[-2] == roomy.get_seq_length() + roomy.room
 
 
 def test_generation_with_the_roomy_cache_gives_the_default_caches_tokens(tiny_model, tokenizer):
