@@ -60,7 +60,7 @@ class RoomyLayer(DynamicLayer):
         super().__init__()
         self.room = room
         self._buffers: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._views: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
+        self._handed: torch.Tensor | None = None  # the keys view last returned: anything else was set from outside
 
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
@@ -72,7 +72,7 @@ class RoomyLayer(DynamicLayer):
         buffers = self._buffers
         if (
             buffers is None
-            or self.keys is not self._views[0]
+            or self.keys is not self._handed
             or buffers[0].shape[:-2] != key_states.shape[:-2]
             or held + new > buffers[0].shape[-2]
         ):
@@ -85,7 +85,7 @@ class RoomyLayer(DynamicLayer):
         buffers[0][..., held : held + new, :] = key_states
         buffers[1][..., held : held + new, :] = value_states
         self.keys, self.values = buffers[0][..., : held + new, :], buffers[1][..., : held + new, :]
-        self._views = (self.keys, self.values)
+        self._handed = self.keys
         return self.keys, self.values
 
 
