@@ -11,6 +11,10 @@ method sees identical forget, normal and evaluation sets. Held-out rows are neve
     python benchmarks/compare_methods.py --methods npo rmu --tries train.learning_rate=1e-4,6e-4 \
         --tries rmu:method.options.steering_coeff=2,20
 
+The harm task checks from step 40 (``train.first_check``, a speed choice that keeps the paper's method's kept step);
+baselines that forget only in their first steps need earlier checks, so the README's comparisons pass ``--set
+train.first_check=10``, the same for every method.
+
 ``--tries KEY=V1,V2`` (repeatable: every combination) runs each method once per value, the same tries for every
 method, into ``OUTPUT/METHOD/try-N``; ``--tries METHOD:KEY=V1,V2`` gives one method its own setting to tune in
 place of the shared ones (e.g. RMU's steering coefficient), as many tries as the others get. Per method it keeps

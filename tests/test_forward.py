@@ -140,6 +140,41 @@ def test_check_kl_equals_the_full_width_exact_kl(tokenizer, top_k):
     assert not any(m.merged for m in model.modules() if hasattr(m, "merged"))  # and its adapters came out again
 
 
+@pytest.mark.parametrize("lora", [False, True])
+def test_normal_data_metrics_equal_full_width_right_padded_passes(tokenizer, lora):
+    """The report's perplexities and KL, from windowed left-padded passes (the policy's merged under LoRA), are what
+    full-width right-padded passes over every position give; the model comes back unmerged, in its mode."""
+    model = make_model(len(tokenizer))
+    if lora:
+        model = add_lora(model, LoraConfig(target_modules=("q_proj", "v_proj")))
+        reference = Reference(model, copy_weights=False)
+    else:
+        reference = Reference(model, copy_weights=True)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not lora or "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    rows = [*ROWS, Dialogue("Name a colour.", "Blue, like the sky on a clear day.")]
+    batch = collate(_tokens(tokenizer, rows), tokenizer.pad_token_id)  # right-padded, one batch
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+        ref_logits, _ = reference(batch["input_ids"], batch["attention_mask"])
+    picked, mask = losses.token_logprobs(logits, batch["labels"])
+    ref_picked, _ = losses.token_logprobs(ref_logits, batch["labels"])
+    n = mask.sum()
+    model.train()
+    got = normal_data_metrics(model, reference, tokenizer, rows, max_prompt_tokens=64, max_response_tokens=32,
+                              batch_size=3)  # batches of 3 and 1 rows
+    assert got["tokens"] == int(n)
+    assert got["perplexity"] == pytest.approx(float(torch.exp(-picked.sum() / n)), rel=1e-4)
+    assert got["perplexity_original"] == pytest.approx(float(torch.exp(-ref_picked.sum() / n)), rel=1e-4)
+    assert got["kl_to_original"] == pytest.approx(float(losses.forward_kl(logits, ref_logits, batch["labels"])),
+                                                  rel=1e-3)
+    assert got["kl_to_original"] > 1e-3 and got["perplexity"] != pytest.approx(got["perplexity_original"])
+    assert model.training and not any(getattr(m, "merged", False) for m in model.modules())
+
+
 def test_check_perplexity_change_is_the_reported_perplexity_ratio(tokenizer):
     """The check's human-text perplexity change is what the report's normal-data metrics give for the same texts:
     0 while the adapters are a no-op, the ratio of the two perplexities once they moved, the model left unmerged."""

@@ -282,7 +282,8 @@ def test_mined_refusals_are_asked_among_the_normal_prompts_and_recorded(workspac
     monkeypatch.setattr(refusal, "refusal_scores", lambda texts: np.ones(len(texts)))
     out = tmp_path / "mined"
     assert main(["run", str(config), "--output", str(out), "--set", "train.mine_refusals=3",
-                 "--set", "data.normal_train_size=3", "--set", "data.reserve_size=3"]) == 0
+                 "--set", "data.normal_train_size=3", "--set", "data.reserve_size=3",
+                 "--set", "train.first_check=0"]) == 0  # the harm task checks from step 40; mining is at checks
     metrics = json.loads((out / "metrics.json").read_text())
     mined, steps = metrics["training"]["mined"], metrics["training"]["steps"]
     assert mined and all(m["pool"] == "reserve" and m["asked"] == 3 and m["refused"] == 3 for m in mined)

@@ -80,6 +80,19 @@ def test_min_steps_keeps_patience_from_ending_a_run_on_a_first_check_dip(tiny_mo
         TrainConfig(min_steps=-1)
 
 
+def test_first_check_skips_the_checks_before_it_but_never_the_last_step(tiny_model, tokenizer):
+    snaps = {}
+    result = _train(tiny_model, tokenizer, _monitor([0.5, 0.4, 0.3], [0.01] * 3, snaps), max_steps=9, eval_every=2,
+                    patience=5, max_normal_kl=0.1, first_check=6)
+    assert sorted(snaps) == [6, 8, 9] and [c.step for c in result.checks] == [0, 6, 8, 9]
+    assert result.best_step == 9
+    snaps = {}
+    _train(tiny_model, tokenizer, _monitor([0.5, 0.4], [0.01] * 2, snaps), max_steps=3, eval_every=2, first_check=10)
+    assert sorted(snaps) == [3]  # past max_steps: only the last step
+    with pytest.raises(ConfigError, match="train.first_check"):
+        TrainConfig(first_check=-1)
+
+
 def test_original_is_kept_when_nothing_beats_it(tiny_model, tokenizer):
     original = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
     result = _train(tiny_model, tokenizer, _monitor([1.0, 1.0], [5.0, 5.0], {}), max_steps=4, eval_every=2,

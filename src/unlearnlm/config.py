@@ -319,6 +319,15 @@ class TrainConfig:
     chance dip at the first check: in run H (harm, PyRIT's benign requests held out) the step-10 check flagged 49% on
     a barely moved model (normal KL 0.04), the next three (83, 83, 53%) did not beat it, and patience ended the run at
     step 40 with step 10 kept; the same run with patience 8 (run H2) reached 15% at step 70. The harm task sets 40."""
+    first_check: int = 0
+    """No early-stopping check before this step (0: from the first ``eval_every``); the last step is always checked.
+    A check costs what a tenth of the harm default's training does (about 40 s of generation and judging on 2 CPU
+    cores), and the checks before ``min_steps`` only matter where an earlier one is the best of the run: the harm task
+    sets 40, where the paper's method has kept step 50 or later in every default run since run H2 (DH: checks at 10,
+    20 and 30 flagged 49, 83 and 83% and step 70 was kept, so checking from 40 keeps the same step). Baselines that
+    forget only in their first steps (gradient ascent and NPO kept step 10 on DH's data) need it lower: the README's
+    ``benchmarks/compare_methods.py`` runs pass ``train.first_check=10`` to every method. Mining
+    (``mine_refusals``) happens at the checks, so it starts here too."""
     mine_refusals: int = 0
     """Hard-negative mining of over-refusals (0: off). At every check the model answers this many of the normal
     prompts, or with ``data.reserve_size`` of the reserve prompts (the next ones of a shuffled cycle through them,
@@ -361,6 +370,8 @@ class TrainConfig:
         check(self.patience > 0, "train.patience", "must be positive")
         check(self.min_steps >= 0, "train.min_steps", f"must be >= 0 (0: patience may end a run at any check), "
               f"got {self.min_steps}")
+        check(self.first_check >= 0, "train.first_check", f"must be >= 0 (0: check from the first eval_every), "
+              f"got {self.first_check}")
         check(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0 (0: no checkpoints)")
 
 

@@ -416,14 +416,15 @@ def unlearn(
         progress.step = step
         bar.set_postfix(loss=f"{out.loss.item():.3f}")
         last = step == train_cfg.max_steps
-        if monitor is not None and (last or (train_cfg.eval_every and step % train_cfg.eval_every == 0)):
+        checked = train_cfg.eval_every and step % train_cfg.eval_every == 0 and step >= train_cfg.first_check
+        if monitor is not None and (last or checked):
             # Every process runs the check (its generation is shared out); the main process's result decides for all.
             check = distributed.from_main(monitor(accelerator.unwrap_model(model), step))
             reason = progress.record(check, weights, train_cfg)
             if reason:
                 stop_reason = reason
                 break
-        if mining and not last and step % train_cfg.eval_every == 0:
+        if mining and not last and checked:  # at every check but the last
             asked = [mined_from[i] for i in streams["mine"].next_indices()]
             progress.mine(miner, accelerator.unwrap_model(model), normal_rows, asked, pool)
         # A checkpoint holds whole optimizer steps (no half-accumulated gradients) and is pointless at the end.

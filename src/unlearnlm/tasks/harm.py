@@ -164,7 +164,9 @@ class HarmTask(ScanTask):
     # reported; run H2 against run D: homonyms 17.2% refused against 35.9%, the benign requests 35.9% against 55%,
     # the other source's harmful questions 35.9% flagged against 17.2% (README, Results).
     # min_steps 40: only checks after step 40 count toward patience, against a chance dip at the first check (run H).
-    defaults = {"train": {"learning_rate": 6e-4, "eval_every": 10, "mixed_precision": "auto", "min_steps": 40},
+    # first_check 40: the checks at 10-30 never held DH's kept step; skipping them saves about 2 minutes a run.
+    defaults = {"train": {"learning_rate": 6e-4, "eval_every": 10, "mixed_precision": "auto", "min_steps": 40,
+                          "first_check": 40},
                 "generation": {"mixed_precision": "auto"},
                 "data": {"forget_rephrasings": 2, "benign_val_size": 64, "scan_size": 320, "pyrit_benign": "heldout"}}
     method_defaults = {"distance_cluster": {"w_open": 1.0}}
