@@ -177,7 +177,10 @@ class Outputs:
     labels: torch.Tensor  # (B, K), the batch's labels over the same positions
 
     def last(self, k: int) -> Outputs:
-        """The last ``k`` positions (k <= K): the window of one stream cut from a pass over several."""
+        """The last ``k`` positions (k <= K): the window of one stream cut from a pass over several. At k = K the
+        outputs themselves: a full-width slice would still cost its backward a zeroed (B, K, V) gradient and a copy."""
+        if k >= self.labels.shape[1]:
+            return self
         return Outputs(self.logits[:, -k:] if self.logits is not None else None,
                        self.hidden[:, -k:] if self.hidden is not None else None, self.labels[:, -k:])
 
