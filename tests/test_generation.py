@@ -62,7 +62,7 @@ def test_a_lora_model_generates_merged_and_comes_back_unmerged(tiny_model, token
     assert not any(m.merged for m in layers)
     for name, p in model.named_parameters():
         if "lora_" not in name:
-            torch.testing.assert_close(p, base[name], rtol=0, atol=1e-5)
+            assert torch.equal(p, base[name]), name  # bit for bit: unmerging alone leaves rounding behind
 
 
 def test_the_roomy_cache_layer_holds_what_concatenation_would():

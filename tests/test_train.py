@@ -26,7 +26,7 @@ def _monitor(rates, kls, snapshots):
 
 
 def _train(model, tokenizer, monitor, **cfg):
-    train_cfg = TrainConfig(batch_size=2, learning_rate=1e-2, **cfg)
+    train_cfg = TrainConfig(**{"batch_size": 2, "learning_rate": 1e-2, **cfg})
     return unlearn(model, tokenizer, create_method("gradient_ascent"), forget=FORGET, normal=[], train_cfg=train_cfg,
                    data_cfg=DataConfig(), reference=Reference(model, copy_weights=False),
                    monitor=monitor, initial_check=Check(0, 1.0, 0.0))
@@ -91,6 +91,30 @@ def test_first_check_skips_the_checks_before_it_but_never_the_last_step(tiny_mod
     assert sorted(snaps) == [3]  # past max_steps: only the last step
     with pytest.raises(ConfigError, match="train.first_check"):
         TrainConfig(first_check=-1)
+
+
+def test_checks_that_generate_leave_a_lora_run_bit_for_bit_as_without_them(tokenizer):
+    """A check answers prompts with the adapters merged in; the weights it hands back are the ones it got, so how
+    many checks a run makes does not change what it trains (before exact restoring, unmerging left rounding)."""
+    from conftest import make_model
+
+    from unlearnlm.config import LoraConfig
+    from unlearnlm.generation import generate
+    from unlearnlm.models import add_lora
+
+    def run(eval_every):
+        model = add_lora(make_model(len(tokenizer)), LoraConfig(r=4, alpha=8), seed=0)
+
+        def monitor(m, step):
+            generate(m, tokenizer, FORGET[:2], max_new_tokens=3, batch_size=2)
+            return Check(step=step, flagged_rate=1.0 / (step + 1), normal_kl=0.0)
+
+        _train(model, tokenizer, monitor, max_steps=6, eval_every=eval_every, learning_rate=5e-2)
+        return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    every, last_only = run(1), run(0)
+    assert any("lora_B" in n and p.abs().sum() > 0 for n, p in every.items())  # the adapters trained
+    assert all(torch.equal(every[n], last_only[n]) for n in every)
 
 
 def test_original_is_kept_when_nothing_beats_it(tiny_model, tokenizer):

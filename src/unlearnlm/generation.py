@@ -25,9 +25,13 @@ def adapters_merged(model: nn.Module) -> Iterator[None]:
     Unmerged, every adapted projection adds two small matmuls and a dropout at each decoding step. Measured once on
     SmolLM2-135M, LoRA r=16, 64 benign prompts under bf16 autocast, 2 CPU cores: 18.0 s unmerged, 15.6 s merged,
     12.4 s for the model without adapters (the rest is peft's per-layer Python overhead).
-    Merging and unmerging adds and subtracts the same product, so the base weights come back equal up to float
-    rounding (about 1e-7 relative in fp32), which training's own arithmetic dwarfs. Nothing is done for a model
-    without adapters, with adapters already merged, or inside ``disable_adapter()`` (the original's outputs).
+    Unmerging subtracts the product that merging added, which leaves the base weights off by float rounding (about
+    1e-7 relative in fp32); small, but it made a run's trajectory depend on how many checks it ran (the harm default
+    checked from step 40 instead of 10 flagged 55% at step 40 against 53%, 2026-12-06) and let the original (the
+    adapters switched off) drift. So the adapted layers' base weights are copied to the CPU before merging and copied
+    back after unmerging: bit for bit the weights from before (a test checks it), for about a copy of those weights in
+    host memory while it lasts. Nothing is done for a model without adapters, with adapters already merged, or inside
+    ``disable_adapter()`` (the original's outputs).
     """
     from peft import PeftModel
     from peft.tuners.tuners_utils import BaseTunerLayer
@@ -36,11 +40,16 @@ def adapters_merged(model: nn.Module) -> Iterator[None]:
     if not layers or any(m.merged or m.disable_adapters for m in layers):
         yield
         return
+    bases = [m.get_base_layer().weight for m in layers]
+    kept = [w.detach().to("cpu", copy=True) for w in bases]
     model.merge_adapter()
     try:
         yield
     finally:
         model.unmerge_adapter()
+        with torch.no_grad():
+            for w, original in zip(bases, kept, strict=True):
+                w.copy_(original)
 
 
 class RoomyLayer(DynamicLayer):
