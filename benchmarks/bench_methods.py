@@ -11,13 +11,19 @@ batch, so both see the same tokens. Printed per method:
   each the median of ``--steps`` timed steps, the method's and the sft's alternated;
 * achieved GFLOP/s, counting 4·N·tokens per step under LoRA (forward 2N, backward to the activations 2N) and
   6·N·tokens with full fine-tuning, against the machine's matmul peak measured in the same run (2048² matmul;
-  fp32, or bf16 with ``--bf16``, which runs the steps under bf16 autocast as ``train.mixed_precision: bf16`` does).
+  fp32, or bf16 with ``--bf16``, which runs the steps as ``train.mixed_precision: bf16`` does: the model prepared by
+  accelerate, so that its forward runs under bf16 autocast and returns fp32 outputs, the losses outside autocast).
 
     python benchmarks/bench_methods.py                 # LoRA r=16 (the default)
     python benchmarks/bench_methods.py --full          # full fine-tuning
     python benchmarks/bench_methods.py --bf16          # bf16 autocast
     python benchmarks/bench_methods.py --json          # also the rows as one JSON list on the last line
     python benchmarks/bench_methods.py --run RUN_DIR   # also: steps and wall time of a finished run
+    python benchmarks/bench_methods.py --head-ab       # also: each step with the LM head over the stacked pass
+
+``--head-ab`` times a third step, alternated with the other two: the method's step with the LM head applied to the
+stacked pass's window and each stream's logits sliced out of it (what ``forward_many`` did before it applied the
+head per stream), and prints how much faster the per-stream head is.
 """
 
 from __future__ import annotations
@@ -63,13 +69,13 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = False) -> dict:
+def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = False, head_ab: bool = False) -> dict:
     import torch
 
     from unlearnlm import losses
     from unlearnlm.config import LoraConfig, ModelConfig
     from unlearnlm.data.formatting import collate
-    from unlearnlm.methods import create_method
+    from unlearnlm.methods import base, create_method
     from unlearnlm.methods.base import PrepareContext, forward_many, reference_top_k
     from unlearnlm.models import Reference, add_lora, load_model
 
@@ -101,31 +107,41 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     model.train()
 
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # what train.mixed_precision=bf16 does
+    if bf16:  # what train.mixed_precision=bf16 does: accelerate wraps the forward (the reference shares the object)
+        from unlearnlm import distributed
+
+        model = distributed.accelerator(mixed_precision="bf16").prepare(model)
 
     def method_step():
-        with autocast:
-            loss = method.step(model, reference, batch).loss
+        loss = method.step(model, reference, batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    def stacked_head_step():  # the method's step, the LM head over the stacked pass (forward_many's fallback)
+        split = base.splits_head
+        base.splits_head = lambda model: False
+        try:
+            method_step()
+        finally:
+            base.splits_head = split
 
     def sft_step():  # the same rows, one stacked batch, plain cross-entropy on response tokens
-        with autocast:
-            out = forward_many(model, {n: batch[n] for n in trained})
-            loss = sum(losses.nll(o.logits, o.labels) for o in out.values())
+        out = forward_many(model, {n: batch[n] for n in trained})
+        loss = sum(losses.nll(o.logits, o.labels) for o in out.values())
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    method_step()  # the first steps warm up allocators and kernels
-    sft_step()
+    steps_timed = {"method": method_step, "sft": sft_step, **({"stacked": stacked_head_step} if head_ab else {})}
+    for fn in steps_timed.values():  # the first steps warm up allocators and kernels
+        fn()
     # alternated, so that a drift of the machine's speed (another process, the clock) falls on both alike; the median
     # of each, so that one slow step does not decide a ratio
-    times: dict[str, list[float]] = {"method": [], "sft": []}
+    times: dict[str, list[float]] = {name: [] for name in steps_timed}
     for _ in range(steps):
-        times["method"].append(_timed(method_step))
-        times["sft"].append(_timed(sft_step))
+        for name, fn in steps_timed.items():
+            times[name].append(_timed(fn))
     timings = {name: statistics.median(t) for name, t in times.items()}
     flops_per_token = (4 if lora else 6) * n_params
     peak = matmul_peak_gflops(dtype=torch.bfloat16 if bf16 else None)
@@ -137,6 +153,7 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
         "streams": {n: list(batch[n]["input_ids"].shape) for n in trained},
         "threads": torch.get_num_threads(), "kl_top_k": kl_top_k, "bf16": bf16,
+        **({"stacked_head_s_per_step": timings["stacked"]} if head_ab else {}),
     }
 
 
@@ -151,6 +168,8 @@ def main() -> None:
     parser.add_argument("--kl-top-k", type=int, default=None,
                         help="normal-loss KL from cached top-k reference log-probs (default: train.kl_top_k's default;"
                              " 0: a reference pass per step)")
+    parser.add_argument("--head-ab", action="store_true",
+                        help="also time each step with the LM head over the stacked pass (before per-stream heads)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--run", help="a finished run folder: print its steps and wall time to the stop target")
     args = parser.parse_args()
@@ -159,23 +178,28 @@ def main() -> None:
 
         args.kl_top_k = TrainConfig().kl_top_k
     if args.one:
-        print(json.dumps(one(args.one, lora=not args.full, steps=args.steps, kl_top_k=args.kl_top_k, bf16=args.bf16)))
+        print(json.dumps(one(args.one, lora=not args.full, steps=args.steps, kl_top_k=args.kl_top_k, bf16=args.bf16,
+                             head_ab=args.head_ab)))
         return
     from unlearnlm.methods import METHODS
 
     rows = []
     print(f"SmolLM2-135M, batch {BATCH} per stream, prompts <= {PROMPT_TOKENS} + responses <= {RESPONSE_TOKENS} "
           f"tokens, {'full fine-tuning' if args.full else 'LoRA r=16'}")
+    ab = " stacked-head s/step | per-stream head speed-up |" if args.head_ab else ""
     print("| method | s/step | tokens/step | sft s/step | cost vs sft | GFLOP/s | sft GFLOP/s | peak GFLOP/s "
-          "| peak RSS GB |\n|---|---|---|---|---|---|---|---|---|")
+          f"| peak RSS GB |{ab}\n|---|---|---|---|---|---|---|---|---|{'---|---|' if ab else ''}")
     for name in args.methods or sorted(METHODS):
         cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--kl-top-k", str(args.kl_top_k)]
         cmd += (["--full"] if args.full else []) + (["--bf16"] if args.bf16 else [])
+        cmd += ["--head-ab"] if args.head_ab else []
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         rows.append(res)
         print(f"| {name} | {res['s_per_step']:.2f} | {res['tokens_per_step']} | {res['sft_s_per_step']:.2f} | "
               f"{res['cost_vs_sft']:.2f} | {res['gflops']:.0f} | {res['sft_gflops']:.0f} | {res['peak_gflops']:.0f} | "
-              f"{res['peak_rss_gb']:.2f} |", flush=True)
+              f"{res['peak_rss_gb']:.2f} |" + (f" {res['stacked_head_s_per_step']:.2f} | "
+                                               f"{res['stacked_head_s_per_step'] / res['s_per_step']:.2f}x |"
+                                               if args.head_ab else ""), flush=True)
     if args.run:
         m = json.loads((Path(args.run) / "metrics.json").read_text())
         t = m["training"]

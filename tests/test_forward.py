@@ -10,6 +10,7 @@ from unlearnlm.config import LoraConfig, RunConfig
 from unlearnlm.data.formatting import IGNORE_INDEX, collate, left_pad_to, tokenize_dialogue
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
+from unlearnlm.methods import base
 from unlearnlm.methods.base import (
     PrepareContext,
     forward,
@@ -74,6 +75,56 @@ def test_one_pass_for_several_streams_equals_one_pass_each(tiny_model, tokenizer
             torch.testing.assert_close(merged[name].last(k).logits, alone.logits, atol=1e-5, rtol=1e-4)
             torch.testing.assert_close(merged[name].last(k).hidden, alone.hidden, atol=1e-5, rtol=1e-4)
             assert torch.equal(merged[name].last(k).labels, alone.labels)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_the_head_split_per_stream_gives_the_stacked_heads_logits_and_gradients(tokenizer, lora):
+    """``forward_many`` applies the LM head to each stream's own window: the stacked pass computes one position of
+    logits, and every stream's logits, and the gradients they send back, are those of the stacked head's slices."""
+    torch.manual_seed(0)
+    model = make_model(len(tokenizer))
+    if lora:
+        model = add_lora(model, LoraConfig(target_modules=("q_proj", "v_proj")))
+    a = collate(_tokens(tokenizer)[:2], tokenizer.pad_token_id, padding_side="left")
+    b = collate(_tokens(tokenizer)[2:], tokenizer.pad_token_id, padding_side="left")
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run(split):
+        shapes = []
+        hook = model.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.logits.shape)))
+        original = base.splits_head
+        base.splits_head = original if split else (lambda m: False)
+        try:
+            out = forward_many(model, {"a": a, "b": b})
+        finally:
+            base.splits_head = original
+            hook.remove()
+        loss = losses.nll(out["a"].logits, out["a"].labels) + 0.5 * losses.nll(out["b"].logits, out["b"].labels)
+        grads = torch.autograd.grad(loss, params)
+        return out, shapes, grads
+
+    split, split_shapes, split_grads = run(True)
+    stacked, stacked_shapes, stacked_grads = run(False)
+    assert split_shapes[0][1] == 1 < stacked_shapes[0][1]  # the pass itself: one position of logits
+    for name, batch in {"a": a, "b": b}.items():
+        assert split[name].logits.shape[1] == response_window(batch["labels"])  # the stream's own window
+        torch.testing.assert_close(split[name].logits, stacked[name].logits, atol=1e-5, rtol=1e-4)
+        assert torch.equal(split[name].labels, stacked[name].labels)
+    for g, h in zip(split_grads, stacked_grads, strict=True):
+        torch.testing.assert_close(g, h, atol=1e-5, rtol=1e-4)
+
+
+def test_a_model_whose_logits_are_more_than_the_heads_output_keeps_the_stacked_head(tokenizer):
+    """A model that transforms the head's output (soft-capping, a logit scale) cannot have its head applied outside
+    its forward: ``forward_many`` finds the pass's logits disagree with the head's and falls back, for good."""
+    model = make_model(len(tokenizer))
+    model.register_forward_hook(lambda m, i, o: (o.logits.mul_(0.5), None)[1])  # a post-head transform
+    a = collate(_tokens(tokenizer), tokenizer.pad_token_id, padding_side="left")
+    with torch.no_grad():
+        alone = forward(model, a)  # the model's own, halved logits
+        out = forward_many(model, {"a": a})
+    torch.testing.assert_close(out["a"].logits, alone.logits)
+    assert not base.splits_head(model)
 
 
 def test_cached_reference_windows_match_a_reference_pass(tiny_model, tokenizer):
