@@ -128,3 +128,44 @@ def test_generate_gives_the_same_answers_with_either_cache(tiny_model, tokenizer
         tiny_model, tokenizer, PROMPTS, kv_cache="dynamic", **kwargs)
     with pytest.raises(ValueError, match="kv_cache"):
         generate(tiny_model, tokenizer, PROMPTS, kv_cache="static", **kwargs)
+
+
+def test_linear_weights_cast_once_give_autocasts_numbers_bit_for_bit(tiny_model, tokenizer, monkeypatch):
+    """Under bf16 autocast, the linear layers compute with weights cast once for the block (bf16 weights reach the
+    matmuls) and give exactly autocast's own logits; outside autocast they run in fp32; afterwards every layer's
+    forward is its own again (an instance-level wrapper put back)."""
+    from torch import nn
+
+    from unlearnlm.generation import weights_cast_once
+
+    ids = tokenizer(["What is two plus two, please?", "Hi there"], return_tensors="pt", padding=True)
+    wrapper = tiny_model.lm_head.forward
+    tiny_model.lm_head.forward = lambda x: wrapper(x)  # an instance-level forward, as a wrapper would set one
+    seen: list[torch.dtype] = []
+    linear = nn.functional.linear
+    monkeypatch.setattr(nn.functional, "linear", lambda x, w, b=None: (seen.append(w.dtype), linear(x, w, b))[1])
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        each_call = tiny_model(**ids).logits
+    assert set(seen) == {torch.float32}  # autocast casts inside the matmul: fp32 weights reach it
+    seen.clear()
+    with torch.no_grad(), weights_cast_once(tiny_model, torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            once = tiny_model(**ids).logits
+        assert set(seen) == {torch.bfloat16}
+        seen.clear()
+        plain = tiny_model(**ids).logits  # no autocast: fp32 as always
+        assert set(seen) == {torch.float32}
+    assert torch.equal(once, each_call)
+    assert torch.equal(plain, tiny_model(**ids).logits)
+    layers = [m for m in tiny_model.modules() if type(m) is nn.Linear]
+    assert all("forward" not in m.__dict__ for m in layers if m is not tiny_model.lm_head)
+    assert tiny_model.lm_head.__dict__["forward"].__name__ == "<lambda>"
+    del tiny_model.lm_head.forward  # the fixture's model as it came
+
+
+def test_generate_gives_the_same_answers_with_weights_cast_once_or_per_call(tiny_model, tokenizer):
+    kwargs = dict(max_new_tokens=10, batch_size=2, mixed_precision="bf16")
+    assert generate(tiny_model, tokenizer, PROMPTS, weight_cast="once", **kwargs) == generate(
+        tiny_model, tokenizer, PROMPTS, weight_cast="per_call", **kwargs)
+    with pytest.raises(ValueError, match="weight_cast"):
+        generate(tiny_model, tokenizer, PROMPTS, weight_cast="never", **kwargs)
