@@ -7,7 +7,9 @@ import re
 
 import numpy as np
 import pytest
+import torch
 
+from unlearnlm import distributed
 from unlearnlm.cli import main
 from unlearnlm.data.records import Dialogue
 from unlearnlm.evaluate import distinct_n
@@ -36,6 +38,9 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
     assert metrics["sets"]["rephrased"]["before"]["n"] == 4 * metrics["scan"]["test"]
     assert 0 < metrics["sets"]["benign"]["after"]["relevance_stock"] < 1
     assert metrics["sets"]["forget_train"]["before"]["flagged_rate"] == 1.0
+    machine = metrics["machine"]  # what the timings were taken on
+    assert machine["cpu"] and machine["torch_threads"] == torch.get_num_threads() and machine["gpu"] is None
+    assert machine["amx"] is distributed.cpu_has_amx()
     # the keyword judge never changes its mind, so patience never starts counting (train.patience_after_move)
     assert metrics["training"]["stop_reason"] == "max_steps" and metrics["training"]["best_step"] == 0
     assert all(c["perplexity_change"] is None for c in metrics["training"]["checks"])  # read only when bounded

@@ -136,6 +136,12 @@ def test_model_card(run_dir):
             else "Both models answered in float32.") in card
 
 
+def test_the_report_names_the_machine_its_timings_come_from(run_dir):
+    machine = json.loads((run_dir / "metrics.json").read_text())["machine"]
+    where = f"{machine['cpu']}{' with AMX' if machine['amx'] else ''}, {machine['torch_threads']} torch threads."
+    assert f"s on {where}" in (run_dir / "report.md").read_text()
+
+
 def test_model_card_names_the_precision_of_older_runs():
     summary = {"judges": ["harm"], "sets": {}, "training": {}}
     gen = {"mixed_precision": "auto"}

@@ -205,6 +205,13 @@ def bf16_supported() -> bool:
 
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
+    return cpu_has_amx()
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles, as torch sees them."""
+    import torch
+
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private, so looked up with care
     try:
         return bool(amx()) if amx is not None else False

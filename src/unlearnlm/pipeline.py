@@ -16,6 +16,7 @@ them, training is DDP, and only the main process writes files and prints (:mod:`
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -128,6 +129,22 @@ def run_precision(cfg: RunConfig) -> dict[str, str]:
         resolved = distributed.resolve_precision(mixed_precision)
         return cfg.model.dtype if resolved == "no" else f"{resolved} autocast"
     return {"training": name(cfg.train.mixed_precision), "generation": name(cfg.generation.mixed_precision)}
+
+
+def run_machine() -> dict[str, Any]:
+    """What the run computed on (``metrics.json``: ``machine``): the CPU's model name, whether it has AMX tiles (what
+    ``mixed_precision: auto`` turns on bf16 for), torch's threads, and the GPU's name where there is one; timings
+    from two machines compare only with this in view."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "amx": distributed.cpu_has_amx(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def finish_run(out: Path, summary: dict[str, Any], rows: list[dict[str, Any]], history: list[dict[str, float]],
@@ -285,6 +302,7 @@ def evaluate_run(trained: TrainedRun) -> dict[str, Any]:
         "normal_data": normal_metrics,
         **utility,
         "precision": run_precision(cfg),
+        "machine": run_machine(),
         "stage_seconds": stage_seconds,
         "wall_seconds": round(trained.elapsed + time.perf_counter() - t0, 1),
     }

@@ -96,7 +96,12 @@ def overview(summary: dict[str, Any]) -> str:
     if "precision" in summary:
         pr = summary["precision"]
         text += f" Trained in {pr['training']}, answered in {pr['generation']}."
-    return text + f" Whole run: {summary['wall_seconds']:.0f} s."
+    text += f" Whole run: {summary['wall_seconds']:.0f} s"
+    if "machine" in summary:
+        m = summary["machine"]
+        where = m["gpu"] or f"{m['cpu']}{' with AMX' if m['amx'] else ''}"
+        text += f" on {where}, {m['torch_threads']} torch threads"
+    return text + "."
 
 
 def check_labels(summary: dict[str, Any]) -> tuple[str, str]:
