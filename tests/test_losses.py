@@ -254,3 +254,10 @@ def test_sequence_unlikelihood_prices_the_opening_as_a_whole():
     loss.backward()
     assert loss.item() == pytest.approx(-math.log(1e-6), rel=1e-3)  # the clamp
     assert sure.grad[0, 0, 0] > 0  # raising the logit of the forced token would raise the loss
+
+
+def test_anchor_distance_is_the_squared_move_relative_to_the_originals_norm():
+    # Row 1: moved by (0, -1) from (1, 1): 1 / 2. Row 2: moved by (0, 1) from (0, 1): 1 / 1. Mean 0.75.
+    states, anchors = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    assert losses.anchor_distance(states, anchors).item() == pytest.approx(0.75)
+    assert losses.anchor_distance(anchors, anchors).item() == 0.0

@@ -94,6 +94,28 @@ def test_opening_term_is_logged_read_and_validated(tiny_model, tokenizer):
             create_method("distance_cluster", bad)
 
 
+def test_anchor_holds_the_contrast_prompts_states_where_the_original_had_them(tokenizer):
+    from conftest import make_model
+
+    def run(w_anchor: float) -> list[dict]:
+        model = make_model(len(tokenizer))
+        method = create_method("distance_cluster", {"w_contrast": 5.0, "w_anchor": w_anchor, "w_neg": 0.0,
+                                                    "w_pos": 0.0, "w_ce": 0.0, "w_nor": 0.0})
+        return unlearn(model, tokenizer, method, forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                       train_cfg=replace(TRAIN, max_steps=6), data_cfg=DataConfig(),
+                       reference=Reference(model, copy_weights=True)).history
+
+    free, held = run(1e-9), run(20.0)
+    # Step 1: the model is the original, so the states read in the training pass (left-padded, several streams) are
+    # the ones the prepare pass saw (right-padded, prompts alone).
+    assert free[0]["anchor"] == pytest.approx(0.0, abs=1e-5) and held[0]["anchor"] == pytest.approx(0.0, abs=1e-5)
+    assert free[-1]["anchor"] > 1e-3  # the contrast push moves the prompt states ...
+    assert held[-1]["anchor"] < free[-1]["anchor"] / 2  # ... and the anchor holds them back
+    for bad, match in (({"w_anchor": -1.0}, "w_anchor"), ({"w_anchor": 1.0, "w_contrast": 0}, "w_anchor shapes")):
+        with pytest.raises(ConfigError, match=match):
+            create_method("distance_cluster", bad)
+
+
 def test_yao_defaults_are_the_papers_weights():
     o = create_method("yao").options
     assert (o.w_ga, o.w_mismatch, o.w_kl) == (0.5, 1.0, 1.0)

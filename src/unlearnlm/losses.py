@@ -219,6 +219,20 @@ def cluster_pull(hidden: torch.Tensor, labels: torch.Tensor, centroids: torch.Te
     return (1.0 - F.cosine_similarity(pooled, centroids.float(), dim=-1, eps=_EPS)).mean()
 
 
+def anchor_distance(states: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """How far states moved from where the original held them, relative to the original's size.
+
+    Args:
+        states: (B, H) the model's states (e.g. at each row's last prompt token).
+        anchors: (B, H) the original's states at the same positions.
+
+    Returns:
+        mean_b ||s_b - a_b||² / ||a_b||²: 0 where every state is the original's, 1 for a state moved by its own norm.
+    """
+    states, anchors = states.float(), anchors.float()
+    return ((states - anchors).pow(2).sum(-1) / anchors.pow(2).sum(-1).clamp_min(_EPS)).mean()
+
+
 def npo(policy_seq_logp: torch.Tensor, ref_seq_logp: torch.Tensor, beta: float) -> torch.Tensor:
     """Negative Preference Optimization (Zhang et al., arXiv 2404.05868).
 

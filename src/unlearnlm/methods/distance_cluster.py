@@ -34,10 +34,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import torch
 from torch import nn
 
 from unlearnlm import losses
 from unlearnlm.clustering import assign_nearest, cluster_outputs, match_nearest, prompt_states
+from unlearnlm.data.formatting import IGNORE_INDEX
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods.base import (
@@ -118,16 +120,24 @@ class DistanceClusterOptions:
     sentence in one wording is unlikely even where the model refuses in another. ``token`` by default: on the harm
     task (run SQ, with native openings and look-alike partners) ``sequence`` let benign refusals past the stop rule's
     bound from step 40 on, where the always-on per-token push holds them back from the start."""
+    w_anchor: float = 0.0
+    """Weight of the anchor (0: off): each contrast row's normal prompt keeps the original's state at its last prompt
+    token (the state that decides whether the answer opens with a refusal), as the squared distance between the two
+    relative to the original's squared norm (:func:`~unlearnlm.losses.anchor_distance`), at ``layer``. The contrast
+    rows' prompts are the normal prompts most like the forget prompts (``contrast_prompts: nearest``): the safe
+    requests that share a forget prompt's words, whose refusals the KL on the original's answers holds back only
+    through one next-token distribution. Costs no forward pass: the states come from the contrast stream, the
+    original's from the pass that pairs them. Needs ``w_contrast > 0``."""
     w_open: float = 0.0
     """Weight of the KL to the original on the first ``open_tokens`` response tokens of normal rows (0: off)."""
     open_tokens: int = 4
     """How many response tokens count as an answer's opening for ``w_open``."""
 
     def __post_init__(self) -> None:
-        for name in ("w_contrast", "w_open", "contrast_tokens"):
+        for name in ("w_contrast", "w_open", "w_anchor", "contrast_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"method.options.{name}: must be >= 0, got {getattr(self, name)}")
-        shaping = [name for name in ("contrast_native", "contrast_own") if getattr(self, name)]
+        shaping = [name for name in ("contrast_native", "contrast_own", "w_anchor") if getattr(self, name)]
         if shaping and self.w_contrast == 0:
             raise ConfigError(f"method.options.{shaping[0]} shapes the contrast term, which is off here (w_contrast: "
                               "0, the privacy and hallucination tasks' default): set method.options.w_contrast > 0")
@@ -145,6 +155,11 @@ def first_sentence(text: str) -> str:
     return text[: match.end()].strip() if match else text.strip()
 
 
+def default_partners(n_forget: int, n_normal: int) -> list[int]:
+    """``contrast_prompts: spread``: row ``i`` takes normal prompt ``i * 7 mod N``, a stride over the normal set."""
+    return [(7 * i) % n_normal for i in range(n_forget)]
+
+
 def contrast_rows(forget: Sequence[Dialogue], normal: Sequence[Dialogue], expected: Sequence[Dialogue],
                   partners: Sequence[int] | None = None, native: Sequence[str] = (),
                   own: Mapping[str, str] | None = None) -> list[Dialogue]:
@@ -158,7 +173,7 @@ def contrast_rows(forget: Sequence[Dialogue], normal: Sequence[Dialogue], expect
     if not normal or not expected:
         raise ConfigError("method.options.w_contrast > 0 needs normal dialogues and expected outputs")
     if partners is None:
-        partners = [(7 * i) % len(normal) for i in range(len(forget))]
+        partners = default_partners(len(forget), len(normal))
 
     def opening(i: int, prompt: str) -> str:
         if native and i % 2:
@@ -213,11 +228,12 @@ class DistanceCluster(UnlearningMethod):
             # The look-alikes join the normal prompts as candidates: a request that shares a forget prompt's words
             # but not its harm is the hardest negative there is.
             candidates = [*ctx.normal, *ctx.lookalikes]
-            if o.contrast_prompts == "nearest" and candidates:
+            if (o.contrast_prompts == "nearest" or o.w_anchor > 0) and candidates:
                 states = prompt_states(ctx.reference, ctx.tokenizer, candidates, layer=o.layer,
                                        max_prompt_tokens=ctx.max_prompt_tokens, batch_size=ctx.batch_size,
-                                       device=ctx.device)
-                partners = match_nearest(forget.prompt, states).tolist()
+                                       device=ctx.device)  # (N_c, H)
+                if o.contrast_prompts == "nearest":
+                    partners = match_nearest(forget.prompt, states).tolist()
             native = ctx.refusals if o.contrast_native else ()
             own = ctx.recipe_refusals if o.contrast_own else None
             if o.contrast_own and not own:
@@ -225,6 +241,9 @@ class DistanceCluster(UnlearningMethod):
                                   "harm and custom tasks write them with data.expected_recipe: fitting or topical, "
                                   "the privacy task with data.privacy.targets: refusal")
             pairs["contrast"] = contrast_rows(ctx.forget, candidates, ctx.expected, partners, native, own)
+            if o.w_anchor > 0:
+                picked = partners if partners is not None else default_partners(len(ctx.forget), len(candidates))
+                anchor_states = states[torch.as_tensor(picked)]  # (N_f, H): the original at each row's prompt end
             if own:
                 info["contrast_own_rows"] = sum(r.prompt in own for r in pairs["contrast"][:: 2 if native else 1])
             if o.contrast_native:
@@ -233,6 +252,8 @@ class DistanceCluster(UnlearningMethod):
                 lookalike = {d.prompt for d in ctx.lookalikes}
                 info["contrast_lookalike_rows"] = sum(r.prompt in lookalike for r in pairs["contrast"])
         tensors = {"centroids": clusters.centroids[cluster_of]}  # (N_f, H)
+        if o.w_contrast > 0 and o.w_anchor > 0:
+            tensors["anchor_states"] = anchor_states
         if o.distance == "representation":
             tensors["ref_hidden"] = forget.windows  # (N_f, W, H)
         return PreparedData(pairs=pairs, tensors=tensors, info=info)
@@ -268,4 +289,11 @@ class DistanceCluster(UnlearningMethod):
             contrast = push(out["contrast"].logits, out["contrast"].labels, first=o.contrast_tokens)
             loss = loss + o.w_contrast * contrast
             terms["contrast"] = contrast.item()
+            if o.w_anchor > 0:
+                c = out["contrast"]
+                prompt_end = (c.labels != IGNORE_INDEX).float().argmax(dim=1) - 1  # (B,): each row's last prompt token
+                state = c.hidden[torch.arange(len(prompt_end)), prompt_end]  # (B, H)
+                anchor = losses.anchor_distance(state, batch["anchor_states"])
+                loss = loss + o.w_anchor * anchor
+                terms["anchor"] = anchor.item()
         return StepOutput(loss=loss, terms=terms)
