@@ -39,7 +39,6 @@ from torch import nn
 
 from unlearnlm import losses
 from unlearnlm.clustering import assign_nearest, cluster_outputs, match_nearest, prompt_states
-from unlearnlm.data.formatting import IGNORE_INDEX
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods.base import (
@@ -223,6 +222,7 @@ class DistanceCluster(UnlearningMethod):
         sizes = [int((clusters.labels == c).sum()) for c in range(len(clusters.medoids))]
         pairs = {"target": targets}
         info: dict[str, Any] = {"cluster_sizes": sizes, "medoids": [ctx.expected[m].response for m in clusters.medoids]}
+        tensors = {"centroids": clusters.centroids[cluster_of]}  # (N_f, H)
         if o.w_contrast > 0:
             partners = None
             # The look-alikes join the normal prompts as candidates: a request that shares a forget prompt's words
@@ -243,7 +243,7 @@ class DistanceCluster(UnlearningMethod):
             pairs["contrast"] = contrast_rows(ctx.forget, candidates, ctx.expected, partners, native, own)
             if o.w_anchor > 0:
                 picked = partners if partners is not None else default_partners(len(ctx.forget), len(candidates))
-                anchor_states = states[torch.as_tensor(picked)]  # (N_f, H): the original at each row's prompt end
+                tensors["anchor_states"] = states[torch.as_tensor(picked)]  # (N_f, H): the original's prompt ends
             if own:
                 info["contrast_own_rows"] = sum(r.prompt in own for r in pairs["contrast"][:: 2 if native else 1])
             if o.contrast_native:
@@ -251,9 +251,6 @@ class DistanceCluster(UnlearningMethod):
             if ctx.lookalikes:
                 lookalike = {d.prompt for d in ctx.lookalikes}
                 info["contrast_lookalike_rows"] = sum(r.prompt in lookalike for r in pairs["contrast"])
-        tensors = {"centroids": clusters.centroids[cluster_of]}  # (N_f, H)
-        if o.w_contrast > 0 and o.w_anchor > 0:
-            tensors["anchor_states"] = anchor_states
         if o.distance == "representation":
             tensors["ref_hidden"] = forget.windows  # (N_f, W, H)
         return PreparedData(pairs=pairs, tensors=tensors, info=info)
@@ -290,9 +287,7 @@ class DistanceCluster(UnlearningMethod):
             loss = loss + o.w_contrast * contrast
             terms["contrast"] = contrast.item()
             if o.w_anchor > 0:
-                c = out["contrast"]
-                prompt_end = (c.labels != IGNORE_INDEX).float().argmax(dim=1) - 1  # (B,): each row's last prompt token
-                state = c.hidden[torch.arange(len(prompt_end)), prompt_end]  # (B, H)
+                state = losses.first_response_states(out["contrast"].hidden, out["contrast"].labels)  # (B, H)
                 anchor = losses.anchor_distance(state, batch["anchor_states"])
                 loss = loss + o.w_anchor * anchor
                 terms["anchor"] = anchor.item()
