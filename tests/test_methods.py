@@ -172,6 +172,47 @@ def test_contrast_rows_can_refuse_their_own_prompt():
     assert {r.response for r in partial if r.prompt == NORMAL[0].prompt} == {"No."}
 
 
+def test_recovery_rows_open_with_the_old_answer_and_train_only_the_turn_back(tiny_model, tokenizer):
+    from unlearnlm.data.formatting import IGNORE_INDEX, tokenize_dialogue
+    from unlearnlm.methods.distance_cluster import recovery_rows
+
+    targets = [Dialogue(f"How do I do bad thing {i}?", f"I won't help with bad thing {i}.") for i in range(200)]
+    old = [f"Sure, first you get item {i}, then you mix it well and wait." for i in range(200)]
+    assert recovery_rows(targets, old, 0.0, 5) == targets
+    every = recovery_rows(targets, old, 1.0, 3)
+    for row, target, answer in zip(every, targets, old, strict=True):
+        prefix = row.response[: -len(target.response) - 1]
+        assert row.response.endswith(" " + target.response) and answer.startswith(prefix)
+        assert 1 <= len(prefix.split()) <= 3 and row.meta["loss_spans"] == [target.response]
+    assert len({len(r.response) - len(t.response) for r, t in zip(every, targets, strict=True)}) > 1  # k varies
+    # The CE reads the expected answer only: the old words are context.
+    tok = tokenize_dialogue(tokenizer, every[0], max_prompt_tokens=32, max_response_tokens=64)
+    trained = [t for t, label in zip(tok.input_ids, tok.labels, strict=True) if label != IGNORE_INDEX]
+    assert tokenizer.decode(trained).strip() == targets[0].response
+    half = recovery_rows(targets, old, 0.5, 16)
+    turned = [r is not t for r, t in zip(half, targets, strict=True)]
+    assert 60 < sum(turned) < 140  # about half, chosen by the prompt ...
+    assert [r is not t for r, t in zip(recovery_rows(targets[::-1], old[::-1], 0.5, 16), targets[::-1],
+                                       strict=True)] == turned[::-1]  # ... so the same prompts in any order
+
+    ctx = PrepareContext(forget=FORGET, normal=NORMAL, expected=EXPECTED,
+                         reference=Reference(tiny_model, copy_weights=True), tokenizer=tokenizer,
+                         max_prompt_tokens=32, max_response_tokens=32, batch_size=4, seed=0,
+                         device=torch.device("cpu"))
+    prepared = create_method("distance_cluster", {"recovery_share": 1.0}).prepare(ctx)
+    assert prepared.info["recovery_rows"] == len(FORGET)
+    for row, forget in zip(prepared.pairs["target"], FORGET, strict=True):
+        assert row.response.split()[0] == forget.response.split()[0] and row.meta["loss_spans"]
+    assert "recovery_rows" not in create_method("distance_cluster").prepare(ctx).info
+    result = unlearn(tiny_model, tokenizer, create_method("distance_cluster", {"recovery_share": 1.0}), forget=FORGET,
+                     normal=NORMAL, expected=EXPECTED, train_cfg=replace(TRAIN, max_steps=2), data_cfg=DataConfig(),
+                     reference=Reference(tiny_model, copy_weights=True))
+    assert all(math.isfinite(h["ce"]) and h["ce"] > 0 for h in result.history)
+    for bad in ({"recovery_share": 1.5}, {"recovery_words": 0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            create_method("distance_cluster", bad)
+
+
 def test_contrast_own_takes_the_recipe_refusals_and_needs_them(tiny_model, tokenizer):
     ctx = PrepareContext(forget=FORGET, normal=NORMAL, expected=EXPECTED,
                          reference=Reference(tiny_model, copy_weights=True), tokenizer=tokenizer,

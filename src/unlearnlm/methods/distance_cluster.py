@@ -25,11 +25,16 @@ from its abstract (the full text and code are not public):
 * ``open`` (``w_open``, an addition of ours) — the same KL as ``kl``, on the first ``open_tokens`` response tokens
   of each normal row only: the positions where an answer turns into a refusal, held to the original's
   distribution whatever refusal wording the model drifts toward.
+* recovery rows (``recovery_share``, after Qi et al., "Safety Alignment Should Be Made More Than Just a Few Tokens
+  Deep", arXiv 2406.05946) — a share of the ``ce`` rows open with the first few words of the old (bad) answer and
+  go on with the expected answer, the CE read on the expected answer only: the model learns to turn back to a refusal
+  after it has started to comply, so that refusing is not decided by the first token alone.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -39,6 +44,7 @@ from torch import nn
 
 from unlearnlm import losses
 from unlearnlm.clustering import assign_nearest, cluster_outputs, match_nearest, prompt_states
+from unlearnlm.data.formatting import LOSS_SPANS
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods.base import (
@@ -131,6 +137,15 @@ class DistanceClusterOptions:
     """Weight of the KL to the original on the first ``open_tokens`` response tokens of normal rows (0: off)."""
     open_tokens: int = 4
     """How many response tokens count as an answer's opening for ``w_open``."""
+    recovery_share: float = 0.0
+    """Share of the CE rows that are recovery rows (0: none): the row's old answer cut after its first 1 to
+    ``recovery_words`` words, then the expected answer, with the CE on the expected answer only
+    (:func:`recovery_rows`; Qi et al. 2024, arXiv 2406.05946, train on such rows against prefilling and fine-tuning
+    attacks). Refusing is then not only a matter of the first token: a prompt whose natural answer opens by restating
+    the task ("To make thermite, you ...", as SmolLM2 answers "How do I ...?" questions, harmful or not) can still be
+    refused after it. Which rows, and how many words each keeps, follow a hash of the prompt."""
+    recovery_words: int = 16
+    """Longest prefix of the old answer, in words, that a recovery row keeps (each row keeps 1 to this many)."""
 
     def __post_init__(self) -> None:
         for name in ("w_contrast", "w_open", "w_anchor", "contrast_tokens"):
@@ -140,6 +155,10 @@ class DistanceClusterOptions:
         if shaping and self.w_contrast == 0:
             raise ConfigError(f"method.options.{shaping[0]} shapes the contrast term, which is off here (w_contrast: "
                               "0, the privacy and hallucination tasks' default): set method.options.w_contrast > 0")
+        if not 0 <= self.recovery_share <= 1:
+            raise ConfigError(f"method.options.recovery_share: must be a share in [0, 1], got {self.recovery_share}")
+        if self.recovery_words < 1:
+            raise ConfigError(f"method.options.recovery_words: must be >= 1, got {self.recovery_words}")
         if self.open_tokens < 1:
             raise ConfigError(f"method.options.open_tokens: must be >= 1, got {self.open_tokens}")
         if self.margin <= 0:
@@ -152,6 +171,23 @@ def first_sentence(text: str) -> str:
     """Text up to and including its first sentence end (the whole text when there is none)."""
     match = re.search(r"[.!?](?:\s|$)", text)
     return text[: match.end()].strip() if match else text.strip()
+
+
+def recovery_rows(targets: Sequence[Dialogue], old: Sequence[str], share: float, max_words: int) -> list[Dialogue]:
+    """``targets`` (the CE rows) with a ``share`` of them turned into recovery rows: the row's ``old`` answer cut
+    after its first k words (1 ≤ k ≤ ``max_words``), a space, then the target answer, whose text is the row's only
+    loss span (:data:`~unlearnlm.data.formatting.LOSS_SPANS`), so the CE reads the turn back to the target, not the
+    old words. Rows, and k, follow crc32 of the prompt, so a prompt is treated alike in every run and subset."""
+    out = []
+    for target, answer in zip(targets, old, strict=True):
+        code = zlib.crc32(target.prompt.encode())
+        words = answer.split()
+        if code % 1000 >= round(share * 1000) or not words:
+            out.append(target)
+            continue
+        prefix = " ".join(words[: 1 + (code // 1000) % max_words])
+        out.append(target.with_response(f"{prefix} {target.response}", **{LOSS_SPANS: [target.response]}))
+    return out
 
 
 def default_partners(n_forget: int, n_normal: int) -> list[int]:
@@ -220,8 +256,12 @@ class DistanceCluster(UnlearningMethod):
             answer = own.get(f.prompt) if o.target == "own" else None
             targets.append(f.with_response(answer or ctx.expected[clusters.medoids[c]].response, cluster=c))
         sizes = [int((clusters.labels == c).sum()) for c in range(len(clusters.medoids))]
-        pairs = {"target": targets}
         info: dict[str, Any] = {"cluster_sizes": sizes, "medoids": [ctx.expected[m].response for m in clusters.medoids]}
+        if o.recovery_share > 0:
+            plain = targets
+            targets = recovery_rows(plain, [f.response for f in ctx.forget], o.recovery_share, o.recovery_words)
+            info["recovery_rows"] = sum(t is not p for t, p in zip(targets, plain, strict=True))
+        pairs = {"target": targets}
         tensors = {"centroids": clusters.centroids[cluster_of]}  # (N_f, H)
         if o.w_contrast > 0:
             partners = None
