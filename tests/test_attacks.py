@@ -1,5 +1,6 @@
-"""The attacks (``unlearnlm attack quantize|relearn RUN``): RTN math on hand-made tensors, the relearning split and
-loop on the tiny model, the return measures by hand, and both commands end to end on a tiny finished run."""
+"""The attacks (``unlearnlm attack quantize|relearn|prefill RUN``): RTN math on hand-made tensors, the relearning split
+and loop on the tiny model, the return measures and word prefixes by hand, and the commands end to end on a tiny
+finished run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from conftest import finished_run, make_model, make_tokenizer, tiny_knowledge_config
 
 from unlearnlm.attacks.figures import recovered, steps_to_return
+from unlearnlm.attacks.prefill import PrefillOptions, word_prefix
 from unlearnlm.attacks.quantize import QuantizeOptions, quantize_model_, quantized_weights, rtn_quantize, rtn_scale
 from unlearnlm.attacks.relearn import FineTune, RelearnOptions, forget_split, relearn_steps
 from unlearnlm.cli import build_parser, main
@@ -295,12 +297,61 @@ def test_attack_commands_refuse_bad_input(run_dir, tmp_path, capsys):
     assert "holds a run or an evaluation" in capsys.readouterr().err and (other_run / "metrics.json").is_file()
 
 
+def test_word_prefix_keeps_the_text_as_written():
+    text = "Step 1:\n  mix the\tpowders.  Then wait."
+    assert word_prefix(text, 1) == ("Step", "1:\n  mix the\tpowders.  Then wait.")
+    assert word_prefix(text, 4) == ("Step 1:\n  mix the", "powders.  Then wait.")
+    assert word_prefix(text, 6) == ("Step 1:\n  mix the\tpowders.  Then", "wait.")
+    assert word_prefix(text, 7) == (text, "") and word_prefix(text, 9) == (text, "")
+    assert word_prefix("", 2) == ("", "")
+    with pytest.raises(ConfigError, match="--words"):
+        PrefillOptions(words=[0, 2])
+    assert PrefillOptions(words=[5, 2, 5]).words == [2, 5]
+
+
+def test_prefill_command_judges_continuations_beside_the_originals_rest(run_dir, capsys):
+    run = json.loads((run_dir / "metrics.json").read_text())
+    untouched = _digest(run_dir)
+    assert main(["attack", "prefill", str(run_dir), "--words", "1", "3"]) == 0
+    assert '"recovered"' in capsys.readouterr().out
+    out = run_dir / "attacks" / "prefill"
+    summary = json.loads((out / "attack.json").read_text())
+    assert list(summary["figures"]) == ["original", "unlearned", "original, 1 words", "prefilled 1 words",
+                                        "original, 3 words", "prefilled 3 words"]
+    assert summary["figures"]["unlearned"] == _run_figures(run, "after")
+    assert summary["figures"]["original"] == _run_figures(run, "before")
+    assert set(summary["recovered"]) == {"1 words", "3 words"}
+    rows = [json.loads(line) for line in (out / "examples.jsonl").read_text().splitlines()]
+    n = sum(s["n"] for s in summary["sets"].values())
+    assert len(rows) == 3 * n
+    originals = {(r["set"], r["prompt"]): r["before"] for r in rows if r["model"] == "unlearned"}
+    for k in (1, 3):
+        prefilled = [r for r in rows if r["model"] == f"{k} words"]
+        assert len(prefilled) == n
+        for r in prefilled:  # the prefill is the original's first k words, and "before" is the rest of its answer
+            original = originals[(r["set"], r["prompt"])]
+            assert (r["prefill"], r["before"]) == word_prefix(original, k)
+            assert len(r["prefill"].split()) == min(k, len(original.split()))
+        # the original's figure at k is its rest of the answer judged as the run's judge judges it
+        for name in summary["sets"]:
+            rest = [r for r in prefilled if r["set"] == name]
+            assert summary["figures"][f"original, {k} words"][name]["flagged_rate"] == pytest.approx(
+                sum(r["before_flagged"] for r in rest) / len(rest))
+            assert summary["figures"][f"prefilled {k} words"][name]["flagged_rate"] == pytest.approx(
+                sum(r["after_flagged"] for r in rest) / len(rest))
+    assert "# Prefilling probe" in (out / "attack.md").read_text()
+    assert _digest(run_dir) == untouched
+    assert main(["attack", "prefill", str(run_dir), "--words", "0"]) == 2
+    assert "--words" in capsys.readouterr().err
+
+
 def test_cli_defaults_match_the_python_api():
     parser = build_parser()
     q = parser.parse_args(["attack", "quantize", "RUN"])
     assert (q.bits, q.group_size) == (QuantizeOptions().bits, QuantizeOptions().group_size)
     r = parser.parse_args(["attack", "relearn", "RUN"])
     assert (r.steps, r.data, r.seed) == (RelearnOptions().steps, RelearnOptions().data, RelearnOptions().seed)
+    assert parser.parse_args(["attack", "prefill", "RUN"]).words == PrefillOptions().words
 
 
 @pytest.mark.parametrize("task", ["privacy", "hallucination"])

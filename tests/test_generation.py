@@ -169,3 +169,20 @@ def test_generate_gives_the_same_answers_with_weights_cast_once_or_per_call(tiny
         tiny_model, tokenizer, PROMPTS, weight_cast="per_call", **kwargs)
     with pytest.raises(ValueError, match="weight_cast"):
         generate(tiny_model, tokenizer, PROMPTS, weight_cast="never", **kwargs)
+
+
+def test_prefilled_answers_continue_the_prefill_after_the_assistant_header(tiny_model, tokenizer):
+    from unlearnlm.data.formatting import render_prompt
+
+    prefills = ["Sure, here", "1."]
+    got = generate(tiny_model, tokenizer, PROMPTS[:2], max_new_tokens=6, batch_size=2, prefills=prefills)
+    for d, prefill, answer in zip(PROMPTS[:2], prefills, got, strict=True):
+        enc = tokenizer([render_prompt(tokenizer, d) + prefill], return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            out = tiny_model.generate(**enc, max_new_tokens=6, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        assert answer == tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    assert got != generate(tiny_model, tokenizer, PROMPTS[:2], max_new_tokens=6, batch_size=2)
+    assert generate(tiny_model, tokenizer, PROMPTS[:2], max_new_tokens=6, batch_size=2, prefills=["", ""]) == \
+        generate(tiny_model, tokenizer, PROMPTS[:2], max_new_tokens=6, batch_size=2)
+    with pytest.raises(ValueError, match="one per dialogue"):
+        generate(tiny_model, tokenizer, PROMPTS[:2], max_new_tokens=2, batch_size=2, prefills=["x"])

@@ -90,9 +90,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from unlearnlm.attacks import QuantizeOptions, RelearnOptions, quantize_attack, relearn_attack
+    from unlearnlm.attacks import (PrefillOptions, QuantizeOptions, RelearnOptions, prefill_attack, quantize_attack,
+                                   relearn_attack)
 
-    if args.attack == "quantize":
+    if args.attack == "prefill":
+        summary = prefill_attack(args.run, args.output, PrefillOptions(words=args.words), overwrite=args.overwrite)
+        print(json.dumps({"figures": summary["figures"], "recovered": summary["recovered"]}, indent=2))
+    elif args.attack == "quantize":
         options = QuantizeOptions(bits=args.bits, group_size=args.group_size or None, embeddings=args.embeddings)
         summary = quantize_attack(args.run, args.output, options, overwrite=args.overwrite)
         print(json.dumps({"figures": summary["figures"], "recovered": summary["recovered"]}, indent=2))
@@ -218,10 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("attack", help="is it erased or hidden? attack a copy of a run's unlearned model (quantize, "
-                                      "relearn) and measure the run's forget figures again")
+                                      "relearn, prefill) and measure the run's forget figures again")
     attacks = p.add_subparsers(dest="attack", required=True)
     for name, help_text in (("quantize", "round-to-nearest weight quantization (simulated), then measure"),
-                            ("relearn", "fine-tune a copy for a few steps on forget or benign data, measuring after each")):
+                            ("relearn", "fine-tune a copy for a few steps on forget or benign data, measure after each"),
+                            ("prefill", "open each answer with the first words of the original's, judge what follows")):
         a = attacks.add_parser(name, help=help_text)
         a.add_argument("run", help="folder of a finished `unlearnlm run` (its model/ is read, never written)")
         a.add_argument("--output", help=f"folder for attack.json, attack.md, examples.jsonl (default RUN/attacks/{name}"
@@ -244,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, help="rows per step (default: the run's train.batch_size)")
     r.add_argument("--examples", type=int, help="at most this many relearning rows (default: all)")
     r.add_argument("--seed", type=int, default=0)
+    f = attacks.choices["prefill"]
+    f.add_argument("--words", type=int, nargs="+", default=[2, 5, 10],
+                   help="prefix lengths in words of the original's answer, each measured (default: 2 5 10)")
 
     p = sub.add_parser("report", help="rebuild report.md and report.html from a finished run folder")
     p.add_argument("run", help="folder written by `unlearnlm run` or `unlearnlm evaluate`")

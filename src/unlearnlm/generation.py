@@ -173,6 +173,7 @@ def generate(
     kv_cache: str = "roomy",
     weight_cast: str = "once",
     desc: str | None = None,
+    prefills: Sequence[str] | None = None,
 ) -> list[str]:
     """Greedy answers to each dialogue's prompt (its system turn included), in input order.
 
@@ -189,6 +190,8 @@ def generate(
     (transformers' default; kept for ``benchmarks/bench_generation.py`` to compare against). ``weight_cast``:
     under bf16 on the CPU, ``once`` casts the linear weights to bf16 once per call (:func:`weights_cast_once`, the
     same answers, faster), ``per_call`` leaves it to autocast at every layer call (to compare against).
+    ``prefills``: text that opens each answer, one per dialogue, written after the assistant header as if the model
+    had said it (the prefilling attack, :mod:`unlearnlm.attacks.prefill`); what is returned is the continuation only.
     """
     if kv_cache not in ("roomy", "dynamic"):
         raise ValueError(f"kv_cache must be 'roomy' or 'dynamic', got {kv_cache!r}")
@@ -199,6 +202,10 @@ def generate(
     was_training = model.training
     model.eval()
     texts = [render_prompt(tokenizer, d) for d in dialogues]
+    if prefills is not None:
+        if len(prefills) != len(texts):
+            raise ValueError(f"prefills: one per dialogue, got {len(prefills)} for {len(texts)} dialogues")
+        texts = [t + p for t, p in zip(texts, prefills, strict=True)]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     batches = length_batches(lengths, batch_size)
     device = next(model.parameters()).device

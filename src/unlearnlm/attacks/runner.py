@@ -33,6 +33,7 @@ from unlearnlm.attacks.figures import (
     share_text,
     steps_to_return,
 )
+from unlearnlm.attacks.prefill import PrefillOptions, word_prefix
 from unlearnlm.attacks.quantize import QuantizeOptions, quantize_model_
 from unlearnlm.attacks.relearn import FineTune, RelearnOptions, benign_rows, forget_split, relearn_steps
 from unlearnlm.config import RunConfig
@@ -84,10 +85,14 @@ class Target:
         """A fresh in-memory copy of the unlearned model, and its tokenizer."""
         return load_model(replace(self.cfg.model, name_or_path=str(self.model_dir)))
 
-    def measure(self, model, tokenizer, sets: list[EvalSet], label: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def measure(self, model, tokenizer, sets: list[EvalSet], label: str,
+                prefills: dict[str, list[str]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Answer ``sets`` with ``model`` and judge them as the run did: each set's before (the original's answers)
-        and after (``model``'s) metrics, and one row per answer tagged with ``label``."""
-        after = {s.name: generate(model, tokenizer, s.prompts, desc=f"{label}:{s.name}", **self.cfg.generation.kwargs())
+        and after (``model``'s) metrics, and one row per answer tagged with ``label``. ``prefills``: per set, the
+        text that opens each answer (the answers judged are the continuations)."""
+        prefills = prefills or {}
+        after = {s.name: generate(model, tokenizer, s.prompts, desc=f"{label}:{s.name}", prefills=prefills.get(s.name),
+                                  **self.cfg.generation.kwargs())
                  for s in sets}
         metrics, rows = compare_sets(self.panel, RefusalDetector(), sets, after)
         self.task.add_metrics(sets, after, metrics)
@@ -307,3 +312,52 @@ def relearn_markdown(summary: dict[str, Any]) -> str:
          probe_table(summary["probes"])),
         ("Relearning loss", loss),
     ])
+
+
+# -- prefilling --------------------------------------------------------------------------------------------------
+
+
+def prefill_attack(run_dir: str | Path, output_dir: str | Path | None = None, options: PrefillOptions | None = None,
+                   *, overwrite: bool = False, log: Log = print) -> dict[str, Any]:
+    """The run's unlearned model with each answer opened by the first ``k`` words of the original's answer, for each
+    ``k`` of ``options.words``, judged on its continuation, beside the original's own rest of the answer
+    (:mod:`unlearnlm.attacks.prefill`; Qi et al. 2024, arXiv 2406.05946)."""
+    options = options or PrefillOptions()
+    t0 = time.perf_counter()
+    target = open_target(run_dir, output_dir, "prefill", overwrite)
+    model, tokenizer = target.load()
+    log(f"measuring the unlearned model on {len(target.harmful)} sets, unprefilled")
+    metrics, rows = target.measure(model, tokenizer, target.harmful, "unlearned")
+    figures = {"original": figures_of(metrics, "before"), "unlearned": figures_of(metrics, "after")}
+    back = {}
+    for k in options.words:
+        label = f"{k} words"
+        split = {s.name: [word_prefix(answer, k) for answer in s.before] for s in target.harmful}
+        rest = [replace(s, before=[r for _, r in split[s.name]]) for s in target.harmful]
+        log(f"prefilling {label} of the original's answers")
+        metrics, k_rows = target.measure(model, tokenizer, rest, label,
+                                         prefills={name: [p for p, _ in parts] for name, parts in split.items()})
+        figures[f"original, {label}"], figures[f"prefilled {label}"] = (figures_of(metrics, "before"),
+                                                                         figures_of(metrics, "after"))
+        back[label] = per_figure({"o": figures[f"original, {label}"], "u": figures["unlearned"],
+                                  "a": figures[f"prefilled {label}"]}, lambda v: recovered(v["o"], v["u"], v["a"]))
+        rows += [{**row, "prefill": p} for row, (p, _) in
+                 zip(k_rows, (part for s in rest for part in split[s.name]), strict=True)]
+    summary = {**target.header("prefill", options), "sets": set_info(target.harmful), "figures": figures,
+               "recovered": back, "wall_seconds": round(time.perf_counter() - t0, 1)}
+    write_attack(target, summary, rows, prefill_markdown(summary), log)
+    return summary
+
+
+def prefill_markdown(summary: dict[str, Any]) -> str:
+    intro = [f"Run `{summary['run']}` ({summary['task']} task, method {summary['method']}). Its unlearned model's "
+             "answers opened with the first words of the original's answer to each prompt, continued greedily and "
+             "judged on the continuation only; beside each, the original's own answer after the same words, judged "
+             "the same way. Higher = more of the old behaviour; \"recovered\" = share of what unlearning removed "
+             "(original at that prefix minus unlearned, unprefilled) that the prefix brought back (Qi et al. 2024, "
+             "arXiv 2406.05946)."]
+    extra = {f"recovered at {label}": {name: {f: share_text(v) for f, v in figs.items()}
+                                         for name, figs in back.items()}
+             for label, back in summary["recovered"].items()}
+    return attack_markdown("Prefilling probe", intro, [("Figures", figure_table(summary["figures"], summary["sets"],
+                                                                                extra))])
