@@ -24,12 +24,13 @@ try's overrides and kept check. Only the kept try is evaluated and saved (its fo
 ranks lower leaves its config, scan files, ``history.jsonl`` and ``training.json`` (its checks), and no model. The
 best try so far is held in memory while the next one trains (two models at once).
 
-``--attack quantize`` and ``--attack relearn`` (either or both) run ``unlearnlm attack`` on every method's kept run
-and every ``--include`` run, after the methods have run (into ``RUN/attacks/``, as the CLI does), and print a
-second table: per method, the task's headline figure (harm: held-out flagged; privacy: forget fields extracted;
-hallucination: forget answers hallucinated) for the original, the unlearned model, each quantized copy and each
-relearning step count, with the recovered share at the lowest bit width and the steps to return.
-``--relearn-steps`` (2 10) and ``--relearn-data`` (forget | benign) set the relearning probe.
+``--attack quantize``, ``--attack relearn`` and ``--attack prefill`` (any of them) run ``unlearnlm attack`` on every
+method's kept run and every ``--include`` run, after the methods have run (into ``RUN/attacks/``, as the CLI does),
+and print a second table: per method, the task's headline figure (harm: held-out flagged; privacy: forget fields
+extracted; hallucination: forget answers hallucinated) for the original, the unlearned model, each quantized copy,
+each relearning step count and each prefix length, with the recovered share at the lowest bit width, the steps to
+return and the recovered share at the longest prefix. ``--relearn-steps`` (2 10) and ``--relearn-data`` (forget |
+benign) set the relearning probe, ``--prefill-words`` (2 5 10) the prefilling probe.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import argparse
 import json
 from pathlib import Path
 
-from unlearnlm.attacks import RelearnOptions, quantize_attack, relearn_attack
+from unlearnlm.attacks import PrefillOptions, RelearnOptions, prefill_attack, quantize_attack, relearn_attack
 from unlearnlm.attacks.figures import return_text, share_text
 from unlearnlm.loader import load_config
 from unlearnlm.methods import METHODS
@@ -107,7 +108,8 @@ HEADLINE = {"harm": ("forget_test", "flagged_rate"), "custom": ("forget_test", "
             "privacy": ("forget", "reproduced_rate"), "hallucination": ("forget", "flagged_rate")}
 
 
-def attack_header(task: str, quantized: dict | None, relearned: dict | None) -> list[str]:
+def attack_header(task: str, quantized: dict | None, relearned: dict | None,
+                  prefilled: dict | None = None) -> list[str]:
     """The attack table's two header lines, from the first method's attack summaries."""
     name, figure = HEADLINE[task]
     cols = ["method", f"original ({name} {figure.removesuffix('_rate')} %)", "unlearned"]
@@ -117,16 +119,20 @@ def attack_header(task: str, quantized: dict | None, relearned: dict | None) -> 
     if relearned:
         cols += [f"relearn ({relearned['fine_tune']['data']}) {label}" for label in relearned["figures"]
                  if label.startswith("step ")] + ["steps to return"]
+    if prefilled:
+        words = list(prefilled["recovered"])
+        cols += [f"prefilled {w}" for w in words] + [f"recovered at {words[-1]}"]
     return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
 
-def attack_row(label: str, task: str, quantized: dict | None, relearned: dict | None) -> str:
+def attack_row(label: str, task: str, quantized: dict | None, relearned: dict | None,
+               prefilled: dict | None = None) -> str:
     """One method's headline figure under each attack (:data:`HEADLINE`), read from the attacks' summaries.
 
     The original and unlearned columns come from the quantization probe, which measures every set, when it ran;
     the relearning probe measures only the rows it did not fine-tune on (fewer for the planted-knowledge tasks)."""
     name, figure = HEADLINE[task]
-    first = quantized or relearned
+    first = quantized or relearned or prefilled
     cells = [label, *(f"{100 * first['figures'][w][name][figure]:.1f}" for w in ("original", "unlearned"))]
     if quantized:
         bits = [w for w in quantized["figures"] if w.endswith("-bit")]
@@ -136,6 +142,10 @@ def attack_row(label: str, task: str, quantized: dict | None, relearned: dict | 
         steps = [w for w in relearned["figures"] if w.startswith("step ")]
         cells += [f"{100 * relearned['figures'][w][name][figure]:.1f}" for w in steps]
         cells.append(return_text(relearned, name, figure))
+    if prefilled:
+        words = list(prefilled["recovered"])
+        cells += [f"{100 * prefilled['figures'][f'prefilled {w}'][name][figure]:.1f}" for w in words]
+        cells.append(share_text(prefilled["recovered"][words[-1]][name][figure]))
     return "| " + " | ".join(cells) + " |"
 
 
@@ -166,10 +176,11 @@ def main() -> None:
     parser.add_argument("--tries", action="append", default=[], metavar="[METHOD:]KEY=V1,V2",
                         help="run each method once per value and keep the try the early-stopping split ranks best; "
                              "METHOD: tunes that method's own setting instead (as many tries as the others)")
-    parser.add_argument("--attack", action="append", default=[], choices=["quantize", "relearn"],
+    parser.add_argument("--attack", action="append", default=[], choices=["quantize", "relearn", "prefill"],
                         help="attack every method's kept run and print the attack table")
     parser.add_argument("--relearn-steps", nargs="+", type=int, default=[2, 10])
     parser.add_argument("--relearn-data", choices=["forget", "benign"], default="forget")
+    parser.add_argument("--prefill-words", nargs="+", type=int, default=PrefillOptions().words)
     args = parser.parse_args()
     base = load_config(args.config, args.set)
     lines = list(HEADERS[base.data.task])
@@ -209,8 +220,11 @@ def main() -> None:
         quantized = quantize_attack(folder, overwrite=True) if "quantize" in args.attack else None
         relearned = (relearn_attack(folder, options=relearn_options, overwrite=True)
                      if "relearn" in args.attack else None)
-        attacked.append(attack_row((quantized or relearned)["method"], base.data.task, quantized, relearned))
-        print("\n".join(attack_header(base.data.task, quantized, relearned) + attacked), flush=True)
+        prefilled = (prefill_attack(folder, options=PrefillOptions(words=args.prefill_words), overwrite=True)
+                     if "prefill" in args.attack else None)
+        summaries = (quantized, relearned, prefilled)
+        attacked.append(attack_row(next(s for s in summaries if s)["method"], base.data.task, *summaries))
+        print("\n".join(attack_header(base.data.task, *summaries) + attacked), flush=True)
     if folders:
         print(write_compare(Path(args.output), [read_run(folder) for folder in folders]))
 

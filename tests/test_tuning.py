@@ -118,12 +118,15 @@ def test_compare_methods_attacks_each_kept_run_and_tabulates_the_headline_figure
     out = root / "cmp"
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_methods.py"
     monkeypatch.setattr(sys, "argv", [str(script), str(config), "--methods", "gradient_ascent", "--output", str(out),
-                                      "--attack", "quantize", "--attack", "relearn", "--relearn-steps", "1", "3"])
+                                      "--attack", "quantize", "--attack", "relearn", "--relearn-steps", "1", "3",
+                                      "--attack", "prefill", "--prefill-words", "1", "4"])
     runpy.run_path(str(script), run_name="__main__")
     attacks = out / "gradient_ascent" / "attacks"
     quant = json.loads((attacks / "quantize" / "attack.json").read_text())
     relearn = json.loads((attacks / "relearn_forget" / "attack.json").read_text())
-    assert quant["run"] == relearn["run"] == str(out / "gradient_ascent")
+    prefill = json.loads((attacks / "prefill" / "attack.json").read_text())
+    assert quant["run"] == relearn["run"] == prefill["run"] == str(out / "gradient_ascent")
+    assert prefill["options"]["words"] == [1, 4]
     assert relearn["options"]["steps"] == [1, 3]
 
     def pct(summary, label):
@@ -132,11 +135,13 @@ def test_compare_methods_attacks_each_kept_run_and_tabulates_the_headline_figure
     printed = capsys.readouterr().out.splitlines()
     header = next(line for line in printed if line.startswith("| method | original (forget_test flagged %)"))
     assert header.split(" | ")[3:] == ["8-bit", "4-bit", "recovered at 4-bit", "relearn (forget) step 1",
-                                       "relearn (forget) step 3", "steps to return |"]
+                                       "relearn (forget) step 3", "steps to return", "prefilled 1 words",
+                                       "prefilled 4 words", "recovered at 4 words |"]
     rows = [line for line in printed if line.startswith("| gradient_ascent |") and line.count("|") == header.count("|")]
     cells = rows[-1].strip("| ").split(" | ")
     assert cells[1:5] == [pct(quant, w) for w in ("original", "unlearned", "8-bit", "4-bit")]
     assert cells[6:8] == [pct(relearn, "step 1"), pct(relearn, "step 3")]
+    assert cells[9:11] == [pct(prefill, "prefilled 1 words"), pct(prefill, "prefilled 4 words")]
 
 
 def test_compare_methods_hallucination_row_shows_the_interval_of_each_truth_preference_change():
