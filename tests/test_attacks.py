@@ -356,9 +356,9 @@ def test_cli_defaults_match_the_python_api():
 
 @pytest.mark.parametrize("task", ["privacy", "hallucination"])
 def test_attacks_on_planted_knowledge_runs(task, tmp_path, monkeypatch):
-    """Privacy and hallucination through both attacks (stub judges flag every answer): the probes are measured on
+    """Privacy and hallucination through the three attacks (stub judges flag every answer): the probes are measured on
     every copy, and the relearning probe measures no question about a person or pair it relearned."""
-    from unlearnlm.attacks import QuantizeOptions, RelearnOptions, quantize_attack, relearn_attack
+    from unlearnlm.attacks import prefill_attack, quantize_attack, relearn_attack
     from unlearnlm.pipeline import run
 
     cfg = tiny_knowledge_config(task, tmp_path, monkeypatch)
@@ -391,6 +391,12 @@ def test_attacks_on_planted_knowledge_runs(task, tmp_path, monkeypatch):
     md = (tmp_path / "run" / "attacks" / "relearn_forget" / "attack.md").read_text()
     measured = {"privacy": "people", "hallucination": "pairs"}[task]
     assert f"## Probes (questions about the measured {measured} only)" in md
+    prefilled = prefill_attack(tmp_path / "run", options=PrefillOptions(words=[1]), log=lambda _: None)
+    assert set(prefilled["sets"]) == {"forget", "forget_paraphrase"}
+    assert list(prefilled["figures"]) == ["original", "unlearned", "original, 1 words", "prefilled 1 words"]
+    for name in prefilled["sets"]:  # the task's own figures, read from the continuations
+        assert set(prefilled["figures"]["prefilled 1 words"][name]) == {"flagged_rate", "reproduced_rate"}
+        assert prefilled["figures"]["unlearned"][name] == quantized["figures"]["unlearned"][name]
 
 
 def test_leave_out_drops_the_questions_about_the_units():
