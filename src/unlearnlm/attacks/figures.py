@@ -69,6 +69,14 @@ def share_text(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
 
+def recovered_columns(recovered_by_label: Mapping[str, Mapping[str, Mapping[str, float | None]]]
+                      ) -> dict[str, dict[str, dict[str, str]]]:
+    """A summary's ``recovered`` shares (label -> set -> figure -> share) as :func:`figure_table`'s ``extra``
+    columns, one "recovered at LABEL" column per label."""
+    return {f"recovered at {label}": {name: {f: share_text(v) for f, v in figs.items()} for name, figs in back.items()}
+            for label, back in recovered_by_label.items()}
+
+
 def return_text(summary: Mapping[str, Any], name: str, figure: str) -> str:
     """Steps to return of one set's figure in a relearning summary, as a table shows it: the step count, "> N" when
     no count tried brought it back, "—" where unlearning did not lower it."""

@@ -29,8 +29,8 @@ from unlearnlm.attacks.figures import (
     per_figure,
     probe_table,
     recovered,
+    recovered_columns,
     return_text,
-    share_text,
     steps_to_return,
 )
 from unlearnlm.attacks.prefill import PrefillOptions, word_prefix
@@ -221,9 +221,7 @@ def quantize_markdown(summary: dict[str, Any]) -> str:
              f"{'included' if options['embeddings'] else 'left in full precision'}), then dequantized and measured "
              "with the run's judges and generation settings. Higher = more of the old behaviour; \"recovered\" = share "
              "of what unlearning removed that came back (Zhang et al. 2024, arXiv 2410.16454)."]
-    extra = {f"recovered at {label}": {name: {f: share_text(v) for f, v in figs.items()}
-                                         for name, figs in back.items()}
-             for label, back in summary["recovered"].items()}
+    extra = recovered_columns(summary["recovered"])
     utility = [f"| {label} | {u['perplexity']:.2f} | {u['kl_to_unlearned']:.3g} |"
                for label, u in summary["utility"].items()]
     if utility:
@@ -356,8 +354,6 @@ def prefill_markdown(summary: dict[str, Any]) -> str:
              "the same way. Higher = more of the old behaviour; \"recovered\" = share of what unlearning removed "
              "(original at that prefix minus unlearned, unprefilled) that the prefix brought back (Qi et al. 2024, "
              "arXiv 2406.05946)."]
-    extra = {f"recovered at {label}": {name: {f: share_text(v) for f, v in figs.items()}
-                                         for name, figs in back.items()}
-             for label, back in summary["recovered"].items()}
+    extra = recovered_columns(summary["recovered"])
     return attack_markdown("Prefilling probe", intro, [("Figures", figure_table(summary["figures"], summary["sets"],
                                                                                 extra))])
