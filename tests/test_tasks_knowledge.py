@@ -870,7 +870,7 @@ def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkey
         "data.hallucination.n_forget=4", "data.hallucination.n_retain=4", "data.hallucination.n_untouched=4",
         "data.hallucination.implant.max_epochs=1", "generation.max_new_tokens=4", "data.normal_train_size=4",
         "data.eval_size=4", "data.benign_val_size=2", "train.max_steps=2", "train.eval_every=2",
-        "data.hallucination.n_anchor=2", "data.hallucination.n_untouched_stop=2",
+        "data.hallucination.n_anchor=2", "data.hallucination.n_anchor_bench=2", "data.hallucination.n_untouched_stop=2",
     ])
     logged = []
     summary = run(cfg, log=logged.append)
@@ -880,7 +880,8 @@ def test_hallucination_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkey
     assert "belief drift (stop split)" in (out / "report.md").read_text()
     assert "untouched beliefs moved ≤ 0.02" in (out / "model" / "README.md").read_text()  # the task's default bound
     assert summary["scan"]["scanned"] == 8  # 4 pairs x 2 planted phrasings
-    assert any("normal data: 8 retained + 8 anchor + 4 benign" in line for line in logged)  # 2 pairs x 2 x 2
+    # (2 factual + 2 bench pairs) x 2 phrasings x (true, false)
+    assert any("normal data: 8 retained + 16 anchor + 4 benign" in line for line in logged)
     assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "untouched", "benign",
                                     "everyday", "instructions"}
     for stage in ("base", "original", "after"):
