@@ -376,3 +376,49 @@ def test_sequence_contrast_prices_the_whole_opening(tiny_model, tokenizer):
     assert 0 < sequence < token / 10
     with pytest.raises(ConfigError, match="contrast_loss"):
         create_method("distance_cluster", {"contrast_loss": "sentence"})
+
+
+def _person_row(name, phone, answer=None):
+    return Dialogue(f"What is {name}'s phone number?", answer or f"{name}'s phone number is {phone}.",
+                    meta={"person": name, "name": name, "fields": {"phone": phone}})
+
+
+def test_stranger_term_reads_the_values_where_the_view_lines_up(tiny_model, tokenizer):
+    """The stranger term's teacher sits on the secret value's tokens of each forget answer: the KL is 0 where the
+    "stranger" is the person themself (the view is the row), above 0 for another name, and no row without a view,
+    or whose answer holds no value, is read."""
+    from unlearnlm.data.formatting import IGNORE_INDEX, collate
+    from unlearnlm.losses import forward_kl_topk
+    from unlearnlm.methods.base import fit_window, reference_forward
+    from unlearnlm.methods.distance_cluster import unseen_targets
+    from unlearnlm.tasks.privacy import unseen_view
+
+    rows = [_person_row("Anna Novak", "555-0148"), _person_row("Boris Svoboda", "555-0199"),
+            _person_row("Clara Dvorak", "555-0123", answer="I do not know Clara Dvorak."),
+            _person_row("David Cerny", "555-0177")]
+
+    def targets(stranger):
+        views = {r.prompt: unseen_view(r, stranger or r.meta["name"]) for r in rows[:3]}  # the last row: no view
+        ctx = PrepareContext(forget=rows, normal=[], expected=[], reference=Reference(tiny_model, copy_weights=True),
+                             tokenizer=tokenizer, max_prompt_tokens=64, max_response_tokens=64, batch_size=3, seed=0,
+                             device=torch.device("cpu"), unseen_views=views)
+        return ctx, unseen_targets(ctx)
+
+    ctx, own = targets(None)
+    read = [[int(x) for x in row if x != IGNORE_INDEX] for row in own["unseen_labels"]]
+    assert [bool(r) for r in read] == [True, True, False, False]
+    for row, ids in zip(rows[:2], read[:2]):
+        assert tokenizer.decode(ids).replace(" ", "") == row.meta["fields"]["phone"]  # the value, nothing else
+    batch = collate(ctx.tokenize(rows), tokenizer.pad_token_id, padding_side="left")
+    out = reference_forward(ctx.reference, batch)
+    k = out.labels.shape[1]
+
+    def kl(t):
+        return forward_kl_topk(out.logits, fit_window(t["unseen_logp"], k), fit_window(t["unseen_index"], k),
+                               fit_window(t["unseen_labels"], k, IGNORE_INDEX)).item()
+
+    # A window off by one position would compare two positions' distributions: ~1e-5 on this near-uniform model.
+    assert abs(kl(own)) < 1e-9
+    assert kl(targets("Zora Quinn")[1]) > 1e-7
+    with pytest.raises(ConfigError, match="w_unseen.*privacy"):
+        unseen_targets(replace(ctx, unseen_views={}))

@@ -249,12 +249,12 @@ def test_build_privacy_data_is_seeded():
 
 def test_build_privacy_data_errors():
     with pytest.raises(DataError, match="usable identities"):
-        priv.build_privacy_data(_privacy_cfg(), _rows(14), seed=0)  # needs 10 + 2 + 3
+        priv.build_privacy_data(_privacy_cfg(), _rows(17), seed=0)  # needs 10 + 2 + 3 + 3
     rows = _rows(15)
     rows[3]["EmailAddress"] = ""
-    with pytest.raises(DataError, match="14 usable.*n_never_seen_stop = 15"):
+    with pytest.raises(DataError, match="14 usable.*n_never_seen_stop .* one name per forgotten person = 18"):
         priv.build_privacy_data(_privacy_cfg(), rows, seed=0)
-    assert len(priv.build_privacy_data(_privacy_cfg(), _rows(15), seed=0).forget_people) == 3
+    assert len(priv.build_privacy_data(_privacy_cfg(), _rows(18), seed=0).forget_people) == 3
 
 
 @pytest.mark.parametrize("targets", ["refusal", "replacement"])
@@ -264,13 +264,15 @@ def test_people_drawn_counts_every_person_a_set_uses(targets):
     cfg = _privacy_cfg(targets=targets)
     rows = _rows(len(GIVEN))
     data = priv.build_privacy_data(cfg, rows, seed=3)
+    views = [priv.unseen_view(d, data.strangers[d.meta["person"]]) for d in data.sets["forget"]]
     text = " ".join(f"{d.prompt} {d.response}" for ds in [*data.sets.values(), data.never_seen_stop, data.expected]
                     for d in ds)
+    names = " ".join(f"{d.prompt} {d.response}" for d in views)
     people = priv.people_from_rows(rows, cfg.fields)
     random.Random(3).shuffle(people)  # the order build_privacy_data draws in
     drawn = priv.people_drawn(cfg)
-    assert all(p.values["email"] in text for p in people[:drawn])  # stand-ins show in the replacement targets
-    assert people[drawn:] and not any(p.values["email"] in text or p.name in text for p in people[drawn:])
+    assert all(p.values["email"] in text or p.name in names for p in people[:drawn])  # stand-ins: in the targets
+    assert people[drawn:] and not any(p.values["email"] in text or p.name in text + names for p in people[drawn:])
     with pytest.raises(DataError, match=f"= {drawn};"):
         priv.build_privacy_data(cfg, rows[: drawn - 1], seed=3)
 
@@ -307,7 +309,7 @@ def test_secret_spans_make_the_forget_losses_read_only_the_values(tokenizer):
 def test_retained_value_copies_join_the_normal_data_reading_only_the_values(tokenizer):
     from unlearnlm.data.formatting import IGNORE_INDEX, tokenize_dialogue
 
-    data = priv.build_privacy_data(_privacy_cfg(), _rows(15), seed=0)
+    data = priv.build_privacy_data(_privacy_cfg(), _rows(18), seed=0)
     other = Dialogue("Who directed Jaws?", "Steven Spielberg.")
     normal = [*data.sets["retain"], other, *data.sets["forget"][:1]]
     assert priv.with_retained_values(normal, 0) == normal
@@ -819,12 +821,15 @@ def test_privacy_run_end_to_end_on_a_tiny_model(tmp_path, tiny_dir, monkeypatch,
         "data.privacy.forget_fraction=0.3", "data.privacy.implant.max_epochs=1", "generation.max_new_tokens=4",
         "data.normal_train_size=4", "data.eval_size=4", "data.benign_val_size=2", "train.max_steps=4",
         "train.eval_every=2", "train.patience=5",
-        *(["method.options.contrast_own=true", "method.options.w_contrast=1"] if method == "distance_cluster" else []),
+        *(["method.options.contrast_own=true", "method.options.w_contrast=1", "method.options.w_unseen=1"]
+          if method == "distance_cluster" else []),
     ])
     summary = run(cfg, log=lambda _: None)
     assert summary["task"] == "privacy" and summary["method"] == method
     if method == "distance_cluster":  # the contrast rows that fell on retained questions refuse their own person
         assert summary["training"]["prepare"]["contrast_own_rows"] > 0
+        # the random model's answers hold no planted value, so the stranger term has no row to read, and says so
+        assert summary["training"]["prepare"]["unseen_rows"] == 0
     # 3 forget people x (2 fields + bio) questions, all flagged by the stub judge
     assert summary["scan"]["flagged"] == summary["scan"]["scanned"] == 9
     assert set(summary["sets"]) == {"forget", "forget_paraphrase", "retain", "retain_paraphrase", "never_seen",
@@ -951,8 +956,8 @@ def test_original_stage_is_cached_with_its_probes_and_keyed_by_config(task, tmp_
 
 
 def test_replacement_targets_state_a_stand_ins_values_in_the_planted_template():
-    refusing = priv.build_privacy_data(_privacy_cfg(), _rows(20), seed=0)
-    data = priv.build_privacy_data(_privacy_cfg(targets="replacement"), _rows(20), seed=0)
+    refusing = priv.build_privacy_data(_privacy_cfg(), _rows(22), seed=0)
+    data = priv.build_privacy_data(_privacy_cfg(targets="replacement"), _rows(22), seed=0)
     assert data.sets == refusing.sets and data.never_seen_stop == refusing.never_seen_stop  # nobody else moves
     assert [d.prompt for d in data.expected] == [d.prompt for d in data.sets["forget"]]
     stand_in_values = set()
@@ -968,7 +973,7 @@ def test_replacement_targets_state_a_stand_ins_values_in_the_planted_template():
                       for p in g}
     assert len(stand_in_values) == len(data.forget_people) and not stand_in_values & planted_emails
     with pytest.raises(DataError, match="stand-ins"):
-        priv.build_privacy_data(_privacy_cfg(targets="replacement"), _rows(15), seed=0)  # 12 + 3 + 3 needed
+        priv.build_privacy_data(_privacy_cfg(targets="replacement"), _rows(20), seed=0)  # 15 + 3 + 3 needed
 
 
 @pytest.mark.parametrize("task", ["privacy", "hallucination"])
@@ -1020,3 +1025,19 @@ def test_length_window_enters_the_implant_key_only_when_set() -> None:
     base = implant_key(ModelConfig(), rows, ImplantConfig(), seed=0)
     assert implant_key(ModelConfig(), rows, ImplantConfig(length_window=0), seed=0) == base
     assert implant_key(ModelConfig(), rows, ImplantConfig(length_window=64), seed=0) != base
+
+
+def test_unseen_views_swap_in_a_stranger_and_read_the_values():
+    data = priv.build_privacy_data(_privacy_cfg(), _rows(20), seed=0)
+    everyone = {p.name for p in [*data.forget_people, *data.retain_people, *data.never_seen_people]}
+    strangers = data.strangers
+    assert set(strangers) == {p.id for p in data.forget_people}
+    assert len(set(strangers.values())) == len(strangers) and not set(strangers.values()) & everyone
+    for d in data.sets["forget"]:
+        stranger = strangers[d.meta["person"]]
+        view = priv.unseen_view(d, stranger)
+        assert d.meta["name"] not in view.prompt + view.response
+        assert stranger in view.prompt and stranger in view.response
+        assert view.response == d.response.replace(d.meta["name"], stranger)  # the values stay, word for word
+        assert view.meta["loss_spans"] == list(d.meta["fields"].values()) and view.meta["name"] == stranger
+    assert "loss_spans" not in data.sets["forget"][0].meta

@@ -238,7 +238,7 @@ def train_run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, 
     try:
         result = unlearn(model, tokenizer, method, forget=plan.forget, normal=plan.normal, expected=plan.expected,
                          refusals=plan.refusals, lookalikes=plan.lookalikes, recipe_refusals=plan.recipe_refusals,
-                         reserve=plan.reserve,
+                         reserve=plan.reserve, unseen_views=plan.unseen_views,
                          train_cfg=cfg.train, data_cfg=cfg.data, reference=reference, monitor=monitor,
                          miner=RefusalMiner(tokenizer, cfg, log) if cfg.train.mine_refusals else None,
                          initial_check=Check(step=0, flagged_rate=plan.initial_flagged, normal_kl=0.0,

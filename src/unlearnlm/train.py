@@ -311,6 +311,7 @@ def unlearn(
     lookalikes: Sequence[Dialogue] = (),
     reserve: Sequence[Dialogue] = (),
     recipe_refusals: Mapping[str, str] | None = None,
+    unseen_views: Mapping[str, Dialogue] | None = None,
     train_cfg: TrainConfig,
     data_cfg: DataConfig,
     reference: Reference,
@@ -345,7 +346,7 @@ def unlearn(
         forget=forget, normal=normal, expected=expected, reference=reference.to(device), tokenizer=tokenizer,
         max_prompt_tokens=data_cfg.max_prompt_tokens, max_response_tokens=data_cfg.max_response_tokens,
         batch_size=train_cfg.batch_size * 4, seed=train_cfg.seed, device=device, refusals=refusals,
-        lookalikes=lookalikes, recipe_refusals=recipe_refusals or {},
+        lookalikes=lookalikes, recipe_refusals=recipe_refusals or {}, unseen_views=unseen_views or {},
     )
     # The original's passes before training stay in the model's own precision, even where the steps run under
     # autocast: under bf16 (run N2) the harm default's stop rule kept another checkpoint, and whether that was the

@@ -75,6 +75,9 @@ class PrepareContext:
     recipe_refusals: Mapping[str, str] = field(default_factory=dict)
     """The expected-output recipe's refusal of each normal and look-alike prompt, by prompt
     (:attr:`unlearnlm.tasks.base.Plan.recipe_refusals`)."""
+    unseen_views: Mapping[str, Dialogue] = field(default_factory=dict)
+    """Each forget dialogue as it would read about someone the model never saw, by forget prompt
+    (:attr:`unlearnlm.tasks.base.Plan.unseen_views`)."""
 
     def tokenize(self, rows: Sequence[Dialogue]) -> list[TokenizedDialogue]:
         """``rows`` tokenised exactly as the training loop tokenises its streams."""
@@ -321,14 +324,22 @@ def reference_forward(reference: Reference, batch: Batch, hidden_layer: HiddenLa
                    batch["labels"][:, -keep:])
 
 
-def right_aligned(windows: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Stack per-row windows (k_i, ...) into (N, W, ...), each row's window at the right end, zeros before it:
+def right_aligned(windows: Sequence[torch.Tensor], fill: float = 0) -> torch.Tensor:
+    """Stack per-row windows (k_i, ...) into (N, W, ...), each row's window at the right end, ``fill`` before it:
     the layout of a left-padded batch, so a step slices the last K columns of the rows it draws."""
     width = max(w.shape[0] for w in windows)
-    out = windows[0].new_zeros((len(windows), width, *windows[0].shape[1:]))  # (N, W, ...)
+    out = windows[0].new_full((len(windows), width, *windows[0].shape[1:]), fill)  # (N, W, ...)
     for i, w in enumerate(windows):
         out[i, width - w.shape[0] :] = w
     return out
+
+
+def fit_window(t: torch.Tensor, k: int, fill: float = 0) -> torch.Tensor:
+    """The last ``k`` columns of right-aligned rows ``t`` (B, W, ...), widened on the left with ``fill`` where
+    W < k: a tensor computed once over rows' own windows, read against a batch window of width k."""
+    if t.shape[1] >= k:
+        return t[:, t.shape[1] - k :]
+    return torch.cat([t.new_full((t.shape[0], k - t.shape[1], *t.shape[2:]), fill), t], dim=1)
 
 
 @torch.no_grad()

@@ -44,7 +44,7 @@ from torch import nn
 
 from unlearnlm import losses
 from unlearnlm.clustering import assign_nearest, cluster_outputs, match_nearest, prompt_states
-from unlearnlm.data.formatting import LOSS_SPANS
+from unlearnlm.data.formatting import IGNORE_INDEX, LOSS_SPANS
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods.base import (
@@ -52,11 +52,14 @@ from unlearnlm.methods.base import (
     PrepareContext,
     StepOutput,
     UnlearningMethod,
+    fit_window,
     forward_many,
     original_states,
     reference_forward,
+    reference_top_k,
     register,
     response_window,
+    right_aligned,
 )
 from unlearnlm.methods.baselines import normal_kl
 from unlearnlm.models import Reference
@@ -146,9 +149,17 @@ class DistanceClusterOptions:
     refused after it. Which rows, and how many words each keeps, follow a hash of the prompt."""
     recovery_words: int = 16
     """Longest prefix of the old answer, in words, that a recovery row keeps (each row keeps 1 to this many)."""
+    w_unseen: float = 0.0
+    """Weight of the stranger term (0: off): on the secret values' tokens of each forget answer, the KL from the
+    original's next-token distributions on the same answer about someone it never saw (the task's
+    :attr:`~unlearnlm.tasks.base.Plan.unseen_views`: privacy swaps in a never-planted person's name) to the model's.
+    Its minimum puts the forgotten values exactly as likely as a stranger's, what membership inference compares,
+    where gradient ascent (``distance: likelihood``) pushes them down without a target and took the retained
+    people's values with them. It reads the answers the forget stream already computes: no extra pass. Needs a task
+    that writes the views (privacy)."""
 
     def __post_init__(self) -> None:
-        for name in ("w_contrast", "w_open", "w_anchor", "contrast_tokens"):
+        for name in ("w_contrast", "w_open", "w_anchor", "contrast_tokens", "w_unseen"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"method.options.{name}: must be >= 0, got {getattr(self, name)}")
         shaping = [name for name in ("contrast_native", "contrast_own", "w_anchor") if getattr(self, name)]
@@ -188,6 +199,39 @@ def recovery_rows(targets: Sequence[Dialogue], old: Sequence[str], share: float,
         prefix = " ".join(words[: 1 + (code // 1000) % max_words])
         out.append(target.with_response(f"{prefix} {target.response}", **{LOSS_SPANS: [target.response]}))
     return out
+
+
+#: How many of the original's likeliest tokens the stranger term keeps per position (the rest lumped together).
+UNSEEN_TOP_K = 64
+
+
+def unseen_targets(ctx: PrepareContext) -> dict[str, torch.Tensor]:
+    """The stranger term's teacher for each forget row, right-aligned over the row's window (:func:`right_aligned`):
+    the original's top-k log-probabilities and their ids on the row's unseen view (``unseen_logp``, ``unseen_index``:
+    (N_f, W, k)) and the view's labels, the secret values only (``unseen_labels``: (N_f, W)).
+
+    A view differs from its row before the values (the name) and not after, so the two windows line up from the
+    right end. Where they do not (a row without a view, an answer that holds none of its values, a name after a
+    value), the row's labels are all ignored: no term for that row.
+    """
+    if not ctx.unseen_views:
+        raise ConfigError("method.options.w_unseen needs each forget answer as it would read about someone the model "
+                          "never saw, which only the privacy task writes: unset w_unseen for this task")
+    views = [v if v is not None and any(value in v.response for value in v.meta[LOSS_SPANS]) else None
+             for v in (ctx.unseen_views.get(f.prompt) for f in ctx.forget)]
+    rows = [v or f for f, v in zip(ctx.forget, views, strict=True)]
+    teacher = ctx.tokenize(rows)
+    own = ctx.tokenize([f.with_response(f.response, **{LOSS_SPANS: v.meta[LOSS_SPANS]}) if v else f
+                        for f, v in zip(ctx.forget, views, strict=True)])
+    top = reference_top_k(ctx, teacher, UNSEEN_TOP_K)
+    labels = []
+    for view, t, o in zip(views, teacher, own, strict=True):
+        window = torch.tensor(t.labels[-response_window(torch.tensor([t.labels])) :])
+        read = [[x for x in r.labels if x != IGNORE_INDEX] for r in (t, o)]
+        aligned = view is not None and t.labels[-len(window) :] == o.labels[-len(window) :] and read[0] == read[1]
+        labels.append(window if aligned and (window != IGNORE_INDEX).any() else torch.full_like(window, IGNORE_INDEX))
+    return {"unseen_logp": top["ref_logp"], "unseen_index": top["ref_index"],
+            "unseen_labels": right_aligned(labels, IGNORE_INDEX)}
 
 
 def default_partners(n_forget: int, n_normal: int) -> list[int]:
@@ -293,6 +337,9 @@ class DistanceCluster(UnlearningMethod):
                 info["contrast_lookalike_rows"] = sum(r.prompt in lookalike for r in pairs["contrast"])
         if o.distance == "representation":
             tensors["ref_hidden"] = forget.windows  # (N_f, W, H)
+        if o.w_unseen > 0:
+            tensors |= unseen_targets(ctx)
+            info["unseen_rows"] = int((tensors["unseen_labels"] != IGNORE_INDEX).any(dim=1).sum())
         return PreparedData(pairs=pairs, tensors=tensors, info=info)
 
     def step(self, model: nn.Module, reference: Reference, batch: dict[str, Any]) -> StepOutput:
@@ -317,6 +364,13 @@ class DistanceCluster(UnlearningMethod):
         kl = normal_kl(out["normal"], reference, normal, ref)
         loss = o.w_neg * neg + o.w_pos * pull + o.w_ce * ce + o.w_nor * kl
         terms = {"neg": neg.item(), "pull": pull.item(), "ce": ce.item(), "kl": kl.item()}
+        if o.w_unseen > 0:  # the forget answers' values toward what the original expects of a stranger's
+            k = f.labels.shape[1]
+            unseen = losses.forward_kl_topk(f.logits, fit_window(batch["unseen_logp"], k),
+                                            fit_window(batch["unseen_index"], k),
+                                            fit_window(batch["unseen_labels"], k, IGNORE_INDEX))
+            loss = loss + o.w_unseen * unseen
+            terms["unseen"] = unseen.item()
         if o.w_open > 0:
             opening = normal_kl(out["normal"], reference, normal, ref, first=o.open_tokens)
             loss = loss + o.w_open * opening

@@ -107,6 +107,10 @@ class Plan:
     tasks: what their ``fitting`` or ``topical`` recipe writes for it, for every normal and look-alike prompt, i.e.
     a harm refusal, or for ``custom`` one of the user's answers; privacy: a refusal naming the retained person, for
     the retained questions; empty otherwise)."""
+    unseen_views: dict[str, Dialogue] = field(default_factory=dict)
+    """For forget prompts, by prompt, the same dialogue as it would read about someone the model never saw, the
+    secret values marked as loss spans, for a method that makes the values as likely as a stranger's (privacy: the
+    person's name swapped for a never-planted person's; empty elsewhere)."""
 
 
 class Task(ABC):

@@ -85,6 +85,9 @@ class Knowledge:
     recipe_refusals: dict[str, str] = field(default_factory=dict)
     """A refusal in the expected outputs' form for retained questions, by prompt
     (:attr:`~unlearnlm.tasks.base.Plan.recipe_refusals`)."""
+    unseen_view: Callable[[Dialogue], Dialogue] | None = None
+    """A forget dialogue as it would read about someone never planted
+    (:attr:`~unlearnlm.tasks.base.Plan.unseen_views`); None: the task has no such view."""
 
 
 def reproduced_rate(knowledge: Knowledge, questions: Sequence[Dialogue], answers: Sequence[str]) -> float:
@@ -294,6 +297,7 @@ class KnowledgeTask(Task):
             files={"flagged.jsonl": forget, "expected.jsonl": knowledge.expected},
             stop_membership=knowledge.stop_membership, stop_belief=knowledge.stop_belief,
             recipe_refusals=knowledge.recipe_refusals,
+            unseen_views={d.prompt: knowledge.unseen_view(d) for d in forget} if knowledge.unseen_view else {},
         )
 
     def add_metrics(self, sets: list[EvalSet], after: dict[str, list[str]], metrics: dict[str, Any]) -> None:

@@ -212,6 +212,9 @@ class PrivacyData:
     """Non-disclosing answers to the forget questions."""
     never_seen_stop: list[Dialogue]
     """Questions with the truth about the early-stopping check's never-planted people (no evaluation set)."""
+    strangers: dict[str, str]
+    """Forgotten person id -> the name of a person in no other group (never planted, asked about or stood in for), for
+    :func:`unseen_view`."""
 
 
 def forgotten_count(cfg: PrivacyConfig) -> int:
@@ -221,9 +224,10 @@ def forgotten_count(cfg: PrivacyConfig) -> int:
 
 def people_drawn(cfg: PrivacyConfig) -> int:
     """How many people (of the seeded shuffle) :func:`build_privacy_data` uses: planted, never-seen, the stop split's
-    never-seen and the stand-ins of ``targets: replacement``. People after these are in no set of the task."""
+    never-seen, the stand-ins of ``targets: replacement`` and the strangers of :func:`unseen_view` (one per forgotten
+    person, their names only). People after these are in no set of the task."""
     stand_ins = forgotten_count(cfg) if cfg.targets == "replacement" else 0
-    return cfg.n_identities + cfg.n_never_seen + cfg.n_never_seen_stop + stand_ins
+    return cfg.n_identities + cfg.n_never_seen + cfg.n_never_seen_stop + stand_ins + forgotten_count(cfg)
 
 
 def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], seed: int = 0) -> PrivacyData:
@@ -236,8 +240,8 @@ def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], se
     if len(people) < drawn:
         raise DataError(f"privacy task: {len(people)} usable identities (all of {cfg.fields} set), but "
                         f"data.privacy.n_identities + n_never_seen + n_never_seen_stop"
-                        f"{' + the stand-ins of targets: replacement' if stand_ins else ''} = "
-                        f"{drawn}; lower those or drop a field")
+                        f"{' + the stand-ins of targets: replacement' if stand_ins else ''}"
+                        f" + one name per forgotten person = {drawn}; lower those or drop a field")
     random.Random(seed).shuffle(people)
     if n_forget >= cfg.n_identities:
         raise DataError("privacy task: forget_fraction leaves no retained identity; lower data.privacy.forget_fraction")
@@ -246,6 +250,7 @@ def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], se
     end = need + cfg.n_never_seen_stop
     stop = people[need:end]  # after every other group: adding them moves nobody
     standing_in = people[end : end + stand_ins]  # after the stop split's people, for the same reason
+    strangers = {p.id: other.name for p, other in zip(forget, people[end + stand_ins : drawn], strict=True)}
 
     def asked(group: list[Person], name: str, paraphrase: bool) -> list[Dialogue]:
         return [q for p in group for q in questions(p, paraphrase=paraphrase, bios=cfg.bios, group=name)]
@@ -261,13 +266,26 @@ def build_privacy_data(cfg: PrivacyConfig, rows: Sequence[Mapping[str, str]], se
         rng = random.Random(seed + 1)
         expected = [d.with_response(rng.choice(REFUSALS).format(name=d.meta["name"])) for d in sets["forget"]]
     return PrivacyData(forget, retain, never, [*sets["forget"], *sets["retain"]], sets, expected,
-                       asked(stop, "never_seen_stop", False))
+                       asked(stop, "never_seen_stop", False), strangers)
 
 
 def own_refusal(question: Dialogue) -> str:
     """A refusal of ``question`` that names its person, one of :data:`REFUSALS` picked by a stable hash of the
     question: what a model trained toward the refusal targets would say were it to refuse this question too."""
     return REFUSALS[zlib.crc32(question.prompt.encode()) % len(REFUSALS)].format(name=question.meta["name"])
+
+
+def unseen_view(question: Dialogue, stranger: str) -> Dialogue:
+    """A question about a person, with its answer, as it would read about ``stranger``, someone the model never saw:
+    the person's name swapped for the stranger's in prompt and answer, the person's values kept and marked as loss
+    spans. The original's next-token distributions at those values' tokens are what it expects of a stranger's
+    values (after the name-swapped inputs of Eldan & Russinovich's generic predictions, arXiv 2310.02238): a target
+    that puts the forgotten person's values where never-seen people's are, which is what membership inference
+    compares, without pushing them lower."""
+    name = question.meta["name"]
+    return Dialogue(question.prompt.replace(name, stranger), question.response.replace(name, stranger),
+                    question.system, {**question.meta, "name": stranger,
+                                      LOSS_SPANS: list(question.meta["fields"].values())})
 
 
 def replaced(answer: str, fields: Mapping[str, str], values: Mapping[str, str]) -> str:
@@ -349,4 +367,5 @@ class PrivacyTask(KnowledgeTask):
             stop_membership=stop_membership,
             recipe_refusals=({d.prompt: own_refusal(d) for d in data.sets["retain"]}
                              if self.options.targets == "refusal" else {}),
+            unseen_view=lambda d: unseen_view(d, data.strangers[d.meta["person"]]),
         )
