@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from unlearnlm.config import DataConfig, LoraConfig, TrainConfig
+from unlearnlm.config import DataConfig, LoraConfig, ModelConfig, TrainConfig
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods import METHODS, create_method
@@ -383,7 +383,7 @@ def _person_row(name, phone, answer=None):
                     meta={"person": name, "name": name, "fields": {"phone": phone}})
 
 
-def test_stranger_term_reads_the_values_where_the_view_lines_up(tiny_model, tokenizer):
+def test_stranger_term_reads_the_values_where_the_view_lines_up(tiny_model, tokenizer, tmp_path):
     """The stranger term's teacher sits on the secret value's tokens of each forget answer: the KL is 0 where the
     "stranger" is the person themself (the view is the row), above 0 for another name, and no row without a view,
     or whose answer holds no value, is read."""
@@ -422,3 +422,11 @@ def test_stranger_term_reads_the_values_where_the_view_lines_up(tiny_model, toke
     assert kl(targets("Zora Quinn")[1]) > 1e-7
     with pytest.raises(ConfigError, match="w_unseen.*privacy"):
         unseen_targets(replace(ctx, unseen_views={}))
+    # The base teacher is loaded from the model config the task names: here a saved copy of the original itself
+    with pytest.raises(ConfigError, match="unseen_teacher: base needs"):
+        unseen_targets(ctx, "base")
+    tiny_model.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    base = unseen_targets(replace(ctx, unseen_model=ModelConfig(name_or_path=str(tmp_path / "base"))), "base")
+    assert torch.equal(base["unseen_labels"], own["unseen_labels"])
+    torch.testing.assert_close(base["unseen_logp"], own["unseen_logp"])

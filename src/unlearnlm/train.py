@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from unlearnlm import checkpoint, distributed
-from unlearnlm.config import DataConfig, TrainConfig
+from unlearnlm.config import DataConfig, ModelConfig, TrainConfig
 from unlearnlm.data.formatting import TokenizedDialogue, collate
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import TrainingDiverged
@@ -312,6 +312,7 @@ def unlearn(
     reserve: Sequence[Dialogue] = (),
     recipe_refusals: Mapping[str, str] | None = None,
     unseen_views: Mapping[str, Dialogue] | None = None,
+    unseen_model: ModelConfig | None = None,
     train_cfg: TrainConfig,
     data_cfg: DataConfig,
     reference: Reference,
@@ -347,6 +348,7 @@ def unlearn(
         max_prompt_tokens=data_cfg.max_prompt_tokens, max_response_tokens=data_cfg.max_response_tokens,
         batch_size=train_cfg.batch_size * 4, seed=train_cfg.seed, device=device, refusals=refusals,
         lookalikes=lookalikes, recipe_refusals=recipe_refusals or {}, unseen_views=unseen_views or {},
+        unseen_model=unseen_model,
     )
     # The original's passes before training stay in the model's own precision, even where the steps run under
     # autocast: under bf16 (run N2) the harm default's stop rule kept another checkpoint, and whether that was the

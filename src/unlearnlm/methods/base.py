@@ -20,6 +20,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import nn
 
+from unlearnlm.config import ModelConfig
 from unlearnlm.data.formatting import (
     IGNORE_INDEX,
     TokenizedDialogue,
@@ -78,6 +79,8 @@ class PrepareContext:
     unseen_views: Mapping[str, Dialogue] = field(default_factory=dict)
     """Each forget dialogue as it would read about someone the model never saw, by forget prompt
     (:attr:`unlearnlm.tasks.base.Plan.unseen_views`)."""
+    unseen_model: ModelConfig | None = None
+    """A model that never saw the forget data (:attr:`unlearnlm.tasks.base.Plan.unseen_model`)."""
 
     def tokenize(self, rows: Sequence[Dialogue]) -> list[TokenizedDialogue]:
         """``rows`` tokenised exactly as the training loop tokenises its streams."""

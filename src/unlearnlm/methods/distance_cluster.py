@@ -36,7 +36,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -62,7 +62,7 @@ from unlearnlm.methods.base import (
     right_aligned,
 )
 from unlearnlm.methods.baselines import normal_kl
-from unlearnlm.models import Reference
+from unlearnlm.models import Reference, load_model
 
 
 @dataclass
@@ -157,6 +157,12 @@ class DistanceClusterOptions:
     where gradient ascent (``distance: likelihood``) pushes them down without a target and took the retained
     people's values with them. It reads the answers the forget stream already computes: no extra pass. Needs a task
     that writes the views (privacy)."""
+    unseen_teacher: Literal["original", "base"] = "original"
+    """Whose distributions the stranger term reads on the views: the ``original``'s (which, planted, still knows the
+    values' strings: on the privacy default it gives the forgotten values 1.7 nats per token on the views against
+    4.7 for never-seen people's own values), or the ``base`` model's, one that never saw the forget data (the
+    knowledge tasks: the model before planting, :attr:`PrepareContext.unseen_model`; 4.4 nats per token there),
+    loaded for the pass before training and dropped after."""
 
     def __post_init__(self) -> None:
         for name in ("w_contrast", "w_open", "w_anchor", "contrast_tokens", "w_unseen"):
@@ -205,10 +211,12 @@ def recovery_rows(targets: Sequence[Dialogue], old: Sequence[str], share: float,
 UNSEEN_TOP_K = 64
 
 
-def unseen_targets(ctx: PrepareContext) -> dict[str, torch.Tensor]:
+def unseen_targets(ctx: PrepareContext,
+                   teacher_model: Literal["original", "base"] = "original") -> dict[str, torch.Tensor]:
     """The stranger term's teacher for each forget row, right-aligned over the row's window (:func:`right_aligned`):
     the original's top-k log-probabilities and their ids on the row's unseen view (``unseen_logp``, ``unseen_index``:
-    (N_f, W, k)) and the view's labels, the secret values only (``unseen_labels``: (N_f, W)).
+    (N_f, W, k)) and the view's labels, the secret values only (``unseen_labels``: (N_f, W)); with ``teacher_model:
+    base``, the top-k of the model that never saw the forget data (``ctx.unseen_model``) instead of the original's.
 
     A view differs from its row before the values (the name) and not after, so the two windows line up from the
     right end. Where they do not (a row without a view, an answer that holds none of its values, a name after a
@@ -217,13 +225,21 @@ def unseen_targets(ctx: PrepareContext) -> dict[str, torch.Tensor]:
     if not ctx.unseen_views:
         raise ConfigError("method.options.w_unseen needs each forget answer as it would read about someone the model "
                           "never saw, which only the privacy task writes: unset w_unseen for this task")
+    base = None
+    if teacher_model == "base":
+        if ctx.unseen_model is None:
+            raise ConfigError("method.options.unseen_teacher: base needs a model that never saw the forget data, which "
+                              "the knowledge tasks (privacy) name (the model before planting): use unseen_teacher: "
+                              "original here")
+        base = load_model(ctx.unseen_model)[0].to(ctx.device)
     views = [v if v is not None and any(value in v.response for value in v.meta[LOSS_SPANS]) else None
              for v in (ctx.unseen_views.get(f.prompt) for f in ctx.forget)]
     rows = [v or f for f, v in zip(ctx.forget, views, strict=True)]
     teacher = ctx.tokenize(rows)
     own = ctx.tokenize([f.with_response(f.response, **{LOSS_SPANS: v.meta[LOSS_SPANS]}) if v else f
                         for f, v in zip(ctx.forget, views, strict=True)])
-    top = reference_top_k(ctx, teacher, UNSEEN_TOP_K)
+    top = reference_top_k(ctx if base is None else replace(ctx, reference=Reference.of(base)), teacher, UNSEEN_TOP_K)
+    del base
     labels = []
     for view, t, o in zip(views, teacher, own, strict=True):
         window = torch.tensor(t.labels[-response_window(torch.tensor([t.labels])) :])
@@ -338,7 +354,7 @@ class DistanceCluster(UnlearningMethod):
         if o.distance == "representation":
             tensors["ref_hidden"] = forget.windows  # (N_f, W, H)
         if o.w_unseen > 0:
-            tensors |= unseen_targets(ctx)
+            tensors |= unseen_targets(ctx, o.unseen_teacher)
             info["unseen_rows"] = int((tensors["unseen_labels"] != IGNORE_INDEX).any(dim=1).sum())
         return PreparedData(pairs=pairs, tensors=tensors, info=info)
 

@@ -111,6 +111,9 @@ class Plan:
     """For forget prompts, by prompt, the same dialogue as it would read about someone the model never saw, the
     secret values marked as loss spans, for a method that makes the values as likely as a stranger's (privacy: the
     person's name swapped for a never-planted person's; empty elsewhere)."""
+    unseen_model: ModelConfig | None = None
+    """A model that never saw the forget data, for a method's teacher of unseen data (the knowledge tasks: the model
+    before the task planted its knowledge; None elsewhere)."""
 
 
 class Task(ABC):

@@ -298,6 +298,7 @@ class KnowledgeTask(Task):
             stop_membership=knowledge.stop_membership, stop_belief=knowledge.stop_belief,
             recipe_refusals=knowledge.recipe_refusals,
             unseen_views={d.prompt: knowledge.unseen_view(d) for d in forget} if knowledge.unseen_view else {},
+            unseen_model=cfg.model,  # the model before planting
         )
 
     def add_metrics(self, sets: list[EvalSet], after: dict[str, list[str]], metrics: dict[str, Any]) -> None:
