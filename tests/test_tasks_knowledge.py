@@ -701,7 +701,8 @@ def test_keep_prompts_are_benign_requests_outside_freshqa():
 def test_task_defaults_apply_under_user_settings():
     cfg = load_config(overrides=["data.task=privacy"])
     assert cfg.output_dir == "runs/privacy" and cfg.generation.max_new_tokens == 64
-    assert cfg.method.name == "distance_cluster" and cfg.method.options == {"target": "own", "w_contrast": 0.0}
+    assert cfg.method.name == "distance_cluster"
+    assert cfg.method.options == {"target": "own", "w_contrast": 0.0, "w_unseen": 1.0}
     hallu = load_config(overrides=["data.task=hallucination"])
     assert hallu.output_dir == "runs/hallucination" and hallu.generation.max_new_tokens == 40
     assert hallu.method.options == {"target": "own", "w_contrast": 0.0}
@@ -716,11 +717,12 @@ def test_task_defaults_apply_under_user_settings():
     mine = load_config(overrides=["data.task=privacy", "generation.max_new_tokens=10", "output_dir=elsewhere",
                                   "method.options.target=medoid", "method.options.margin=0.5"])
     assert mine.generation.max_new_tokens == 10 and mine.output_dir == "elsewhere"
-    assert mine.method.options == {"target": "medoid", "margin": 0.5, "w_contrast": 0.0}
+    assert mine.method.options == {"target": "medoid", "margin": 0.5, "w_contrast": 0.0, "w_unseen": 1.0}
     # nothing leaks from one load into the defaults of the next
     mine.method.options["target"] = "mutated"
-    assert load_config(overrides=["data.task=privacy"]).method.options == {"target": "own", "w_contrast": 0.0}
-    assert PrivacyTask.method_defaults == {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
+    privacy = {"target": "own", "w_contrast": 0.0, "w_unseen": 1.0}
+    assert load_config(overrides=["data.task=privacy"]).method.options == privacy
+    assert PrivacyTask.method_defaults == {"distance_cluster": privacy}
 
 
 def test_task_settings_from_yaml(tmp_path):

@@ -323,8 +323,10 @@ class PrivacyTask(KnowledgeTask):
     defaults = {**KnowledgeTask.defaults, "data": {**KnowledgeTask.defaults["data"], "benign_pool": "mixed"},
                 "output_dir": "runs/privacy",
                 "generation": {"max_new_tokens": 64}, "train": {"max_membership_auc": 0.6, "eval_every": 10}}
-    # The refusal that names the asked-about person; the contrast term is unmeasured on this task.
-    method_defaults = {"distance_cluster": {"target": "own", "w_contrast": 0.0}}
+    # The refusal that names the asked-about person; the contrast term is unmeasured on this task. The stranger term
+    # since run PU1 (2026-12-06): membership AUC 0.93 -> 0.86, two words of the planted answer prefilled bring the
+    # true values back on 11% of the forget questions instead of 79% (run PD38), the retained people kept as before.
+    method_defaults = {"distance_cluster": {"target": "own", "w_contrast": 0.0, "w_unseen": 1.0}}
 
     def prepare(self, model, tokenizer, panel: JudgePanel, log: Log) -> Plan:
         plan = super().prepare(model, tokenizer, panel, log)
