@@ -278,10 +278,12 @@ def own_refusal(question: Dialogue) -> str:
 def unseen_view(question: Dialogue, stranger: str) -> Dialogue:
     """A question about a person, with its answer, as it would read about ``stranger``, someone the model never saw:
     the person's name swapped for the stranger's in prompt and answer, the person's values kept and marked as loss
-    spans. The original's next-token distributions at those values' tokens are what it expects of a stranger's
-    values (after the name-swapped inputs of Eldan & Russinovich's generic predictions, arXiv 2310.02238): a target
-    that puts the forgotten person's values where never-seen people's are, which is what membership inference
-    compares, without pushing them lower."""
+    spans. A model's next-token distributions at those values' tokens are what it expects of a stranger's values
+    (after the name-swapped inputs of Eldan & Russinovich's generic predictions, arXiv 2310.02238): a target toward
+    the never-seen people's level that membership inference compares, without pushing below it. The planted
+    original still knows the values' strings without the name (1.7 nats per value token on these views against 4.7
+    for never-seen people's own values, ``benchmarks/unseen_values.py``), so with it as the teacher the target falls
+    short of that level."""
     name = question.meta["name"]
     return Dialogue(question.prompt.replace(name, stranger), question.response.replace(name, stranger),
                     question.system, {**question.meta, "name": stranger,
