@@ -1,5 +1,6 @@
 """Every registered method trains: parameters change; with LoRA only adapter weights change."""
 
+import copy
 import math
 from dataclasses import replace
 
@@ -419,7 +420,8 @@ def test_stranger_term_reads_the_values_where_the_view_lines_up(tiny_model, toke
 
     # A window off by one position would compare two positions' distributions: ~1e-5 on this near-uniform model.
     assert abs(kl(own)) < 1e-9
-    assert kl(targets("Zora Quinn")[1]) > 1e-7
+    stranger = kl(targets("Zora Quinn")[1])
+    assert stranger > 1e-7
     with pytest.raises(ConfigError, match="w_unseen.*privacy"):
         unseen_targets(replace(ctx, unseen_views={}))
     # The base teacher is loaded from the model config the task names: here a saved copy of the original itself
@@ -430,3 +432,19 @@ def test_stranger_term_reads_the_values_where_the_view_lines_up(tiny_model, toke
     base = unseen_targets(replace(ctx, unseen_model=ModelConfig(name_or_path=str(tmp_path / "base"))), "base")
     assert torch.equal(base["unseen_labels"], own["unseen_labels"])
     torch.testing.assert_close(base["unseen_logp"], own["unseen_logp"])
+    # The training step reads the same term: at the first step the model is the original, and one batch holds
+    # every row
+    views = {r.prompt: unseen_view(r, "Zora Quinn") for r in rows[:3]}
+
+    def first_step(weight):
+        model = copy.deepcopy(tiny_model)
+        return unlearn(model, tokenizer, create_method("distance_cluster", {"w_unseen": weight}), forget=rows,
+                       normal=NORMAL, expected=EXPECTED, unseen_views=views,
+                       train_cfg=replace(TRAIN, max_steps=1, batch_size=len(rows)),
+                       data_cfg=DataConfig(max_prompt_tokens=64, max_response_tokens=64),
+                       reference=Reference(model, copy_weights=True))
+
+    on, off = first_step(1000.0), first_step(0.0)
+    assert on.prepare_info["unseen_rows"] == 2 and "unseen" not in off.history[0]
+    assert on.history[0]["unseen"] == pytest.approx(stranger, rel=1e-3)
+    assert on.history[0]["loss"] - off.history[0]["loss"] == pytest.approx(1000 * stranger, rel=1e-2)  # in the loss
