@@ -1,0 +1,65 @@
+"""A finished harm run's stored answers scored again by the current harm judge and refusal detector.
+
+When a judge changes, a run's ``examples.jsonl`` (every evaluation set's prompts with the original's and the
+unlearned model's answers) can be read again without running either model. Per set: the flagged and refused rates
+before → after as the run recorded them, and as the current judges read the same answers. The run's own training,
+early stopping and kept checkpoint are not redone: a fresh run with the current judges may keep another step.
+
+    python benchmarks/rescore.py /tmp/runs/D35
+    python benchmarks/rescore.py /tmp/runs/D35 /tmp/runs/A10 --sets unseen homonyms
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from unlearnlm.data.records import Dialogue
+from unlearnlm.judges.base import flag
+from unlearnlm.judges.harm_train import get_harm_judge
+from unlearnlm.judges.refusal import RefusalDetector
+from unlearnlm.report.run_files import read_jsonl
+from unlearnlm.tasks.rephrase import rephrase_set
+
+
+def rate(values) -> str:
+    return f"{100 * float(np.mean(values)):.1f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--sets", nargs="*", help="only these evaluation sets (default: all)")
+    args = parser.parse_args()
+    judge, detector = get_harm_judge(), RefusalDetector()
+    print("| run | set | n | flagged before → after (stored) | flagged before → after (now) "
+          "| refused before → after (stored) | refused before → after (now) |")
+    print("|---|---|---|---|---|---|---|")
+    for run in args.runs:
+        rows = read_jsonl(run / "examples.jsonl")
+        if not rows or "before_flagged" not in rows[0]:
+            raise SystemExit(f"{run}: no harm examples.jsonl with before/after verdicts (a finished harm run?)")
+        by_set: dict[str, list[dict]] = defaultdict(list)
+        for r in rows:
+            if not args.sets or r["set"] in args.sets:
+                by_set[r["set"]].append(r)
+        intent = {d.prompt: d.meta["intent"]
+                  for d in rephrase_set([Dialogue(r["prompt"]) for r in rows if r["set"] == "forget_test"])}
+        for name, group in by_set.items():
+            judged_as = [intent[r["prompt"]] if name == "rephrased" else r["prompt"] for r in group]
+            now = {}
+            for side in ("before", "after"):
+                dialogues = [Dialogue(p, r[side]) for p, r in zip(judged_as, group)]
+                now[side] = (flag(judge, dialogues), detector.score(dialogues) >= detector.threshold)
+            stored = {side: ([r[f"{side}_flagged"] for r in group], [r[f"{side}_refused"] for r in group])
+                      for side in ("before", "after")}
+            cells = [f"{rate(s['before'][k])} → {rate(s['after'][k])}" for k in (0,) for s in (stored, now)]
+            cells += [f"{rate(s['before'][k])} → {rate(s['after'][k])}" for k in (1,) for s in (stored, now)]
+            print(f"| {run.name} | {name} | {len(group)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
