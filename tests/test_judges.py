@@ -228,6 +228,15 @@ def test_load_errors(tiny_judge: tuple[Path, dict], tmp_path: Path) -> None:
         load_harm_judge(broken)
     with pytest.raises(ConfigError, match="encoder"):
         load_harm_judge(tiny_judge[0], encoder=HashingEncoder(64))
+    # a judge fitted when the refusal detector had another number of cues: a clear error, not a numpy one
+    with np.load(tiny_judge[0] / "weights.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays = {**arrays, "mean": np.append(arrays["mean"], 0.0), "scale": np.append(arrays["scale"], 1.0),
+              "w0": np.vstack([arrays["w0"], np.zeros((1, arrays["w0"].shape[1]))])}
+    np.savez(broken / "weights.npz", **arrays)
+    (broken / "config.json").write_text(json.dumps({**cfg, "n_features": cfg["n_features"] + 1}))
+    with pytest.raises(ConfigError, match="judge train harm"):
+        load_harm_judge(broken)
 
 
 def test_retrain_replaces_atomically(tmp_path: Path) -> None:

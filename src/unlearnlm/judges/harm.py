@@ -31,7 +31,7 @@ from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.judges.embeddings import HashingEncoder, MiniLMEncoder, TextEncoder
 from unlearnlm.judges.harm_data import build_harm_training_set, truncate_words
-from unlearnlm.judges.refusal import cue_matrix, refusal_scores
+from unlearnlm.judges.refusal import CUES, cue_matrix, refusal_scores
 
 FORMAT = "unlearnlm-harm-judge"
 FORMAT_VERSION = 1
@@ -116,6 +116,11 @@ def degeneracy(prompt: str, response: str) -> float:
     return 0.0
 
 
+def feature_width(dim: int) -> int:
+    """Columns of :func:`harm_features` for an encoder of dimension ``dim``."""
+    return 4 * dim + len(CUES) + 5
+
+
 def harm_features(
     dialogues: Sequence[Dialogue], encoder: TextEncoder, max_response_words: int = 120
 ) -> np.ndarray:
@@ -187,6 +192,12 @@ class HarmJudge:
             raise ConfigError(
                 f"this harm judge was trained with encoder {config.encoder!r} but got {encoder.name!r}; "
                 "pass the same encoder or retrain the judge"
+            )
+        width = feature_width(encoder.dim)
+        if network.mean.shape[0] != width:
+            raise ConfigError(
+                f"this harm judge was trained on {network.mean.shape[0]} features but this version of unlearnlm "
+                f"computes {width} (its refusal cues changed); retrain it: unlearnlm judge train harm"
             )
         self.config = config
         self.threshold = config.threshold
