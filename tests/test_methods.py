@@ -384,7 +384,7 @@ def _person_row(name, phone, answer=None):
                     meta={"person": name, "name": name, "fields": {"phone": phone}})
 
 
-def test_stranger_term_reads_the_values_where_the_view_lines_up(tiny_model, tokenizer, tmp_path):
+def test_stranger_term_reads_the_values_where_the_view_lines_up(tiny_model, tokenizer, tmp_path, monkeypatch):
     """The stranger term's teacher sits on the secret value's tokens of each forget answer: the KL is 0 where the
     "stranger" is the person themself (the view is the row), above 0 for another name, and no row without a view,
     or whose answer holds no value, is read."""
@@ -432,6 +432,23 @@ def test_stranger_term_reads_the_values_where_the_view_lines_up(tiny_model, toke
     base = unseen_targets(replace(ctx, unseen_model=ModelConfig(name_or_path=str(tmp_path / "base"))), "base")
     assert torch.equal(base["unseen_labels"], own["unseen_labels"])
     torch.testing.assert_close(base["unseen_logp"], own["unseen_logp"])
+    # Capped at a model that is the original itself, nothing is lowered; capped at one that disfavours what the
+    # original favours, tokens are lowered at positions that predict a value, and nowhere else
+    unseen_base = replace(ctx, unseen_model=ModelConfig(name_or_path=str(tmp_path / "base")))
+    torch.testing.assert_close(unseen_targets(unseen_base, "capped")["unseen_logp"], own["unseen_logp"])
+    doubtful = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        doubtful.get_output_embeddings().weight.mul_(-3.0)  # what the original favours, this one does not
+    doubtful.save_pretrained(tmp_path / "doubtful")
+    tokenizer.save_pretrained(tmp_path / "doubtful")
+    monkeypatch.setattr("unlearnlm.methods.distance_cluster.UNSEEN_TOP_K", 10**6)  # the whole vocabulary: exact
+    exact = unseen_targets(ctx)
+    capped = unseen_targets(replace(ctx, unseen_model=ModelConfig(name_or_path=str(tmp_path / "doubtful"))), "capped")
+    monkeypatch.undo()
+    lowered = (capped["unseen_logp"] < exact["unseen_logp"] - 1e-6).any(-1)  # (N, W): positions with a lowered token
+    value_next = torch.zeros_like(lowered)
+    value_next[:, :-1] = exact["unseen_labels"][:, 1:] != IGNORE_INDEX
+    assert lowered.any() and not (lowered & ~value_next).any()  # only positions that predict a value token
     # The training step reads the same term: at the first step the model is the original, and one batch holds
     # every row
     views = {r.prompt: unseen_view(r, "Zora Quinn") for r in rows[:3]}
@@ -448,3 +465,21 @@ def test_stranger_term_reads_the_values_where_the_view_lines_up(tiny_model, toke
     assert on.prepare_info["unseen_rows"] == 2 and "unseen" not in off.history[0]
     assert on.history[0]["unseen"] == pytest.approx(stranger, rel=1e-3)
     assert on.history[0]["loss"] - off.history[0]["loss"] == pytest.approx(1000 * stranger, rel=1e-2)  # in the loss
+
+
+def test_cap_next_token_by_hand():
+    """One position, k = 3: the label holds 0.7 and is capped at 0.1; the others (0.2, 0.05, and the tail 0.05) are
+    scaled by (1 - 0.1) / (1 - 0.7) = 3."""
+    from unlearnlm.methods.distance_cluster import cap_next_token
+
+    logp = torch.tensor([0.7, 0.2, 0.05]).log().view(1, 1, 3).repeat(1, 2, 1)  # (1, W=2, 3)
+    index = torch.tensor([5, 6, 7], dtype=torch.int32).view(1, 1, 3).repeat(1, 2, 1)
+    labels = torch.tensor([[-100, 5]])  # position 0 predicts token 5; position 1 predicts nothing
+    out = cap_next_token(logp, index, labels, torch.tensor([[0.1, 0.1]]).log()).exp()
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.1, 0.6, 0.15]))
+    assert 1 - out[0, 0].sum() == pytest.approx(0.15, abs=1e-6)  # the tail, tripled
+    torch.testing.assert_close(out[0, 1], logp[0, 1].exp())  # no label next: untouched
+    # a cap above the label's probability, or a label outside the top-k, leaves the position as it was
+    same = cap_next_token(logp, index, labels, torch.tensor([[0.9, 0.9]]).log())
+    torch.testing.assert_close(same, logp)
+    torch.testing.assert_close(cap_next_token(logp, index, torch.tensor([[-100, 9]]), torch.full((1, 2), -5.0)), logp)

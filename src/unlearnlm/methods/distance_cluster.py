@@ -48,6 +48,7 @@ from unlearnlm.data.formatting import IGNORE_INDEX, LOSS_SPANS
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError
 from unlearnlm.methods.base import (
+    Outputs,
     PreparedData,
     PrepareContext,
     StepOutput,
@@ -56,6 +57,7 @@ from unlearnlm.methods.base import (
     forward_many,
     original_states,
     reference_forward,
+    reference_map,
     reference_top_k,
     register,
     response_window,
@@ -159,12 +161,15 @@ class DistanceClusterOptions:
     extra pass. Needs a task that writes the views (privacy, whose default is 1 since run PU1: membership AUC 0.93 ->
     0.86 with the retained people kept, true values after prefilling two words 79% -> 11%; the original teacher
     still knows the values' strings, so it does not reach the never-seen level)."""
-    unseen_teacher: Literal["original", "base"] = "original"
+    unseen_teacher: Literal["original", "base", "capped"] = "original"
     """Whose distributions the stranger term reads on the views: the ``original``'s (which, planted, still knows the
     values' strings: on the privacy default it gives the forgotten values 1.7 nats per token on the views against
     4.7 for never-seen people's own values), or the ``base`` model's, one that never saw the forget data (the
     knowledge tasks: the model before planting, :attr:`PrepareContext.unseen_model`; 4.4 nats per token there),
-    loaded for the pass before training and dropped after."""
+    loaded for the pass before training and dropped after. ``capped``: the original's, with each value token's
+    probability lowered to the base model's where the original's is higher and the rest of the distribution scaled up
+    to fill the difference (:func:`cap_next_token`): the base model's belief about the value itself, the original's
+    about everything else (formats, the tokens it would write instead). Not yet measured on a privacy run."""
 
     def __post_init__(self) -> None:
         for name in ("w_contrast", "w_open", "w_anchor", "contrast_tokens", "w_unseen"):
@@ -213,12 +218,34 @@ def recovery_rows(targets: Sequence[Dialogue], old: Sequence[str], share: float,
 UNSEEN_TOP_K = 64
 
 
+def cap_next_token(ref_logp: torch.Tensor, ref_index: torch.Tensor, labels: torch.Tensor,
+                   cap_logp: torch.Tensor) -> torch.Tensor:
+    """A teacher's top-k log-probabilities (N, W, k) with the next label's lowered to ``cap_logp`` where it is higher.
+
+    Position t predicts ``labels[:, t + 1]`` (as :func:`~unlearnlm.losses.forward_kl_topk` reads them); ``cap_logp``
+    (N, W) holds at t the capping model's log-probability of that label. Where the label is among the top-k ids and
+    its log-probability exceeds the cap, it takes the cap and every other token's probability, the tail's included, is
+    scaled by (1 - cap) / (1 - q): the teacher conditioned on not writing the label, given the cap's mass back. Other
+    positions are returned as they are.
+    """
+    nxt = torch.full_like(labels, IGNORE_INDEX)
+    nxt[:, :-1] = labels[:, 1:]
+    hit = (ref_index.long() == nxt.clamp_min(0).long().unsqueeze(-1)) & (nxt != IGNORE_INDEX).unsqueeze(-1)  # (N,W,k)
+    q = (ref_logp.float() * hit).sum(-1)  # (N, W): the label's log-probability where it is in the top-k
+    capped = hit.any(-1) & (q > cap_logp)
+    cap = torch.minimum(cap_logp.float(), q)
+    log_scale = torch.log1p(-cap.exp().clamp(max=1 - 1e-6)) - torch.log1p(-q.exp().clamp(max=1 - 1e-6))  # (N, W)
+    out = torch.where(hit, cap.unsqueeze(-1), ref_logp.float() + log_scale.unsqueeze(-1))
+    return torch.where(capped.unsqueeze(-1), out, ref_logp.float()).to(ref_logp.dtype)
+
+
 def unseen_targets(ctx: PrepareContext,
-                   teacher_model: Literal["original", "base"] = "original") -> dict[str, torch.Tensor]:
+                   teacher_model: Literal["original", "base", "capped"] = "original") -> dict[str, torch.Tensor]:
     """The stranger term's teacher for each forget row, right-aligned over the row's window (:func:`right_aligned`):
     the original's top-k log-probabilities and their ids on the row's unseen view (``unseen_logp``, ``unseen_index``:
     (N_f, W, k)) and the view's labels, the secret values only (``unseen_labels``: (N_f, W)); with ``teacher_model:
-    base``, the top-k of the model that never saw the forget data (``ctx.unseen_model``) instead of the original's.
+    base``, the top-k of the model that never saw the forget data (``ctx.unseen_model``) instead of the original's;
+    ``capped``: the original's with each value token capped at that model's probability (:func:`cap_next_token`).
 
     A view differs from its row before the values (the name) and not after, so the two windows line up from the
     right end. Where they do not (a row without a view, an answer that holds none of its values, a name after a
@@ -228,11 +255,11 @@ def unseen_targets(ctx: PrepareContext,
         raise ConfigError("method.options.w_unseen needs each forget answer as it would read about someone the model "
                           "never saw, which only the privacy task writes: unset w_unseen for this task")
     base = None
-    if teacher_model == "base":
+    if teacher_model in ("base", "capped"):
         if ctx.unseen_model is None:
-            raise ConfigError("method.options.unseen_teacher: base needs a model that never saw the forget data, which "
-                              "the knowledge tasks (privacy) name (the model before planting): use unseen_teacher: "
-                              "original here")
+            raise ConfigError(f"method.options.unseen_teacher: {teacher_model} needs a model that never saw the forget "
+                              "data, which the knowledge tasks (privacy) name (the model before planting): use "
+                              "unseen_teacher: original here")
         base = load_model(ctx.unseen_model)[0].to(ctx.device)
     views = [v if v is not None and any(value in v.response for value in v.meta[LOSS_SPANS]) else None
              for v in (ctx.unseen_views.get(f.prompt) for f in ctx.forget)]
@@ -240,16 +267,24 @@ def unseen_targets(ctx: PrepareContext,
     teacher = ctx.tokenize(rows)
     own = ctx.tokenize([f.with_response(f.response, **{LOSS_SPANS: v.meta[LOSS_SPANS]}) if v else f
                         for f, v in zip(ctx.forget, views, strict=True)])
-    top = reference_top_k(ctx if base is None else replace(ctx, reference=Reference.of(base)), teacher, UNSEEN_TOP_K)
-    del base
+    base_ctx = None if base is None else replace(ctx, reference=Reference.of(base))
+    top = reference_top_k(base_ctx if teacher_model == "base" else ctx, teacher, UNSEEN_TOP_K)
     labels = []
     for view, t, o in zip(views, teacher, own, strict=True):
         window = torch.tensor(t.labels[-response_window(torch.tensor([t.labels])) :])
         read = [[x for x in r.labels if x != IGNORE_INDEX] for r in (t, o)]
         aligned = view is not None and t.labels[-len(window) :] == o.labels[-len(window) :] and read[0] == read[1]
         labels.append(window if aligned and (window != IGNORE_INDEX).any() else torch.full_like(window, IGNORE_INDEX))
-    return {"unseen_logp": top["ref_logp"], "unseen_index": top["ref_index"],
-            "unseen_labels": right_aligned(labels, IGNORE_INDEX)}
+    labels = right_aligned(labels, IGNORE_INDEX)
+    if teacher_model == "capped":  # at the value tokens the term reads, the base model's probability at most
+        def next_logp(out: Outputs) -> torch.Tensor:  # (k_i,): at t, log p(label t + 1); 0 at the last position
+            picked, _ = losses.token_logprobs(out.logits, out.labels)
+            return torch.cat([picked[0], picked.new_zeros(1)]).float().cpu()
+
+        cap = right_aligned(reference_map(base_ctx, teacher, next_logp))
+        top["ref_logp"] = cap_next_token(top["ref_logp"], top["ref_index"], labels, cap)
+    del base, base_ctx
+    return {"unseen_logp": top["ref_logp"], "unseen_index": top["ref_index"], "unseen_labels": labels}
 
 
 def default_partners(n_forget: int, n_normal: int) -> list[int]:
