@@ -231,7 +231,7 @@ def cap_next_token(ref_logp: torch.Tensor, ref_index: torch.Tensor, labels: torc
     nxt = torch.full_like(labels, IGNORE_INDEX)
     nxt[:, :-1] = labels[:, 1:]
     hit = (ref_index.long() == nxt.clamp_min(0).long().unsqueeze(-1)) & (nxt != IGNORE_INDEX).unsqueeze(-1)  # (N,W,k)
-    q = (ref_logp.float() * hit).sum(-1)  # (N, W): the label's log-probability where it is in the top-k
+    q = torch.where(hit, ref_logp.float(), 0.0).sum(-1)  # (N, W): the label's log-probability where in the top-k
     capped = hit.any(-1) & (q > cap_logp)
     cap = torch.minimum(cap_logp.float(), q)
     log_scale = torch.log1p(-cap.exp().clamp(max=1 - 1e-6)) - torch.log1p(-q.exp().clamp(max=1 - 1e-6))  # (N, W)
