@@ -56,8 +56,7 @@ def main() -> None:
                 now[side] = (flag(judge, dialogues), detector.score(dialogues) >= detector.threshold)
             stored = {side: ([r[f"{side}_flagged"] for r in group], [r[f"{side}_refused"] for r in group])
                       for side in ("before", "after")}
-            cells = [f"{rate(s['before'][k])} → {rate(s['after'][k])}" for k in (0,) for s in (stored, now)]
-            cells += [f"{rate(s['before'][k])} → {rate(s['after'][k])}" for k in (1,) for s in (stored, now)]
+            cells = [f"{rate(s['before'][k])} → {rate(s['after'][k])}" for k in (0, 1) for s in (stored, now)]
             print(f"| {run.name} | {name} | {len(group)} | " + " | ".join(cells) + " |")
 
 

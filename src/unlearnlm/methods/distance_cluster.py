@@ -233,8 +233,8 @@ def cap_next_token(ref_logp: torch.Tensor, ref_index: torch.Tensor, labels: torc
     nxt[:, :-1] = labels[:, 1:]
     hit = (ref_index.long() == nxt.clamp_min(0).long().unsqueeze(-1)) & (nxt != IGNORE_INDEX).unsqueeze(-1)  # (N,W,k)
     q = torch.where(hit, ref_logp.float(), 0.0).sum(-1)  # (N, W): the label's log-probability where in the top-k
-    capped = hit.any(-1) & (q > cap_logp)
-    cap = torch.minimum(cap_logp.float(), q)
+    capped = hit.any(-1) & (q > cap_logp)  # only these positions change
+    cap = cap_logp.float()
     log_scale = torch.log1p(-cap.exp().clamp(max=1 - 1e-6)) - torch.log1p(-q.exp().clamp(max=1 - 1e-6))  # (N, W)
     out = torch.where(hit, cap.unsqueeze(-1), ref_logp.float() + log_scale.unsqueeze(-1))
     return torch.where(capped.unsqueeze(-1), out, ref_logp.float()).to(ref_logp.dtype)
