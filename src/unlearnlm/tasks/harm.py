@@ -165,11 +165,18 @@ class HarmTask(ScanTask):
     # the other source's harmful questions 35.9% flagged against 17.2% (README, Results).
     # min_steps 40: only checks after step 40 count toward patience, against a chance dip at the first check (run H).
     # first_check 40: the checks at 10-30 never held DH's kept step; skipping them saves about 2 minutes a run.
+    # Since run Q41 (2026-12-06): batch 8, safe homonyms at 35% of the normal and stop data (edgy_share) and a
+    # third of the CE rows turning back after 1-4 words of the old answer (recovery rows). Against run D41 (batch
+    # 4, none of them), on held-out sets: homonyms refused 17.2% -> 6.2%, held-out refusals' distinct-2 0.45 ->
+    # 0.50, held-out flagged 12.8% -> 4.3%, rephrased 11.2% -> 1.1%, for 1.6x the training time (cold, one
+    # machine). At batch 4 the other two slowed the forgetting (runs E35, E35RC4); the batch alone over-refused
+    # (run B8). README, Results.
     defaults = {"train": {"learning_rate": 6e-4, "eval_every": 10, "mixed_precision": "auto", "min_steps": 40,
-                          "first_check": 40},
+                          "first_check": 40, "batch_size": 8},
                 "generation": {"mixed_precision": "auto"},
-                "data": {"forget_rephrasings": 2, "benign_val_size": 64, "scan_size": 320, "pyrit_benign": "heldout"}}
-    method_defaults = {"distance_cluster": {"w_open": 1.0}}
+                "data": {"forget_rephrasings": 2, "benign_val_size": 64, "scan_size": 320, "pyrit_benign": "heldout",
+                         "edgy_share": 0.35}}
+    method_defaults = {"distance_cluster": {"w_open": 1.0, "recovery_share": 0.3, "recovery_words": 4}}
     system_prompt = SAFETY_SYSTEM_PROMPT
     fallback_answers = FALLBACK_REFUSALS
     key_data = _KEY_DATA
