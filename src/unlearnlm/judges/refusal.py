@@ -57,7 +57,7 @@ CUES: tuple[_Cue, ...] = (
     _cue("sorry_cannot", r"\b(?:sorry|apologi[sz]e|apologies|unfortunately)\b[^.!?\n]{0,60}\b(?:can't|cannot|unable|not able|won't|not (?:be )?(?:possible|appropriate))", 0.95),
     _cue("no_cannot", r"^\W*no[,.!]?\s+(?:i|we)\b[^.!?\n]{0,30}\b(?:can't|cannot|won't|will not)\b", 0.95),
     _cue("as_an_ai", r"\bas an? (?:ai|artificial intelligence|language model|large language model|ai (?:language )?model|ai assistant|responsible (?:ai|assistant))\b(?! (?:that|who) (?:can|will))", 0.55),
-    _cue("not_appropriate", r"\b(?:it|this|that)(?:'s| is| would be| would not be| isn't)\s+(?:not\s+)?(?:appropriate|ethical|legal|acceptable|advisable|responsible|safe|okay|ok)\b(?:\s+(?:for me\s+)?to)?"
+    _cue("not_appropriate", r"\b(?:it|this|that)(?:(?:'s| is| would be)\s+not| would not be| isn't)\s+(?:appropriate|ethical|legal|acceptable|advisable|responsible|safe|okay|ok)\b(?:\s+(?:for me\s+)?to)?"
          r"|\b(?:it|this|that)(?:'s| is| would be)\s+(?:inappropriate|unethical|irresponsible|illegal|against the law|a crime|harmful|dangerous)\b", 0.55, strong=False),
     _cue("against_policy", r"\b(?:against|violates?|violation of|outside)\s+(?:all\s+)?(?:of\s+)?(?:my|our|the|openai's|microsoft's)?\s*(?:\w+\s+)?(?:guidelines|policies|policy|principles|programming|values|terms|rules|ethical (?:guidelines|standards|boundaries))\b", 0.85),
     _cue("not_able", r"\b(?:not (?:something|a request|a topic) (?:that )?i (?:can|will|am able to)|i (?:must|have to|need to|would) (?:respectfully )?decline|i (?:won't|will not|refuse)\b|i'?d rather not|i'?m not comfortable|i am not comfortable)", 0.90),
