@@ -20,10 +20,14 @@ batch, so both see the same tokens. Printed per method:
     python benchmarks/bench_methods.py --json          # also the rows as one JSON list on the last line
     python benchmarks/bench_methods.py --run RUN_DIR   # also: steps and wall time of a finished run
     python benchmarks/bench_methods.py --head-ab       # also: each step with the LM head over the stacked pass
+    python benchmarks/bench_methods.py --split-ab      # also: each step with every stream in one pass
+    python benchmarks/bench_methods.py --batch 8       # 8 rows per stream (the harm default's train.batch_size)
 
 ``--head-ab`` times a third step, alternated with the other two: the method's step with the LM head applied to the
 stacked pass's window and each stream's logits sliced out of it (what ``forward_many`` did before it applied the
-head per stream), and prints how much faster the per-stream head is.
+head per stream), and prints how much faster the per-stream head is. ``--split-ab`` does the same with the streams'
+rows stacked into one pass whatever their lengths (what ``forward_many`` did before it split them into a short and a
+long pass, ``methods.base.length_split``); the sft step splits as the method's does.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import sys
 import time
 from pathlib import Path
 
-BATCH, PROMPT_TOKENS, RESPONSE_TOKENS = 4, 32, 96
+PROMPT_TOKENS, RESPONSE_TOKENS = 32, 96
 
 
 def _long_dialogues(n: int, offset: int):
@@ -69,7 +73,14 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = False, head_ab: bool = False) -> dict:
+VARIANTS = {  # --NAME-ab: the column's title, and what the variant step changes (module, attribute, value)
+    "head": ("stacked-head", ("splits_head", lambda model: False)),
+    "split": ("one-pass", ("SPLIT_SAVING", float("inf"))),
+}
+
+
+def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = False, ab: str | None = None,
+        batch_size: int = 4) -> dict:
     import torch
 
     from unlearnlm import losses
@@ -86,20 +97,20 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         model = add_lora(model, LoraConfig())
     reference = Reference(model, copy_weights=not lora)
     method = create_method(method_name)
-    forget, normal = _long_dialogues(BATCH * 2, 0), _long_dialogues(BATCH * 2, 50)
+    forget, normal = _long_dialogues(batch_size * 2, 0), _long_dialogues(batch_size * 2, 50)
     expected = [d.with_response("I'm sorry, but I can't help with that request. " * 8) for d in forget]
     ctx = PrepareContext(forget, normal, expected, reference, tok, PROMPT_TOKENS, RESPONSE_TOKENS, 8, 0,
                          torch.device("cpu"))
     prepared = method.prepare(ctx)
 
     def batch_of(rows):
-        return collate(ctx.tokenize(rows[:BATCH]), tok.pad_token_id, padding_side="left")
+        return collate(ctx.tokenize(rows[:batch_size]), tok.pad_token_id, padding_side="left")
 
     batch = {"forget": batch_of(forget), "normal": batch_of(normal)}
     if kl_top_k and "normal" in method.streams:  # as the loop does with train.kl_top_k
-        batch["normal"].update(reference_top_k(ctx, ctx.tokenize(normal[:BATCH]), kl_top_k))
+        batch["normal"].update(reference_top_k(ctx, ctx.tokenize(normal[:batch_size]), kl_top_k))
     batch.update({name: batch_of(rows) for name, rows in prepared.pairs.items()})
-    batch.update({name: t[:BATCH] for name, t in prepared.tensors.items()})
+    batch.update({name: t[:batch_size] for name, t in prepared.tensors.items()})
     trained = [n for n in ("forget", *prepared.pairs, "normal") if n == "forget" or n in prepared.pairs
                or n in method.streams]
     tokens = sum(int(batch[n]["attention_mask"].sum()) for n in trained)
@@ -118,13 +129,14 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def stacked_head_step():  # the method's step, the LM head over the stacked pass (forward_many's fallback)
-        split = base.splits_head
-        base.splits_head = lambda model: False
+    def variant_step():  # the method's step with forward_many as it was before the change that --AB times
+        attribute, value = VARIANTS[ab][1]
+        kept = getattr(base, attribute)
+        setattr(base, attribute, value)
         try:
             method_step()
         finally:
-            base.splits_head = split
+            setattr(base, attribute, kept)
 
     def sft_step():  # the same rows, one stacked batch, plain cross-entropy on response tokens
         out = forward_many(model, {n: batch[n] for n in trained})
@@ -133,7 +145,7 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    steps_timed = {"method": method_step, "sft": sft_step, **({"stacked": stacked_head_step} if head_ab else {})}
+    steps_timed = {"method": method_step, "sft": sft_step, **({"variant": variant_step} if ab else {})}
     for fn in steps_timed.values():  # the first steps warm up allocators and kernels
         fn()
     # alternated, so that a drift of the machine's speed (another process, the clock) falls on both alike; the median
@@ -153,7 +165,7 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,
         "streams": {n: list(batch[n]["input_ids"].shape) for n in trained},
         "threads": torch.get_num_threads(), "kl_top_k": kl_top_k, "bf16": bf16,
-        **({"stacked_head_s_per_step": timings["stacked"]} if head_ab else {}),
+        "batch_size": batch_size, **({"variant": ab, "variant_s_per_step": timings["variant"]} if ab else {}),
     }
 
 
@@ -168,8 +180,12 @@ def main() -> None:
     parser.add_argument("--kl-top-k", type=int, default=None,
                         help="normal-loss KL from cached top-k reference log-probs (default: train.kl_top_k's default;"
                              " 0: a reference pass per step)")
-    parser.add_argument("--head-ab", action="store_true",
-                        help="also time each step with the LM head over the stacked pass (before per-stream heads)")
+    ab = parser.add_mutually_exclusive_group()
+    ab.add_argument("--head-ab", action="store_const", const="head", dest="ab",
+                    help="also time each step with the LM head over the stacked pass (before per-stream heads)")
+    ab.add_argument("--split-ab", action="store_const", const="split", dest="ab",
+                    help="also time each step with every stream in one pass (before the split by length)")
+    parser.add_argument("--batch", type=int, default=4, help="rows per stream (default 4)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--run", help="a finished run folder: print its steps and wall time to the stop target")
     args = parser.parse_args()
@@ -179,27 +195,27 @@ def main() -> None:
         args.kl_top_k = TrainConfig().kl_top_k
     if args.one:
         print(json.dumps(one(args.one, lora=not args.full, steps=args.steps, kl_top_k=args.kl_top_k, bf16=args.bf16,
-                             head_ab=args.head_ab)))
+                             ab=args.ab, batch_size=args.batch)))
         return
     from unlearnlm.methods import METHODS
 
     rows = []
-    print(f"SmolLM2-135M, batch {BATCH} per stream, prompts <= {PROMPT_TOKENS} + responses <= {RESPONSE_TOKENS} "
-          f"tokens, {'full fine-tuning' if args.full else 'LoRA r=16'}")
-    ab = " stacked-head s/step | per-stream head speed-up |" if args.head_ab else ""
+    print(f"SmolLM2-135M, batch {args.batch} per stream, prompts <= {PROMPT_TOKENS} + responses <= "
+          f"{RESPONSE_TOKENS} tokens, {'full fine-tuning' if args.full else 'LoRA r=16'}")
+    ab = f" {VARIANTS[args.ab][0]} s/step | speed-up |" if args.ab else ""
     print("| method | s/step | tokens/step | sft s/step | cost vs sft | GFLOP/s | sft GFLOP/s | peak GFLOP/s "
           f"| peak RSS GB |{ab}\n|---|---|---|---|---|---|---|---|---|{'---|---|' if ab else ''}")
     for name in args.methods or sorted(METHODS):
         cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--kl-top-k", str(args.kl_top_k)]
         cmd += (["--full"] if args.full else []) + (["--bf16"] if args.bf16 else [])
-        cmd += ["--head-ab"] if args.head_ab else []
+        cmd += ([f"--{args.ab}-ab"] if args.ab else []) + ["--batch", str(args.batch)]
         res = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
         rows.append(res)
         print(f"| {name} | {res['s_per_step']:.2f} | {res['tokens_per_step']} | {res['sft_s_per_step']:.2f} | "
               f"{res['cost_vs_sft']:.2f} | {res['gflops']:.0f} | {res['sft_gflops']:.0f} | {res['peak_gflops']:.0f} | "
-              f"{res['peak_rss_gb']:.2f} |" + (f" {res['stacked_head_s_per_step']:.2f} | "
-                                               f"{res['stacked_head_s_per_step'] / res['s_per_step']:.2f}x |"
-                                               if args.head_ab else ""), flush=True)
+              f"{res['peak_rss_gb']:.2f} |" + (f" {res['variant_s_per_step']:.2f} | "
+                                               f"{res['variant_s_per_step'] / res['s_per_step']:.2f}x |"
+                                               if args.ab else ""), flush=True)
     if args.run:
         m = json.loads((Path(args.run) / "metrics.json").read_text())
         t = m["training"]

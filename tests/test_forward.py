@@ -64,7 +64,15 @@ def test_window_losses_equal_full_right_padded_losses(tiny_model, tokenizer):
                                losses.sequence_logprob(full, right["labels"]))
 
 
-def test_one_pass_for_several_streams_equals_one_pass_each(tiny_model, tokenizer):
+def _read(labels):
+    """Positions a loss may read: response tokens and the positions that predict them."""
+    response = labels != IGNORE_INDEX
+    return response | response.roll(-1, dims=1)
+
+
+@pytest.mark.parametrize("min_saving", [2.0, 0.0])  # one stacked pass; two passes split by length
+def test_one_pass_for_several_streams_equals_one_pass_each(tiny_model, tokenizer, monkeypatch, min_saving):
+    monkeypatch.setattr(base, "SPLIT_SAVING", min_saving)
     a = collate(_tokens(tokenizer)[:2], tokenizer.pad_token_id, padding_side="left")
     b = collate(_tokens(tokenizer)[2:], tokenizer.pad_token_id, padding_side="left")
     with torch.no_grad():
@@ -72,8 +80,9 @@ def test_one_pass_for_several_streams_equals_one_pass_each(tiny_model, tokenizer
         for name, batch in {"a": a, "b": b}.items():
             alone = forward(tiny_model, batch, hidden_layer=-1)
             k = alone.labels.shape[1]
-            torch.testing.assert_close(merged[name].last(k).logits, alone.logits, atol=1e-5, rtol=1e-4)
-            torch.testing.assert_close(merged[name].last(k).hidden, alone.hidden, atol=1e-5, rtol=1e-4)
+            read = _read(alone.labels)
+            torch.testing.assert_close(merged[name].last(k).logits[read], alone.logits[read], atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(merged[name].last(k).hidden[read], alone.hidden[read], atol=1e-5, rtol=1e-4)
             assert torch.equal(merged[name].last(k).labels, alone.labels)
 
 
@@ -108,10 +117,75 @@ def test_the_head_split_per_stream_gives_the_stacked_heads_logits_and_gradients(
     assert split_shapes[0][1] == 1 < stacked_shapes[0][1]  # the pass itself: one position of logits
     for name, batch in {"a": a, "b": b}.items():
         assert split[name].logits.shape[1] == response_window(batch["labels"])  # the stream's own window
-        torch.testing.assert_close(split[name].logits, stacked[name].logits, atol=1e-5, rtol=1e-4)
+        read = _read(stacked[name].labels)
+        torch.testing.assert_close(split[name].logits[read], stacked[name].logits[read], atol=1e-5, rtol=1e-4)
         assert torch.equal(split[name].labels, stacked[name].labels)
     for g, h in zip(split_grads, stacked_grads, strict=True):
         torch.testing.assert_close(g, h, atol=1e-5, rtol=1e-4)
+
+
+def test_length_split_runs_two_passes_only_where_they_save_enough_positions():
+    assert base.length_split([10, 100, 10, 100, 10], min_saving=0.15) == [[0, 2, 4], [1, 3]]  # 230 of 500
+    assert base.length_split([90, 100, 95, 100], min_saving=0.15) == [[0, 1, 2, 3]]  # at best 5% saved
+    assert base.length_split([90, 100, 95, 100], min_saving=0.0) == [[0], [1, 2, 3]]
+    assert base.length_split([7], min_saving=0.0) == [[0]]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_streams_split_by_length_give_one_passs_logits_hidden_states_and_gradients(tokenizer, lora, monkeypatch):
+    """Short rows and long rows in two passes, each stream put back together from both (a stream here holds one
+    row of each length): the same logits, hidden states and gradients as one stacked pass."""
+    torch.manual_seed(0)
+    model = make_model(len(tokenizer))
+    if lora:
+        model = add_lora(model, LoraConfig(target_modules=("q_proj", "v_proj")))
+    long = Dialogue("Explain, step by step and in some detail, how a bicycle's gears make climbing a hill easier.",
+                    "Lower gears turn the wheel less per pedal stroke, so each stroke needs less force.")
+    a = collate(_tokens(tokenizer, [ROWS[1], long]), tokenizer.pad_token_id, padding_side="left")
+    b = collate(_tokens(tokenizer, [long, ROWS[2], ROWS[1]]), tokenizer.pad_token_id, padding_side="left")
+    params = [p for p in model.parameters() if p.requires_grad]
+    passes = []
+    model.register_forward_hook(lambda m, i, o: passes.append(tuple(i[0].shape) if i else None))
+
+    def run(min_saving):
+        monkeypatch.setattr(base, "SPLIT_SAVING", min_saving)
+        passes.clear()
+        out = forward_many(model, {"a": a, "b": b}, hidden_layer=-1)
+        loss = (losses.nll(out["a"].logits, out["a"].labels) + 0.5 * losses.nll(out["b"].logits, out["b"].labels)
+                + (out["a"].hidden.square() * (out["a"].labels != IGNORE_INDEX)[..., None]).mean())
+        return out, len(passes), torch.autograd.grad(loss, params)
+
+    split, n_split, split_grads = run(0.0)
+    one, n_one, one_grads = run(2.0)
+    assert (n_split, n_one) == (2, 1)
+    for name in ("a", "b"):
+        assert torch.equal(split[name].labels, one[name].labels)
+        read = _read(one[name].labels)
+        torch.testing.assert_close(split[name].logits[read], one[name].logits[read], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(split[name].hidden[read], one[name].hidden[read], atol=1e-5, rtol=1e-4)
+    for g, h in zip(split_grads, one_grads, strict=True):
+        torch.testing.assert_close(g, h, atol=1e-5, rtol=1e-4)
+
+
+def test_a_streams_logits_are_computed_only_when_a_loss_reads_them(tiny_model, tokenizer):
+    """The head runs per stream on first read: a stream whose losses read only hidden states (the representation
+    distance's forget rows) costs no (B, K, V) logits, and a window cut before the read gives the cut logits."""
+    a = collate(_tokens(tokenizer)[:2], tokenizer.pad_token_id, padding_side="left")
+    b = collate(_tokens(tokenizer)[2:], tokenizer.pad_token_id, padding_side="left")
+    rows = []
+    head = tiny_model.get_output_embeddings()
+    with torch.no_grad():
+        out = forward_many(tiny_model, {"a": a, "b": b}, hidden_layer=-1)
+        hook = head.register_forward_hook(lambda m, i, o: rows.append(tuple(o.shape)))
+        try:
+            assert out["a"].hidden is not None and rows == []  # hidden states: no head
+            k = out["b"].labels.shape[1] - 1
+            cut = out["b"].last(k).logits
+            assert rows == [(b["input_ids"].shape[0], k, head.out_features)]  # b's rows, the cut window only
+            torch.testing.assert_close(cut, out["b"].logits[:, -k:])
+            assert len(rows) == 2 and out["b"].logits is out["b"].logits  # computed once per Outputs
+        finally:
+            hook.remove()
 
 
 def test_a_model_whose_logits_are_more_than_the_heads_output_keeps_the_stacked_head(tokenizer):

@@ -15,6 +15,7 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 import torch
@@ -172,24 +173,40 @@ def create_method(name: str, options: dict[str, Any] | None = None) -> Unlearnin
     return cls(build(cls.Options, options, where=f"method.options[{name}]"))
 
 
-@dataclass
 class Outputs:
     """A forward pass over a batch's *response window*: the last ``K`` positions, where K - 1 is the longest
     response in the batch. Training batches are left-padded, so every response ends at the last column and the
     window holds every position whose logits a loss reads; prompt positions get no logits (the LM head over a
-    large vocabulary is the costliest layer per position)."""
+    large vocabulary is the costliest layer per position).
 
-    logits: torch.Tensor | None  # (B, K, V), or None from a pass that asked for hidden states only
-    hidden: torch.Tensor | None  # (B, K, H) at the requested layer, (B, K, L, H) at several, or None
-    labels: torch.Tensor  # (B, K), the batch's labels over the same positions
+    Built from the LM head's input (``head`` and ``head_states``, as :func:`forward_many` builds each stream's), the
+    logits are computed when a loss first reads them, and never for a stream whose losses read only hidden states
+    (the forget rows of the representation distance)."""
+
+    def __init__(self, logits: torch.Tensor | None, hidden: torch.Tensor | None, labels: torch.Tensor, *,
+                 head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 head_states: torch.Tensor | None = None) -> None:
+        self._logits = logits  # (B, K, V), or None from a pass that asked for hidden states only
+        self.hidden = hidden  # (B, K, H) at the requested layer, (B, K, L, H) at several, or None
+        self.labels = labels  # (B, K), the batch's labels over the same positions
+        self._head, self._head_states = head, head_states  # the LM head and its input (B, K, H), until first read
+
+    @property
+    def logits(self) -> torch.Tensor | None:
+        if self._logits is None and self._head is not None:
+            self._logits = self._head(self._head_states)
+            self._head = self._head_states = None
+        return self._logits
 
     def last(self, k: int) -> Outputs:
         """The last ``k`` positions (k <= K): the window of one stream cut from a pass over several. At k = K the
         outputs themselves: a full-width slice would still cost its backward a zeroed (B, K, V) gradient and a copy."""
         if k >= self.labels.shape[1]:
             return self
-        return Outputs(self.logits[:, -k:] if self.logits is not None else None,
-                       self.hidden[:, -k:] if self.hidden is not None else None, self.labels[:, -k:])
+        hidden, labels = (self.hidden[:, -k:] if self.hidden is not None else None), self.labels[:, -k:]
+        if self._logits is None and self._head is not None:  # cut the head's input, not logits not yet computed
+            return Outputs(None, hidden, labels, head=self._head, head_states=self._head_states[:, -k:])
+        return Outputs(self.logits[:, -k:] if self.logits is not None else None, hidden, labels)
 
 
 def response_window(labels: torch.Tensor) -> int:
@@ -281,38 +298,92 @@ def head_input(model: nn.Module) -> Iterator[HeadInput]:
         handle.remove()
 
 
+SPLIT_SAVING = 0.15
+"""Least share of a stacked pass's positions that two length groups must save for :func:`forward_many` to run two
+passes instead of one (a second pass costs its own per-layer overheads; see *Benchmarks* in the README)."""
+
+
+def length_split(lengths: Sequence[int], min_saving: float | None = None) -> list[list[int]]:
+    """Rows (by index) in one group, or in two by length where two left-padded passes, each as wide as its longest
+    row, cover at least ``min_saving`` (default :data:`SPLIT_SAVING`) fewer positions than one pass as wide as the
+    longest row of all."""
+    min_saving = SPLIT_SAVING if min_saving is None else min_saving
+    n = len(lengths)
+    if n < 2:
+        return [list(range(n))]
+    order = sorted(range(n), key=lambda i: lengths[i])
+    widest = lengths[order[-1]]
+    cost, cut = min((i * lengths[order[i - 1]] + (n - i) * widest, i) for i in range(1, n + 1))
+    if cut == n or cost > (1 - min_saving) * n * widest:
+        return [list(range(n))]
+    return [sorted(order[:cut]), sorted(order[cut:])]
+
+
 def forward_many(model: nn.Module, batches: dict[str, Batch],
                  hidden_layer: HiddenLayers | None = None) -> dict[str, Outputs]:
-    """One policy forward pass for several left-padded streams: rows are stacked (widened on the left to a
-    common width), run once, and split back by stream, each cut to its own response window. Fewer, larger matrix
+    """The policy's forward pass for several left-padded streams: rows are stacked (widened on the left to a
+    common width), run, and split back by stream, each cut to its own response window. Fewer, larger matrix
     products than one pass per stream.
 
-    The LM head runs per stream on that stream's window (:class:`HeadInput`), not on the stacked pass's window: the
-    head over a large vocabulary is the costliest layer per position, and slicing one stream's rows and window out of
-    stacked (B, K, V) logits cost its backward a zeroed gradient of the whole stack and a copy (5.6 s of copies and
-    1.9 s of zero fills in 30.5 s of profiled default harm steps). Where the head cannot be split
-    (:func:`splits_head`), the stacked pass computes every stream's logits and each stream gets its slice.
+    Where the rows' lengths differ enough (:func:`length_split`: a stream of short contrast rows beside long answers),
+    the stack runs as two passes, short rows and long rows, each as wide as its own longest row, and every stream's
+    outputs are put back together from both (left-padded with zeros where a row's pass was narrower than the stream's
+    window: prompt positions, which no loss reads).
+
+    The LM head runs per stream on that stream's window (:class:`HeadInput`), not on a pass's window, and only when a
+    loss reads that stream's logits (:class:`Outputs`): the head over a large vocabulary is the costliest layer per
+    position, and slicing one stream's rows and window out of stacked (B, K, V) logits cost its backward a zeroed
+    gradient of the whole stack and a copy (5.6 s of copies and 1.9 s of zero fills in 30.5 s of profiled default
+    harm steps). Where the head cannot be split (:func:`splits_head`), one stacked pass computes every stream's logits
+    and each stream gets its slice; under DistributedDataParallel, which expects one forward pass per backward, the
+    stack stays one pass.
     """
     width = max(b["input_ids"].shape[1] for b in batches.values())
     keys = ("input_ids", "attention_mask", "labels", "position_ids")
     padded = [left_pad_to({k: b[k] for k in keys}, width, pad_token_id=0)  # padding is masked: any id will do
               for b in batches.values()]
     merged = {k: torch.cat([b[k] for b in padded]) for k in keys}
-    split = splits_head(model)
-    with head_input(model) if split else contextlib.nullcontext() as seen:
+    if not splits_head(model):
         out = forward(model, merged, hidden_layer)
-    if seen is not None and (seen.states is None or not seen.agrees(out.logits)):
-        seen.head._unlearnlm_head_split = False  # this model's logits are not the head's output: never again
-        return forward_many(model, batches, hidden_layer)
+        return _per_stream(batches, merged, lambda rows, k: (
+            out.hidden[rows, -k:] if out.hidden is not None else None, out.logits[rows, -k:], None))
+    lengths = merged["attention_mask"].sum(dim=1).tolist()
+    groups = [list(range(len(lengths)))] if _unwrapped(model) is not model else length_split(lengths)
+    passes = []  # per group: (rows, hidden (n, K, ...) or None, head input (n, K, H), head)
+    for rows in groups:
+        group = {k: v[rows, width - max(lengths[i] for i in rows):] for k, v in merged.items()}
+        with head_input(model) as seen:
+            out = forward(model, group, hidden_layer)
+        if seen.states is None or not seen.agrees(out.logits):
+            seen.head._unlearnlm_head_split = False  # this model's logits are not the head's output: never again
+            return forward_many(model, batches, hidden_layer)
+        passes.append((rows, out.hidden, seen.states, partial(seen.logits, dtype=out.logits.dtype)))
+    where = {row: (p, j) for p, (rows, *_) in enumerate(passes) for j, row in enumerate(rows)}
+
+    def gather(rows: slice, k: int) -> tuple[torch.Tensor | None, None, torch.Tensor]:
+        if len(passes) == 1:  # rows are the pass's own, in order
+            hidden, states = passes[0][1], passes[0][2]
+            return (hidden[rows, -k:] if hidden is not None else None), None, states[rows, -k:]
+        parts = [(passes[p], j) for p, j in (where[r] for r in range(rows.start, rows.stop))]
+        hidden = None if passes[0][1] is None else torch.cat([fit_window(ps[1][j : j + 1], k) for ps, j in parts])
+        return hidden, None, torch.cat([fit_window(ps[2][j : j + 1], k) for ps, j in parts])
+
+    return _per_stream(batches, merged, gather, head=passes[0][3])
+
+
+def _per_stream(batches: dict[str, Batch], merged: Batch, gather: Callable[[slice, int], tuple[Any, Any, Any]],
+                head: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, Outputs]:
+    """Each stream's :class:`Outputs` over its own response window, from ``gather(rows, k)``: (hidden, logits, head
+    input) of the stacked rows ``rows`` over their last ``k`` positions."""
     results, start = {}, 0
-    for name, b in zip(batches, padded, strict=True):
+    for name, b in batches.items():
         rows = slice(start, start + b["input_ids"].shape[0])
         start = rows.stop
-        labels = out.labels[rows]
+        labels = merged["labels"][rows]
         k = response_window(labels)
-        hidden = out.hidden[rows, -k:] if out.hidden is not None else None
-        logits = seen.logits(seen.states[rows, -k:], out.logits.dtype) if seen is not None else out.logits[rows, -k:]
-        results[name] = Outputs(logits, hidden, labels[:, -k:])
+        hidden, logits, states = gather(rows, k)
+        results[name] = Outputs(logits, hidden, labels[:, -k:], head=head if states is not None else None,
+                                head_states=states)
     return results
 
 
