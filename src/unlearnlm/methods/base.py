@@ -345,11 +345,10 @@ def forward_many(model: nn.Module, batches: dict[str, Batch],
     merged = {k: torch.cat([b[k] for b in padded]) for k in keys}
     if not splits_head(model):
         out = forward(model, merged, hidden_layer)
-        return _per_stream(batches, merged, lambda rows, k: (
-            out.hidden[rows, -k:] if out.hidden is not None else None, out.logits[rows, -k:], None))
+        return _per_stream(batches, merged["labels"], out.hidden, logits=out.logits)
     lengths = merged["attention_mask"].sum(dim=1).tolist()
     groups = [list(range(len(lengths)))] if _unwrapped(model) is not model else length_split(lengths)
-    passes = []  # per group: (rows, hidden (n, K, ...) or None, head input (n, K, H), head)
+    hidden, states = [], []  # per pass, over the pass's own window
     for rows in groups:
         group = {k: v[rows, width - max(lengths[i] for i in rows):] for k, v in merged.items()}
         with head_input(model) as seen:
@@ -357,33 +356,31 @@ def forward_many(model: nn.Module, batches: dict[str, Batch],
         if seen.states is None or not seen.agrees(out.logits):
             seen.head._unlearnlm_head_split = False  # this model's logits are not the head's output: never again
             return forward_many(model, batches, hidden_layer)
-        passes.append((rows, out.hidden, seen.states, partial(seen.logits, dtype=out.logits.dtype)))
-    where = {row: (p, j) for p, (rows, *_) in enumerate(passes) for j, row in enumerate(rows)}
-
-    def gather(rows: slice, k: int) -> tuple[torch.Tensor | None, None, torch.Tensor]:
-        if len(passes) == 1:  # rows are the pass's own, in order
-            hidden, states = passes[0][1], passes[0][2]
-            return (hidden[rows, -k:] if hidden is not None else None), None, states[rows, -k:]
-        parts = [(passes[p], j) for p, j in (where[r] for r in range(rows.start, rows.stop))]
-        hidden = None if passes[0][1] is None else torch.cat([fit_window(ps[1][j : j + 1], k) for ps, j in parts])
-        return hidden, None, torch.cat([fit_window(ps[2][j : j + 1], k) for ps, j in parts])
-
-    return _per_stream(batches, merged, gather, head=passes[0][3])
+        hidden.append(out.hidden)
+        states.append(seen.states)
+    if len(groups) > 1:  # both passes' rows, each widened on the left to the wider window, back in the stacked order
+        k = max(t.shape[1] for t in states)
+        order = torch.as_tensor([i for rows in groups for i in rows]).argsort().to(states[0].device)
+        stacked = lambda parts: torch.cat([fit_window(t, k) for t in parts])[order]  # noqa: E731
+        hidden, states = [None if hidden[0] is None else stacked(hidden)], [stacked(states)]
+    return _per_stream(batches, merged["labels"], hidden[0], states=states[0],
+                       head=partial(seen.logits, dtype=out.logits.dtype))
 
 
-def _per_stream(batches: dict[str, Batch], merged: Batch, gather: Callable[[slice, int], tuple[Any, Any, Any]],
+def _per_stream(batches: dict[str, Batch], labels: torch.Tensor, hidden: torch.Tensor | None, *,
+                logits: torch.Tensor | None = None, states: torch.Tensor | None = None,
                 head: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, Outputs]:
-    """Each stream's :class:`Outputs` over its own response window, from ``gather(rows, k)``: (hidden, logits, head
-    input) of the stacked rows ``rows`` over their last ``k`` positions."""
+    """Each stream's :class:`Outputs` over its own response window, cut from the stacked rows' ``labels`` (N, T) and
+    their ``hidden`` states, ``logits`` or LM-head input ``states``, each (N, K, ...) right-aligned with K at least
+    every stream's window."""
     results, start = {}, 0
     for name, b in batches.items():
         rows = slice(start, start + b["input_ids"].shape[0])
         start = rows.stop
-        labels = merged["labels"][rows]
-        k = response_window(labels)
-        hidden, logits, states = gather(rows, k)
-        results[name] = Outputs(logits, hidden, labels[:, -k:], head=head if states is not None else None,
-                                head_states=states)
+        k = response_window(labels[rows])
+        cut = lambda t: None if t is None else t[rows, -k:]  # noqa: E731
+        results[name] = Outputs(cut(logits), cut(hidden), labels[rows, -k:], head=head if states is not None else None,
+                                head_states=cut(states))
     return results
 
 
