@@ -147,9 +147,9 @@ def test_refusal_detector_on_hand_labelled_answers_of_unlearned_models() -> None
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     det = RefusalDetector()
     refused = det.score([Dialogue(r["prompt"], r["response"]) for r in rows]) >= det.threshold
-    labels = np.array([r["label"] for r in rows])
+    labels, runs = np.array([r["label"] for r in rows]), np.array([r["run"] for r in rows])
     assert (labels == "H").sum() == 115 and not refused[labels == "H"].any()
-    assert refused[labels == "R"].mean() >= 0.75
+    assert refused[(labels == "R") & (runs != "R43")].mean() >= 0.8 and refused[labels == "R"].mean() >= 0.75
 
 
 def test_refusal_threshold_validated() -> None:
