@@ -189,11 +189,12 @@ class Outputs:
         self._logits = logits  # (B, K, V), or None from a pass that asked for hidden states only
         self.hidden = hidden  # (B, K, H) at the requested layer, (B, K, L, H) at several, or None
         self.labels = labels  # (B, K), the batch's labels over the same positions
-        self._head, self._head_states = head, head_states  # the LM head and its input (B, K, H), until first read
+        # the LM head and its input (B, K, H), given instead of logits, until the logits are first read
+        self._head, self._head_states = head, head_states
 
     @property
     def logits(self) -> torch.Tensor | None:
-        if self._logits is None and self._head is not None:
+        if self._head is not None:  # not read yet
             self._logits = self._head(self._head_states)
             self._head = self._head_states = None
         return self._logits
@@ -204,7 +205,7 @@ class Outputs:
         if k >= self.labels.shape[1]:
             return self
         hidden, labels = (self.hidden[:, -k:] if self.hidden is not None else None), self.labels[:, -k:]
-        if self._logits is None and self._head is not None:  # cut the head's input, not logits not yet computed
+        if self._head is not None:  # cut the head's input, not logits not yet computed
             return Outputs(None, hidden, labels, head=self._head, head_states=self._head_states[:, -k:])
         return Outputs(self.logits[:, -k:] if self.logits is not None else None, hidden, labels)
 
@@ -379,8 +380,7 @@ def _per_stream(batches: dict[str, Batch], labels: torch.Tensor, hidden: torch.T
         start = rows.stop
         k = response_window(labels[rows])
         cut = lambda t: None if t is None else t[rows, -k:]  # noqa: E731
-        results[name] = Outputs(cut(logits), cut(hidden), labels[rows, -k:], head=head if states is not None else None,
-                                head_states=cut(states))
+        results[name] = Outputs(cut(logits), cut(hidden), labels[rows, -k:], head=head, head_states=cut(states))
     return results
 
 
