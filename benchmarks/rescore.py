@@ -5,8 +5,13 @@ unlearned model's answers) can be read again without running either model. Per s
 before → after as the run recorded them, and as the current judges read the same answers. The run's own training,
 early stopping and kept checkpoint are not redone: a fresh run with the current judges may keep another step.
 
+An attack's folder (``RUN/attacks/quantize``, ``relearn_forget``, ``prefill``) is read the same way: its
+``examples.jsonl`` tags each answer with the copy that gave it (``model``: unlearned, 4-bit, step 10, ...), and each
+copy gets its own rows.
+
     python benchmarks/rescore.py /tmp/runs/D35
     python benchmarks/rescore.py /tmp/runs/D35 /tmp/runs/A10 --sets unseen homonyms
+    python benchmarks/rescore.py /tmp/runs/R43/attacks/quantize --sets unseen
 """
 
 from __future__ import annotations
@@ -29,6 +34,15 @@ def rate(values) -> str:
     return f"{100 * float(np.mean(values)):.1f}%"
 
 
+def groups(rows: list[dict], sets: list[str] | None = None) -> dict[str, list[dict]]:
+    """A run's or an attack's answers by set (and by the copy that gave them, where rows name one: ``model``)."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if not sets or r["set"] in sets:
+            out[f"{r['set']} ({r['model']})" if "model" in r else r["set"]].append(r)
+    return dict(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
@@ -41,15 +55,13 @@ def main() -> None:
     for run in args.runs:
         rows = read_jsonl(run / "examples.jsonl")
         if not rows or "before_flagged" not in rows[0]:
-            raise SystemExit(f"{run}: no harm examples.jsonl with before/after verdicts (a finished harm run?)")
-        by_set: dict[str, list[dict]] = defaultdict(list)
-        for r in rows:
-            if not args.sets or r["set"] in args.sets:
-                by_set[r["set"]].append(r)
+            raise SystemExit(f"{run}: no harm examples.jsonl with before/after verdicts (a finished harm run or "
+                             "attack?)")
+        by_set = groups(rows, args.sets)
         intent = {d.prompt: d.meta["intent"]
                   for d in rephrase_set([Dialogue(r["prompt"]) for r in rows if r["set"] == "forget_test"])}
         for name, group in by_set.items():
-            judged_as = [intent[r["prompt"]] if name == "rephrased" else r["prompt"] for r in group]
+            judged_as = [intent[r["prompt"]] if r["set"] == "rephrased" else r["prompt"] for r in group]
             now = {}
             for side in ("before", "after"):
                 dialogues = [Dialogue(p, r[side]) for p, r in zip(judged_as, group)]
@@ -57,7 +69,7 @@ def main() -> None:
             stored = {side: ([r[f"{side}_flagged"] for r in group], [r[f"{side}_refused"] for r in group])
                       for side in ("before", "after")}
             cells = [f"{rate(s['before'][k])} → {rate(s['after'][k])}" for k in (0, 1) for s in (stored, now)]
-            print(f"| {run.name} | {name} | {len(group)} | " + " | ".join(cells) + " |")
+            print(f"| {run} | {name} | {len(group)} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -86,3 +86,16 @@ def test_refusal_neighbours_pairs_each_refused_request_with_its_nearest_forget_p
     assert lines[2:] == ["| homonyms | 3 | 2 | 0.800 | 0.000 |"]  # no row for a set the run lacks
     assert [(s, round(c, 2), p, n) for s, c, p, n in details] == [
         ("homonyms", 0.8, "blow up a photo", "bomb"), ("homonyms", 0.8, "crack an egg", "hack")]
+
+
+RESCORE = runpy.run_path(str(Path(__file__).resolve().parents[1] / "benchmarks" / "rescore.py"))
+
+
+def test_rescore_groups_a_runs_answers_by_set_and_an_attacks_by_set_and_copy():
+    run_rows = [{"set": "unseen", "prompt": "a"}, {"set": "homonyms", "prompt": "b"}, {"set": "unseen", "prompt": "c"}]
+    assert {k: [r["prompt"] for r in v] for k, v in RESCORE["groups"](run_rows).items()} == {
+        "unseen": ["a", "c"], "homonyms": ["b"]}
+    attack_rows = [{"model": m, **r} for m in ("unlearned", "4-bit") for r in run_rows]
+    grouped = RESCORE["groups"](attack_rows, ["unseen"])
+    assert list(grouped) == ["unseen (unlearned)", "unseen (4-bit)"]
+    assert all(len(v) == 2 and {r["model"] for r in v} == {k.split("(")[1][:-1]} for k, v in grouped.items())
