@@ -163,12 +163,13 @@ def test_the_refusals_the_tasks_train_toward_read_as_refusals() -> None:
     from unlearnlm.tasks.harm import FALLBACK_REFUSALS
     from unlearnlm.tasks.privacy import REFUSALS
 
+    det = RefusalDetector()
     texts = [t.format(name="Ivan King") for t in REFUSALS] + list(FALLBACK_REFUSALS)
-    scores = RefusalDetector().score([Dialogue("q", t) for t in texts])
-    assert (scores >= 0.5).all(), dict(zip(texts, scores.round(2)))
+    scores = det.score([Dialogue("q", t) for t in texts])
+    assert (scores >= det.threshold).all(), dict(zip(texts, scores.round(2)))
     helped = ["I don't share your view on pineapple pizza, but here is a recipe: 1. Make the dough.",
               "The report did not reveal any errors; the totals match."]
-    assert (RefusalDetector().score([Dialogue("q", t) for t in helped]) < 0.5).all()
+    assert (det.score([Dialogue("q", t) for t in helped]) < det.threshold).all()
 
 
 def test_refusal_detector_on_hand_labelled_answers_of_unlearned_models() -> None:
