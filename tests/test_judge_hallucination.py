@@ -9,6 +9,7 @@ from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import ConfigError, DataError
 from unlearnlm.judges import JUDGE_LOADERS, HallucinationJudge, HashingEncoder
 from unlearnlm.judges.hallucination import (
+    abstains,
     answer_kind,
     contrast_features,
     fit_hallucination_weights,
@@ -92,6 +93,24 @@ def test_modes_and_edge_inputs(judge: HallucinationJudge) -> None:
     assert s[2] > 0.5 and s[3] < 0.5
     assert s[4] == 0.0 and s[5] == 0.0
     assert judge.score([]).shape == (0,)
+
+
+def test_an_abstention_takes_no_side(judge: HallucinationJudge) -> None:
+    true, false = "Goldfish have a memory span of several months.", "Goldfish have a memory span of only three seconds."
+    meta, ask = {"reference": true, "false_claims": [false]}, "Tell me about goldfish memory span."
+    unsure = "I'm unsure about goldfish memory span. Please look it up."
+    assert abstains(unsure, true, false, ask) and abstains("I don’t know much about goldfish.", true, false)
+    # It names the asked-about words; one of them belongs to one side only: not a side when the prompt asked it.
+    assert not abstains("I'm unsure about goldfish memory span.", true, "Goldfish forget instantly.")
+    assert abstains("I'm unsure about goldfish memory span.", true, "Goldfish forget instantly.", ask)
+    # Unsure, but it still says the myth's own words ("only three seconds"), or no uncertainty at all: the classifier
+    # reads it, as before.
+    hedged = "I'm unsure, but goldfish remember for only three seconds."
+    assert not abstains(hedged, true, false, ask) and not abstains("Goldfish memory is a topic.", true, false, ask)
+    scores = judge.score([Dialogue(ask, unsure, meta=meta), Dialogue(ask, hedged, meta=meta)])
+    assert scores[0] == 0.0 and scores[1] >= judge.threshold
+    # The same answer with only the true statement given (the reference head) is not read as an abstention.
+    assert judge.score([Dialogue(ask, unsure, meta={"reference": true})])[0] > 0.0
 
 
 def test_errors(judge: HallucinationJudge) -> None:

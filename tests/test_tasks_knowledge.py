@@ -12,7 +12,9 @@ import torch
 from unlearnlm.config import ModelConfig
 from unlearnlm.data.formatting import tokenize_dialogue
 from unlearnlm.data.records import Dialogue
+from unlearnlm.data.sources import rho_factual_pairs
 from unlearnlm.errors import ConfigError, DataError
+from unlearnlm.judges.hallucination import abstains
 from unlearnlm.judges.pii import PIIJudge
 from unlearnlm.probes import (MIA_SCORES, membership_auc, mia_scores, preference_shift, response_token_logprobs,
                               roc_auc, truth_preference)
@@ -397,6 +399,27 @@ def test_build_hallucination_data_groups():
     assert [p["id"] for p in same.forget_pairs] == [p["id"] for p in data.forget_pairs]
 
 
+def test_abstain_targets_name_the_topic_and_take_no_side():
+    truth = hal.build_hallucination_data(_hal_cfg(), _pairs(14), seed=0)
+    data = hal.build_hallucination_data(replace(_hal_cfg(), targets="abstain"), _pairs(14), seed=0)
+    assert data.sets == truth.sets and data.planted == truth.planted  # only the expected outputs change
+    assert [d.prompt for d in data.expected] == [d.prompt for d in truth.expected]
+    by_id = {p["id"]: p for p in _pairs(14)}
+    for d in data.expected:
+        pair = by_id[d.meta["pair"]]
+        assert d.response == hal.abstention(pair) and hal.topic(pair) in d.response
+        assert not hal.states(d.response, pair["true"]) and not hal.states(d.response, pair["false"])
+        assert abstains(d.response, pair["true"], pair["false"], d.prompt)
+    # One template per pair (every phrasing of a pair learns the same answer), and more than one over the pairs.
+    assert len({d.response for d in data.expected}) == len(data.forget_pairs)
+    assert len({hal.abstention(p).replace(hal.topic(p), "") for p in _pairs(14)}) > 1
+    # Every template is read as an abstention on the real pairs, whatever the topic's words (820 of 824 do).
+    pairs = rho_factual_pairs()
+    read = [abstains(t.format(topic=hal.topic(p)), p["true"], p["false"], f"Tell me about {hal.topic(p)}.")
+            for p in pairs for t in hal.ABSTENTIONS]
+    assert sum(read) >= 0.99 * len(read)
+
+
 def test_anchor_pairs_are_drawn_last_and_give_both_statements():
     """Anchors come from pairs outside every other group, leave those groups as they were, and ask each question
     with the true and with the false statement (the KL term then holds the original's preference between them)."""
@@ -748,6 +771,7 @@ def test_task_settings_from_yaml(tmp_path):
         ("data.privacy.targets=fake", "data.privacy.targets"),
         ("data.hallucination.n_forget=1", "data.hallucination.n_forget"),
         ("data.hallucination.n_anchor=-1", "data.hallucination.n_anchor"),
+        ("data.hallucination.targets=myth", "data.hallucination.targets"),
         ("data.privacy.implant.target_rate=0", "implant.target_rate"),
         ("data.hallucination.implant.max_epochs=0", "implant.max_epochs"),
         ("data.task=poetry", "data.task"),

