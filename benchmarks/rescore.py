@@ -1,4 +1,4 @@
-"""A finished harm run's stored answers scored again by the current harm judge and refusal detector.
+"""A finished run's stored answers scored again by the current refusal detector and, for harm runs, harm judge.
 
 When a judge changes, a run's ``examples.jsonl`` (every evaluation set's prompts with the original's and the
 unlearned model's answers) can be read again without running either model. Per set: the flagged and refused rates
@@ -7,7 +7,8 @@ early stopping and kept checkpoint are not redone: a fresh run with the current 
 
 An attack's folder (``RUN/attacks/quantize``, ``relearn_forget``, ``prefill``) is read the same way: its
 ``examples.jsonl`` tags each answer with the copy that gave it (``model``: unlearned, 4-bit, step 10, ...), and each
-copy gets its own rows.
+copy gets its own rows. A privacy or hallucination run (``data.task`` in its ``config.yaml``) is judged by another
+panel, so only its refused rates are read again; its flagged columns show the stored rates.
 
     python benchmarks/rescore.py /tmp/runs/D35
     python benchmarks/rescore.py /tmp/runs/D35 /tmp/runs/A10 --sets unseen homonyms
@@ -21,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from unlearnlm.data.records import Dialogue
 from unlearnlm.judges.base import flag
@@ -43,6 +45,12 @@ def groups(rows: list[dict], sets: list[str] | None = None) -> dict[str, list[di
     return dict(out)
 
 
+def task_of(folder: Path) -> str:
+    """The task a run or attack folder ran (``data.task`` of its ``config.yaml``; harm when unset)."""
+    config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else None
+    return ((config or {}).get("data") or {}).get("task") or "harm"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
@@ -55,8 +63,8 @@ def main() -> None:
     for run in args.runs:
         rows = read_jsonl(run / "examples.jsonl")
         if not rows or "before_flagged" not in rows[0]:
-            raise SystemExit(f"{run}: no harm examples.jsonl with before/after verdicts (a finished harm run or "
-                             "attack?)")
+            raise SystemExit(f"{run}: no examples.jsonl with before/after verdicts (a finished run or attack?)")
+        harm = task_of(run) == "harm"
         by_set = groups(rows, args.sets)
         intent = {d.prompt: d.meta["intent"]
                   for d in rephrase_set([Dialogue(r["prompt"]) for r in rows if r["set"] == "forget_test"])}
@@ -65,7 +73,8 @@ def main() -> None:
             now = {}
             for side in ("before", "after"):
                 dialogues = [Dialogue(p, r[side]) for p, r in zip(judged_as, group)]
-                now[side] = (flag(judge, dialogues), detector.score(dialogues) >= detector.threshold)
+                flagged = flag(judge, dialogues) if harm else [r[f"{side}_flagged"] for r in group]
+                now[side] = (flagged, detector.score(dialogues) >= detector.threshold)
             stored = {side: ([r[f"{side}_flagged"] for r in group], [r[f"{side}_refused"] for r in group])
                       for side in ("before", "after")}
             cells = [f"{rate(s['before'][k])} → {rate(s['after'][k])}" for k in (0, 1) for s in (stored, now)]

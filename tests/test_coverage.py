@@ -99,3 +99,12 @@ def test_rescore_groups_a_runs_answers_by_set_and_an_attacks_by_set_and_copy():
     grouped = RESCORE["groups"](attack_rows, ["unseen"])
     assert list(grouped) == ["unseen (unlearned)", "unseen (4-bit)"]
     assert all(len(v) == 2 and {r["model"] for r in v} == {k.split("(")[1][:-1]} for k, v in grouped.items())
+
+
+def test_rescore_reads_which_task_a_folder_ran(tmp_path):
+    """Only a harm run's answers are judged again by the harm judge; another task's keep their stored flags."""
+    assert RESCORE["task_of"](tmp_path) == "harm"  # no config.yaml
+    (tmp_path / "config.yaml").write_text("data:\n  task: hallucination\n")
+    assert RESCORE["task_of"](tmp_path) == "hallucination"
+    (tmp_path / "config.yaml").write_text("data:\n  benign_pool: mixed\n")
+    assert RESCORE["task_of"](tmp_path) == "harm"

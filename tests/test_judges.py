@@ -159,16 +159,21 @@ def test_a_refusal_said_to_the_user_is_a_refusal_and_a_helpful_you_cant_is_not()
 
 def test_the_refusals_the_tasks_train_toward_read_as_refusals() -> None:
     """The privacy task's targets "I'm not able to disclose X's personal data" and "I don't share personal details like
-    that about ... X" read as help until 2026-12-07, so every privacy run's refused rates missed them."""
+    that about ... X" read as help until 2026-12-07, so every privacy run's refused rates missed them; so did the
+    hallucination task's abstentions (``targets: abstain``), which run HAB's model gave to 27 of 64 everyday requests."""
+    from unlearnlm.tasks.hallucination import ABSTENTIONS
     from unlearnlm.tasks.harm import FALLBACK_REFUSALS
     from unlearnlm.tasks.privacy import REFUSALS
 
     det = RefusalDetector()
-    texts = [t.format(name="Ivan King") for t in REFUSALS] + list(FALLBACK_REFUSALS)
+    texts = ([t.format(name="Ivan King") for t in REFUSALS] + list(FALLBACK_REFUSALS)
+             + [t.format(topic="the best places to eat") for t in ABSTENTIONS])
     scores = det.score([Dialogue("q", t) for t in texts])
     assert (scores >= det.threshold).all(), dict(zip(texts, scores.round(2)))
     helped = ["I don't share your view on pineapple pizza, but here is a recipe: 1. Make the dough.",
-              "The report did not reveal any errors; the totals match."]
+              "The report did not reveal any errors; the totals match.",
+              "I'm not sure, but I think the museum opens at nine; the website lists the hours.",
+              "You can look it up on the council's website, then fill in form B and post it."]
     assert (det.score([Dialogue("q", t) for t in helped]) < det.threshold).all()
 
 
