@@ -160,7 +160,7 @@ def test_a_refusal_said_to_the_user_is_a_refusal_and_a_helpful_you_cant_is_not()
 def test_the_refusals_the_tasks_train_toward_read_as_refusals() -> None:
     """The privacy task's targets "I'm not able to disclose X's personal data" and "I don't share personal details like
     that about ... X" read as help until 2026-12-07, so every privacy run's refused rates missed them; so did the
-    hallucination task's abstentions (``targets: abstain``), which run HAB's model gave to 27 of 64 everyday requests."""
+    hallucination task's abstentions (``targets: abstain``): run HAB's model gave them to 28 of 64 everyday requests."""
     from unlearnlm.tasks.hallucination import ABSTENTIONS
     from unlearnlm.tasks.harm import FALLBACK_REFUSALS
     from unlearnlm.tasks.privacy import REFUSALS
