@@ -70,13 +70,13 @@ def main() -> None:
                   for d in rephrase_set([Dialogue(r["prompt"]) for r in rows if r["set"] == "forget_test"])}
         for name, group in by_set.items():
             judged_as = [intent[r["prompt"]] if r["set"] == "rephrased" else r["prompt"] for r in group]
+            stored = {side: ([r[f"{side}_flagged"] for r in group], [r[f"{side}_refused"] for r in group])
+                      for side in ("before", "after")}
             now = {}
             for side in ("before", "after"):
                 dialogues = [Dialogue(p, r[side]) for p, r in zip(judged_as, group)]
-                flagged = flag(judge, dialogues) if harm else [r[f"{side}_flagged"] for r in group]
+                flagged = flag(judge, dialogues) if harm else stored[side][0]
                 now[side] = (flagged, detector.score(dialogues) >= detector.threshold)
-            stored = {side: ([r[f"{side}_flagged"] for r in group], [r[f"{side}_refused"] for r in group])
-                      for side in ("before", "after")}
             cells = [f"{rate(s['before'][k])} → {rate(s['after'][k])}" for k in (0, 1) for s in (stored, now)]
             print(f"| {run} | {name} | {len(group)} | " + " | ".join(cells) + " |")
 
