@@ -443,3 +443,47 @@ def test_the_methods_preparation_runs_in_the_models_own_precision(tiny_model, to
     finally:
         hook.remove()
     assert seen == [torch.float32, "prepared", dtype]  # the original's pass in prepare, then the step's pass
+
+
+def test_lean_casts_train_a_lora_model_bit_for_bit_as_plain_autocast(tokenizer, monkeypatch):
+    # Under bf16 on the CPU the steps cast the frozen weights once and skip peft's input casts (train.lean_casts):
+    # the frozen layers' matmuls get bf16 weights, and three steps give the same adapters, bit for bit.
+    import contextlib
+
+    from conftest import make_model
+    from torch import nn
+
+    from unlearnlm import train
+    from unlearnlm.config import LoraConfig
+    from unlearnlm.models import add_lora
+
+    linear = nn.functional.linear
+
+    def trained(lean: bool) -> tuple[dict[str, torch.Tensor], set[torch.dtype]]:
+        model = add_lora(make_model(len(tokenizer)), LoraConfig(r=4, alpha=8))
+        seen: set[torch.dtype] = set()
+        with monkeypatch.context() as m:
+            m.setattr(nn.functional, "linear", lambda x, w, b=None: (seen.add(w.dtype), linear(x, w, b))[1])
+            if not lean:
+                m.setattr(train, "lean_casts", lambda *args: contextlib.nullcontext())
+            _train(model, tokenizer, None, max_steps=3, eval_every=0, mixed_precision="bf16")
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}, seen
+
+    lean, lean_dtypes = trained(lean=True)
+    plain, plain_dtypes = trained(lean=False)
+    assert plain_dtypes == {torch.float32} and lean_dtypes == {torch.float32, torch.bfloat16}  # adapters: fp32
+    assert lean.keys() == plain.keys() and all(torch.equal(lean[n], plain[n]) for n in lean)
+    assert not all(torch.equal(p, torch.zeros_like(p)) for n, p in lean.items() if "lora_B" in n)  # they trained
+
+
+def test_lean_casts_only_on_the_cpu_under_bf16_without_the_quantization_grid(tiny_model):
+    import contextlib
+
+    from unlearnlm import distributed
+    from unlearnlm.train import lean_casts
+
+    bf16 = distributed.accelerator(mixed_precision="bf16")
+    assert not isinstance(lean_casts(tiny_model, bf16, TrainConfig()), contextlib.nullcontext)
+    assert isinstance(lean_casts(tiny_model, bf16, TrainConfig(quant_aware_bits=4)), contextlib.nullcontext)
+    fp32 = distributed.accelerator(mixed_precision="no")
+    assert isinstance(lean_casts(tiny_model, fp32, TrainConfig()), contextlib.nullcontext)
