@@ -21,23 +21,18 @@ batch, so both see the same tokens. Printed per method:
     python benchmarks/bench_methods.py --run RUN_DIR   # also: steps and wall time of a finished run
     python benchmarks/bench_methods.py --head-ab       # also: each step with the LM head over the stacked pass
     python benchmarks/bench_methods.py --split-ab      # also: each step with every stream in one pass
-    python benchmarks/bench_methods.py --bf16 --casts-ab  # also: each step without train.lean_casts
     python benchmarks/bench_methods.py --batch 8       # 8 rows per stream (the harm default's train.batch_size)
 
 ``--head-ab`` times a third step, alternated with the other two: the method's step with the LM head applied to the
 stacked pass's window and each stream's logits sliced out of it (what ``forward_many`` did before it applied the
 head per stream), and prints how much faster the per-stream head is. ``--split-ab`` does the same with the streams'
 rows stacked into one pass whatever their lengths (what ``forward_many`` did before it split them into a short and a
-long pass, ``methods.base.length_split``); the sft step splits as the method's does. ``--casts-ab`` (with
-``--bf16``) times the step with autocast casting every frozen weight at every call and peft casting the adapters'
-inputs, as before ``train.lean_casts``; the method's and the sft steps run inside it, as training runs them.
+long pass, ``methods.base.length_split``); the sft step splits as the method's does.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import json
 import resource
 import statistics
@@ -79,9 +74,8 @@ def _timed(fn) -> float:
 
 
 VARIANTS = {  # --NAME-ab: the column's title, and what the variant step changes (module, attribute, value)
-    "head": ("stacked-head", ("unlearnlm.methods.base", "splits_head", lambda model: False)),
-    "split": ("one-pass", ("unlearnlm.methods.base", "SPLIT_SAVING", float("inf"))),
-    "casts": ("every-cast", ("unlearnlm.train", "lean_casts", lambda *args: contextlib.nullcontext())),
+    "head": ("stacked-head", ("splits_head", lambda model: False)),
+    "split": ("one-pass", ("SPLIT_SAVING", float("inf"))),
 }
 
 
@@ -89,10 +83,10 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         batch_size: int = 4) -> dict:
     import torch
 
-    from unlearnlm import distributed, losses, train
-    from unlearnlm.config import LoraConfig, ModelConfig, TrainConfig
+    from unlearnlm import losses
+    from unlearnlm.config import LoraConfig, ModelConfig
     from unlearnlm.data.formatting import collate
-    from unlearnlm.methods import create_method
+    from unlearnlm.methods import base, create_method
     from unlearnlm.methods.base import PrepareContext, forward_many, reference_top_k
     from unlearnlm.models import Reference, add_lora, load_model
 
@@ -124,35 +118,30 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
     optimizer = torch.optim.AdamW(params, lr=1e-5)
     model.train()
 
-    accelerator = distributed.accelerator(mixed_precision="bf16" if bf16 else "no")
     if bf16:  # what train.mixed_precision=bf16 does: accelerate wraps the forward (the reference shares the object)
-        model = accelerator.prepare(model)
+        from unlearnlm import distributed
 
-    def casts():  # as the training loop runs a step (fewer casts under bf16 on the CPU)
-        return train.lean_casts(model, accelerator, TrainConfig())
+        model = distributed.accelerator(mixed_precision="bf16").prepare(model)
 
     def method_step():
-        with casts():
-            loss = method.step(model, reference, batch).loss
-            loss.backward()
+        loss = method.step(model, reference, batch).loss
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     def variant_step():  # the method's step with forward_many as it was before the change that --AB times
-        module, attribute, value = VARIANTS[ab][1]
-        module = importlib.import_module(module)
-        kept = getattr(module, attribute)
-        setattr(module, attribute, value)
+        attribute, value = VARIANTS[ab][1]
+        kept = getattr(base, attribute)
+        setattr(base, attribute, value)
         try:
             method_step()
         finally:
-            setattr(module, attribute, kept)
+            setattr(base, attribute, kept)
 
     def sft_step():  # the same rows, one stacked batch, plain cross-entropy on response tokens
-        with casts():
-            out = forward_many(model, {n: batch[n] for n in trained})
-            loss = sum(losses.nll(o.logits, o.labels) for o in out.values())
-            loss.backward()
+        out = forward_many(model, {n: batch[n] for n in trained})
+        loss = sum(losses.nll(o.logits, o.labels) for o in out.values())
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
@@ -196,8 +185,6 @@ def main() -> None:
                     help="also time each step with the LM head over the stacked pass (before per-stream heads)")
     ab.add_argument("--split-ab", action="store_const", const="split", dest="ab",
                     help="also time each step with every stream in one pass (before the split by length)")
-    ab.add_argument("--casts-ab", action="store_const", const="casts", dest="ab",
-                    help="also time each step with autocast's and peft's casts at every call (before lean_casts)")
     parser.add_argument("--batch", type=int, default=4, help="rows per stream (default 4)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--run", help="a finished run folder: print its steps and wall time to the stop target")

@@ -53,7 +53,7 @@ def adapters_merged(model: nn.Module) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def weights_cast_once(model: nn.Module, dtype: torch.dtype, *, frozen_only: bool = False) -> Iterator[None]:
+def weights_cast_once(model: nn.Module, dtype: torch.dtype) -> Iterator[None]:
     """Every fp32 ``nn.Linear`` of ``model`` computes, for the duration and while autocast to ``dtype`` is on, with
     its weight and bias cast to ``dtype`` once at the start, where autocast casts them again at every call.
 
@@ -67,14 +67,11 @@ def weights_cast_once(model: nn.Module, dtype: torch.dtype, *, frozen_only: bool
     It costs a copy of the linear weights in ``dtype`` for the duration (270 MB for SmolLM2-135M), so
     :func:`generate` uses it on the CPU only, where memory is plentiful and bandwidth is what bounds decoding.
     Outside autocast (or under another dtype) a layer runs as it always does. The weights must not change inside the
-    block: it holds one cast of them, taken when it starts. ``frozen_only`` leaves alone the layers whose weight
-    requires gradients (a LoRA model's adapters, during a training step; :func:`unlearnlm.train.lean_casts`).
+    block: it holds one cast of them, taken when it starts.
     """
     patched = []
     for module in model.modules():
         if type(module) is not nn.Linear or module.weight.dtype != torch.float32:
-            continue
-        if frozen_only and module.weight.requires_grad:
             continue
         weight = module.weight.detach().to(dtype)
         bias = module.bias.detach().to(dtype) if module.bias is not None else None

@@ -32,7 +32,6 @@ from unlearnlm.config import DataConfig, ModelConfig, TrainConfig
 from unlearnlm.data.formatting import TokenizedDialogue, collate
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import TrainingDiverged
-from unlearnlm.generation import weights_cast_once
 from unlearnlm.methods.base import PrepareContext, StepOutput, UnlearningMethod, reference_top_k
 from unlearnlm.models import Reference, load_parameters, trainable_parameters
 from unlearnlm.quant_aware import through_grid
@@ -115,30 +114,6 @@ def _grid(model: nn.Module, step: int, cfg: TrainConfig):
     if cfg.quant_aware_bits is None or step % cfg.quant_aware_every:
         return contextlib.nullcontext()
     return through_grid(model, cfg.quant_aware_bits, cfg.quant_aware_group_size)
-
-
-def lean_casts(model: nn.Module, accelerator: Accelerator, cfg: TrainConfig) -> contextlib.AbstractContextManager:
-    """The context of a training step on the CPU under bf16 autocast: the same numbers with fewer casts.
-
-    Autocast casts every frozen weight again at every call (it keeps its casts only of weights that require gradients)
-    and peft casts each adapter's input to the adapter's fp32 dtype, which autocast then casts back to bf16. Inside,
-    the frozen linear layers (a LoRA model's base layers and its output head) compute with weights cast once for the
-    step (:func:`~unlearnlm.generation.weights_cast_once`), and peft's input cast is off
-    (``peft.helpers.disable_input_dtype_casting``): bf16 values that reach the matmuls either way, so the step's loss
-    and gradients are the same bit for bit (tested, LoRA dropout 0). A ``distance_cluster`` step of the harm default
-    (8 rows per stream, SmolLM2-135M, LoRA r=16, 2 cores with AMX): 5.92 s against 6.55 s
-    (``benchmarks/bench_methods.py --bf16 --batch 8 --casts-ab``, README *Benchmarks*). Nothing on a GPU (a bf16
-    copy of the frozen weights is memory a GPU needs), in fp32, with full fine-tuning (no frozen layers to speak of)
-    or with ``train.quant_aware_bits`` (its steps compute with rounded weights of their own).
-    """
-    if accelerator.device.type != "cpu" or accelerator.mixed_precision != "bf16" or cfg.quant_aware_bits is not None:
-        return contextlib.nullcontext()
-    from peft.helpers import disable_input_dtype_casting
-
-    stack = contextlib.ExitStack()
-    stack.enter_context(disable_input_dtype_casting(model))
-    stack.enter_context(weights_cast_once(model, torch.bfloat16, frozen_only=True))
-    return stack
 
 
 def _grad_norm(accelerator: Accelerator, params: list[nn.Parameter], cfg: TrainConfig) -> float | None:
@@ -428,8 +403,8 @@ def unlearn(
                 n_idx = with_refused(streams["normal"].next_indices(), progress.refused, train_cfg.mine_share, rng)
                 batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
                 batch["normal"].update({k: t[n_idx].to(device) for k, t in normal_cache.items()})
-            with _grid(model, step, train_cfg), lean_casts(model, accelerator, train_cfg):  # checkpointing's
-                out = method.step(model, reference, batch)  # recomputation in the backward pass runs inside too
+            with _grid(model, step, train_cfg):  # the backward pass too: checkpointing recomputes the forward
+                out = method.step(model, reference, batch)
                 record = logged(out)
                 progress.history.append({"step": step, **record})
                 if problem := non_finite(record):  # before backward: a NaN gradient would reach the weights
