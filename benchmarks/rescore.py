@@ -22,12 +22,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from unlearnlm.data.records import Dialogue
 from unlearnlm.judges.base import flag
 from unlearnlm.judges.harm_train import get_harm_judge
 from unlearnlm.judges.refusal import RefusalDetector
+from unlearnlm.loader import load_config
+from unlearnlm.outputs import CONFIG_FILE
 from unlearnlm.report.run_files import read_jsonl
 from unlearnlm.tasks.rephrase import rephrase_set
 
@@ -46,9 +47,10 @@ def groups(rows: list[dict], sets: list[str] | None = None) -> dict[str, list[di
 
 
 def task_of(folder: Path) -> str:
-    """The task a run or attack folder ran (``data.task`` of its ``config.yaml``; harm when unset)."""
-    config = yaml.safe_load((folder / "config.yaml").read_text()) if (folder / "config.yaml").is_file() else None
-    return ((config or {}).get("data") or {}).get("task") or "harm"
+    """The task a run or attack folder ran: ``data.task`` of its ``config.yaml`` as ``unlearnlm`` reads it (the
+    default task where the file or the key is missing)."""
+    config = folder / CONFIG_FILE
+    return load_config(config if config.is_file() else None).data.task
 
 
 def main() -> None:
