@@ -22,12 +22,15 @@ batch, so both see the same tokens. Printed per method:
     python benchmarks/bench_methods.py --head-ab       # also: each step with the LM head over the stacked pass
     python benchmarks/bench_methods.py --split-ab      # also: each step with every stream in one pass
     python benchmarks/bench_methods.py --batch 8       # 8 rows per stream (the harm default's train.batch_size)
+    python benchmarks/bench_methods.py --compile-ab    # also: the step with eager blocks, against compiled ones
 
 ``--head-ab`` times a third step, alternated with the other two: the method's step with the LM head applied to the
 stacked pass's window and each stream's logits sliced out of it (what ``forward_many`` did before it applied the
 head per stream), and prints how much faster the per-stream head is. ``--split-ab`` does the same with the streams'
 rows stacked into one pass whatever their lengths (what ``forward_many`` did before it split them into a short and a
-long pass, ``methods.base.length_split``); the sft step splits as the method's does.
+long pass, ``methods.base.length_split``); the sft step splits as the method's does. ``--compile-ab`` runs the
+method's and the sft step through compiled decoder layers (``train.compile``, after warm-up steps that compile them)
+and the third step eagerly (``torch.compiler.set_stance("force_eager")``); its speed-up is the compiled step's.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 PROMPT_TOKENS, RESPONSE_TOKENS = 32, 96
 
@@ -73,10 +77,21 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-VARIANTS = {  # --NAME-ab: the column's title, and what the variant step changes (module, attribute, value)
+VARIANTS = {  # --NAME-ab: the column's title, and what the variant step changes (methods.base attribute, value)
     "head": ("stacked-head", ("splits_head", lambda model: False)),
     "split": ("one-pass", ("SPLIT_SAVING", float("inf"))),
+    "compile": ("eager", None),  # the same step with the compiled blocks run eagerly
 }
+
+
+def _variant(ab: str, base):
+    """The context the variant step runs in."""
+    import torch
+
+    if ab == "compile":
+        return torch.compiler.set_stance("force_eager")
+    attribute, value = VARIANTS[ab][1]
+    return mock.patch.object(base, attribute, value)
 
 
 def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = False, ab: str | None = None,
@@ -88,7 +103,7 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
     from unlearnlm.data.formatting import collate
     from unlearnlm.methods import base, create_method
     from unlearnlm.methods.base import PrepareContext, forward_many, reference_top_k
-    from unlearnlm.models import Reference, add_lora, load_model
+    from unlearnlm.models import Reference, add_lora, compiled_blocks, load_model
 
     torch.manual_seed(0)
     model, tok = load_model(ModelConfig())
@@ -122,6 +137,8 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         from unlearnlm import distributed
 
         model = distributed.accelerator(mixed_precision="bf16").prepare(model)
+    if ab == "compile":  # for the process's lifetime
+        compiled_blocks(model).__enter__()
 
     def method_step():
         loss = method.step(model, reference, batch).loss
@@ -129,14 +146,9 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    def variant_step():  # the method's step with forward_many as it was before the change that --AB times
-        attribute, value = VARIANTS[ab][1]
-        kept = getattr(base, attribute)
-        setattr(base, attribute, value)
-        try:
+    def variant_step():  # the method's step as it was before the change that --AB times
+        with _variant(ab, base):
             method_step()
-        finally:
-            setattr(base, attribute, kept)
 
     def sft_step():  # the same rows, one stacked batch, plain cross-entropy on response tokens
         out = forward_many(model, {n: batch[n] for n in trained})
@@ -185,6 +197,8 @@ def main() -> None:
                     help="also time each step with the LM head over the stacked pass (before per-stream heads)")
     ab.add_argument("--split-ab", action="store_const", const="split", dest="ab",
                     help="also time each step with every stream in one pass (before the split by length)")
+    ab.add_argument("--compile-ab", action="store_const", const="compile", dest="ab",
+                    help="compiled decoder layers (train.compile) for the steps; also time each step eagerly")
     parser.add_argument("--batch", type=int, default=4, help="rows per stream (default 4)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--run", help="a finished run folder: print its steps and wall time to the stop target")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -259,3 +259,39 @@ def load_parameters(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(weights[name])
+
+
+def repeated_blocks(model: nn.Module) -> list[nn.Module]:
+    """The model's repeated blocks (its decoder layers): the modules of the classes that a transformers model names in
+    ``_no_split_modules`` (kept whole on one device by device maps), found through any peft or accelerate wrapper."""
+    names = {name for m in model.modules() for name in (getattr(m, "_no_split_modules", None) or ())}
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+@contextlib.contextmanager
+def compiled_blocks(model: nn.Module, backend: str | Callable = "inductor") -> Iterator[list[nn.Module]]:
+    """The model's repeated blocks compiled with ``torch.compile`` (dynamic shapes: every step's batch has its own
+    width) while the context is active, eager again after it.
+
+    The blocks share their code, so one graph serves all of them; only the blocks, not the whole model, so that the
+    hooks and hidden-state outputs around them (:func:`~unlearnlm.methods.base.forward_many`) stay as they are.
+    Generation inside the context should run under ``torch.compiler.set_stance("force_eager")``: its KV cache would
+    make the compiler recompile for every block.
+    """
+    blocks = repeated_blocks(model)
+    if not blocks:
+        raise ConfigError(f"train.compile: {type(model).__name__} names no repeated blocks (_no_split_modules) to "
+                          "compile; set train.compile: false")
+    for block in blocks:
+        block.compile(dynamic=True, backend=backend)
+    try:
+        yield blocks
+    except torch._dynamo.exc.BackendCompilerFailed as exc:  # on the first step that runs a block
+        cause = _first_line(getattr(exc, "inner_exception", None) or exc)
+        raise ConfigError(f"train.compile: torch.compile could not compile {type(blocks[0]).__name__} ({cause}); "
+                          "set train.compile: false, or give torch.compile what it needs (a C++ compiler on CPU, "
+                          "triton on a GPU)") from exc
+    finally:
+        for block in blocks:
+            block._compiled_call_impl = None  # where nn.Module.compile keeps the compiled call: back to eager
+

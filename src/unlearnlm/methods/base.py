@@ -224,7 +224,7 @@ def forward(model: nn.Module, batch: Batch, hidden_layer: HiddenLayers | None = 
     keep = response_window(batch["labels"])
     out = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch.get("position_ids"),
-        output_hidden_states=hidden_layer is not None, logits_to_keep=keep,
+        output_hidden_states=hidden_layer is not None, logits_to_keep=keep, use_cache=False,  # no cache to fill
     )
     hidden = select_hidden(out.hidden_states, hidden_layer)[:, -keep:] if hidden_layer is not None else None
     return Outputs(out.logits, hidden, batch["labels"][:, -keep:])

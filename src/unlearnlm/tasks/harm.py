@@ -171,8 +171,10 @@ class HarmTask(ScanTask):
     # 0.50, held-out flagged 12.8% -> 4.3%, rephrased 11.2% -> 1.1%, for 1.6x the training time (cold, one
     # machine). At batch 4 the other two slowed the forgetting (runs E35, E35RC4); the batch alone over-refused
     # (run B8). README, Results.
+    # compile (2026-12-07): the steps through compiled decoder layers, 8.5 s against 11.5 s on the run (RC1 against
+    # R46, the same machine); the figures moved as much as a second seed moves them (README, Benchmarks).
     defaults = {"train": {"learning_rate": 6e-4, "eval_every": 10, "mixed_precision": "auto", "min_steps": 40,
-                          "first_check": 40, "batch_size": 8},
+                          "first_check": 40, "batch_size": 8, "compile": True},
                 "generation": {"mixed_precision": "auto"},
                 "data": {"forget_rephrasings": 2, "benign_val_size": 64, "scan_size": 320, "pyrit_benign": "heldout",
                          "edgy_share": 0.35}}
