@@ -30,12 +30,13 @@ head per stream), and prints how much faster the per-stream head is. ``--split-a
 rows stacked into one pass whatever their lengths (what ``forward_many`` did before it split them into a short and a
 long pass, ``methods.base.length_split``); the sft step splits as the method's does. ``--compile-ab`` runs the
 method's and the sft step through compiled decoder layers (``train.compile``, after warm-up steps that compile them)
-and the third step eagerly (``torch.compiler.set_stance("force_eager")``); its speed-up is the compiled step's.
+and the third step with the same blocks eager; its speed-up is the compiled step's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -80,16 +81,30 @@ def _timed(fn) -> float:
 VARIANTS = {  # --NAME-ab: the column's title, and what the variant step changes (methods.base attribute, value)
     "head": ("stacked-head", ("splits_head", lambda model: False)),
     "split": ("one-pass", ("SPLIT_SAVING", float("inf"))),
-    "compile": ("eager", None),  # the same step with the compiled blocks run eagerly
+    "compile": ("eager", None),  # the same step with the blocks eager (_eager_blocks)
 }
 
 
-def _variant(ab: str, base):
-    """The context the variant step runs in."""
-    import torch
+@contextlib.contextmanager
+def _eager_blocks(model):
+    """The compiled blocks run eagerly: nn.Module.compile's compiled call set aside and put back after."""
+    from unlearnlm.models import repeated_blocks
 
+    blocks = repeated_blocks(model)
+    kept = [block._compiled_call_impl for block in blocks]
+    for block in blocks:
+        block._compiled_call_impl = None
+    try:
+        yield
+    finally:
+        for block, call in zip(blocks, kept, strict=True):
+            block._compiled_call_impl = call
+
+
+def _variant(ab: str, base, model):
+    """The context the variant step runs in."""
     if ab == "compile":
-        return torch.compiler.set_stance("force_eager")
+        return _eager_blocks(model)
     attribute, value = VARIANTS[ab][1]
     return mock.patch.object(base, attribute, value)
 
@@ -137,8 +152,9 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         from unlearnlm import distributed
 
         model = distributed.accelerator(mixed_precision="bf16").prepare(model)
-    if ab == "compile":  # for the process's lifetime
-        compiled_blocks(model).__enter__()
+    compiled = contextlib.ExitStack()  # held until this function returns (a dropped context would end at once)
+    if ab == "compile":
+        compiled.enter_context(compiled_blocks(model))
 
     def method_step():
         loss = method.step(model, reference, batch).loss
@@ -147,7 +163,7 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         optimizer.zero_grad(set_to_none=True)
 
     def variant_step():  # the method's step as it was before the change that --AB times
-        with _variant(ab, base):
+        with _variant(ab, base, model):
             method_step()
 
     def sft_step():  # the same rows, one stacked batch, plain cross-entropy on response tokens
