@@ -131,8 +131,8 @@ data:
   eval_size: 4
   benign_val_size: 2
 generation: {{max_new_tokens: 4, batch_size: 8}}
-train: {{max_steps: 4, eval_every: 2, patience: 1, batch_size: 2}}
-""")
+train: {{max_steps: 4, eval_every: 2, patience: 1, batch_size: 2, compile: false}}
+""")  # compile: false: the harm default compiles, which these logic tests need not pay for (tests/test_train.py)
     return config, model_dir
 
 
