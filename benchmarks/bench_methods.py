@@ -81,30 +81,14 @@ def _timed(fn) -> float:
 VARIANTS = {  # --NAME-ab: the column's title, and what the variant step changes (methods.base attribute, value)
     "head": ("stacked-head", ("splits_head", lambda model: False)),
     "split": ("one-pass", ("SPLIT_SAVING", float("inf"))),
-    "compile": ("eager", None),  # the same step with the blocks eager (_eager_blocks)
+    "compile": ("eager", None),  # the same step outside the compiled blocks' active context
 }
 
 
-@contextlib.contextmanager
-def _eager_blocks(model):
-    """The compiled blocks run eagerly: nn.Module.compile's compiled call set aside and put back after."""
-    from unlearnlm.models import repeated_blocks
-
-    blocks = repeated_blocks(model)
-    kept = [block._compiled_call_impl for block in blocks]
-    for block in blocks:
-        block._compiled_call_impl = None
-    try:
-        yield
-    finally:
-        for block, call in zip(blocks, kept, strict=True):
-            block._compiled_call_impl = call
-
-
-def _variant(ab: str, base, model):
+def _variant(ab: str, base):
     """The context the variant step runs in."""
     if ab == "compile":
-        return _eager_blocks(model)
+        return contextlib.nullcontext()  # the blocks are eager outside CompiledBlocks.active
     attribute, value = VARIANTS[ab][1]
     return mock.patch.object(base, attribute, value)
 
@@ -118,7 +102,7 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
     from unlearnlm.data.formatting import collate
     from unlearnlm.methods import base, create_method
     from unlearnlm.methods.base import PrepareContext, forward_many, reference_top_k
-    from unlearnlm.models import Reference, add_lora, compiled_blocks, load_model
+    from unlearnlm.models import CompiledBlocks, Reference, add_lora, load_model
 
     torch.manual_seed(0)
     model, tok = load_model(ModelConfig())
@@ -152,24 +136,25 @@ def one(method_name: str, lora: bool, steps: int, kl_top_k: int, bf16: bool = Fa
         from unlearnlm import distributed
 
         model = distributed.accelerator(mixed_precision="bf16").prepare(model)
-    compiled = contextlib.ExitStack()  # held until this function returns (a dropped context would end at once)
-    if ab == "compile":
-        compiled.enter_context(compiled_blocks(model))
+    # as train.compile does: the steps (backward too) run inside the compiled blocks' active context
+    steps_compiled = CompiledBlocks(model).active if ab == "compile" else contextlib.nullcontext
 
-    def method_step():
-        loss = method.step(model, reference, batch).loss
-        loss.backward()
+    def method_step(compiled=True):
+        with steps_compiled() if compiled else contextlib.nullcontext():
+            loss = method.step(model, reference, batch).loss
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     def variant_step():  # the method's step as it was before the change that --AB times
-        with _variant(ab, base, model):
-            method_step()
+        with _variant(ab, base):
+            method_step(compiled=False)
 
     def sft_step():  # the same rows, one stacked batch, plain cross-entropy on response tokens
-        out = forward_many(model, {n: batch[n] for n in trained})
-        loss = sum(losses.nll(o.logits, o.labels) for o in out.values())
-        loss.backward()
+        with steps_compiled():
+            out = forward_many(model, {n: batch[n] for n in trained})
+            loss = sum(losses.nll(o.logits, o.labels) for o in out.values())
+            loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

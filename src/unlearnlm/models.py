@@ -268,30 +268,38 @@ def repeated_blocks(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
-@contextlib.contextmanager
-def compiled_blocks(model: nn.Module, backend: str | Callable = "inductor") -> Iterator[list[nn.Module]]:
-    """The model's repeated blocks compiled with ``torch.compile`` (dynamic shapes: every step's batch has its own
-    width) while the context is active, eager again after it.
+class CompiledBlocks:
+    """The model's repeated blocks, each with a call compiled by ``torch.compile`` (dynamic shapes: every step's batch
+    has its own width) that runs only inside :meth:`active`; outside it the blocks are the model's eager ones.
 
     The blocks share their code, so one graph serves all of them; only the blocks, not the whole model, so that the
     hooks and hidden-state outputs around them (:func:`~unlearnlm.methods.base.forward_many`) stay as they are.
-    Generation inside the context should run under ``torch.compiler.set_stance("force_eager")``: its KV cache would
-    make the compiler recompile for every block.
+    Generation stays outside :meth:`active`: its KV cache would make the compiler recompile for every block. The
+    compiled calls are made once and kept, so switching them on again for the next step compiles nothing new.
     """
-    blocks = repeated_blocks(model)
-    if not blocks:
-        raise ConfigError(f"train.compile: {type(model).__name__} names no repeated blocks (_no_split_modules) to "
-                          "compile; set train.compile: false")
-    for block in blocks:
-        block.compile(dynamic=True, backend=backend)
-    try:
-        yield blocks
-    except torch._dynamo.exc.BackendCompilerFailed as exc:  # on the first step that runs a block
-        cause = _first_line(getattr(exc, "inner_exception", None) or exc)
-        raise ConfigError(f"train.compile: torch.compile could not compile {type(blocks[0]).__name__} ({cause}); "
-                          "set train.compile: false, or give torch.compile what it needs (a C++ compiler on CPU, "
-                          "triton on a GPU)") from exc
-    finally:
-        for block in blocks:
-            block._compiled_call_impl = None  # where nn.Module.compile keeps the compiled call: back to eager
+
+    def __init__(self, model: nn.Module, backend: str | Callable = "inductor") -> None:
+        self.blocks = repeated_blocks(model)
+        if not self.blocks:
+            raise ConfigError(f"train.compile: {type(model).__name__} names no repeated blocks (_no_split_modules) "
+                              "to compile; set train.compile: false")
+        # What nn.Module.compile makes; it keeps the call in the slot below, which active() fills and empties.
+        self._calls = [torch.compile(block._call_impl, dynamic=True, backend=backend) for block in self.blocks]
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """The blocks run their compiled calls for the duration; a compiler failure becomes a ConfigError naming
+        ``train.compile``."""
+        for block, call in zip(self.blocks, self._calls, strict=True):
+            block._compiled_call_impl = call  # where nn.Module.compile keeps a module's compiled call
+        try:
+            yield
+        except torch._dynamo.exc.BackendCompilerFailed as exc:  # on the first step that runs a block
+            cause = _first_line(getattr(exc, "inner_exception", None) or exc)
+            raise ConfigError(f"train.compile: torch.compile could not compile {type(self.blocks[0]).__name__} "
+                              f"({cause}); set train.compile: false, or give torch.compile what it needs (a C++ "
+                              "compiler on CPU, triton on a GPU)") from exc
+        finally:
+            for block in self.blocks:
+                block._compiled_call_impl = None  # eager again
 

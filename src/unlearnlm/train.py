@@ -33,7 +33,7 @@ from unlearnlm.data.formatting import TokenizedDialogue, collate
 from unlearnlm.data.records import Dialogue
 from unlearnlm.errors import TrainingDiverged
 from unlearnlm.methods.base import PrepareContext, StepOutput, UnlearningMethod, reference_top_k
-from unlearnlm.models import Reference, compiled_blocks, load_parameters, trainable_parameters
+from unlearnlm.models import CompiledBlocks, Reference, load_parameters, trainable_parameters
 from unlearnlm.quant_aware import through_grid
 
 
@@ -393,57 +393,54 @@ def unlearn(
     stop_reason = "max_steps"
     bar = tqdm(range(progress.step + 1, train_cfg.max_steps + 1), desc=f"unlearn[{method.name}]", leave=False,
                initial=progress.step, total=train_cfg.max_steps, disable=not accelerator.is_local_main_process)
-    # Compiled blocks for the steps only: the checks' generation runs eager (the compiled graphs do not fit a KV cache)
-    blocks = compiled_blocks(accelerator.unwrap_model(model)) if train_cfg.compile else contextlib.nullcontext()
-    eager = partial(torch.compiler.set_stance, "force_eager")
-    with blocks:
-        for step in bar:
-            with accelerator.accumulate(model):
-                idx = streams["forget"].next_indices()
-                batch: dict[str, Any] = {name: to_batch([tokens[name][i] for i in idx])
-                                         for name in ["forget", *prepared.pairs]}
-                batch.update({name: t[idx].to(device) for name, t in prepared.tensors.items()})
-                batch["progress"] = step / train_cfg.max_steps  # for methods whose weights follow a schedule
-                if "normal" in streams:
-                    n_idx = with_refused(streams["normal"].next_indices(), progress.refused, train_cfg.mine_share, rng)
-                    batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
-                    batch["normal"].update({k: t[n_idx].to(device) for k, t in normal_cache.items()})
-                with _grid(model, step, train_cfg):  # the backward pass too: checkpointing recomputes the forward
-                    out = method.step(model, reference, batch)
-                    record = logged(out)
-                    progress.history.append({"step": step, **record})
-                    if problem := non_finite(record):  # before backward: a NaN gradient would reach the weights
-                        raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
-                    accelerator.backward(out.loss)
-                if accelerator.sync_gradients:
-                    if problem := non_finite(record, _grad_norm(accelerator, params, train_cfg)):
-                        raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            progress.step = step
-            bar.set_postfix(loss=f"{out.loss.item():.3f}")
-            last = step == train_cfg.max_steps
-            checked = train_cfg.eval_every and step % train_cfg.eval_every == 0 and step >= train_cfg.first_check
-            if monitor is not None and (last or checked):
-                # Every process runs the check (its generation is shared out); the main process's result decides.
-                with eager():
-                    check = distributed.from_main(monitor(accelerator.unwrap_model(model), step))
-                reason = progress.record(check, weights, train_cfg)
-                if reason:
-                    stop_reason = reason
-                    break
-            if mining and not last and checked:  # at every check but the last
-                asked = [mined_from[i] for i in streams["mine"].next_indices()]
-                with eager():
-                    progress.mine(miner, accelerator.unwrap_model(model), normal_rows, asked, pool)
-            # A checkpoint holds whole optimizer steps (no half-accumulated gradients) and is pointless at the end.
-            every = train_cfg.checkpoint_every
-            if checkpoint_dir is not None and every and step % every == 0 and not last and accelerator.sync_gradients:
-                seconds = progress.seconds + time.perf_counter() - start_time
-                state = checkpoint.with_every_process({**trainer.state(), **progress.state(), "seconds": seconds})
-                distributed.on_main(partial(checkpoint.save, checkpoint_dir, state))
-                progress.saved_step = step
+    # Compiled blocks for the steps only (train.compile): the checks and mining generate with the eager blocks
+    compiled = CompiledBlocks(accelerator.unwrap_model(model)) if train_cfg.compile else None
+    steps_compiled = compiled.active if compiled is not None else contextlib.nullcontext
+    for step in bar:
+        with accelerator.accumulate(model):
+            idx = streams["forget"].next_indices()
+            batch: dict[str, Any] = {name: to_batch([tokens[name][i] for i in idx])
+                                     for name in ["forget", *prepared.pairs]}
+            batch.update({name: t[idx].to(device) for name, t in prepared.tensors.items()})
+            batch["progress"] = step / train_cfg.max_steps  # for methods whose weights follow a schedule
+            if "normal" in streams:
+                n_idx = with_refused(streams["normal"].next_indices(), progress.refused, train_cfg.mine_share, rng)
+                batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
+                batch["normal"].update({k: t[n_idx].to(device) for k, t in normal_cache.items()})
+            with _grid(model, step, train_cfg), steps_compiled():  # backward too: checkpointing recomputes
+                out = method.step(model, reference, batch)
+                record = logged(out)
+                progress.history.append({"step": step, **record})
+                if problem := non_finite(record):  # before backward: a NaN gradient would reach the weights
+                    raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
+                accelerator.backward(out.loss)
+            if accelerator.sync_gradients:
+                if problem := non_finite(record, _grad_norm(accelerator, params, train_cfg)):
+                    raise diverged(step, problem, progress, train_cfg, checkpoint_dir)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        progress.step = step
+        bar.set_postfix(loss=f"{out.loss.item():.3f}")
+        last = step == train_cfg.max_steps
+        checked = train_cfg.eval_every and step % train_cfg.eval_every == 0 and step >= train_cfg.first_check
+        if monitor is not None and (last or checked):
+            # Every process runs the check (its generation is shared out); the main process's result decides for all.
+            check = distributed.from_main(monitor(accelerator.unwrap_model(model), step))
+            reason = progress.record(check, weights, train_cfg)
+            if reason:
+                stop_reason = reason
+                break
+        if mining and not last and checked:  # at every check but the last
+            asked = [mined_from[i] for i in streams["mine"].next_indices()]
+            progress.mine(miner, accelerator.unwrap_model(model), normal_rows, asked, pool)
+        # A checkpoint holds whole optimizer steps (no half-accumulated gradients) and is pointless at the end.
+        every = train_cfg.checkpoint_every
+        if checkpoint_dir is not None and every and step % every == 0 and not last and accelerator.sync_gradients:
+            seconds = progress.seconds + time.perf_counter() - start_time
+            state = checkpoint.with_every_process({**trainer.state(), **progress.state(), "seconds": seconds})
+            distributed.on_main(partial(checkpoint.save, checkpoint_dir, state))
+            progress.saved_step = step
     # The mixed-precision wrapper goes too: what is evaluated and saved after training is the model a user loads.
     model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     if monitor is not None:  # restore the best checkpoint (the original if nothing beat it)
