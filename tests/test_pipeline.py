@@ -12,7 +12,7 @@ import torch
 from unlearnlm import distributed
 from unlearnlm.cli import main
 from unlearnlm.data.records import Dialogue
-from unlearnlm.evaluate import distinct_n
+from unlearnlm.evaluate import distinct_n, mcnemar_exact, paired_changes, wilson_interval
 from unlearnlm.judges import panel
 from unlearnlm.judges.refusal import RefusalDetector
 
@@ -165,6 +165,22 @@ def test_distinct_n():
     assert distinct_n(["a b a b"], 1) == 0.5  # 2 unique of 4
     assert distinct_n(["a b", "a b"], 2) == 0.5
     assert distinct_n([""], 2) == 0.0
+
+
+def test_wilson_interval_by_hand():
+    # 0/10: upper z²/(n + z²) = 3.8415/13.8415; 5/10: 0.5 ± (1.96/1.38415)·sqrt(0.025 + 0.0096) = 0.5 ± 0.2634
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_mcnemar_exact_and_paired_changes():
+    assert mcnemar_exact(8, 0) == pytest.approx(2 / 2**8)  # all 8 changed prompts moved one way
+    assert mcnemar_exact(3, 1) == pytest.approx(2 * (1 + 4) / 16)  # P(X <= 1) for X ~ Bin(4, 1/2), doubled
+    assert mcnemar_exact(2, 2) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    before, after = [False, False, True, True, False], [True, True, False, True, False]
+    assert paired_changes(before, after) == {"new": 2, "gone": 1, "p_value": pytest.approx(1.0)}
 
 
 def test_panel_flags_when_any_judge_flags():

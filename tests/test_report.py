@@ -17,7 +17,7 @@ from unlearnlm.config import RunConfig
 from unlearnlm.pipeline import run_precision
 from unlearnlm.report import card as card_module
 from unlearnlm.report.card import base_metadata, front_matter
-from unlearnlm.report.content import headline
+from unlearnlm.report.content import headline, set_title
 
 
 class Tables(HTMLParser):
@@ -91,6 +91,9 @@ def test_report_html_prints_the_numbers_of_metrics_json(run_dir):
         for cell, value in zip(cells[3:7], (b["flagged_rate"], a["flagged_rate"], b["refusal_rate"], a["refusal_rate"]),
                                strict=True):
             assert rate(cell) == pytest.approx(value, abs=5e-4)
+        for cell, interval in ((cells[4], a["flagged_interval"]), (cells[6], a["refusal_interval"])):
+            low, high = (float(x) / 100 for x in cell.split("(")[1].rstrip(")").split("–"))
+            assert (low, high) == pytest.approx(interval, abs=5e-4) and low <= rate(cell) <= high
         assert float(cells[7]) == pytest.approx(b["distinct_2"], abs=5e-3)
         assert float(cells[10].split()[0]) == pytest.approx(a["relevance"], abs=5e-3)
     for name, cells in tables["normal"].items():
@@ -232,3 +235,17 @@ def test_run_precision_names_what_mixed_precision_resolves_to():
     assert run_precision(cfg) == {"training": "fp16 autocast", "generation": cfg.model.dtype}
     cfg.generation.mixed_precision = "auto"
     assert run_precision(cfg)["generation"] == ("bf16 autocast" if distributed.bf16_supported() else cfg.model.dtype)
+
+
+def test_the_report_counts_each_sets_paired_changes_from_its_answers(run_dir):
+    """The paired changes the report prints are the per-prompt flags of examples.jsonl, counted."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "examples.jsonl").read_text().splitlines()]
+    report = (run_dir / "report.md").read_text()
+    for name, m in metrics["sets"].items():
+        what = "flagged" if m["kind"] == "harmful" else "refused"
+        mine = [r for r in rows if r["set"] == name]
+        new = sum(not r[f"before_{what}"] and r[f"after_{what}"] for r in mine)
+        gone = sum(r[f"before_{what}"] and not r[f"after_{what}"] for r in mine)
+        assert (m["changes"][what]["new"], m["changes"][what]["gone"]) == (new, gone)
+        assert f"{set_title(name)}: {what} +{new} / −{gone} (p" in report

@@ -7,6 +7,11 @@
   the same measure for one stock refusal ("I'm sorry, but I can't help with that."), the level an answer
   that ignores the prompt sits at;
 * perplexity of human-written normal dialogues and KL(original || model) on them, per response token.
+
+Each rate comes with its 95% Wilson interval over the set's prompts, and each set with its paired changes: how many
+prompts became flagged (refused) and how many stopped being, with McNemar's exact two-sided p-value, the chance of a
+split at least that uneven if each changed prompt were equally likely to move either way. Both speak of the prompts
+sampled, not of the training's randomness: two runs that differ only in their seed can differ by more.
 """
 
 from __future__ import annotations
@@ -75,6 +80,37 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval for ``k`` successes in ``n`` trials (95% for the default ``z``); (0, 1) when n is 0.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not empty at k = 0, where small sets often sit."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(new: int, gone: int) -> float:
+    """McNemar's exact two-sided p-value for paired yes/no outcomes: ``new`` pairs went no → yes, ``gone`` yes → no.
+
+    Under "no change" each of the ``new + gone`` changed pairs moves either way with probability 1/2, so the p-value
+    is twice the binomial tail of the smaller count (at most 1); 1.0 when nothing changed."""
+    changed = new + gone
+    if changed == 0:
+        return 1.0
+    tail = sum(math.comb(changed, i) for i in range(min(new, gone) + 1)) / 2**changed
+    return min(1.0, 2 * tail)
+
+
+def paired_changes(before: Sequence[bool], after: Sequence[bool]) -> dict[str, float]:
+    """How many items turned true (``new``) and false (``gone``) from ``before`` to ``after``, with McNemar's p."""
+    new = sum(not b and a for b, a in zip(before, after, strict=True))
+    gone = sum(b and not a for b, a in zip(before, after, strict=True))
+    return {"new": new, "gone": gone, "p_value": mcnemar_exact(new, gone)}
+
+
 def answer_metrics(panel: JudgePanel, refusal, prompts: Sequence[Dialogue], answers: Sequence[str]):
     """Judge one set of answers: (metrics dict, annotated dialogues)."""
     dialogues = [p.with_response(a) for p, a in zip(prompts, answers, strict=True)]
@@ -85,6 +121,8 @@ def answer_metrics(panel: JudgePanel, refusal, prompts: Sequence[Dialogue], answ
         "n": len(dialogues),
         "flagged_rate": float(flagged.mean()) if len(flagged) else 0.0,
         "refusal_rate": float(refused.mean()) if len(refused) else 0.0,
+        "flagged_interval": list(wilson_interval(int(flagged.sum()), len(flagged))),
+        "refusal_interval": list(wilson_interval(int(refused.sum()), len(refused))),
         "distinct_1": distinct_n(answers, 1),
         "distinct_2": distinct_n(answers, 2),
         "mean_words": float(np.mean([len(a.split()) for a in answers])) if answers else 0.0,
@@ -176,7 +214,9 @@ def compare_sets(
             for m, answers in ((before_m, s.before), (after_m, after[s.name])):
                 m["relevance"] = float(relevance(encoder, prompt_vectors, answers).mean())
                 m["relevance_stock"] = stock
-        metrics[s.name] = {"kind": s.kind, "role": s.role, "before": before_m, "after": after_m}
+        changes = {what: paired_changes([d.meta[what] for d in before_d], [d.meta[what] for d in after_d])
+                   for what in ("flagged", "refused")}
+        metrics[s.name] = {"kind": s.kind, "role": s.role, "before": before_m, "after": after_m, "changes": changes}
         for asked, b, a in zip(s.prompts, before_d, after_d, strict=True):
             rows.append({
                 "set": s.name, "prompt": asked.prompt, **({"judged_as": b.prompt} if s.judged_as else {}),

@@ -109,8 +109,42 @@ def check_labels(summary: dict[str, Any]) -> tuple[str, str]:
     return tuple(summary.get("training", {}).get("check_labels", DEFAULT_CHECK_LABELS))  # type: ignore[return-value]
 
 
+def rate(m: dict[str, Any], key: str) -> str:
+    """A set's ``flagged`` or ``refusal`` rate, with its 95% interval in brackets where the run recorded one."""
+    interval = m.get(f"{key}_interval")
+    text = pct(m[f"{key}_rate"])
+    return f"{text} ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})" if interval else text
+
+
+def p_value(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
+
+
+def changes_line(summary: dict[str, Any]) -> str | None:
+    """Per set, how many prompts turned flagged (harmful sets) or refused (benign sets) and how many stopped being,
+    with McNemar's exact p; None for a run that predates the paired changes."""
+    parts = []
+    for name, m in summary["sets"].items():
+        if "changes" not in m:
+            continue
+        what = "flagged" if m["kind"] == "harmful" else "refused"
+        c = m["changes"][what]
+        parts.append(f"{set_title(name)}: {what} +{c['new']} / −{c['gone']} ({p_value(c['p_value'])})")
+    if not parts:
+        return None
+    return ("Paired changes, before → after (prompts that became flagged or refused / that stopped being; McNemar's "
+            "exact p, the chance of a split this uneven if each changed prompt moved either way at random): "
+            + "; ".join(parts) + ".")
+
+
+#: What the sets table's brackets after a rate mean.
+INTERVAL_NOTE = ("After: 95% Wilson interval over the set's prompts in brackets; it speaks of the prompts sampled, not "
+                 "of the training's randomness (two seeds of one config can differ by more).")
+
+
 def sets_table(summary: dict[str, Any]) -> Table:
-    """Before vs after for every evaluation set: flagged, refused, distinct-2 and relevance."""
+    """Before vs after for every evaluation set: flagged, refused (after: with its interval), distinct-2 and
+    relevance."""
     header = ["set", "used for", "n", "flagged before", "flagged after", "refused before", "refused after",
               "distinct-2 before", "distinct-2 after", "relevance before", "relevance after"]
     rows = []
@@ -118,8 +152,8 @@ def sets_table(summary: dict[str, Any]) -> Table:
         b, a = m["before"], m["after"]
         rel = ([f"{b['relevance']:.2f}", f"{a['relevance']:.2f} ({a['relevance_stock']:.2f})"] if "relevance" in a
                else ["—", "—"])
-        rows.append([set_title(name), m["role"], str(b["n"]), pct(b["flagged_rate"]), pct(a["flagged_rate"]),
-                     pct(b["refusal_rate"]), pct(a["refusal_rate"]), f"{b['distinct_2']:.2f}", f"{a['distinct_2']:.2f}",
+        rows.append([set_title(name), m["role"], str(b["n"]), pct(b["flagged_rate"]), rate(a, "flagged"),
+                     pct(b["refusal_rate"]), rate(a, "refusal"), f"{b['distinct_2']:.2f}", f"{a['distinct_2']:.2f}",
                      *rel])
     return Table(header, rows, list(summary["sets"]))
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from unlearnlm.report.content import (LM_EVAL_NOTE, SHIFTS_NOTE, Table, by_rule, checks_table, flagged_by_judge,
-                                      knowledge_intro, knowledge_table, lm_eval_table, markdown_table, normal_table,
-                                      probes_table, set_title, sets_table, shifts_table, short, title, overview)
+from unlearnlm.report.content import (INTERVAL_NOTE, LM_EVAL_NOTE, SHIFTS_NOTE, Table, by_rule, changes_line,
+                                      checks_table, flagged_by_judge, knowledge_intro, knowledge_table, lm_eval_table,
+                                      markdown_table, normal_table, probes_table, set_title, sets_table, shifts_table,
+                                      short, title, overview)
 
 
 def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_per_set: int = 3) -> str:
@@ -22,12 +23,15 @@ def render_report(summary: dict[str, Any], rows: list[dict[str, Any]], examples_
         "Refused = the refusal detector says the answer declines (on benign sets this is over-refusal).",
         "",
         "Distinct-2 = unique word pairs / all word pairs over the set's answers (one stock answer → near 0). "
-        "Relevance = mean MiniLM cosine of prompt and answer; a stock refusal scores the value in brackets.",
+        "Relevance = mean MiniLM cosine of prompt and answer; a stock refusal scores the value in brackets. "
+        + INTERVAL_NOTE,
         "",
         *markdown_table(sets_table(summary)),
         "",
         flagged_by_judge(summary),
     ]
+    if changes := changes_line(summary):
+        lines += ["", changes]
     rule = by_rule(summary)
     if rule:
         lines += ["", rule]

@@ -16,10 +16,10 @@ from matplotlib.figure import Figure
 
 from unlearnlm.outputs import atomic_write_text
 from unlearnlm.report import figures
-from unlearnlm.report.content import (LM_EVAL_NOTE, SHIFTS_NOTE, Table, by_rule, check_labels, checks_table,
-                                      flagged_by_judge, headline, knowledge_intro, knowledge_table, lm_eval_table,
-                                      normal_table, pct, probes_table, set_title, sets_table, shifts_table,
-                                      stages_table, title, overview)
+from unlearnlm.report.content import (INTERVAL_NOTE, LM_EVAL_NOTE, SHIFTS_NOTE, Table, by_rule, changes_line,
+                                      check_labels, checks_table, flagged_by_judge, headline, knowledge_intro,
+                                      knowledge_table, lm_eval_table, normal_table, pct, probes_table, set_title,
+                                      sets_table, shifts_table, stages_table, title, overview)
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; max-width: 1060px; margin: 1.5em auto;
@@ -169,12 +169,14 @@ def render_html(summary: dict[str, Any], rows: Sequence[dict[str, Any]], history
              '<p class="note">Flagged = the judge panel says the answer needs unlearning (lower is better on harmful '
              "sets). Refused = the refusal detector says the answer declines (on benign sets: over-refusal). "
              "Distinct-2 = unique word pairs / all word pairs; relevance = prompt–answer cosine, a stock refusal's in "
-             "brackets.</p>",
+             f"brackets. {text_html(INTERVAL_NOTE)}</p>",
              figure_html(figures.bars_figure({"before": {n: m["before"] for n, m in sets.items()},
                                               "after": {n: m["after"] for n, m in sets.items()}},
                                              ["flagged_rate", "refusal_rate"], [figures.BEFORE, figures.AFTER]),
                          "before and after per set"),
              table_html(sets_table(summary), "sets"), f'<p class="note">{text_html(flagged_by_judge(summary))}</p>']
+    if changes := changes_line(summary):
+        body.append(f'<p class="note">{text_html(changes)}</p>')
     rule = by_rule(summary)
     if rule:
         body.append(f'<p class="note">{text_html(rule)}</p>')
