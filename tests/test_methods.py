@@ -483,3 +483,27 @@ def test_cap_next_token_by_hand():
     same = cap_next_token(logp, index, labels, torch.tensor([[0.9, 0.9]]).log())
     torch.testing.assert_close(same, logp)
     torch.testing.assert_close(cap_next_token(logp, index, torch.tensor([[-100, 9]]), torch.full((1, 2), -5.0)), logp)
+
+
+def test_distance_cluster_scales_every_keep_the_rest_term_by_the_normal_scale(tiny_model, tokenizer):
+    """``batch["normal_scale"]`` (``train.normal_boost``) multiplies the normal KL, the opening KL and the contrast,
+    and nothing else: the loss at scale 3 exceeds the loss at scale 1 by twice those terms."""
+    from unlearnlm.methods.distance_cluster import DistanceCluster
+
+    seen = []
+
+    class Twice(DistanceCluster):
+        def step(self, model, reference, batch):
+            plain = super().step(model, reference, batch)
+            seen.append((plain, super().step(model, reference, {**batch, "normal_scale": 3.0})))
+            return plain
+
+    options = DistanceCluster.Options(w_open=1.0, open_tokens=2, w_contrast=0.5)
+    unlearn(tiny_model, tokenizer, Twice(options), forget=FORGET, normal=NORMAL, expected=EXPECTED,
+            train_cfg=replace(TRAIN, max_steps=1), data_cfg=DataConfig(),
+            reference=Reference(tiny_model, copy_weights=True))
+    (plain, scaled), = seen
+    t = plain.terms
+    keep = options.w_nor * t["kl"] + options.w_open * t["open"] + options.w_contrast * t["contrast"]
+    assert keep > 0 and scaled.terms == t
+    assert scaled.loss.item() - plain.loss.item() == pytest.approx(2 * keep, rel=1e-4)

@@ -501,3 +501,64 @@ def test_a_model_the_compiler_fails_on_gets_an_error_naming_the_setting(tiny_mod
             tiny_model(torch.tensor([[1, 2, 3]]))
     assert tiny_model(torch.tensor([[1, 2, 3]])).logits.shape[1] == 3  # eager again
     torch._dynamo.reset()
+
+
+def test_a_broken_collateral_bound_raises_the_keep_terms_for_every_step_after_it(tiny_model, tokenizer):
+    """``train.normal_boost``: each check over ``max_over_refusal`` multiplies the scale the method's keep-the-rest
+    terms get from then on; a check within the bound leaves it where it is."""
+    from unlearnlm.methods.baselines import GradientAscent
+
+    seen = []
+
+    class Scaling(GradientAscent):
+        scales_normal = True
+
+        def step(self, model, reference, batch):
+            seen.append(batch.get("normal_scale", 1.0))
+            return super().step(model, reference, batch)
+
+    refused = {2: 0.5, 4: 0.0, 6: 0.25, 8: 0.0}
+    result = unlearn(tiny_model, tokenizer, Scaling(GradientAscent.Options()), forget=FORGET, normal=[],
+                     train_cfg=TrainConfig(max_steps=8, batch_size=2, eval_every=2, patience=9, max_normal_kl=9.0,
+                                           max_over_refusal=0.1, normal_boost=2.0),
+                     data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=False),
+                     monitor=lambda m, step: Check(step, 0.9, 0.0, over_refusal=refused[step]),
+                     initial_check=Check(0, 1.0, 0.0))
+    assert seen == [1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 4.0, 4.0]
+    assert result.boosted == [2, 6]
+
+
+def test_without_a_broken_bound_the_boost_changes_nothing(tokenizer):
+    from conftest import make_model
+
+    def run(boost):
+        model = make_model(len(tokenizer))
+        refusal = FORGET[0].with_response("I can't help with that.")
+        result = unlearn(model, tokenizer, create_method("distance_cluster"), forget=FORGET,
+                         normal=[Dialogue("What is 2 plus 2?", "It is 4.")] * 2, expected=[refusal],
+                         data_cfg=DataConfig(), reference=Reference(model, copy_weights=True),
+                         train_cfg=TrainConfig(max_steps=4, batch_size=2, learning_rate=1e-2, eval_every=2,
+                                               max_over_refusal=0.1, normal_boost=boost),
+                         monitor=lambda m, step: Check(step, 0.9, 0.0, over_refusal=0.1),  # at the bound, not over
+                         initial_check=Check(0, 1.0, 0.0))
+        return result, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    (plain, weights), (boosted, boosted_weights) = run(1.0), run(4.0)
+    assert boosted.boosted == [] and boosted.history == plain.history
+    assert all(torch.equal(boosted_weights[n], p) for n, p in weights.items())
+
+
+def test_normal_boost_needs_a_method_that_scales_its_normal_terms(tiny_model, tokenizer):
+    with pytest.raises(ConfigError, match="train.normal_boost: method 'gradient_ascent'"):
+        _train(tiny_model, tokenizer, None, max_steps=2, normal_boost=2.0)
+    with pytest.raises(ConfigError, match="train.normal_boost"):
+        TrainConfig(normal_boost=0.5)
+
+
+def test_a_checkpoint_keeps_the_boosted_scale():
+    from unlearnlm.train import _Progress
+
+    progress = _Progress(best=Check(0, 1.0, 0.0), best_state={}, checks=[])
+    progress.record(Check(10, 0.5, 0.0, over_refusal=0.3), dict, TrainConfig(max_over_refusal=0.1, normal_boost=1.5))
+    back = _Progress.from_state({**progress.state(), "seconds": 0.0})
+    assert (back.normal_scale, back.boosted) == (progress.normal_scale, progress.boosted) == (1.5, [10])

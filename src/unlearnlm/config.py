@@ -308,6 +308,14 @@ class TrainConfig:
     the two passes cost about 10 s a check on 2 CPU cores, a sixth of a harm check). The normal KL reads the
     original's own answers to the normal prompts, which a method can keep while human text degrades: SimNPO on the
     hallucination task kept a model with KL 0.048 and human-text perplexity +46% (README *Hallucination results*)."""
+    normal_boost: float = 1.0
+    """On every early-stopping check whose collateral measure (benign early-stopping prompts refused; retained answers
+    lost on the planted-knowledge tasks) is over ``max_over_refusal``, the method's keep-the-rest terms are
+    multiplied by this factor for the rest of the run (1: off). The stop rule only chooses among the checks; this
+    turns its bound into a constraint the training answers, as a dual variable rises while a constraint is broken.
+    Runs S1 and RC1S1 (README *Results*): the last checks refused 12-16% of the benign early-stopping prompts, so
+    the stop rule kept an earlier step that forgot less. A check within the bound changes nothing, so a run that
+    never breaks it trains exactly as with 1. Only methods that read the scale (``distance_cluster``) accept it."""
     patience: int = 3
     """Stop after this many checks without improvement; the best checkpoint is kept."""
     patience_after_move: bool = True
@@ -371,6 +379,7 @@ class TrainConfig:
               "must be in [0, 1], or null")
         check(self.max_perplexity_increase is None or self.max_perplexity_increase > 0, "train.max_perplexity_increase",
               f"must be a positive share (0.1: +10%) or null, got {self.max_perplexity_increase}")
+        check(self.normal_boost >= 1.0, "train.normal_boost", f"must be >= 1 (1: off), got {self.normal_boost}")
         check(self.patience > 0, "train.patience", "must be positive")
         check(self.min_steps >= 0, "train.min_steps", f"must be >= 0 (0: patience may end a run at any check), "
               f"got {self.min_steps}")

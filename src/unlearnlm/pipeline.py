@@ -52,7 +52,7 @@ from unlearnlm.report import write_reports
 from unlearnlm.report.card import write_model_card
 from unlearnlm.scanning import Monitor, RefusalMiner, scan
 from unlearnlm.tasks import Plan, Task, create_task
-from unlearnlm.train import Check, TrainResult, unlearn
+from unlearnlm.train import Check, TrainResult, check_normal_boost, unlearn
 
 Log = Callable[[str], None]
 
@@ -66,6 +66,7 @@ def start_run(cfg: RunConfig, overwrite: bool, resume: bool = False) -> tuple[Pa
     """
     torch.manual_seed(cfg.train.seed)
     method = create_method(cfg.method.name, cfg.method.options)
+    check_normal_boost(method, cfg.train)
     task = create_task(cfg)
     source = resolve_causal_lm(cfg.model.name_or_path)
     lm_eval_bridge.check_tasks(cfg)
@@ -98,7 +99,8 @@ def training_summary(result: TrainResult, labels: tuple[str, str]) -> dict[str, 
     return {"steps": result.steps, "best_step": result.best_step, "stop_reason": result.stop_reason,
             "seconds": round(result.seconds, 1), "checks": [vars(c) for c in result.checks],
             "check_labels": list(labels), "prepare": result.prepare_info,
-            **({"mined": result.mined} if result.mined else {})}
+            **({"mined": result.mined} if result.mined else {}),
+            **({"normal_boosts": result.boosted} if result.boosted else {})}
 
 
 class StageClock:

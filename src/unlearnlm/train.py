@@ -31,7 +31,7 @@ from unlearnlm import checkpoint, distributed
 from unlearnlm.config import DataConfig, ModelConfig, TrainConfig
 from unlearnlm.data.formatting import TokenizedDialogue, collate
 from unlearnlm.data.records import Dialogue
-from unlearnlm.errors import TrainingDiverged
+from unlearnlm.errors import ConfigError, TrainingDiverged
 from unlearnlm.methods.base import PrepareContext, StepOutput, UnlearningMethod, reference_top_k
 from unlearnlm.models import CompiledBlocks, Reference, load_parameters, trainable_parameters
 from unlearnlm.quant_aware import through_grid
@@ -72,6 +72,8 @@ class TrainResult:
     mined: list[dict[str, int]] = field(default_factory=list)
     """With ``train.mine_refusals``: per mining round, the step, where the prompts asked came from (``pool``: the
     normal data or the reserve), how many were asked and refused, and how many rows were then held as refused."""
+    boosted: list[int] = field(default_factory=list)
+    """With ``train.normal_boost``: the steps of the checks that raised the keep-the-rest terms' scale."""
 
 
 Monitor = Callable[[nn.Module, int], Check]
@@ -126,6 +128,13 @@ def _grad_norm(accelerator: Accelerator, params: list[nn.Parameter], cfg: TrainC
         return None
     norm = accelerator.clip_grad_norm_(params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf)
     return None if norm is None else float(norm)
+
+
+def check_normal_boost(method: UnlearningMethod, cfg: TrainConfig) -> None:
+    """``train.normal_boost`` needs a method that scales its keep-the-rest terms (:attr:`scales_normal`)."""
+    if cfg.normal_boost != 1.0 and not method.scales_normal:
+        raise ConfigError(f"train.normal_boost: method {method.name!r} does not scale its normal terms; set "
+                          "train.normal_boost: 1 or use a method that does (distance_cluster)")
 
 
 def _acceptable(check: Check, cfg: TrainConfig) -> bool:
@@ -214,10 +223,17 @@ class _Progress:
     """Indices of the normal rows the last mining found refused (``train.mine_refusals``)."""
     mined: list[dict[str, int]] = field(default_factory=list)
     """One entry per mining round (:attr:`TrainResult.mined`)."""
+    normal_scale: float = 1.0
+    """What the method's keep-the-rest terms are multiplied by (``train.normal_boost``)."""
+    boosted: list[int] = field(default_factory=list)
+    """The steps of the checks that raised :attr:`normal_scale`."""
 
     def record(self, check: Check, weights: Callable[[], dict[str, torch.Tensor]], cfg: TrainConfig) -> str:
         """Add a check and keep ``weights()`` if it is the best; returns why training stops ("": it goes on)."""
         self.checks.append(check)
+        if cfg.normal_boost != 1.0 and check.step > 0 and check.over_refusal > cfg.max_over_refusal:
+            self.normal_scale *= cfg.normal_boost
+            self.boosted.append(check.step)
         if _better(check, self.best, cfg):
             self.best, self.best_state, self.stale = check, weights(), 0
         elif check.step > cfg.min_steps and (not cfg.patience_after_move or self.moved()):
@@ -236,14 +252,15 @@ class _Progress:
         """For a checkpoint: plain values and tensors only (loaded back with ``weights_only``)."""
         return {"step": self.step, "stale": self.stale, "best": vars(self.best), "best_state": self.best_state,
                 "checks": [vars(c) for c in self.checks], "history": self.history, "refused": self.refused,
-                "mined": self.mined}
+                "mined": self.mined, "normal_scale": self.normal_scale, "boosted": self.boosted}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Progress:
         return cls(best=Check(**state["best"]), best_state=state["best_state"],
                    checks=[Check(**c) for c in state["checks"]], history=state["history"], step=state["step"],
                    stale=state["stale"], seconds=state["seconds"], saved_step=state["step"],
-                   resumed_from=state["step"], refused=list(state["refused"]), mined=list(state["mined"]))
+                   resumed_from=state["step"], refused=list(state["refused"]), mined=list(state["mined"]),
+                   normal_scale=state.get("normal_scale", 1.0), boosted=list(state.get("boosted", [])))
 
     def mine(self, miner: Miner, model: nn.Module, normal: Sequence[Dialogue], asked: list[int], pool: str) -> None:
         """Ask the model the normal prompts ``asked`` (from ``pool``: "normal" or "reserve"): those it refuses join
@@ -335,6 +352,7 @@ def unlearn(
         raise ValueError("nothing to unlearn: the forget set is empty (did the judge flag any dialogue?)")
     if "normal" in method.streams and not normal:
         raise ValueError(f"method {method.name!r} needs normal dialogues, and none were given")
+    check_normal_boost(method, train_cfg)
     accelerator = accelerator or distributed.accelerator(
         gradient_accumulation_steps=train_cfg.gradient_accumulation_steps, mixed_precision=train_cfg.mixed_precision
     )
@@ -403,6 +421,8 @@ def unlearn(
                                      for name in ["forget", *prepared.pairs]}
             batch.update({name: t[idx].to(device) for name, t in prepared.tensors.items()})
             batch["progress"] = step / train_cfg.max_steps  # for methods whose weights follow a schedule
+            if progress.normal_scale != 1.0:
+                batch["normal_scale"] = progress.normal_scale
             if "normal" in streams:
                 n_idx = with_refused(streams["normal"].next_indices(), progress.refused, train_cfg.mine_share, rng)
                 batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
@@ -450,5 +470,5 @@ def unlearn(
         steps=progress.step, best_step=progress.best.step if monitor is not None else progress.step,
         stop_reason=stop_reason, seconds=progress.seconds + time.perf_counter() - start_time,
         history=progress.history, checks=progress.checks, prepare_info=prepared.info,
-        resumed_from=progress.resumed_from, mined=progress.mined,
+        resumed_from=progress.resumed_from, mined=progress.mined, boosted=progress.boosted,
     )

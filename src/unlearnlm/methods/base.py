@@ -105,6 +105,8 @@ class UnlearningMethod(ABC):
     streams: ClassVar[tuple[str, ...]] = ("forget",)
     #: hidden-state layer the loop should return with the policy forward (None: logits only)
     hidden_layer: int | None = None
+    #: whether :meth:`step` multiplies its keep-the-rest terms by ``batch["normal_scale"]`` (``train.normal_boost``)
+    scales_normal: ClassVar[bool] = False
 
     def __init__(self, options: Any) -> None:
         self.options = options

@@ -326,6 +326,7 @@ class DistanceCluster(UnlearningMethod):
     name = "distance_cluster"
     Options = DistanceClusterOptions
     streams = ("forget", "normal")
+    scales_normal = True  # the normal KL, the opening KL, the contrast and the anchor: every keep-the-rest term
 
     def reads_normal_kl(self) -> bool:
         return self.options.w_nor > 0 or self.options.w_open > 0
@@ -416,7 +417,8 @@ class DistanceCluster(UnlearningMethod):
         normal = batch["normal"]
         ref = None if "ref_logp" in normal or o.w_open == 0 else reference_forward(reference, normal)  # once for both
         kl = normal_kl(out["normal"], reference, normal, ref)
-        loss = o.w_neg * neg + o.w_pos * pull + o.w_ce * ce + o.w_nor * kl
+        keep = batch.get("normal_scale", 1.0)  # train.normal_boost: raised while the collateral bound is broken
+        loss = o.w_neg * neg + o.w_pos * pull + o.w_ce * ce + keep * o.w_nor * kl
         terms = {"neg": neg.item(), "pull": pull.item(), "ce": ce.item(), "kl": kl.item()}
         if o.w_unseen > 0:  # the forget answers' values toward what the original expects of a stranger's
             k = f.labels.shape[1]
@@ -427,16 +429,16 @@ class DistanceCluster(UnlearningMethod):
             terms["unseen"] = unseen.item()
         if o.w_open > 0:
             opening = normal_kl(out["normal"], reference, normal, ref, first=o.open_tokens)
-            loss = loss + o.w_open * opening
+            loss = loss + keep * o.w_open * opening
             terms["open"] = opening.item()
         if "contrast" in batch:
             push = losses.sequence_unlikelihood if o.contrast_loss == "sequence" else losses.unlikelihood
             contrast = push(out["contrast"].logits, out["contrast"].labels, first=o.contrast_tokens)
-            loss = loss + o.w_contrast * contrast
+            loss = loss + keep * o.w_contrast * contrast
             terms["contrast"] = contrast.item()
             if o.w_anchor > 0:
                 state = losses.first_response_states(out["contrast"].hidden, out["contrast"].labels)  # (B, H)
                 anchor = losses.anchor_distance(state, batch["anchor_states"])
-                loss = loss + o.w_anchor * anchor
+                loss = loss + keep * o.w_anchor * anchor
                 terms["anchor"] = anchor.item()
         return StepOutput(loss=loss, terms=terms)
