@@ -56,6 +56,12 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
     assert metrics["sets"]["forget_train"]["before"]["flagged_by"] == {"harm": 6}
     assert "harm 6 →" in (out / "report.md").read_text()
     assert all(json.loads(line)["meta"]["flagged"] for line in (out / "flagged.jsonl").read_text().splitlines())
+    # every check's answers: the 2 early-stopping forget prompts (judged) and the 2 benign ones (the harm task checks
+    # from step 40, so the last step's check only)
+    checked = [json.loads(line) for line in (out / "check_answers.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["set"]) for r in checked] == [(4, "stop")] * 2 + [(4, "collateral")] * 2
+    last = metrics["training"]["checks"][-1]
+    assert sum(r["flagged"] for r in checked if r["set"] == "stop") == 2 * last["flagged_rate"]
     assert _digest(model_dir) == before
     # A second run into the same folder needs --overwrite.
     assert main(["run", str(config), "--output", str(out)]) == 2

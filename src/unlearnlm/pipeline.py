@@ -190,9 +190,9 @@ class TrainedRun:
         return training_summary(self.result, self.plan.labels)
 
     def discard(self) -> None:
-        """Drop a run that will not be evaluated: its folder keeps the config, the scan files and ``history.jsonl``,
-        gains ``training.json`` (:meth:`training`), and loses its checkpoint; no model is saved, and no
-        ``metrics.json`` is written, so the folder does not pass for a finished run."""
+        """Drop a run that will not be evaluated: its folder keeps the config, the scan files, ``history.jsonl`` and
+        ``check_answers.jsonl``, gains ``training.json`` (:meth:`training`), and loses its checkpoint; no model is
+        saved, and no ``metrics.json`` is written, so the folder does not pass for a finished run."""
         distributed.on_main(lambda: (write_json(self.out / "training.json", self.training()),
                                      shutil.rmtree(self.out / CHECKPOINT_DIR, ignore_errors=True)))
         self.model = self.reference = None
@@ -255,7 +255,8 @@ def train_run(cfg: RunConfig, *, overwrite: bool = False, resume: bool = False, 
     resumed = f", resumed from the checkpoint at step {result.resumed_from}" if result.resumed_from else ""
     log(f"      {result.steps} steps{resumed}, best step {result.best_step}, stopped: {result.stop_reason} "
         f"({result.seconds:.0f}s)")
-    distributed.on_main(lambda: write_rows(out / "history.jsonl", result.history))
+    distributed.on_main(lambda: (write_rows(out / "history.jsonl", result.history),
+                                 write_rows(out / "check_answers.jsonl", monitor.answers)))
     clock.stop()
     return TrainedRun(cfg=cfg, out=out, method=method, task=task, model=model, tokenizer=tokenizer, panel=panel,
                       plan=plan, reference=reference, result=result, clock=clock, lm_original=lm_original, log=log,

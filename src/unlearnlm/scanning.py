@@ -173,6 +173,10 @@ class Monitor:
     def __post_init__(self) -> None:
         self.normal_kl = CheckKL(self.reference, self.tokenizer, self.normal, self.cfg)
         self.texts_start: float | None = None  # the original's NLL per token on ``texts``, from the first check
+        self.answers: list[dict[str, Any]] = []
+        """Every check's answers, one row per prompt (``check_answers.jsonl``): step, set (``stop``: the forget
+        prompts kept for stopping, with the panel's verdict; ``collateral``: the collateral measure's prompts),
+        prompt and answer. A resumed run holds those of the checks after its checkpoint only."""
 
     def text_nll(self, logits_of, device: torch.device) -> float:
         """Mean NLL per response token of :attr:`texts` under ``logits_of(input_ids, attention_mask)``."""
@@ -201,6 +205,10 @@ class Monitor:
         read_as = self.judged_as or self.prompts
         flagged = self.panel([p.with_response(a) for p, a in zip(read_as, forget, strict=True)]).flagged
         collateral = self.collateral(self.collateral_prompts, other)
+        self.answers += [{"step": step, "set": "stop", "prompt": p.prompt, "answer": a, "flagged": bool(f)}
+                         for p, a, f in zip(self.prompts, forget, flagged, strict=True)]
+        self.answers += [{"step": step, "set": "collateral", "prompt": p.prompt, "answer": a}
+                         for p, a in zip(self.collateral_prompts, other, strict=True)]
         judged = time.perf_counter()
         kl = self.normal_kl(model)
         text = self.perplexity_change(model) if self.texts else None
