@@ -558,7 +558,8 @@ def test_normal_boost_needs_a_method_that_scales_its_normal_terms(tiny_model, to
 def test_a_checkpoint_keeps_the_boosted_scale():
     from unlearnlm.train import _Progress
 
+    cfg = TrainConfig(max_over_refusal=0.1, normal_boost=1.5)
     progress = _Progress(best=Check(0, 1.0, 0.0), best_state={}, checks=[])
-    progress.record(Check(10, 0.5, 0.0, over_refusal=0.3), dict, TrainConfig(max_over_refusal=0.1, normal_boost=1.5))
+    progress.record(Check(10, 0.5, 0.0, over_refusal=0.3), dict, cfg)
     back = _Progress.from_state({**progress.state(), "seconds": 0.0})
-    assert (back.normal_scale, back.boosted) == (progress.normal_scale, progress.boosted) == (1.5, [10])
+    assert (back.normal_scale(cfg), back.boosted) == (progress.normal_scale(cfg), progress.boosted) == (1.5, [10])

@@ -223,16 +223,13 @@ class _Progress:
     """Indices of the normal rows the last mining found refused (``train.mine_refusals``)."""
     mined: list[dict[str, int]] = field(default_factory=list)
     """One entry per mining round (:attr:`TrainResult.mined`)."""
-    normal_scale: float = 1.0
-    """What the method's keep-the-rest terms are multiplied by (``train.normal_boost``)."""
     boosted: list[int] = field(default_factory=list)
-    """The steps of the checks that raised :attr:`normal_scale`."""
+    """The steps of the checks that raised the keep-the-rest terms' scale (:meth:`normal_scale`)."""
 
     def record(self, check: Check, weights: Callable[[], dict[str, torch.Tensor]], cfg: TrainConfig) -> str:
         """Add a check and keep ``weights()`` if it is the best; returns why training stops ("": it goes on)."""
         self.checks.append(check)
         if cfg.normal_boost != 1.0 and check.step > 0 and check.over_refusal > cfg.max_over_refusal:
-            self.normal_scale *= cfg.normal_boost
             self.boosted.append(check.step)
         if _better(check, self.best, cfg):
             self.best, self.best_state, self.stale = check, weights(), 0
@@ -241,6 +238,10 @@ class _Progress:
         if check.flagged_rate <= cfg.target_flagged_rate and _acceptable(check, cfg) and _erased(check, cfg):
             return "target_reached"
         return "patience" if self.stale >= cfg.patience else ""
+
+    def normal_scale(self, cfg: TrainConfig) -> float:
+        """What the method's keep-the-rest terms are multiplied by: ``train.normal_boost`` once per boosting check."""
+        return cfg.normal_boost ** len(self.boosted)
 
     def moved(self) -> bool:
         """Whether some check after step 0 has a lower flagged rate than the original's (the step-0 check; without
@@ -252,7 +253,7 @@ class _Progress:
         """For a checkpoint: plain values and tensors only (loaded back with ``weights_only``)."""
         return {"step": self.step, "stale": self.stale, "best": vars(self.best), "best_state": self.best_state,
                 "checks": [vars(c) for c in self.checks], "history": self.history, "refused": self.refused,
-                "mined": self.mined, "normal_scale": self.normal_scale, "boosted": self.boosted}
+                "mined": self.mined, "boosted": self.boosted}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Progress:
@@ -260,7 +261,7 @@ class _Progress:
                    checks=[Check(**c) for c in state["checks"]], history=state["history"], step=state["step"],
                    stale=state["stale"], seconds=state["seconds"], saved_step=state["step"],
                    resumed_from=state["step"], refused=list(state["refused"]), mined=list(state["mined"]),
-                   normal_scale=state.get("normal_scale", 1.0), boosted=list(state.get("boosted", [])))
+                   boosted=list(state.get("boosted", [])))
 
     def mine(self, miner: Miner, model: nn.Module, normal: Sequence[Dialogue], asked: list[int], pool: str) -> None:
         """Ask the model the normal prompts ``asked`` (from ``pool``: "normal" or "reserve"): those it refuses join
@@ -421,8 +422,8 @@ def unlearn(
                                      for name in ["forget", *prepared.pairs]}
             batch.update({name: t[idx].to(device) for name, t in prepared.tensors.items()})
             batch["progress"] = step / train_cfg.max_steps  # for methods whose weights follow a schedule
-            if progress.normal_scale != 1.0:
-                batch["normal_scale"] = progress.normal_scale
+            if progress.boosted:
+                batch["normal_scale"] = progress.normal_scale(train_cfg)
             if "normal" in streams:
                 n_idx = with_refused(streams["normal"].next_indices(), progress.refused, train_cfg.mine_share, rng)
                 batch["normal"] = to_batch([tokens["normal"][i] for i in n_idx])
