@@ -735,7 +735,7 @@ def test_task_defaults_apply_under_user_settings():
     assert harm.data.scan_size == 320 and cfg.data.scan_size == 192 and hallu.data.scan_size == 192  # harm only
     assert (harm.train.batch_size, harm.data.edgy_share) == (8, 0.35)  # harm only (run Q41)
     assert (cfg.train.batch_size, cfg.data.edgy_share) == (hallu.train.batch_size, hallu.data.edgy_share) == (4, None)
-    assert (harm.train.learning_rate, harm.train.eval_every, harm.data.benign_pool) == (6e-4, 10, "mixed")
+    assert (harm.train.learning_rate, harm.train.eval_every, harm.data.benign_pool) == (6e-4, 20, "mixed")
     assert harm.data.forget_rephrasings == 2 and cfg.data.forget_rephrasings == 0  # harm only
     assert (cfg.train.learning_rate, cfg.data.benign_pool, cfg.data.normal_train_size) == (2e-4, "mixed", 128)
     assert (hallu.data.benign_pool, hallu.data.benign_val_size) == ("freshqa", 16)  # hallucination: unmeasured

@@ -420,10 +420,13 @@ def test_bf16_training_leaves_a_plain_fp32_model(tokenizer):
             assert not torch.equal(fresh(ids).logits.float(), plain)  # the test can tell the two apart
 
 
-@pytest.mark.parametrize(("precision", "dtype"), [("bf16", torch.bfloat16), ("no", torch.float32)])
-def test_the_methods_preparation_runs_in_the_models_own_precision(tiny_model, tokenizer, precision, dtype):
-    # The original's states and log-probabilities a method caches before training come from fp32 passes whatever
-    # the steps' autocast (what run L measured; bf16 preparation, run N2, is not the default).
+@pytest.mark.parametrize(("precision", "reference_precision", "prepared_in", "dtype"), [
+    ("bf16", "model", torch.float32, torch.bfloat16), ("no", "model", torch.float32, torch.float32),
+    ("bf16", "train", torch.bfloat16, torch.bfloat16), ("no", "train", torch.float32, torch.float32)])
+def test_the_methods_preparation_runs_in_the_chosen_precision(tiny_model, tokenizer, precision, reference_precision,
+                                                               prepared_in, dtype):
+    # The original's states and log-probabilities a method caches before training come from passes in the model's
+    # own dtype whatever the steps' autocast, or under the steps' autocast with train.reference_precision: train.
     from unlearnlm.methods.base import reference_sequence_logprobs
     from unlearnlm.methods.baselines import GradientAscent
 
@@ -438,11 +441,27 @@ def test_the_methods_preparation_runs_in_the_models_own_precision(tiny_model, to
     hook = tiny_model.model.layers[0].self_attn.q_proj.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
     try:
         unlearn(tiny_model, tokenizer, Preparing(GradientAscent.Options()), forget=FORGET, normal=[],
-                train_cfg=TrainConfig(max_steps=1, batch_size=2, eval_every=0, mixed_precision=precision),
+                train_cfg=TrainConfig(max_steps=1, batch_size=2, eval_every=0, mixed_precision=precision,
+                                      reference_precision=reference_precision),
                 data_cfg=DataConfig(), reference=Reference(tiny_model, copy_weights=True))
     finally:
         hook.remove()
-    assert seen == [torch.float32, "prepared", dtype]  # the original's pass in prepare, then the step's pass
+    assert seen == [prepared_in, "prepared", dtype]  # the original's pass in prepare, then the step's pass
+
+
+def test_the_reference_casts_only_inside_its_autocast_block(tiny_model, tokenizer):
+    ref = Reference.of(tiny_model)
+    ids = tokenizer("How do I bake bread?", return_tensors="pt").input_ids
+    mask = torch.ones_like(ids)
+    plain, _ = ref(ids, mask)
+    with ref.autocast(torch.bfloat16):
+        cast, _ = ref(ids, mask)
+        with ref.autocast(None):  # nested: as it otherwise runs
+            assert torch.equal(ref(ids, mask)[0], plain)
+        assert ref(ids, mask)[0].dtype == torch.bfloat16
+    assert cast.dtype == torch.bfloat16 and plain.dtype == torch.float32
+    assert not torch.equal(cast.float(), plain) and torch.allclose(cast.float(), plain, atol=0.1)
+    assert torch.equal(ref(ids, mask)[0], plain)  # back to the model's own precision after the block
 
 
 def test_compiled_blocks_train_as_eager_ones_do_and_are_eager_outside_the_steps(tokenizer):

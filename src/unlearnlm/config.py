@@ -264,6 +264,11 @@ class TrainConfig:
     """Passed to accelerate (``auto``: bf16 where the device computes it faster than fp32, a GPU or a CPU with AMX,
     else no): the training steps and the early-stopping checks run under autocast; the model that is evaluated
     afterwards and saved is the plain one, in ``model.dtype``, as a user loads it."""
+    reference_precision: Literal["model", "train"] = "model"
+    """The original's passes before training (the method's ``prepare``: hidden states, log-probabilities, the normal
+    loss's top-k cache): ``model``, in the model's own dtype; ``train``, under the steps' autocast
+    (``mixed_precision``), as the original's passes during the steps already are. On the harm default (2 CPU cores
+    with AMX) these passes took about 150 s of a run in fp32 (``py-spy``, 2026-12-07)."""
     compile: bool = False
     """Compile the model's repeated blocks (decoder layers) with ``torch.compile`` for the training steps; the
     early-stopping checks' generation, the evaluation and the saved model stay eager. The first steps pay the

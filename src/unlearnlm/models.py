@@ -191,6 +191,7 @@ class Reference:
     def __init__(self, policy: nn.Module, copy_weights: bool) -> None:
         self._policy = policy
         self._frozen: nn.Module | None = None
+        self._autocast: torch.dtype | None = None
         if copy_weights:
             self._frozen = copy.deepcopy(policy).eval().requires_grad_(False)
 
@@ -214,6 +215,15 @@ class Reference:
         with self._policy.disable_adapter():
             yield self._policy
 
+    @contextlib.contextmanager
+    def autocast(self, dtype: torch.dtype | None) -> Iterator[None]:
+        """The original's passes run under autocast to ``dtype`` for the duration (None: as they otherwise run)."""
+        before, self._autocast = self._autocast, dtype
+        try:
+            yield
+        finally:
+            self._autocast = before
+
     @torch.no_grad()
     def __call__(
         self,
@@ -229,7 +239,9 @@ class Reference:
         ``logits_to_keep`` > 0 returns logits for the last that many positions only, (B, K, V).
         """
         extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}  # models without it still run
-        with self._as_original() as model:
+        on = self._autocast is not None
+        cast = torch.autocast(input_ids.device.type, dtype=self._autocast) if on else contextlib.nullcontext()
+        with self._as_original() as model, cast:
             out = model(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                 output_hidden_states=hidden_layer is not None, **extra,

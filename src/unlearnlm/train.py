@@ -36,6 +36,8 @@ from unlearnlm.methods.base import PrepareContext, StepOutput, UnlearningMethod,
 from unlearnlm.models import CompiledBlocks, Reference, load_parameters, trainable_parameters
 from unlearnlm.quant_aware import through_grid
 
+_PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16}  # accelerate's mixed_precision -> autocast dtype
+
 
 @dataclass
 class Check:
@@ -369,10 +371,13 @@ def unlearn(
         lookalikes=lookalikes, recipe_refusals=recipe_refusals or {}, unseen_views=unseen_views or {},
         unseen_model=unseen_model,
     )
-    # The original's passes before training stay in the model's own precision, even where the steps run under
-    # autocast: under bf16 (run N2) the harm default's stop rule kept another checkpoint, and whether that was the
-    # precision or chance is not measured; fp32 is what run L measured.
-    prepared = method.prepare(ctx)
+    # The original's passes before training: in the model's own precision, or under the steps' autocast
+    # (train.reference_precision: train). Under bf16 once (run N2) the harm default's stop rule kept another
+    # checkpoint than in fp32; whether that was the precision or chance was not measured then.
+    ref_cast = _PRECISIONS.get(distributed.resolve_precision(train_cfg.mixed_precision))
+    ref_cast = ref_cast if train_cfg.reference_precision == "train" else None
+    with reference.autocast(ref_cast):
+        prepared = method.prepare(ctx)
     tokens = {"forget": ctx.tokenize(forget)}
     mining = miner is not None and train_cfg.mine_refusals > 0 and "normal" in method.streams
     normal_rows = [*normal, *reserve] if mining else list(normal)  # reserve rows: after the normal ones
@@ -382,7 +387,8 @@ def unlearn(
         tokens[name] = ctx.tokenize(rows)
     normal_cache: dict[str, torch.Tensor] = {}
     if train_cfg.kl_top_k and "normal" in tokens and method.reads_normal_kl():  # the original's outputs, once
-        normal_cache = reference_top_k(ctx, tokens["normal"], train_cfg.kl_top_k)
+        with reference.autocast(ref_cast):
+            normal_cache = reference_top_k(ctx, tokens["normal"], train_cfg.kl_top_k)
     streams = {"forget": _Stream(len(forget), train_cfg.batch_size, rng)}
     if "normal" in tokens:
         streams["normal"] = _Stream(len(normal), train_cfg.batch_size, rng)

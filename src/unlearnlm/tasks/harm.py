@@ -173,9 +173,14 @@ class HarmTask(ScanTask):
     # (run B8). README, Results.
     # compile (2026-12-07): the steps through compiled decoder layers, 8.5 s against 11.5 s on the run (RC1 against
     # R46, the same machine); the figures moved as much as a second seed moves them (README, Benchmarks).
-    defaults = {"train": {"learning_rate": 6e-4, "eval_every": 10, "mixed_precision": "auto", "min_steps": 40,
-                          "first_check": 40, "batch_size": 8, "compile": True},
-                "generation": {"mixed_precision": "auto"},
+    # For the 20-minute cold run (2026-12-07): the original's passes before training under the steps' bf16 (2.5x
+    # faster on 200 forget rows, 10.7 s against 26.7 s; about 150 s of a run in fp32), answers in batches of 64
+    # (128 benign prompts 17.9 and 18.9 s against 23.2 and 22.5 s at 32: benchmarks/bench_generation.py --lora
+    # --mixed-precision bf16 --batch-sizes 32 64 32 64) and checks at steps 40, 60 and 80 (eval_every 20: the
+    # steps RC1 and RC1S1 kept, 80 and 60, are both still checked). README, Results.
+    defaults = {"train": {"learning_rate": 6e-4, "eval_every": 20, "mixed_precision": "auto", "min_steps": 40,
+                          "first_check": 40, "batch_size": 8, "compile": True, "reference_precision": "train"},
+                "generation": {"mixed_precision": "auto", "batch_size": 64},
                 "data": {"forget_rephrasings": 2, "benign_val_size": 64, "scan_size": 320, "pyrit_benign": "heldout",
                          "edgy_share": 0.35}}
     method_defaults = {"distance_cluster": {"w_open": 1.0, "recovery_share": 0.3, "recovery_words": 4}}
