@@ -24,6 +24,10 @@ try's overrides and kept check. Only the kept try is evaluated and saved (its fo
 ranks lower leaves its config, scan files, ``history.jsonl`` and ``training.json`` (its checks), and no model. The
 best try so far is held in memory while the next one trains (two models at once).
 
+``--resume`` reads the methods already finished in ``--output`` (the kept run's ``metrics.json``, and ``tries.json``
+after several tries) instead of running them again, so a comparison stopped part-way goes on from the method it
+stopped in, on the same cached original's stage (the tries of that method start again).
+
 ``--attack quantize``, ``--attack relearn`` and ``--attack prefill`` (any of them) run ``unlearnlm attack`` on every
 method's kept run and every ``--include`` run, after the methods have run (into ``RUN/attacks/``, as the CLI does),
 and print a second table: per method, the task's headline figure (harm: held-out flagged; privacy: forget fields
@@ -165,6 +169,18 @@ def row(summary: dict, label: str | None = None) -> str:
             f"{tr['seconds']:.0f} | {summary['wall_seconds']:.0f} |")
 
 
+def finished(folder: Path, n_tries: int) -> tuple[Path, str | None] | None:
+    """A method's finished comparison in ``folder`` (``--resume``): its kept run's folder and, with tries, the kept
+    try's overrides; None where it has not finished (no metrics.json, or no tries.json after several tries)."""
+    if n_tries == 1:
+        return (folder, None) if (folder / "metrics.json").is_file() else None
+    if not (folder / "tries.json").is_file():
+        return None
+    kept = next(t for t in json.loads((folder / "tries.json").read_text(encoding="utf-8")) if t["chosen"])
+    run = Path(kept["folder"])
+    return (run, ", ".join(kept["overrides"])) if (run / "metrics.json").is_file() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", nargs="?")
@@ -176,6 +192,8 @@ def main() -> None:
     parser.add_argument("--tries", action="append", default=[], metavar="[METHOD:]KEY=V1,V2",
                         help="run each method once per value and keep the try the early-stopping split ranks best; "
                              "METHOD: tunes that method's own setting instead (as many tries as the others)")
+    parser.add_argument("--resume", action="store_true",
+                        help="read the methods already finished in --output instead of running them again")
     parser.add_argument("--attack", action="append", default=[], choices=["quantize", "relearn", "prefill"],
                         help="attack every method's kept run and print the attack table")
     parser.add_argument("--relearn-steps", nargs="+", type=int, default=[2, 10])
@@ -195,6 +213,12 @@ def main() -> None:
     for name in methods:
         own_options = [] if name == base.method.name else ["method.options={}"]  # options belong to one method
         tried, grid, best, chosen = [], grids[name], None, 0
+        if args.resume and (done := finished(Path(args.output) / name, len(grid))) is not None:
+            folder, label = done
+            lines.append(row(json.loads((folder / "metrics.json").read_text(encoding="utf-8")),
+                             f"{name} ({label})" if label else None))
+            folders.append(folder)
+            continue
         for i, overrides in enumerate(grid):  # each try trained; only the one kept is evaluated
             folder = Path(args.output) / name / (f"try-{i}" if len(grid) > 1 else "")
             cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}", *overrides,

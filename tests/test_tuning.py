@@ -104,8 +104,27 @@ def test_compare_methods_runs_every_try_and_shows_the_chosen_one(workspace, monk
     assert chosen.index(True) == best_try([{"training": training} for training in trainings])
     assert [t["kept_check"] for t in tries] == [vars(kept_check({"training": tr})) for tr in trainings]
     label = f"gradient_ascent ({tries[chosen.index(True)]['overrides'][0]})"
-    assert f"| {label} |" in capsys.readouterr().out
+    first = capsys.readouterr().out
+    assert f"| {label} |" in first
     assert (out / "compare.html").is_file()
+
+    # --resume: a comparison stopped in NPO (no tries.json yet) reads gradient ascent's kept run and trains NPO only
+    import unlearnlm.pipeline
+
+    (out / "npo" / "tries.json").unlink()
+    trained = []
+    real = unlearnlm.pipeline.train_run
+
+    def counted(cfg, **kw):
+        trained.append(cfg.method.name)
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(unlearnlm.pipeline, "train_run", counted)
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--resume"])
+    runpy.run_path(str(script), run_name="__main__")
+    assert trained == ["npo", "npo"]
+    ga_row = next(line for line in first.splitlines() if line.startswith(f"| {label} |"))
+    assert ga_row in capsys.readouterr().out.splitlines()  # the same row, read from the finished run
 
 
 def test_compare_methods_attacks_each_kept_run_and_tabulates_the_headline_figure(workspace, monkeypatch, capsys):
