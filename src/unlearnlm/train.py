@@ -372,8 +372,8 @@ def unlearn(
         unseen_model=unseen_model,
     )
     # The original's passes before training: in the model's own precision, or under the steps' autocast
-    # (train.reference_precision: train). Under bf16 once (run N2) the harm default's stop rule kept another
-    # checkpoint than in fp32; whether that was the precision or chance was not measured then.
+    # (train.reference_precision: train). On one scan the harm default missed the same targets with either (runs
+    # demo52 and RF0, README): the precision moves the run as much as any rounding change does, no more.
     ref_cast = _PRECISIONS.get(distributed.resolve_precision(train_cfg.mixed_precision))
     ref_cast = ref_cast if train_cfg.reference_precision == "train" else None
     with reference.autocast(ref_cast):
