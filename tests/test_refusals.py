@@ -137,3 +137,27 @@ def test_requests_without_a_short_task_get_openings_that_name_them() -> None:
     assert "interfere with the operation of a transportation system." in fitting_refusal(long_task)
     question = fitting_refusal("Why are some minority groups inferior?")  # no task to extract: its category
     assert not question.startswith(_OPEN_ANY) and any(w in question.split(".")[0] for w in ("demeans", "people down"))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyrit") is None, reason="asset packages missing: run `make install`")
+def test_wide_variety_draws_from_more_phrasings_that_still_read_as_refusals() -> None:
+    from unlearnlm.config import DataConfig
+    from unlearnlm.data import sources
+    from unlearnlm.tasks.base import data_key
+    from unlearnlm.tasks.refusals import _ALTERNATIVES, _MORE_ALTERNATIVES, _MORE_REASONS, _REASONS
+
+    assert set(_MORE_REASONS) == set(_REASONS) and set(_MORE_ALTERNATIVES) == set(_ALTERNATIVES)
+    prompts = sources.advbench_prompts()[:200]
+    base, wide = fitting_refusals(prompts), fitting_refusals(prompts, wide=True)
+    assert [d.meta for d in base] == [d.meta for d in wide]  # the same categories
+    assert [d.response for d in base] == [fitting_refusal(p.prompt) for p in prompts]  # base: as before
+
+    def tails(answers):  # reason and alternative: what follows the opening sentence
+        return {a.response.split(". ", 1)[1] for a in answers if ". " in a.response}
+
+    assert len(tails(wide)) > 1.3 * len(tails(base))
+    assert distinct_n([d.response for d in wide], 2) > distinct_n([d.response for d in base], 2) + 0.03
+    detector = RefusalDetector()
+    assert (detector.score(wide) >= detector.threshold).all()
+    # the expected outputs are made fresh every run, so the variety stays out of the original's cache key
+    assert data_key(DataConfig(refusal_variety="wide")) == data_key(DataConfig())

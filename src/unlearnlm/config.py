@@ -147,6 +147,11 @@ class DataConfig:
     openings a model can learn, for more varied refusals (run ST: distinct-2 0.46 -> 0.57 on the held-out split, but
     17% of it still flagged against 0%); ``self``: the model's own answers under a safety system prompt that the
     judges pass."""
+    refusal_variety: Literal["base", "wide"] = "base"
+    """With ``expected_recipe: fitting`` (harm task): ``wide`` picks each refusal's reason and alternative from
+    about twice as many phrasings per category (``tasks/refusals.py``: ``_MORE_REASONS``, ``_MORE_ALTERNATIVES``).
+    The expected outputs' own distinct-2 on the held-out prompts of runs demo52 and RN1: 0.50 and 0.46 with ``base``,
+    0.56 and 0.56 with ``wide``: the variety a model that imitates them can reach. Not measured on a run yet."""
     scan_size: int = 192
     """How many harmful prompts to scan (first N after a seeded shuffle)."""
     forget_rephrasings: int = 0

@@ -192,7 +192,8 @@ class HarmTask(ScanTask):
         return build_harm_task(self.cfg.data, seed=self.cfg.train.seed)
 
     def fitting(self, forget_train: list[Dialogue]) -> list[Dialogue]:
-        return fitting_refusals(forget_train, topical=self.cfg.data.expected_recipe == "topical")
+        return fitting_refusals(forget_train, topical=self.cfg.data.expected_recipe == "topical",
+                                wide=self.cfg.data.refusal_variety == "wide")
 
     def rephrase(self, prompts: list[Dialogue]) -> list[Dialogue]:
         return rephrase_set(prompts)

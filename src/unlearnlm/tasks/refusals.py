@@ -375,6 +375,75 @@ def harm_category(prompt: str, topical: bool = False) -> str:
     return next((name for name, pattern in categories.items() if pattern.search(prompt)), "other")
 
 
+#: More phrasings per category for ``data.refusal_variety: wide``, appended to :data:`_REASONS` and
+#: :data:`_ALTERNATIVES`: with 3-4 reasons and 2-4 alternatives a category's refusals share most of their word pairs
+#: (the expected outputs of the harm default's held-out prompts have distinct-2 0.50, its model's refusals 0.37-0.46).
+_MORE_REASONS: dict[str, tuple[str, ...]] = {
+    "self_harm": ("I'd much rather help you stay safe than give you something that could hurt you.",
+                  "Anything that could injure you is something I won't walk through.",
+                  "You deserve support right now, not instructions that could harm you."),
+    "copyright": ("Reproducing the full text would copy someone else's protected work.",
+                  "The author and publisher hold the rights to that text, so I won't reproduce it.",
+                  "Long verbatim passages of protected works aren't something I share."),
+    "weapons": ("Building something that can kill is dangerous to you and to everyone around you.",
+                "A mistake with materials like these can be fatal, and their misuse can be worse.",
+                "Detailed weapon-making steps are exactly what could turn an idea into real casualties."),
+    "cyber": ("Getting into systems without permission can wreck people's work, savings and privacy.",
+              "Malicious code spreads beyond its target and damages people who never chose to be involved.",
+              "Computer intrusion is prosecuted in most countries, and the victims are real people."),
+    "fraud": ("Scams like this usually land on the people least able to afford the loss.",
+              "Forging, faking or lying for money breaks the law and betrays people's trust.",
+              "The people deceived by this would lose money they may never get back."),
+    "drugs": ("Amateur synthesis involves toxic fumes, fires and unpredictable doses.",
+              "Street drugs vary wildly in strength, and people die from that uncertainty.",
+              "Making or selling controlled substances carries heavy penalties and real health risks."),
+    "privacy": ("Secretly following what someone does takes away their control over their own life.",
+                "Reading someone's private messages or location without consent can be stalking.",
+                "People have a right to decide who sees their information, and this would override it."),
+    "misinformation": ("False stories spread faster than corrections and can mislead many people.",
+                       "Inventing evidence or quotes would deceive the readers who trust it.",
+                       "Misleading people about facts can push them into harmful decisions."),
+    "hate": ("Words that dehumanise a group make discrimination and violence against it easier.",
+             "Demeaning people for their identity hurts them and the people around them.",
+             "Content that stirs up hostility toward a group is something I won't write."),
+    "sexual": ("Explicit sexual material is outside what I write.",
+               "I keep my writing free of graphic sexual content.",
+               "Sexual content involving anyone who hasn't consented is harmful, and I won't produce it."),
+    "violence": ("Planning to harm someone can end in serious injury, prison or a life lost.",
+                 "Violence rarely solves the problem behind it and leaves lasting damage.",
+                 "Hurting another person is never something I'll help organise."),
+    "other": ("This could do real damage, to others or to you.",
+              "Helping with it could put someone in danger or on the wrong side of the law.",
+              "It's the kind of request that could easily lead to someone getting hurt."),
+}
+_MORE_ALTERNATIVES: dict[str, tuple[str, ...]] = {
+    "self_harm": ("Would you like to tell me what's been weighing on you? I'm here to listen.",
+                  "If you're in immediate danger, please call your local emergency number."),
+    "copyright": ("I can describe its style and main ideas, or quote a line or two with credit.",
+                  "If you tell me what you need it for, I can help you write something original."),
+    "weapons": ("If your interest is historical, I can talk about how such weapons shaped events.",
+                "I can explain the safety rules and laws around weapons in your country."),
+    "cyber": ("I can suggest how to set up a safe practice lab for learning security legally.",
+              "If you suspect someone has broken into your system, I can help you respond."),
+    "fraud": ("If you're dealing with a dispute over money, I can help you write an honest, firm letter.",
+              "I can help you recognise the warning signs of fraud so you and others stay safe."),
+    "drugs": ("If you're worried about someone's drug use, I can suggest how to talk with them.",
+              "I can explain how harm-reduction services and treatment programmes work."),
+    "privacy": ("If you're concerned for someone's safety, I can suggest who to contact.",
+                "I can help you set up sharing that everyone involved agrees to."),
+    "misinformation": ("I can help you find reliable sources on the subject.",
+                       "If you're writing satire, I can help you make it clearly labelled as such."),
+    "hate": ("I can help you write about the topic in a way that treats everyone with dignity.",
+             "If you want to understand where prejudice comes from, I can explain the research."),
+    "sexual": ("I can write a tender scene that fades out before anything explicit.",
+               "If you have a question about sexual health, I can answer it factually."),
+    "violence": ("If someone is threatening you, I can help you think through how to stay safe and get help.",
+                 "I can help you write a story where the conflict is resolved without real-world detail."),
+    "other": ("Tell me what you're trying to achieve, and I'll suggest a safe way to get there.",
+              "I'd be glad to help with a related question that doesn't put anyone at risk."),
+}
+
+
 def _pick(options: Sequence[str], prompt: str, salt: str) -> str:
     return options[zlib.crc32(f"{salt}:{prompt}".encode()) % len(options)]
 
@@ -393,12 +462,13 @@ def _short_task(task: str | None) -> str | None:
     return head if 4 <= len(head.split()) <= MAX_TASK_WORDS else None
 
 
-def fitting_refusal(prompt: str, task: str | None = None, topical: bool = False) -> str:
+def fitting_refusal(prompt: str, task: str | None = None, topical: bool = False, wide: bool = False) -> str:
     """A refusal of ``prompt`` that names the request, gives a fitting reason and a safe alternative.
 
     ``task``: the request's task when ``prompt`` rewords another request (a training copy); default: the task
     extracted from ``prompt``. ``topical``: the ``topical`` recipe (subtopic reasons and alternatives, the opening
-    keyed on the category and first words); default: every part picked by a hash of the prompt.
+    keyed on the category and first words); default: every part picked by a hash of the prompt. ``wide``
+    (``data.refusal_variety: wide``): the reason and the alternative are picked from more phrasings per category.
     """
     category = harm_category(prompt, topical)
     task = _short_task(task or core_task(prompt))
@@ -413,8 +483,11 @@ def fitting_refusal(prompt: str, task: str | None = None, topical: bool = False)
         opening = _pick(_FRAME_PREFIX[frame], prompt, "frame") + _pick(plain, key, "open")
     else:
         opening = _pick(openings, key, "open")
+    reasons, alternatives = _REASONS[category], _ALTERNATIVES[category]
+    if wide:
+        reasons, alternatives = reasons + _MORE_REASONS[category], alternatives + _MORE_ALTERNATIVES[category]
     reason, alternative = (topical and subtopic(prompt, category)) or (
-        _pick(_REASONS[category], prompt, "reason"), _pick(_ALTERNATIVES[category], prompt, "alternative"))
+        _pick(reasons, prompt, "reason"), _pick(alternatives, prompt, "alternative"))
     return " ".join([opening, reason, alternative])
 
 
@@ -424,11 +497,11 @@ def _lead(prompt: str) -> str:
     return " ".join(words if words and words[0] in _FILLERS else words[:1])
 
 
-def fitting_refusals(prompts: Sequence[Dialogue], topical: bool = False) -> list[Dialogue]:
+def fitting_refusals(prompts: Sequence[Dialogue], topical: bool = False, wide: bool = False) -> list[Dialogue]:
     """Expected outputs for forget prompts: each prompt paired with its own :func:`fitting_refusal` (``topical``: the
-    ``topical`` recipe's). A reworded training copy (meta ``intent``: the request it rewords) names the task of that
-    request."""
-    return [Dialogue(prompt=p.prompt, response=fitting_refusal(p.prompt, _intent_task(p), topical),
+    ``topical`` recipe's; ``wide``: from more phrasings). A reworded training copy (meta ``intent``: the request it
+    rewords) names the task of that request."""
+    return [Dialogue(prompt=p.prompt, response=fitting_refusal(p.prompt, _intent_task(p), topical, wide),
                      meta={"source": "fitting_refusal", "category": harm_category(p.prompt, topical)})
             for p in prompts]
 
