@@ -151,7 +151,9 @@ class DataConfig:
     """With ``expected_recipe: fitting`` (harm task): ``wide`` picks each refusal's reason and alternative from
     about twice as many phrasings per category (``tasks/refusals.py``: ``_MORE_REASONS``, ``_MORE_ALTERNATIVES``).
     The expected outputs' own distinct-2 on the held-out prompts of runs demo52 and RN1: 0.50 and 0.46 with ``base``,
-    0.56 and 0.56 with ``wide``: the variety a model that imitates them can reach. Not measured on a run yet."""
+    0.56 and 0.56 with ``wide``: the variety a model that imitates them can reach. On demo52's scan (run RW0) the
+    held-out refusals' distinct-2 rose from 0.37 to 0.44, and the other source's harmful questions went from 25.0% to
+    34.4% flagged: not the default."""
     scan_size: int = 192
     """How many harmful prompts to scan (first N after a seeded shuffle)."""
     forget_rephrasings: int = 0
