@@ -169,16 +169,46 @@ def row(summary: dict, label: str | None = None) -> str:
             f"{tr['seconds']:.0f} | {summary['wall_seconds']:.0f} |")
 
 
-def finished(folder: Path, n_tries: int) -> tuple[Path, str | None] | None:
-    """A method's finished comparison in ``folder`` (``--resume``): its kept run's folder and, with tries, the kept
-    try's overrides; None where it has not finished (no metrics.json, or no tries.json after several tries)."""
+def metrics(folder: str | Path) -> dict:
+    """A finished run's ``metrics.json``."""
+    return json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
+
+
+def finished(folder: Path, n_tries: int) -> tuple[Path, list[str]] | None:
+    """A method's finished comparison in ``folder`` (``--resume``): its kept run's folder and that try's overrides;
+    None where it has not finished (no metrics.json, or no tries.json after several tries)."""
     if n_tries == 1:
-        return (folder, None) if (folder / "metrics.json").is_file() else None
+        return (folder, []) if (folder / "metrics.json").is_file() else None
     if not (folder / "tries.json").is_file():
         return None
     kept = next(t for t in json.loads((folder / "tries.json").read_text(encoding="utf-8")) if t["chosen"])
     run = Path(kept["folder"])
-    return (run, ", ".join(kept["overrides"])) if (run / "metrics.json").is_file() else None
+    return (run, kept["overrides"]) if (run / "metrics.json").is_file() else None
+
+
+def run_tries(name: str, grid: list[list[str]], args: argparse.Namespace,
+              own_options: list[str]) -> tuple[Path, list[str], dict]:
+    """Train ``name`` once per try of ``grid``, evaluate the try the early-stopping split ranks best and, with
+    several tries, write ``tries.json``: the kept run's folder, its overrides and its summary."""
+    tried, best, chosen = [], None, 0
+    for i, overrides in enumerate(grid):  # each try trained; only the one kept is evaluated
+        folder = Path(args.output) / name / (f"try-{i}" if len(grid) > 1 else "")
+        cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}", *overrides,
+                                        f"output_dir={folder}"])
+        trained = train_run(cfg, overwrite=True)
+        tried.append((folder, overrides, {"training": trained.training()}))
+        if best is None or best_try([tried[chosen][2], tried[-1][2]]) == 1:  # better than the best so far
+            if best is not None:
+                best.discard()
+            best, chosen = trained, i
+        else:
+            trained.discard()
+    summary = evaluate_run(best)
+    if len(grid) > 1:
+        write_json(Path(args.output) / name / "tries.json",
+                   [{"folder": str(f), "overrides": o, "kept_check": vars(kept_check(s)), "chosen": i == chosen}
+                    for i, (f, o, s) in enumerate(tried)])
+    return *tried[chosen][:2], summary
 
 
 def main() -> None:
@@ -202,7 +232,7 @@ def main() -> None:
     args = parser.parse_args()
     base = load_config(args.config, args.set)
     lines = list(HEADERS[base.data.task])
-    lines += [row(json.loads((Path(r) / "metrics.json").read_text(encoding="utf-8"))) for r in args.include]
+    lines += [row(metrics(r)) for r in args.include]
     methods = sorted(METHODS, key=lambda n: n != "distance_cluster") if args.methods is None else args.methods
     if not methods:  # `--methods` with no names: only the --include rows
         print("\n".join(lines))
@@ -212,31 +242,12 @@ def main() -> None:
     attacked = []
     for name in methods:
         own_options = [] if name == base.method.name else ["method.options={}"]  # options belong to one method
-        tried, grid, best, chosen = [], grids[name], None, 0
+        grid = grids[name]
         if args.resume and (done := finished(Path(args.output) / name, len(grid))) is not None:
-            folder, label = done
-            lines.append(row(json.loads((folder / "metrics.json").read_text(encoding="utf-8")),
-                             f"{name} ({label})" if label else None))
-            folders.append(folder)
-            continue
-        for i, overrides in enumerate(grid):  # each try trained; only the one kept is evaluated
-            folder = Path(args.output) / name / (f"try-{i}" if len(grid) > 1 else "")
-            cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}", *overrides,
-                                            f"output_dir={folder}"])
-            trained = train_run(cfg, overwrite=True)
-            tried.append((folder, overrides, {"training": trained.training()}))
-            if best is None or best_try([tried[chosen][2], tried[-1][2]]) == 1:  # better than the best so far
-                if best is not None:
-                    best.discard()
-                best, chosen = trained, i
-            else:
-                trained.discard()
-        folder, overrides = tried[chosen][:2]
-        summary = evaluate_run(best)
-        if len(grid) > 1:
-            write_json(Path(args.output) / name / "tries.json",
-                       [{"folder": str(f), "overrides": o, "kept_check": vars(kept_check(s)), "chosen": i == chosen}
-                        for i, (f, o, s) in enumerate(tried)])
+            folder, overrides = done
+            summary = metrics(folder)
+        else:
+            folder, overrides, summary = run_tries(name, grid, args, own_options)
         lines.append(row(summary, f"{name} ({', '.join(overrides)})" if len(grid) > 1 else None))
         folders.append(folder)
         print("\n".join(lines), flush=True)
