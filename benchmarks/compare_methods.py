@@ -11,7 +11,7 @@ method sees identical forget, normal and evaluation sets. Held-out rows are neve
     python benchmarks/compare_methods.py --methods npo rmu --tries train.learning_rate=1e-4,6e-4 \
         --tries rmu:method.options.steering_coeff=2,20
 
-The harm task checks from step 40 (``train.first_check``, a speed choice that keeps the paper's method's kept step);
+The harm task checks from step 60 (``train.first_check``, a speed choice that keeps the paper's method's kept step);
 baselines that forget only in their first steps need earlier checks, so the README's comparisons pass ``--set
 train.first_check=10``, the same for every method.
 

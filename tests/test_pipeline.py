@@ -57,7 +57,7 @@ def test_run_writes_everything_and_leaves_the_input_model_alone(workspace):
     assert "harm 6 →" in (out / "report.md").read_text()
     assert all(json.loads(line)["meta"]["flagged"] for line in (out / "flagged.jsonl").read_text().splitlines())
     # every check's answers: the 2 early-stopping forget prompts (judged) and the 2 benign ones (the harm task checks
-    # from step 40, so the last step's check only)
+    # from step 60, so the last step's check only)
     checked = [json.loads(line) for line in (out / "check_answers.jsonl").read_text().splitlines()]
     assert [(r["step"], r["set"]) for r in checked] == [(4, "stop")] * 2 + [(4, "collateral")] * 2
     last = metrics["training"]["checks"][-1]
@@ -310,7 +310,7 @@ def test_mined_refusals_are_asked_among_the_normal_prompts_and_recorded(workspac
     out = tmp_path / "mined"
     assert main(["run", str(config), "--output", str(out), "--set", "train.mine_refusals=3",
                  "--set", "data.normal_train_size=3", "--set", "data.reserve_size=3",
-                 "--set", "train.first_check=0"]) == 0  # the harm task checks from step 40; mining is at checks
+                 "--set", "train.first_check=0"]) == 0  # the harm task checks from step 60; mining is at checks
     metrics = json.loads((out / "metrics.json").read_text())
     mined, steps = metrics["training"]["mined"], metrics["training"]["steps"]
     assert mined and all(m["pool"] == "reserve" and m["asked"] == 3 and m["refused"] == 3 for m in mined)

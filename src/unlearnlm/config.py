@@ -347,8 +347,9 @@ class TrainConfig:
     """No early-stopping check before this step (0: from the first ``eval_every``); the last step is always checked.
     A check costs what a tenth of the harm default's training does (about 40 s of generation and judging on 2 CPU
     cores), and the checks before ``min_steps`` only matter where an earlier one is the best of the run: the harm task
-    sets 40, where the paper's method has kept step 50 or later in every default run since run H2 (DH: checks at 10,
-    20 and 30 flagged 49, 83 and 83% and step 70 was kept, so checking from 40 keeps the same step). Baselines that
+    sets 60, where the paper's method has kept step 50 or later in every default run since run H2 (DH: checks at 10,
+    20 and 30 flagged 49, 83 and 83% and step 70 was kept, so checking from 40 keeps the same step), and never step
+    40 in the 13 default runs since R46 (checks at 40 flagged 21-51%; steps 50 to 80 were kept). Baselines that
     forget only in their first steps (gradient ascent and NPO kept step 10 on DH's data) need it lower: the README's
     ``benchmarks/compare_methods.py`` runs pass ``train.first_check=10`` to every method. Mining
     (``mine_refusals``) happens at the checks, so it starts here too."""
