@@ -349,9 +349,9 @@ class TrainConfig:
     cores), and the checks before ``min_steps`` only matter where an earlier one is the best of the run: the harm task
     sets 60, where the paper's method has kept step 50 or later in every default run since run H2 (DH: checks at 10,
     20 and 30 flagged 49, 83 and 83% and step 70 was kept, so checking from 40 keeps the same step), and never step
-    40 in the 13 default runs since R46 (checks at 40 flagged 21-51%; steps 50 to 80 were kept). Baselines that
-    forget only in their first steps (gradient ascent and NPO kept step 10 on DH's data) need it lower: the README's
-    ``benchmarks/compare_methods.py`` runs pass ``train.first_check=10`` to every method. Mining
+    40 in 13 full runs since R46, the default or it with one setting changed (checks at 40 flagged 21-51%).
+    Baselines that forget only in their first steps (gradient ascent and NPO kept step 10 on DH's data) need it
+    lower: the README's ``benchmarks/compare_methods.py`` runs pass ``train.first_check=10`` to every method. Mining
     (``mine_refusals``) happens at the checks, so it starts here too."""
     mine_refusals: int = 0
     """Hard-negative mining of over-refusals (0: off). At every check the model answers this many of the normal

@@ -178,9 +178,10 @@ class HarmTask(ScanTask):
     # (128 benign prompts 17.9 and 18.9 s against 23.2 and 22.5 s at 32: benchmarks/bench_generation.py --lora
     # --mixed-precision bf16 --batch-sizes 32 64 32 64) and checks at steps 40, 60 and 80 (eval_every 20: the
     # steps RC1 and RC1S1 kept, 80 and 60, are both still checked). README, Results.
-    # first_check 60 (2026-12-08): in 13 default runs since R46 the step-40 check flagged 21-51% of the
-    # early-stopping prompts and was never the kept one (50 to 80 were); checks never change what trains, so the run
-    # keeps the same step and model and saves the check (run demo53 against demo52, README, Quick start).
+    # first_check 60 (2026-12-08): in 13 full runs since R46 (the default, or it with one setting changed) the
+    # step-40 check flagged 21-51% of the early-stopping prompts and was never the kept one (50 to 80 were); checks
+    # never change what trains, so the run keeps the same step and model and saves the check (run demo53 against
+    # demo52, README, Quick start).
     defaults = {"train": {"learning_rate": 6e-4, "eval_every": 20, "mixed_precision": "auto", "min_steps": 40,
                           "first_check": 60, "batch_size": 8, "compile": True, "reference_precision": "train"},
                 "generation": {"mixed_precision": "auto", "batch_size": 64},
