@@ -169,11 +169,6 @@ def row(summary: dict, label: str | None = None) -> str:
             f"{tr['seconds']:.0f} | {summary['wall_seconds']:.0f} |")
 
 
-def metrics(folder: str | Path) -> dict:
-    """A finished run's ``metrics.json``."""
-    return json.loads((Path(folder) / "metrics.json").read_text(encoding="utf-8"))
-
-
 def finished(folder: Path, n_tries: int) -> tuple[Path, list[str]] | None:
     """A method's finished comparison in ``folder`` (``--resume``): its kept run's folder and that try's overrides;
     None where it has not finished (no metrics.json, or no tries.json after several tries)."""
@@ -232,7 +227,7 @@ def main() -> None:
     args = parser.parse_args()
     base = load_config(args.config, args.set)
     lines = list(HEADERS[base.data.task])
-    lines += [row(metrics(r)) for r in args.include]
+    lines += [row(read_run(r).summary) for r in args.include]
     methods = sorted(METHODS, key=lambda n: n != "distance_cluster") if args.methods is None else args.methods
     if not methods:  # `--methods` with no names: only the --include rows
         print("\n".join(lines))
@@ -245,7 +240,7 @@ def main() -> None:
         grid = grids[name]
         if args.resume and (done := finished(Path(args.output) / name, len(grid))) is not None:
             folder, overrides = done
-            summary = metrics(folder)
+            summary = read_run(folder).summary
         else:
             folder, overrides, summary = run_tries(name, grid, args, own_options)
         lines.append(row(summary, f"{name} ({', '.join(overrides)})" if len(grid) > 1 else None))
