@@ -63,6 +63,20 @@ def test_bad_dataset_spec_is_reported():
         load_config(None, ["data.harmful_prompts={path: x.jsonl, limit: -1}"])
 
 
+def test_a_path_alone_names_a_dataset(tmp_path):
+    # `--set data.benign_prompts=mine.jsonl` is what a user types first; it means {path: mine.jsonl}, the defaults kept
+    cfg = load_config(None, ["data.benign_prompts=mine.jsonl", "data.harmful_prompts={path: h.csv, limit: 5}"])
+    assert cfg.data.benign_prompts.path == "mine.jsonl"
+    assert cfg.data.benign_prompts.prompt_column == "prompt" and cfg.data.benign_prompts.limit is None
+    assert (cfg.data.harmful_prompts.path, cfg.data.harmful_prompts.limit) == ("h.csv", 5)
+    (tmp_path / "c.yaml").write_text("data:\n  normal_texts: texts.jsonl\n")
+    assert load_config(tmp_path / "c.yaml").data.normal_texts.path == "texts.jsonl"
+    with pytest.raises(DataError, match="non-empty string"):
+        load_config(None, ["data.benign_prompts=''"])
+    with pytest.raises(ConfigError, match="data.benign_prompts: expected a mapping"):  # a number is no path
+        load_config(None, ["data.benign_prompts=3"])
+
+
 def test_missing_or_invalid_yaml(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "nope.yaml")

@@ -496,6 +496,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         if value is None:
             return None
         return _coerce(args[0], value, key)
+    if tp is DatasetSpec and isinstance(value, str):  # `data.benign_prompts: file.jsonl` is short for {path: ...}
+        value = {"path": value}
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     if origin is Literal:
