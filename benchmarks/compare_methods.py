@@ -26,7 +26,11 @@ best try so far is held in memory while the next one trains (two models at once)
 
 ``--resume`` reads the methods already finished in ``--output`` (the kept run's ``metrics.json``, and ``tries.json``
 after several tries) instead of running them again, so a comparison stopped part-way goes on from the method it
-stopped in, on the same cached original's stage (the tries of that method start again).
+stopped in, on the same cached original's stage. Within that method, a try that finished training is not trained
+again where its ``config.yaml`` is the one the try would write now (its checks are in ``training.json``); a try
+stopped mid-way continues from its checkpoint (as ``unlearnlm run --resume`` does, bit for bit); and where the kept
+try is one read back, it is trained again (runs are deterministic) to be evaluated. Code changed in between is not
+seen.
 
 ``--attack quantize``, ``--attack relearn`` and ``--attack prefill`` (any of them) run ``unlearnlm attack`` on every
 method's kept run and every ``--include`` run, after the methods have run (into ``RUN/attacks/``, as the CLI does),
@@ -45,10 +49,11 @@ from pathlib import Path
 
 from unlearnlm.attacks import PrefillOptions, RelearnOptions, prefill_attack, quantize_attack, relearn_attack
 from unlearnlm.attacks.figures import return_text, share_text
+from unlearnlm.config import RunConfig
 from unlearnlm.loader import load_config
 from unlearnlm.methods import METHODS
-from unlearnlm.outputs import write_json
-from unlearnlm.pipeline import evaluate_run, train_run
+from unlearnlm.outputs import CHECKPOINT_DIR, CONFIG_FILE, write_json
+from unlearnlm.pipeline import TrainedRun, evaluate_run, train_run
 from unlearnlm.report.compare import write_compare
 from unlearnlm.report.run_files import read_run
 from unlearnlm.tuning import best_try, kept_check, method_grids
@@ -181,23 +186,58 @@ def finished(folder: Path, n_tries: int) -> tuple[Path, list[str]] | None:
     return (run, kept["overrides"]) if (run / "metrics.json").is_file() else None
 
 
+def started_as(cfg: RunConfig) -> bool:
+    """Whether ``cfg.output_dir`` holds a run started with ``cfg`` itself (its ``config.yaml``)."""
+    saved = Path(cfg.output_dir) / CONFIG_FILE
+    return saved.is_file() and load_config(saved).to_dict() == cfg.to_dict()
+
+
+def trained_before(cfg: RunConfig) -> dict | None:
+    """``--resume``: the checks of a try that finished training with ``cfg`` (its ``training.json``); None where it
+    has to be trained (again)."""
+    done = Path(cfg.output_dir) / "training.json"
+    return json.loads(done.read_text(encoding="utf-8")) if done.is_file() and started_as(cfg) else None
+
+
+def train_try(cfg: RunConfig, resume: bool) -> TrainedRun:
+    """Train one try and write its checks to ``training.json`` at once (what ``--resume`` reads back); with
+    ``resume``, a try stopped mid-way with the same config continues from its checkpoint."""
+    midway = resume and (Path(cfg.output_dir) / CHECKPOINT_DIR).is_dir() and started_as(cfg)
+    trained = train_run(cfg, resume=midway, overwrite=True)
+    write_json(Path(cfg.output_dir) / "training.json", trained.training())
+    return trained
+
+
+def untimed(checks: list[dict]) -> list[dict]:
+    """Checks without their seconds: what a run trained again must repeat."""
+    return [{k: v for k, v in check.items() if k != "seconds"} for check in checks]
+
+
 def run_tries(name: str, grid: list[list[str]], args: argparse.Namespace,
               own_options: list[str]) -> tuple[Path, list[str], dict]:
     """Train ``name`` once per try of ``grid``, evaluate the try the early-stopping split ranks best and, with
-    several tries, write ``tries.json``: the kept run's folder, its overrides and its summary."""
-    tried, best, chosen = [], None, 0
+    several tries, write ``tries.json``: the kept run's folder, its overrides and its summary. With ``--resume`` a
+    try that finished training before is read back (:func:`trained_before`), not trained again."""
+    tried, configs, best, chosen = [], [], None, 0
     for i, overrides in enumerate(grid):  # each try trained; only the one kept is evaluated
         folder = Path(args.output) / name / (f"try-{i}" if len(grid) > 1 else "")
         cfg = load_config(args.config, [*args.set, *own_options, f"method.name={name}", *overrides,
                                         f"output_dir={folder}"])
-        trained = train_run(cfg, overwrite=True)
-        tried.append((folder, overrides, {"training": trained.training()}))
-        if best is None or best_try([tried[chosen][2], tried[-1][2]]) == 1:  # better than the best so far
+        configs.append(cfg)
+        stored = trained_before(cfg) if args.resume else None
+        trained = None if stored is not None else train_try(cfg, args.resume)
+        tried.append((folder, overrides, {"training": stored if trained is None else trained.training()}))
+        if i == 0 or best_try([tried[chosen][2], tried[-1][2]]) == 1:  # better than the best so far
             if best is not None:
                 best.discard()
             best, chosen = trained, i
-        else:
+        elif trained is not None:
             trained.discard()
+    if best is None:  # the kept try was read back: train it again to evaluate it
+        best = train_try(configs[chosen], resume=False)
+        if untimed(best.training()["checks"]) != untimed(tried[chosen][2]["training"]["checks"]):
+            print(f"note: {tried[chosen][0]} trained again did not repeat its stored checks; the new ones are kept")
+        tried[chosen] = (*tried[chosen][:2], {"training": best.training()})
     summary = evaluate_run(best)
     if len(grid) > 1:
         write_json(Path(args.output) / name / "tries.json",

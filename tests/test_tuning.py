@@ -97,7 +97,7 @@ def test_compare_methods_runs_every_try_and_shows_the_chosen_one(workspace, monk
     for t, kept in zip(tries, chosen, strict=True):
         folder = Path(t["folder"])
         assert (folder / "metrics.json").is_file() == kept and (folder / "model").is_dir() == kept
-        assert (folder / "training.json").is_file() != kept and not (folder / "checkpoint").exists()
+        assert (folder / "training.json").is_file() and not (folder / "checkpoint").exists()  # every try's checks
         assert (folder / "history.jsonl").is_file()
         trainings.append(json.loads((folder / "metrics.json").read_text())["training"] if kept
                          else json.loads((folder / "training.json").read_text()))
@@ -108,23 +108,40 @@ def test_compare_methods_runs_every_try_and_shows_the_chosen_one(workspace, monk
     assert f"| {label} |" in first
     assert (out / "compare.html").is_file()
 
-    # --resume: a comparison stopped in NPO (no tries.json yet) reads gradient ascent's kept run and trains NPO only
+    # --resume: a comparison stopped in NPO's evaluation (no tries.json yet) reads gradient ascent's kept run and
+    # NPO's two trained tries back, and trains again only the kept try, which has to be evaluated
     import unlearnlm.pipeline
 
+    npo_kept = Path(next(t["folder"] for t in npo_tries if t["chosen"]))
+    untimed = lambda checks: [{k: v for k, v in c.items() if k != "seconds"} for c in checks]  # noqa: E731
+    npo_checks = untimed(json.loads((npo_kept / "metrics.json").read_text())["training"]["checks"])
     (out / "npo" / "tries.json").unlink()
+    (npo_kept / "metrics.json").unlink()
     trained = []
     real = unlearnlm.pipeline.train_run
 
     def counted(cfg, **kw):
-        trained.append(cfg.method.name)
+        trained.append(Path(cfg.output_dir))
         return real(cfg, **kw)
 
     monkeypatch.setattr(unlearnlm.pipeline, "train_run", counted)
     monkeypatch.setattr(sys, "argv", [*sys.argv, "--resume"])
     runpy.run_path(str(script), run_name="__main__")
-    assert trained == ["npo", "npo"]
+    assert trained == [npo_kept]
+    again = json.loads((out / "npo" / "tries.json").read_text())
+    assert [t["chosen"] for t in again] == [t["chosen"] for t in npo_tries]
+    assert untimed(json.loads((npo_kept / "metrics.json").read_text())["training"]["checks"]) == npo_checks
     ga_row = next(line for line in first.splitlines() if line.startswith(f"| {label} |"))
     assert ga_row in capsys.readouterr().out.splitlines()  # the same row, read from the finished run
+
+    # a try whose saved config is not the one it would run now is trained again; the other is still read back
+    (out / "npo" / "tries.json").unlink()
+    first_try = out / "npo" / "try-0"
+    (first_try / "config.yaml").write_text((first_try / "config.yaml").read_text().replace("beta: 0.05", "beta: 0.07"))
+    trained.clear()
+    runpy.run_path(str(script), run_name="__main__")
+    assert trained == [first_try, *([npo_kept] if npo_kept != first_try else [])]  # the kept try-1: read, so again
+    assert yaml.safe_load((first_try / "config.yaml").read_text())["method"]["options"]["beta"] == 0.05
 
 
 def test_compare_methods_attacks_each_kept_run_and_tabulates_the_headline_figure(workspace, monkeypatch, capsys):
