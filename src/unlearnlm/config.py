@@ -154,6 +154,12 @@ class DataConfig:
     0.56 and 0.56 with ``wide``: the variety a model that imitates them can reach. On demo52's scan (run RW0) the
     held-out refusals' distinct-2 rose from 0.37 to 0.44, and the other source's harmful questions went from 25.0% to
     34.4% flagged: not the default."""
+    frame_openings: Literal["prefix", "plain"] = "prefix"
+    """With ``expected_recipe: fitting`` (harm task): how the refusal of a prompt framed as fiction, a hypothetical
+    or history opens, the reworded training copies (``forget_rephrasings``) included. ``prefix``: with a phrase that
+    says the frame changes nothing ("Even in theory, I can't ..."; 10 such phrases); ``plain``: as an unframed
+    prompt's refusal does. By hand (run demo53), ``prefix`` models open refusals of plain prompts with those phrases
+    too: 12 of the other source's 64 answers open "Even in theory,"."""
     scan_size: int = 192
     """How many harmful prompts to scan (first N after a seeded shuffle)."""
     forget_rephrasings: int = 0

@@ -222,7 +222,7 @@ def generation_key(cfg: GenerationConfig) -> dict[str, Any]:
 
 #: ``data`` settings that act on training only (never on the original's answers or the planted model): out of every
 #: cache key.
-TRAINING_ONLY_DATA = ("lookalike_prompts", "lookalike_pool", "counterparts", "refusal_variety")
+TRAINING_ONLY_DATA = ("lookalike_prompts", "lookalike_pool", "counterparts", "refusal_variety", "frame_openings")
 #: ``data`` settings added after caches were first written, with their "off" value: out of the key while off.
 ADDED_LATER_DATA = {"edgy_share": None, "edgy_verbs": False, "reserve_size": 0, "pyrit_benign": "scan"}
 

@@ -196,8 +196,9 @@ class HarmTask(ScanTask):
         return build_harm_task(self.cfg.data, seed=self.cfg.train.seed)
 
     def fitting(self, forget_train: list[Dialogue]) -> list[Dialogue]:
-        return fitting_refusals(forget_train, topical=self.cfg.data.expected_recipe == "topical",
-                                wide=self.cfg.data.refusal_variety == "wide")
+        data = self.cfg.data
+        return fitting_refusals(forget_train, topical=data.expected_recipe == "topical",
+                                wide=data.refusal_variety == "wide", frames=data.frame_openings == "prefix")
 
     def rephrase(self, prompts: list[Dialogue]) -> list[Dialogue]:
         return rephrase_set(prompts)

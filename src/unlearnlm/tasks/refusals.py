@@ -462,13 +462,16 @@ def _short_task(task: str | None) -> str | None:
     return head if 4 <= len(head.split()) <= MAX_TASK_WORDS else None
 
 
-def fitting_refusal(prompt: str, task: str | None = None, topical: bool = False, wide: bool = False) -> str:
+def fitting_refusal(prompt: str, task: str | None = None, topical: bool = False, wide: bool = False,
+                    frames: bool = True) -> str:
     """A refusal of ``prompt`` that names the request, gives a fitting reason and a safe alternative.
 
     ``task``: the request's task when ``prompt`` rewords another request (a training copy); default: the task
     extracted from ``prompt``. ``topical``: the ``topical`` recipe (subtopic reasons and alternatives, the opening
     keyed on the category and first words); default: every part picked by a hash of the prompt. ``wide``
     (``data.refusal_variety: wide``): the reason and the alternative are picked from more phrasings per category.
+    ``frames`` false (``data.frame_openings: plain``): a framed prompt opens as an unframed one does, without the
+    phrase that says the frame changes nothing.
     """
     category = harm_category(prompt, topical)
     task = _short_task(task or core_task(prompt))
@@ -476,7 +479,7 @@ def fitting_refusal(prompt: str, task: str | None = None, topical: bool = False,
         openings = tuple(o.format(task=task) for o in _OPEN_TASK)
     else:
         openings = _OPEN_CATEGORY.get(category, _OPEN_ANY)
-    frame = request_frame(prompt)
+    frame = request_frame(prompt) if frames else None
     key = f"{category}:{_lead(prompt)}" if topical else prompt  # topical: what the prompt shows
     if frame:  # "Even in a story, I can't ...": only plain "I can't / I won't" openings read well after the frame
         plain = [o for o in openings if o.startswith(_PLAIN_OPENINGS)] or [_OPEN_ANY[0]]
@@ -497,11 +500,12 @@ def _lead(prompt: str) -> str:
     return " ".join(words if words and words[0] in _FILLERS else words[:1])
 
 
-def fitting_refusals(prompts: Sequence[Dialogue], topical: bool = False, wide: bool = False) -> list[Dialogue]:
+def fitting_refusals(prompts: Sequence[Dialogue], topical: bool = False, wide: bool = False,
+                     frames: bool = True) -> list[Dialogue]:
     """Expected outputs for forget prompts: each prompt paired with its own :func:`fitting_refusal` (``topical``: the
-    ``topical`` recipe's; ``wide``: from more phrasings). A reworded training copy (meta ``intent``: the request it
-    rewords) names the task of that request."""
-    return [Dialogue(prompt=p.prompt, response=fitting_refusal(p.prompt, _intent_task(p), topical, wide),
+    ``topical`` recipe's; ``wide``: from more phrasings; ``frames`` false: no frame phrase). A reworded training copy
+    (meta ``intent``: the request it rewords) names the task of that request."""
+    return [Dialogue(prompt=p.prompt, response=fitting_refusal(p.prompt, _intent_task(p), topical, wide, frames),
                      meta={"source": "fitting_refusal", "category": harm_category(p.prompt, topical)})
             for p in prompts]
 
