@@ -158,8 +158,10 @@ class DataConfig:
     """With ``expected_recipe: fitting`` (harm task): how the refusal of a prompt framed as fiction, a hypothetical
     or history opens, the reworded training copies (``forget_rephrasings``) included. ``prefix``: with a phrase that
     says the frame changes nothing ("Even in theory, I can't ..."; 10 such phrases); ``plain``: as an unframed
-    prompt's refusal does. By hand (run demo53), ``prefix`` models open refusals of plain prompts with those phrases
-    too: 12 of the other source's 64 answers open "Even in theory,"."""
+    prompt's refusal does. ``prefix`` models open refusals of plain prompts with those phrases too (run demo53: 12 of
+    the other source's 64 answers open "Even in theory,"). ``plain`` on demo53's scan (run FP0) removed them, but the
+    refusals collapsed onto other openings (held-out distinct-2 0.37 -> 0.31) and more safe requests were refused
+    (writing instructions 14.1% -> 18.8%, the edgy set 18.8% -> 28.1%): not the default."""
     scan_size: int = 192
     """How many harmful prompts to scan (first N after a seeded shuffle)."""
     forget_rephrasings: int = 0
