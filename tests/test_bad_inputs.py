@@ -218,8 +218,10 @@ CASES: dict[str, Case] = {
                                    ("data.benign_prompts: missing required key(s) ['path']",)),
     "data_spec_bad_limit": Case(lambda w: s("data.benign_prompts", "{path: x.jsonl, limit: 0}"),
                                 ("data.benign_prompts: dataset spec for x.jsonl: `limit` must be a positive integer",)),
-    "data_spec_not_a_mapping": Case(lambda w: s("data.benign_prompts", "prompts.jsonl"),
-                                    ("data.benign_prompts: expected a mapping, got str",)),
+    "data_spec_not_a_mapping": Case(lambda w: s("data.benign_prompts", "[prompts.jsonl]"),
+                                    ("data.benign_prompts: expected a mapping, got list",)),
+    "data_spec_path_alone_not_found": Case(lambda w: s("data.benign_prompts", "prompts.jsonl"),  # {path: ...}
+                                           ("prompts.jsonl: file not found", "check the path")),
     "data_spec_reserved_meta_column": Case(lambda w: s("data.benign_prompts", "{path: x.jsonl, meta_columns: [source]}"),
                                            ("`meta_columns` may not contain ['source']", "rename that column")),
     # --- configs --------------------------------------------------------------------------------------
