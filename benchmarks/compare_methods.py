@@ -52,7 +52,7 @@ from unlearnlm.attacks.figures import return_text, share_text
 from unlearnlm.config import RunConfig
 from unlearnlm.loader import load_config
 from unlearnlm.methods import METHODS
-from unlearnlm.outputs import CHECKPOINT_DIR, CONFIG_FILE, write_json
+from unlearnlm.outputs import CHECKPOINT_DIR, CONFIG_FILE, TRAINING_FILE, write_json
 from unlearnlm.pipeline import TrainedRun, evaluate_run, train_run
 from unlearnlm.report.compare import write_compare
 from unlearnlm.report.run_files import read_run
@@ -195,7 +195,7 @@ def started_as(cfg: RunConfig) -> bool:
 def trained_before(cfg: RunConfig) -> dict | None:
     """``--resume``: the checks of a try that finished training with ``cfg`` (its ``training.json``); None where it
     has to be trained (again)."""
-    done = Path(cfg.output_dir) / "training.json"
+    done = Path(cfg.output_dir) / TRAINING_FILE
     return json.loads(done.read_text(encoding="utf-8")) if done.is_file() and started_as(cfg) else None
 
 
@@ -204,7 +204,7 @@ def train_try(cfg: RunConfig, resume: bool) -> TrainedRun:
     ``resume``, a try stopped mid-way with the same config continues from its checkpoint."""
     midway = resume and (Path(cfg.output_dir) / CHECKPOINT_DIR).is_dir() and started_as(cfg)
     trained = train_run(cfg, resume=midway, overwrite=True)
-    write_json(Path(cfg.output_dir) / "training.json", trained.training())
+    write_json(Path(cfg.output_dir) / TRAINING_FILE, trained.training())
     return trained
 
 

@@ -75,6 +75,8 @@ FINISHED_MARKER = "metrics.json"
 CHECKPOINT_DIR = "checkpoint"
 #: Written first, before any heavy work: a folder holding it and no finished marker stopped early.
 CONFIG_FILE = "config.yaml"
+#: A trained run's checks, for a run that is not evaluated (``TrainedRun.discard``; ``compare_methods.py`` tries).
+TRAINING_FILE = "training.json"
 #: What ``--overwrite`` removes before a new run starts: the results and the training state of the earlier one.
 EARLIER_RESULTS = (FINISHED_MARKER, "model", CHECKPOINT_DIR)
 

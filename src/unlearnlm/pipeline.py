@@ -40,6 +40,7 @@ from unlearnlm.outputs import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     FINISHED_MARKER,
+    TRAINING_FILE,
     library_versions,
     prepare_output_dir,
     resume_output_dir,
@@ -193,7 +194,7 @@ class TrainedRun:
         """Drop a run that will not be evaluated: its folder keeps the config, the scan files, ``history.jsonl`` and
         ``check_answers.jsonl``, gains ``training.json`` (:meth:`training`), and loses its checkpoint; no model is
         saved, and no ``metrics.json`` is written, so the folder does not pass for a finished run."""
-        distributed.on_main(lambda: (write_json(self.out / "training.json", self.training()),
+        distributed.on_main(lambda: (write_json(self.out / TRAINING_FILE, self.training()),
                                      shutil.rmtree(self.out / CHECKPOINT_DIR, ignore_errors=True)))
         self.model = self.reference = None
 
